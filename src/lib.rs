@@ -7,3 +7,20 @@ pub mod finding;
 pub mod metadata;
 pub mod outcome;
 pub mod plan;
+pub mod aws;
+pub mod config;
+pub mod limits;
+pub mod securityhub;
+pub mod handler;
+pub mod telemetry;
+pub mod wiring;
+
+/// Converts Lambda's deadline (milliseconds since the epoch) to a monotonic instant.
+pub fn lambda_deadline(deadline_epoch_ms: u64) -> tokio::time::Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    tokio::time::Instant::now() + std::time::Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms))
+}
+pub mod local;

@@ -1,0 +1,56 @@
+//! Client-side quotas per downstream API (`governor`), awaited within a deadline.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
+
+use crate::config::Rate;
+
+/// A shared limiter for one downstream API.
+#[derive(Clone)]
+pub struct Limiter(Arc<DefaultDirectRateLimiter>);
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Limiter")
+    }
+}
+
+/// The deadline came before the quota allowed another call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("deadline reached while waiting for the rate limit")]
+pub struct DeadlineReached;
+
+impl Limiter {
+    pub fn new(rate: Rate) -> Self {
+        // Quota::per_second takes whole numbers only; a period supports fractional rates such
+        // as one call every two seconds.
+        let period = Duration::from_secs_f64(1.0 / rate.per_second);
+        let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period).expect("rate is validated positive").allow_burst(burst);
+        Limiter(Arc::new(RateLimiter::direct(quota)))
+    }
+
+    /// Waits for a permit, or gives up at `deadline`.
+    pub async fn acquire(&self, deadline: Instant) -> Result<(), DeadlineReached> {
+        tokio::time::timeout_at(deadline, self.0.until_ready()).await.map_err(|_| DeadlineReached)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn burst_then_deadline() {
+        let limiter = Limiter::new(Rate { per_second: 0.1, burst: 3 });
+        let deadline = Instant::now() + Duration::from_millis(50);
+        for _ in 0..3 {
+            assert_eq!(limiter.acquire(deadline).await, Ok(()));
+        }
+        assert_eq!(limiter.acquire(deadline).await, Err(DeadlineReached));
+    }
+}

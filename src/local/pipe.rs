@@ -1,0 +1,158 @@
+//! A local stand-in for the EventBridge Pipe: puts events on a Kinesis stream (partition key =
+//! account id, as the EventBridge rule does) and reads each shard back in batches shaped as the
+//! Pipe delivers them.
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use super::LocalError;
+
+pub struct LocalPipe {
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+    stream_arn: String,
+    /// The last sequence number read per shard: the pipe's checkpoint.
+    checkpoints: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+fn kinesis_error(step: &str) -> impl FnOnce(aws_sdk_kinesis::Error) -> LocalError + '_ {
+    move |e| LocalError::new(step, e)
+}
+
+impl LocalPipe {
+    pub async fn create(client: aws_sdk_kinesis::Client, stream: &str, shards: i32) -> Result<Self, LocalError> {
+        client
+            .create_stream()
+            .stream_name(stream)
+            .shard_count(shards)
+            .send()
+            .await
+            .map_err(|e| kinesis_error("CreateStream")(e.into()))?;
+        for _ in 0..50 {
+            let summary = client
+                .describe_stream_summary()
+                .stream_name(stream)
+                .send()
+                .await
+                .map_err(|e| kinesis_error("DescribeStreamSummary")(e.into()))?;
+            if let Some(s) = summary.stream_description_summary
+                && s.stream_status == StreamStatus::Active
+            {
+                return Ok(LocalPipe { client, stream: stream.to_owned(), stream_arn: s.stream_arn, checkpoints: Default::default() });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(LocalError::new("CreateStream", "stream did not become ACTIVE"))
+    }
+
+    /// Puts (partition key, event) pairs, 500 per PutRecords, retrying failed entries.
+    pub async fn put_events(&self, events: &[(String, Value)]) -> Result<(), LocalError> {
+        for chunk in events.chunks(500) {
+            let mut pending: Vec<PutRecordsRequestEntry> = chunk
+                .iter()
+                .map(|(key, event)| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(key)
+                        .data(Blob::new(serde_json::to_vec(event).expect("events serialize")))
+                        .build()
+                        .expect("data and key are set")
+                })
+                .collect();
+            for _ in 0..5 {
+                if pending.is_empty() {
+                    break;
+                }
+                let out = self
+                    .client
+                    .put_records()
+                    .stream_name(&self.stream)
+                    .set_records(Some(pending.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| kinesis_error("PutRecords")(e.into()))?;
+                pending = pending
+                    .into_iter()
+                    .zip(out.records)
+                    .filter(|(_, result)| result.error_code.is_some())
+                    .map(|(entry, _)| entry)
+                    .collect();
+            }
+            if !pending.is_empty() {
+                return Err(LocalError::new("PutRecords", format!("{} entries kept failing", pending.len())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every shard from its checkpoint (the start, the first time) and cuts each shard's records into batches of up to
+    /// `batch_size`, each a Pipe-shaped JSON array (records of one batch share one shard).
+    pub async fn read_batches(&self, batch_size: usize) -> Result<Vec<Vec<Value>>, LocalError> {
+        let shards = self
+            .client
+            .list_shards()
+            .stream_name(&self.stream)
+            .send()
+            .await
+            .map_err(|e| kinesis_error("ListShards")(e.into()))?
+            .shards
+            .unwrap_or_default();
+        let mut batches = Vec::new();
+        for shard in shards {
+            let checkpoint = self.checkpoints.lock().expect("checkpoint lock").get(&shard.shard_id).cloned();
+            let request = self.client.get_shard_iterator().stream_name(&self.stream).shard_id(&shard.shard_id);
+            let request = match checkpoint {
+                Some(sequence) => request
+                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                    .starting_sequence_number(sequence),
+                None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            };
+            let mut iterator = request
+                .send()
+                .await
+                .map_err(|e| kinesis_error("GetShardIterator")(e.into()))?
+                .shard_iterator;
+            let mut records = Vec::new();
+            while let Some(current) = iterator.take() {
+                let out = self
+                    .client
+                    .get_records()
+                    .shard_iterator(current)
+                    .limit(10_000)
+                    .send()
+                    .await
+                    .map_err(|e| kinesis_error("GetRecords")(e.into()))?;
+                let empty = out.records.is_empty();
+                for r in out.records {
+                    let arrival = r.approximate_arrival_timestamp.map(|t| t.as_secs_f64()).unwrap_or_default();
+                    records.push(json!({
+                        "kinesisSchemaVersion": "1.0",
+                        "partitionKey": r.partition_key,
+                        "sequenceNumber": r.sequence_number,
+                        "data": base64::engine::general_purpose::STANDARD.encode(r.data.as_ref()),
+                        "approximateArrivalTimestamp": arrival,
+                        "eventSource": "aws:kinesis",
+                        "eventVersion": "1.0",
+                        "eventID": format!("{}:{}", shard.shard_id, r.sequence_number),
+                        "eventName": "aws:kinesis:record",
+                        "invokeIdentityArn": "arn:aws:iam::111111111111:role/local-pipe",
+                        "awsRegion": super::findings::REGION,
+                        "eventSourceARN": self.stream_arn,
+                    }));
+                }
+                if empty || out.millis_behind_latest == Some(0) && out.next_shard_iterator.is_none() {
+                    break;
+                }
+                iterator = out.next_shard_iterator;
+            }
+            if let Some(last) = records.last().and_then(|r| r["sequenceNumber"].as_str()) {
+                self.checkpoints.lock().expect("checkpoint lock").insert(shard.shard_id.clone(), last.to_owned());
+            }
+            for chunk in records.chunks(batch_size.max(1)) {
+                batches.push(chunk.to_vec());
+            }
+        }
+        Ok(batches)
+    }
+}

@@ -1,0 +1,259 @@
+//! Writing enrichment back: one BatchUpdateFindings call per request (the adapter), and the
+//! `Updater` that sends a batch's requests within the rate limit and the invocation's
+//! deadline, retrying throttles and transient UnprocessedFindings with backoff.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_securityhub::error::ProvideErrorMetadata;
+use aws_sdk_securityhub::types::{AwsSecurityFindingIdentifier, NoteUpdate};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::enrich::{EnrichmentPayload, UPDATED_BY};
+use crate::finding::FindingId;
+use crate::limits::Limiter;
+use crate::outcome::{FailReason, FindingOutcome, SkipReason};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A finding Security Hub did not update, as UnprocessedFindings reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unprocessed {
+    pub id: FindingId,
+    pub code: String,
+    pub message: String,
+}
+
+/// UnprocessedFindings codes worth another try; the others never succeed on retry.
+pub fn is_transient_code(code: &str) -> bool {
+    matches!(code, "ConcurrentUpdateError" | "InternalFailure")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("BatchUpdateFindings was throttled")]
+    Throttled {
+        #[source]
+        source: BoxError,
+    },
+    #[error("BatchUpdateFindings failed; worth retrying")]
+    Transient {
+        #[source]
+        source: BoxError,
+    },
+    /// The request itself is invalid: retrying the same request cannot help.
+    #[error("BatchUpdateFindings rejected the request ({code})")]
+    Rejected {
+        code: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// One BatchUpdateFindings call.
+#[async_trait]
+pub trait FindingsWriter: Send + Sync {
+    async fn batch_update(&self, ids: &[FindingId], payload: &EnrichmentPayload) -> Result<Vec<Unprocessed>, WriteError>;
+}
+
+/// The Security Hub adapter.
+pub struct SecurityHubWriter {
+    client: aws_sdk_securityhub::Client,
+}
+
+impl SecurityHubWriter {
+    /// The client should have SDK retries off: the `Updater` retries within the deadline and
+    /// the rate limit, which the SDK's own retry loop knows nothing of.
+    pub fn new(client: aws_sdk_securityhub::Client) -> Self {
+        SecurityHubWriter { client }
+    }
+}
+
+#[async_trait]
+impl FindingsWriter for SecurityHubWriter {
+    async fn batch_update(&self, ids: &[FindingId], payload: &EnrichmentPayload) -> Result<Vec<Unprocessed>, WriteError> {
+        let identifiers = ids
+            .iter()
+            .map(|f| AwsSecurityFindingIdentifier::builder().id(&f.id).product_arn(&f.product_arn).build())
+            .collect();
+        let note = payload.note.as_ref().map(|text| NoteUpdate::builder().text(text).updated_by(UPDATED_BY).build());
+        let result = self
+            .client
+            .batch_update_findings()
+            .set_finding_identifiers(Some(identifiers))
+            .set_note(note)
+            .set_user_defined_fields(Some(payload.fields.clone().into_iter().collect()))
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(output
+                .unprocessed_findings
+                .unwrap_or_default()
+                .into_iter()
+                .map(|u| Unprocessed {
+                    id: u
+                        .finding_identifier
+                        .map(|f| FindingId { id: f.id.unwrap_or_default(), product_arn: f.product_arn.unwrap_or_default() })
+                        .unwrap_or_else(|| FindingId { id: String::new(), product_arn: String::new() }),
+                    code: u.error_code.unwrap_or_default(),
+                    message: u.error_message.unwrap_or_default(),
+                })
+                .collect()),
+            Err(error) => {
+                let code = error.code().unwrap_or_default().to_owned();
+                let source: BoxError = Box::new(aws_sdk_securityhub::Error::from(error));
+                Err(match code.as_str() {
+                    "TooManyRequestsException" | "ThrottlingException" | "LimitExceededException" => {
+                        WriteError::Throttled { source }
+                    }
+                    // Only a malformed request is final. AccessDenied stays retryable so that a
+                    // broken permission shows up as failed records, not as silently dropped data.
+                    "InvalidInputException" => WriteError::Rejected { code, source },
+                    _ => WriteError::Transient { source },
+                })
+            }
+        }
+    }
+}
+
+/// One request as the updater takes it: identifiers and the payload they share.
+#[derive(Debug, Clone)]
+pub struct PlannedUpdate {
+    pub ids: Vec<FindingId>,
+    pub payload: Arc<EnrichmentPayload>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UpdateStats {
+    /// BatchUpdateFindings calls made, retries included.
+    pub calls: usize,
+    /// Findings carried by each successful call.
+    pub findings_per_call: Vec<usize>,
+    pub throttled: usize,
+    pub transient_errors: usize,
+    pub retried_findings: usize,
+}
+
+pub struct Updater {
+    writer: Arc<dyn FindingsWriter>,
+    limiter: Limiter,
+    max_attempts: u32,
+    concurrency: usize,
+    base_backoff: Duration,
+}
+
+impl Updater {
+    pub fn new(writer: Arc<dyn FindingsWriter>, limiter: Limiter) -> Self {
+        Updater { writer, limiter, max_attempts: 8, concurrency: 4, base_backoff: Duration::from_millis(100) }
+    }
+
+    pub fn with_backoff(mut self, base: Duration, max_attempts: u32) -> Self {
+        self.base_backoff = base;
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Sends every request; returns one outcome per identifier of each request, in order.
+    pub async fn run(&self, requests: &[PlannedUpdate], deadline: Instant) -> (Vec<Vec<FindingOutcome>>, UpdateStats) {
+        let results: Vec<(usize, Vec<FindingOutcome>, UpdateStats)> = futures::stream::iter(requests.iter().enumerate())
+            .map(|(i, request)| async move {
+                let (outcomes, stats) = self.send(request, deadline).await;
+                (i, outcomes, stats)
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let mut outcomes = vec![Vec::new(); requests.len()];
+        let mut total = UpdateStats::default();
+        for (i, o, stats) in results {
+            outcomes[i] = o;
+            total.calls += stats.calls;
+            total.findings_per_call.extend(stats.findings_per_call);
+            total.throttled += stats.throttled;
+            total.transient_errors += stats.transient_errors;
+            total.retried_findings += stats.retried_findings;
+        }
+        (outcomes, total)
+    }
+
+    async fn send(&self, request: &PlannedUpdate, deadline: Instant) -> (Vec<FindingOutcome>, UpdateStats) {
+        let mut stats = UpdateStats::default();
+        let mut outcomes: Vec<Option<FindingOutcome>> = vec![None; request.ids.len()];
+        let mut pending: Vec<usize> = (0..request.ids.len()).collect();
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            if attempt == self.max_attempts {
+                mark(&mut outcomes, &pending, FindingOutcome::Failed(FailReason::Transient));
+                break;
+            }
+            if attempt > 0 {
+                let pause = self.backoff(attempt);
+                if Instant::now() + pause >= deadline {
+                    mark(&mut outcomes, &pending, FindingOutcome::Failed(FailReason::Deadline));
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                stats.retried_findings += pending.len();
+            }
+            attempt += 1;
+            if self.limiter.acquire(deadline).await.is_err() {
+                mark(&mut outcomes, &pending, FindingOutcome::Failed(FailReason::Deadline));
+                break;
+            }
+            let ids: Vec<FindingId> = pending.iter().map(|&i| request.ids[i].clone()).collect();
+            stats.calls += 1;
+            let call = tokio::time::timeout_at(deadline, self.writer.batch_update(&ids, &request.payload)).await;
+            match call {
+                Err(_elapsed) => {
+                    // The call may or may not have landed; a retry rewrites the same payload.
+                    mark(&mut outcomes, &pending, FindingOutcome::Failed(FailReason::Deadline));
+                    break;
+                }
+                Ok(Ok(unprocessed)) => {
+                    stats.findings_per_call.push(ids.len());
+                    let by_id: HashMap<&FindingId, &Unprocessed> = unprocessed.iter().map(|u| (&u.id, u)).collect();
+                    let mut retry = Vec::new();
+                    for &i in &pending {
+                        match by_id.get(&request.ids[i]) {
+                            None => outcomes[i] = Some(FindingOutcome::Enriched { partial: false }),
+                            Some(u) if is_transient_code(&u.code) => retry.push(i),
+                            Some(u) => {
+                                tracing::warn!(finding_id = %u.id.id, code = %u.code, message = %u.message, "Security Hub did not update a finding");
+                                outcomes[i] = Some(FindingOutcome::Skipped(SkipReason::Rejected(u.code.clone())));
+                            }
+                        }
+                    }
+                    pending = retry;
+                }
+                Ok(Err(WriteError::Rejected { code, source })) => {
+                    tracing::error!(code = %code, error = %crate::metadata::directory_error_chain(&*source), findings = pending.len(), "BatchUpdateFindings rejected a request");
+                    mark(&mut outcomes, &pending, FindingOutcome::Skipped(SkipReason::Rejected(code)));
+                    break;
+                }
+                Ok(Err(WriteError::Throttled { .. })) => stats.throttled += 1,
+                Ok(Err(WriteError::Transient { source })) => {
+                    stats.transient_errors += 1;
+                    tracing::warn!(error = %crate::metadata::directory_error_chain(&*source), "BatchUpdateFindings failed; retrying");
+                }
+            }
+        }
+        let outcomes = outcomes.into_iter().map(|o| o.unwrap_or(FindingOutcome::Failed(FailReason::Transient))).collect();
+        (outcomes, stats)
+    }
+
+    /// Exponential backoff with full jitter, capped at 5 s.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = (self.base_backoff * 2u32.saturating_pow(attempt.min(10))).min(Duration::from_secs(5));
+        cap.mul_f64(rand::random_range(0.5..=1.0))
+    }
+}
+
+fn mark(outcomes: &mut [Option<FindingOutcome>], indices: &[usize], outcome: FindingOutcome) {
+    for &i in indices {
+        outcomes[i] = Some(outcome.clone());
+    }
+}

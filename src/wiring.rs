@@ -1,0 +1,112 @@
+//! Builds the production object graph once, from the validated configuration and the SDK's
+//! standard configuration: clients, limiters, cache tiers, the updater.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
+use aws_credential_types::provider::{self, ProvideCredentials};
+
+use crate::aws::ApiCalls;
+use crate::config::EnricherConfig;
+use crate::handler::Enricher;
+use crate::limits::Limiter;
+use crate::metadata::dynamodb::DynamoStore;
+use crate::metadata::organizations::OrganizationsSource;
+use crate::metadata::Directory;
+use crate::securityhub::{SecurityHubWriter, Updater};
+
+/// The clients the enricher uses, each counting its calls into the same `ApiCalls`.
+pub struct Clients {
+    pub organizations: aws_sdk_organizations::Client,
+    pub account: aws_sdk_account::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub securityhub: aws_sdk_securityhub::Client,
+}
+
+/// AssumeRole behind the STS rate limit. The SDK's identity cache in front of it asks for new
+/// credentials only as the old ones near expiry: one AssumeRole per credential lifetime. The
+/// provider's STS client is internal to aws-config, so its calls are counted here.
+#[derive(Debug)]
+struct RateLimitedCredentials {
+    inner: aws_config::sts::AssumeRoleProvider,
+    limiter: Limiter,
+    calls: ApiCalls,
+}
+
+impl ProvideCredentials for RateLimitedCredentials {
+    fn provide_credentials<'a>(&'a self) -> provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        provider::future::ProvideCredentials::new(async move {
+            let patience = tokio::time::Instant::now() + Duration::from_secs(30);
+            self.limiter.acquire(patience).await.map_err(provider::error::CredentialsError::provider_error)?;
+            let result = self.inner.provide_credentials().await;
+            self.calls.record("STS", "AssumeRole", result.is_err());
+            result
+        })
+    }
+}
+
+impl Clients {
+    pub async fn new(config: &EnricherConfig, sdk: &SdkConfig, calls: &ApiCalls) -> Self {
+        let account = {
+            let mut builder = aws_sdk_account::config::Builder::from(sdk).interceptor(calls.clone());
+            if let Some(role) = &config.contact_role {
+                let mut assume = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
+                    .session_name(&role.session_name)
+                    .configure(sdk);
+                if let Some(external_id) = &role.external_id {
+                    assume = assume.external_id(external_id);
+                }
+                let inner = assume.build().await;
+                let limiter = Limiter::new(config.sts_rate);
+                builder = builder.credentials_provider(RateLimitedCredentials { inner, limiter, calls: calls.clone() });
+            }
+            aws_sdk_account::Client::from_conf(builder.build())
+        };
+        Clients {
+            organizations: aws_sdk_organizations::Client::from_conf(
+                aws_sdk_organizations::config::Builder::from(sdk).interceptor(calls.clone()).build(),
+            ),
+            account,
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(calls.clone()).build(),
+            ),
+            // Retries are the Updater's: it knows the deadline and the rate limit.
+            securityhub: aws_sdk_securityhub::Client::from_conf(
+                aws_sdk_securityhub::config::Builder::from(sdk)
+                    .retry_config(RetryConfig::disabled())
+                    .interceptor(calls.clone())
+                    .build(),
+            ),
+        }
+    }
+}
+
+impl Enricher {
+    pub fn from_clients(config: &EnricherConfig, clients: &Clients) -> Self {
+        let source = OrganizationsSource::new(
+            clients.organizations.clone(),
+            clients.account.clone(),
+            Limiter::new(config.organizations_rate),
+            Limiter::new(config.account_rate),
+            config.cache.fresh,
+        );
+        let store = DynamoStore::new(clients.dynamodb.clone(), &config.cache_table);
+        let directory = Directory::new(
+            Arc::new(store),
+            Arc::new(source),
+            config.cache.clone(),
+            config.lookup_concurrency,
+            config.lookup_budget,
+        );
+        let updater = Updater::new(
+            Arc::new(SecurityHubWriter::new(clients.securityhub.clone())),
+            Limiter::new(config.securityhub_rate),
+        );
+        Enricher { directory, updater, tag_filter: config.tag_filter.clone(), deadline_margin: config.deadline_margin }
+    }
+}
