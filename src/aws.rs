@@ -114,7 +114,9 @@ impl Intercept for ApiCalls {
             let header = response.headers().get("x-amzn-errortype").unwrap_or_default();
             let body = response.body().bytes().map(|b| &b[..b.len().min(512)]).unwrap_or_default();
             let body = String::from_utf8_lossy(body);
-            THROTTLING_CODES.iter().any(|code| header.contains(code) || body.contains(&format!("#{code}\"")) || body.contains(&format!("\"{code}\"")))
+            THROTTLING_CODES.iter().any(|code| {
+                header.contains(code) || body.contains(&format!("#{code}\"")) || body.contains(&format!("\"{code}\""))
+            })
         });
         self.update(cfg, |c| {
             c.attempts += 1;

@@ -78,7 +78,12 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
         self.get(var)
     }
 
-    pub fn parsed<T: FromStr>(&self, var: &'static str, default: T, valid: impl Fn(&T) -> bool) -> Result<T, ConfigError>
+    pub fn parsed<T: FromStr>(
+        &self,
+        var: &'static str,
+        default: T,
+        valid: impl Fn(&T) -> bool,
+    ) -> Result<T, ConfigError>
     where
         T::Err: std::fmt::Display,
     {
@@ -133,6 +138,24 @@ pub const ENRICHER_VARS: &[&str] = &[
     "LOOKUP_CONCURRENCY",
     "LOOKUP_BUDGET_SECONDS",
     "DEADLINE_MARGIN_MS",
+    "JOBS_TABLE",
+    "INVESTIGATE_SEVERITIES",
+    "INVESTIGATE_ACTION",
+    "INVESTIGATION_LOOKBACK_HOURS",
+];
+
+/// Variables the investigator reads.
+pub const INVESTIGATOR_VARS: &[&str] = &[
+    "JOBS_TABLE",
+    "CACHE_TABLE",
+    "TAG_KEYS",
+    "DETECTIVE_GRAPH_ARN",
+    "DETECTIVE_RPS",
+    "DETECTIVE_BURST",
+    "INVESTIGATION_MAX_ATTEMPTS",
+    "SECURITYHUB_RPS",
+    "SECURITYHUB_BURST",
+    "DEADLINE_MARGIN_MS",
 ];
 
 /// BatchUpdateFindings' quota per account and region; each environment takes its share.
@@ -144,7 +167,8 @@ impl EnricherConfig {
     }
 
     pub fn from_vars<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Self, ConfigError> {
-        let cache_table = vars.required("CACHE_TABLE", "the DynamoDB table (partition key AccountId, S) caching account metadata")?;
+        let cache_table =
+            vars.required("CACHE_TABLE", "the DynamoDB table (partition key AccountId, S) caching account metadata")?;
         let contact_role = match vars.optional("CONTACT_ROLE_ARN") {
             None => None,
             Some(role_arn) => {
@@ -197,7 +221,11 @@ impl EnricherConfig {
             contact_role,
             tag_filter,
             cache,
-            organizations_rate: vars.rate("ORGANIZATIONS_RPS", "ORGANIZATIONS_BURST", Rate { per_second: 1.0, burst: 5 })?,
+            organizations_rate: vars.rate(
+                "ORGANIZATIONS_RPS",
+                "ORGANIZATIONS_BURST",
+                Rate { per_second: 1.0, burst: 5 },
+            )?,
             account_rate: vars.rate("ACCOUNT_RPS", "ACCOUNT_BURST", Rate { per_second: 5.0, burst: 10 })?,
             sts_rate: vars.rate("STS_RPS", "STS_BURST", Rate { per_second: 1.0, burst: 2 })?,
             securityhub_rate: vars.rate("SECURITYHUB_RPS", "SECURITYHUB_BURST", share)?,

@@ -115,10 +115,7 @@ fn valid_key(key: &str) -> bool {
 
 /// The sample's `securityContact` format, kept byte for byte (note "Phone" has no colon).
 pub fn contact_field(contact: &crate::metadata::Contact) -> String {
-    format!(
-        "Name:{} | Title:{} | Email:{} | Phone {}",
-        contact.name, contact.title, contact.email, contact.phone
-    )
+    format!("Name:{} | Title:{} | Email:{} | Phone {}", contact.name, contact.title, contact.email, contact.phone)
 }
 
 impl AccountEnrichment {
@@ -285,7 +282,8 @@ mod tests {
     fn accounts_under_the_root_say_root_like_the_sample() {
         let mut a = account();
         a.ou_path.truncate(1);
-        let payload = AccountEnrichment::new(&a, Completeness::Complete, &TagFilter::All).payload(&BTreeMap::new(), true);
+        let payload =
+            AccountEnrichment::new(&a, Completeness::Complete, &TagFilter::All).payload(&BTreeMap::new(), true);
         assert_eq!(payload.payload.fields["OU"], "ROOT");
         assert_eq!(payload.payload.fields["OUPath"], "Root");
     }
@@ -311,7 +309,8 @@ mod tests {
     #[test]
     fn allowlist_limits_tags() {
         let filter = TagFilter::Only(BTreeSet::from(["Owner".to_owned()]));
-        let fields = AccountEnrichment::new(&account(), Completeness::Complete, &filter).payload(&BTreeMap::new(), true);
+        let fields =
+            AccountEnrichment::new(&account(), Completeness::Complete, &filter).payload(&BTreeMap::new(), true);
         assert!(!fields.payload.fields.contains_key("CostCenter"));
     }
 

@@ -9,8 +9,8 @@ use std::fmt;
 use aws_lambda_events::kinesis::KinesisEventRecord;
 use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use base64::Engine as _;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::finding::Finding;
@@ -210,12 +210,9 @@ pub enum NotOurs {
 
 /// Parses the EventBridge event in a record's data.
 pub fn decode_event(data: &[u8]) -> Result<Result<SecurityHubEvent, NotOurs>, PoisonRecord> {
-    let envelope: Envelope =
-        serde_json::from_slice(data).map_err(|source| PoisonRecord::NotAnEvent { source })?;
-    let not_ours = || NotOurs::UnsupportedEvent {
-        source: envelope.source.clone(),
-        detail_type: envelope.detail_type.clone(),
-    };
+    let envelope: Envelope = serde_json::from_slice(data).map_err(|source| PoisonRecord::NotAnEvent { source })?;
+    let not_ours =
+        || NotOurs::UnsupportedEvent { source: envelope.source.clone(), detail_type: envelope.detail_type.clone() };
     if envelope.source != SOURCE_SECURITY_HUB {
         return Ok(Err(not_ours()));
     }

@@ -67,14 +67,19 @@ impl Enricher {
                 Err(error) => {
                     let event_id = event::raw_record_id(raw);
                     tracing::warn!(record = index, event_id = event_id.as_deref(), error = %error, "poison record: counted, not retried");
-                    slots.push(RecordSlot { identifier: None, outcome: Some(RecordOutcome::Poison), candidates: vec![] });
+                    slots.push(RecordSlot {
+                        identifier: None,
+                        outcome: Some(RecordOutcome::Poison),
+                        candidates: vec![],
+                    });
                     continue;
                 }
             };
             if let Some(arrival) = record.approximate_arrival {
                 record_ages.push((now_epoch - arrival).max(0.0));
             }
-            let mut slot = RecordSlot { identifier: Some(record.item_identifier.clone()), outcome: None, candidates: vec![] };
+            let mut slot =
+                RecordSlot { identifier: Some(record.item_identifier.clone()), outcome: None, candidates: vec![] };
             match event::decode_event(&record.data) {
                 Err(error) => {
                     tracing::warn!(item_identifier = %record.item_identifier, error = %error, "poison record: counted, not retried");
@@ -119,8 +124,12 @@ impl Enricher {
             outcomes[i] = Some(FindingOutcome::Skipped(SkipReason::Superseded));
         }
 
-        let accounts: Vec<String> =
-            kept.iter().map(|&i| candidates[i].finding.aws_account_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let accounts: Vec<String> = kept
+            .iter()
+            .map(|&i| candidates[i].finding.aws_account_id.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let (resolutions, prefetch) = if accounts.is_empty() {
             (HashMap::new(), PrefetchStats::default())
         } else {

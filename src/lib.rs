@@ -1,17 +1,17 @@
 //! securityhub-enricher: enriches AWS Security Hub findings with AWS Organizations account
 //! metadata, one Kinesis batch at a time.
 
+pub mod aws;
+pub mod config;
 pub mod enrich;
 pub mod event;
 pub mod finding;
+pub mod handler;
+pub mod limits;
 pub mod metadata;
 pub mod outcome;
 pub mod plan;
-pub mod aws;
-pub mod config;
-pub mod limits;
 pub mod securityhub;
-pub mod handler;
 pub mod telemetry;
 pub mod wiring;
 

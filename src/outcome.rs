@@ -137,8 +137,7 @@ impl BatchTally {
     /// True when every record and every finding is accounted for exactly once.
     pub fn balances(&self) -> bool {
         self.records_in == self.records_processed + self.records_skipped + self.records_poison + self.records_failed
-            && self.findings_in
-                == self.findings_enriched + self.findings_skipped_total() + self.findings_failed_total()
+            && self.findings_in == self.findings_enriched + self.findings_skipped_total() + self.findings_failed_total()
     }
 }
 

@@ -231,7 +231,8 @@ mod tests {
         let mut done = finding("p", "111122223333", "2026-01-01T00:00:00Z");
         let payload = &plain.payload;
         done.user_defined_fields = payload.fields.clone();
-        done.note = Some(crate::finding::Note { text: payload.note.clone().unwrap(), updated_by: enrich::UPDATED_BY.into() });
+        done.note =
+            Some(crate::finding::Note { text: payload.note.clone().unwrap(), updated_by: enrich::UPDATED_BY.into() });
         let again = candidates(vec![done]);
         let regrouped = group_updates(&again, &[0], &e);
         assert!(regrouped.requests.is_empty());

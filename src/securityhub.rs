@@ -57,7 +57,11 @@ pub enum WriteError {
 /// One BatchUpdateFindings call.
 #[async_trait]
 pub trait FindingsWriter: Send + Sync {
-    async fn batch_update(&self, ids: &[FindingId], payload: &EnrichmentPayload) -> Result<Vec<Unprocessed>, WriteError>;
+    async fn batch_update(
+        &self,
+        ids: &[FindingId],
+        payload: &EnrichmentPayload,
+    ) -> Result<Vec<Unprocessed>, WriteError>;
 }
 
 /// The Security Hub adapter.
@@ -75,7 +79,11 @@ impl SecurityHubWriter {
 
 #[async_trait]
 impl FindingsWriter for SecurityHubWriter {
-    async fn batch_update(&self, ids: &[FindingId], payload: &EnrichmentPayload) -> Result<Vec<Unprocessed>, WriteError> {
+    async fn batch_update(
+        &self,
+        ids: &[FindingId],
+        payload: &EnrichmentPayload,
+    ) -> Result<Vec<Unprocessed>, WriteError> {
         let identifiers = ids
             .iter()
             .map(|f| AwsSecurityFindingIdentifier::builder().id(&f.id).product_arn(&f.product_arn).build())
@@ -97,7 +105,10 @@ impl FindingsWriter for SecurityHubWriter {
                 .map(|u| Unprocessed {
                     id: u
                         .finding_identifier
-                        .map(|f| FindingId { id: f.id.unwrap_or_default(), product_arn: f.product_arn.unwrap_or_default() })
+                        .map(|f| FindingId {
+                            id: f.id.unwrap_or_default(),
+                            product_arn: f.product_arn.unwrap_or_default(),
+                        })
                         .unwrap_or_else(|| FindingId { id: String::new(), product_arn: String::new() }),
                     code: u.error_code.unwrap_or_default(),
                     message: u.error_message.unwrap_or_default(),
@@ -159,14 +170,15 @@ impl Updater {
 
     /// Sends every request; returns one outcome per identifier of each request, in order.
     pub async fn run(&self, requests: &[PlannedUpdate], deadline: Instant) -> (Vec<Vec<FindingOutcome>>, UpdateStats) {
-        let results: Vec<(usize, Vec<FindingOutcome>, UpdateStats)> = futures::stream::iter(requests.iter().enumerate())
-            .map(|(i, request)| async move {
-                let (outcomes, stats) = self.send(request, deadline).await;
-                (i, outcomes, stats)
-            })
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
+        let results: Vec<(usize, Vec<FindingOutcome>, UpdateStats)> =
+            futures::stream::iter(requests.iter().enumerate())
+                .map(|(i, request)| async move {
+                    let (outcomes, stats) = self.send(request, deadline).await;
+                    (i, outcomes, stats)
+                })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
         let mut outcomes = vec![Vec::new(); requests.len()];
         let mut total = UpdateStats::default();
         for (i, o, stats) in results {
@@ -241,7 +253,8 @@ impl Updater {
                 }
             }
         }
-        let outcomes = outcomes.into_iter().map(|o| o.unwrap_or(FindingOutcome::Failed(FailReason::Transient))).collect();
+        let outcomes =
+            outcomes.into_iter().map(|o| o.unwrap_or(FindingOutcome::Failed(FailReason::Transient))).collect();
         (outcomes, stats)
     }
 

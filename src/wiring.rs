@@ -12,9 +12,9 @@ use crate::aws::ApiCalls;
 use crate::config::EnricherConfig;
 use crate::handler::Enricher;
 use crate::limits::Limiter;
+use crate::metadata::Directory;
 use crate::metadata::dynamodb::DynamoStore;
 use crate::metadata::organizations::OrganizationsSource;
-use crate::metadata::Directory;
 use crate::securityhub::{SecurityHubWriter, Updater};
 
 /// The clients the enricher uses, each counting its calls into the same `ApiCalls`.

@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+};
 use clap::Parser;
 use securityhub_enricher::aws::ApiCalls;
 use securityhub_enricher::config::{EnricherConfig, Vars};
 use securityhub_enricher::event::IncomingBatch;
 use securityhub_enricher::handler::{BatchReport, Enricher};
-use securityhub_enricher::local::findings::{imported_event, import_findings, sample_finding};
+use securityhub_enricher::local::findings::{import_findings, imported_event, sample_finding};
 use securityhub_enricher::local::org::{OrgSpec, seed_organization};
 use securityhub_enricher::local::pipe::LocalPipe;
 use securityhub_enricher::local::sdk_config_for;
@@ -39,20 +41,24 @@ const CACHE_TABLE: &str = "securityhub-enricher-cache";
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL is not set: run this through scripts/local-aws (make demo)")?;
+    std::env::var("AWS_ENDPOINT_URL")
+        .context("AWS_ENDPOINT_URL is not set: run this through scripts/local-aws (make demo)")?;
     let sdk = sdk_config_for(ADMIN_ACCOUNT).await?;
     let calls = ApiCalls::default();
 
     println!("== Seeding the local organization ({} accounts)", args.accounts);
     let organizations = aws_sdk_organizations::Client::new(&sdk);
     let account = aws_sdk_account::Client::new(&sdk);
-    let org = seed_organization(&organizations, &account, &OrgSpec { accounts: args.accounts, ..OrgSpec::default() }).await?;
+    let org =
+        seed_organization(&organizations, &account, &OrgSpec { accounts: args.accounts, ..OrgSpec::default() }).await?;
     println!("   management account {}, {} OUs, {} accounts", org.management_account, org.ou_count, org.accounts.len());
     create_cache_table(&aws_sdk_dynamodb::Client::new(&sdk)).await?;
 
     let vars = Vars(|name: &str| match name {
         "CACHE_TABLE" => Some(CACHE_TABLE.to_owned()),
-        "CONTACT_ROLE_ARN" => Some(format!("arn:aws:iam::{}:role/securityhub-enricher-contacts", org.management_account)),
+        "CONTACT_ROLE_ARN" => {
+            Some(format!("arn:aws:iam::{}:role/securityhub-enricher-contacts", org.management_account))
+        }
         "ORGANIZATIONS_RPS" => Some("200".to_owned()),
         "ORGANIZATIONS_BURST" => Some("50".to_owned()),
         "ACCOUNT_RPS" => Some("200".to_owned()),
@@ -77,7 +83,9 @@ async fn main() -> Result<()> {
         let mut events: Vec<(String, Value)> = findings
             .iter()
             .enumerate()
-            .map(|(n, f)| (f["AwsAccountId"].as_str().unwrap_or_default().to_owned(), imported_event(std::slice::from_ref(f), n)))
+            .map(|(n, f)| {
+                (f["AwsAccountId"].as_str().unwrap_or_default().to_owned(), imported_event(std::slice::from_ref(f), n))
+            })
             .collect();
         if wave == 0 {
             add_awkward_records(&mut events, &findings);
@@ -108,12 +116,7 @@ fn add_awkward_records(events: &mut Vec<(String, Value)>, findings: &[Value]) {
     events.push((key, json!("not an EventBridge event")));
 }
 
-async fn run_wave(
-    enricher: &Enricher,
-    pipe: &LocalPipe,
-    calls: &ApiCalls,
-    batch_size: usize,
-) -> Result<()> {
+async fn run_wave(enricher: &Enricher, pipe: &LocalPipe, calls: &ApiCalls, batch_size: usize) -> Result<()> {
     let before = calls.snapshot();
     let emulator_before = emulator_stats().await?;
     let batches = pipe.read_batches(batch_size).await?;
@@ -153,7 +156,12 @@ async fn run_wave(
     Ok(())
 }
 
-fn summarize(reports: &[BatchReport], calls: &BTreeMap<(String, String), securityhub_enricher::aws::CallCount>, hub_before: &Value, hub_after: &Value) {
+fn summarize(
+    reports: &[BatchReport],
+    calls: &BTreeMap<(String, String), securityhub_enricher::aws::CallCount>,
+    hub_before: &Value,
+    hub_after: &Value,
+) {
     let sum = |f: &dyn Fn(&BatchReport) -> usize| reports.iter().map(f).sum::<usize>();
     let findings = sum(&|r| r.tally.findings_in);
     let enriched = sum(&|r| r.tally.findings_enriched);
@@ -165,15 +173,26 @@ fn summarize(reports: &[BatchReport], calls: &BTreeMap<(String, String), securit
             *skipped.entry(k.clone()).or_default() += v;
         }
     }
-    println!("   records {} (poison {}, skipped {}, failed {})", sum(&|r| r.tally.records_in), sum(&|r| r.tally.records_poison), sum(&|r| r.tally.records_skipped), sum(&|r| r.tally.records_failed));
+    println!(
+        "   records {} (poison {}, skipped {}, failed {})",
+        sum(&|r| r.tally.records_in),
+        sum(&|r| r.tally.records_poison),
+        sum(&|r| r.tally.records_skipped),
+        sum(&|r| r.tally.records_failed)
+    );
     println!("   findings {findings}: enriched {enriched}, skipped {skipped:?}");
     let accepted = reports.iter().map(|r| r.updates.findings_per_call.len()).sum::<usize>();
     let throttled = sum(&|r| r.updates.throttled);
-    println!("   BatchUpdateFindings: {accepted} accepted calls against the Σ⌈n/100⌉ bound {bound} ({updates} sent, {throttled} throttled and retried)");
+    println!(
+        "   BatchUpdateFindings: {accepted} accepted calls against the Σ⌈n/100⌉ bound {bound} ({updates} sent, {throttled} throttled and retried)"
+    );
     println!("   API calls by operation (per finding):");
     for ((service, operation), count) in calls {
         let per_finding = if findings > 0 { count.calls as f64 / findings as f64 } else { 0.0 };
-        println!("     {:<14} {:<28} {:>6} calls  {:>8.4}/finding  throttled {}", service, operation, count.calls, per_finding, count.throttled);
+        println!(
+            "     {:<14} {:<28} {:>6} calls  {:>8.4}/finding  throttled {}",
+            service, operation, count.calls, per_finding, count.throttled
+        );
     }
     let count = |stats: &Value, op: &str| stats["calls"][op].as_u64().unwrap_or(0);
     let hub_updates = count(hub_after, "BatchUpdateFindings") - count(hub_before, "BatchUpdateFindings");
@@ -208,7 +227,12 @@ async fn create_cache_table(dynamodb: &aws_sdk_dynamodb::Client) -> Result<()> {
     dynamodb
         .create_table()
         .table_name(CACHE_TABLE)
-        .attribute_definitions(AttributeDefinition::builder().attribute_name("AccountId").attribute_type(ScalarAttributeType::S).build()?)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("AccountId")
+                .attribute_type(ScalarAttributeType::S)
+                .build()?,
+        )
         .key_schema(KeySchemaElement::builder().attribute_name("AccountId").key_type(KeyType::Hash).build()?)
         .billing_mode(BillingMode::PayPerRequest)
         .send()
@@ -216,7 +240,9 @@ async fn create_cache_table(dynamodb: &aws_sdk_dynamodb::Client) -> Result<()> {
     dynamodb
         .update_time_to_live()
         .table_name(CACHE_TABLE)
-        .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name("ExpiresAt").enabled(true).build()?)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder().attribute_name("ExpiresAt").enabled(true).build()?,
+        )
         .send()
         .await?;
     Ok(())
@@ -226,7 +252,11 @@ async fn show_enriched_finding(securityhub: &aws_sdk_securityhub::Client) -> Res
     use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, MapFilter, MapFilterComparison};
     let filter = AwsSecurityFindingFilters::builder()
         .user_defined_fields(
-            MapFilter::builder().key("securityContact").value("Name:").comparison(MapFilterComparison::Contains).build(),
+            MapFilter::builder()
+                .key("securityContact")
+                .value("Name:")
+                .comparison(MapFilterComparison::Contains)
+                .build(),
         )
         .build();
     let found = securityhub.get_findings().filters(filter).max_results(1).send().await?;

@@ -15,7 +15,8 @@ pub fn sample_finding(account_id: &str, account_name: &str, n: usize) -> Value {
     let (product, generator, title, severity, types, resource) = match n % 3 {
         0 => (
             "guardduty",
-            "arn:aws:guardduty:us-east-1::detector/generator/UnauthorizedAccess:IAMUser-ConsoleLoginSuccess.B".to_owned(),
+            "arn:aws:guardduty:us-east-1::detector/generator/UnauthorizedAccess:IAMUser-ConsoleLoginSuccess.B"
+                .to_owned(),
             "Unusual console login seen for principal admin-user",
             "HIGH",
             "TTPs/Initial Access/UnauthorizedAccess:IAMUser-ConsoleLoginSuccess.B",
@@ -80,10 +81,7 @@ pub fn imported_event(findings: &[Value], n: usize) -> Value {
 /// Imports findings into Security Hub, 100 per call as the API allows.
 pub async fn import_findings(client: &aws_sdk_securityhub::Client, findings: &[Value]) -> Result<(), LocalError> {
     for chunk in findings.chunks(100) {
-        let parsed = chunk
-            .iter()
-            .map(|f| asff_from_json(f.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let parsed = chunk.iter().map(|f| asff_from_json(f.clone())).collect::<Result<Vec<_>, _>>()?;
         let out = client
             .batch_import_findings()
             .set_findings(Some(parsed))
@@ -124,11 +122,15 @@ fn asff_from_json(f: Value) -> Result<AwsSecurityFinding, LocalError> {
         .aws_account_id(s("AwsAccountId"))
         .aws_account_name(s("AwsAccountName"))
         .region(s("Region"))
-        .set_types(Some(f["Types"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_owned)).collect()))
+        .set_types(Some(
+            f["Types"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_owned)).collect(),
+        ))
         .first_observed_at(s("FirstObservedAt"))
         .created_at(s("CreatedAt"))
         .updated_at(s("UpdatedAt"))
-        .severity(Severity::builder().label(SeverityLabel::from(f["Severity"]["Label"].as_str().unwrap_or("LOW"))).build())
+        .severity(
+            Severity::builder().label(SeverityLabel::from(f["Severity"]["Label"].as_str().unwrap_or("LOW"))).build(),
+        )
         .title(s("Title"))
         .description(s("Description"))
         .set_resources(Some(resources))

@@ -66,7 +66,11 @@ pub async fn seed_organization(
         .await
         .map_err(|e| LocalError::new("CreateOrganization", aws_sdk_organizations::Error::from(e)))?;
     let management_account = org.organization.and_then(|o| o.master_account_id).unwrap_or_default();
-    let roots = organizations.list_roots().send().await.map_err(|e| LocalError::new("ListRoots", aws_sdk_organizations::Error::from(e)))?;
+    let roots = organizations
+        .list_roots()
+        .send()
+        .await
+        .map_err(|e| LocalError::new("ListRoots", aws_sdk_organizations::Error::from(e)))?;
     let root_id = roots.roots.unwrap_or_default().into_iter().next().and_then(|r| r.id).unwrap_or_default();
 
     let mut ous = vec![Ou { id: root_id.clone(), path: vec!["Root".into()] }];

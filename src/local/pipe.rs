@@ -40,7 +40,12 @@ impl LocalPipe {
             if let Some(s) = summary.stream_description_summary
                 && s.stream_status == StreamStatus::Active
             {
-                return Ok(LocalPipe { client, stream: stream.to_owned(), stream_arn: s.stream_arn, checkpoints: Default::default() });
+                return Ok(LocalPipe {
+                    client,
+                    stream: stream.to_owned(),
+                    stream_arn: s.stream_arn,
+                    checkpoints: Default::default(),
+                });
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
@@ -108,11 +113,8 @@ impl LocalPipe {
                     .starting_sequence_number(sequence),
                 None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
             };
-            let mut iterator = request
-                .send()
-                .await
-                .map_err(|e| kinesis_error("GetShardIterator")(e.into()))?
-                .shard_iterator;
+            let mut iterator =
+                request.send().await.map_err(|e| kinesis_error("GetShardIterator")(e.into()))?.shard_iterator;
             let mut records = Vec::new();
             while let Some(current) = iterator.take() {
                 let out = self

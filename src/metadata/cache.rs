@@ -49,7 +49,12 @@ impl CacheEntry {
         .as_secs() as i64;
         let jitter = if lifetime >= 10 { rng.random_range(0..=lifetime / 10) } else { 0 };
         let fresh_until = now + lifetime - jitter;
-        CacheEntry { record, fetched_at: now, fresh_until, expires_at: fresh_until + times.stale_grace.as_secs() as i64 }
+        CacheEntry {
+            record,
+            fetched_at: now,
+            fresh_until,
+            expires_at: fresh_until + times.stale_grace.as_secs() as i64,
+        }
     }
 }
 

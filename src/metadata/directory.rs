@@ -11,6 +11,8 @@ use tokio::time::Instant;
 use super::{AccountRecord, AccountSource, CacheEntry, Freshness, LookupError, MetadataStore, now_epoch_seconds};
 use crate::config::CacheTimes;
 
+type LookupResult = Result<Arc<CacheEntry>, Arc<LookupError>>;
+
 /// What the directory could say about one account.
 #[derive(Debug, Clone)]
 pub enum Resolution {
@@ -61,15 +63,17 @@ impl Directory {
         lookup_concurrency: usize,
         lookup_budget: std::time::Duration,
     ) -> Self {
-        let memory = moka::future::Cache::builder()
-            .max_capacity(times.memory_capacity)
-            .time_to_live(times.memory)
-            .build();
+        let memory =
+            moka::future::Cache::builder().max_capacity(times.memory_capacity).time_to_live(times.memory).build();
         Directory { memory, store, source, times, lookup_concurrency, lookup_budget }
     }
 
     /// Resolves every account once. Never fails: what cannot be known is `Unavailable`.
-    pub async fn prefetch(&self, account_ids: &[String], deadline: Instant) -> (HashMap<String, Resolution>, PrefetchStats) {
+    pub async fn prefetch(
+        &self,
+        account_ids: &[String],
+        deadline: Instant,
+    ) -> (HashMap<String, Resolution>, PrefetchStats) {
         let now = now_epoch_seconds();
         let mut stats = PrefetchStats { accounts: account_ids.len(), ..Default::default() };
         let mut resolved = HashMap::with_capacity(account_ids.len());
@@ -123,7 +127,7 @@ impl Directory {
         }
 
         let lookup_deadline = deadline.min(Instant::now() + self.lookup_budget);
-        let lookups: Vec<(String, Result<Arc<CacheEntry>, Arc<LookupError>>)> = futures::stream::iter(to_look_up)
+        let lookups: Vec<(String, LookupResult)> = futures::stream::iter(to_look_up)
             .map(|id| async move {
                 let result = self.lookup_one(&id, lookup_deadline).await;
                 (id, result)
@@ -171,7 +175,7 @@ impl Directory {
     }
 
     /// One account's lookup; concurrent callers for the same account share a single fetch.
-    async fn lookup_one(&self, id: &str, deadline: Instant) -> Result<Arc<CacheEntry>, Arc<LookupError>> {
+    async fn lookup_one(&self, id: &str, deadline: Instant) -> LookupResult {
         // A stale entry would satisfy `try_get_with` and block the refresh.
         if self.memory.get(id).await.is_some_and(|e| e.freshness(now_epoch_seconds()) != Freshness::Fresh) {
             self.memory.invalidate(id).await;

@@ -33,8 +33,8 @@ impl DynamoStore {
         StoreError::Request { operation, table: self.table.clone(), source: Box::new(source.into()) }
     }
 
-    async fn write_all(&self, mut requests: Vec<WriteRequest>) -> Result<(), StoreError> {
-        for chunk in requests.drain(..).collect::<Vec<_>>().chunks(WRITE_BATCH) {
+    async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        for chunk in requests.chunks(WRITE_BATCH) {
             let mut pending = chunk.to_vec();
             for round in 0..=LEFTOVER_ROUNDS {
                 if pending.is_empty() {
@@ -87,7 +87,7 @@ impl MetadataStore for DynamoStore {
                 KeysAndAttributes::builder()
                     .set_keys(Some(keys))
                     .build()
-                    .map_err(|e| self.request_error("BatchGetItem", aws_sdk_dynamodb::error::BuildError::from(e)))?,
+                    .map_err(|e| self.request_error("BatchGetItem", e))?,
             );
             let mut round = 0;
             while let Some(request) = pending.take() {
@@ -111,7 +111,8 @@ impl MetadataStore for DynamoStore {
                         found.insert(id, entry);
                     }
                 }
-                pending = output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys().is_empty());
+                pending =
+                    output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys().is_empty());
             }
         }
         Ok(found)
@@ -126,7 +127,7 @@ impl MetadataStore for DynamoStore {
                 .item(ENTRY_ATTRIBUTE, AttributeValue::S(json))
                 .item(TTL_ATTRIBUTE, AttributeValue::N(entry.expires_at.to_string()))
                 .build()
-                .map_err(|e| self.request_error("BatchWriteItem", aws_sdk_dynamodb::error::BuildError::from(e)))?;
+                .map_err(|e| self.request_error("BatchWriteItem", e))?;
             requests.push(WriteRequest::builder().put_request(put).build());
         }
         self.write_all(requests).await
@@ -138,7 +139,7 @@ impl MetadataStore for DynamoStore {
             let delete = DeleteRequest::builder()
                 .key(KEY_ATTRIBUTE, AttributeValue::S(id.clone()))
                 .build()
-                .map_err(|e| self.request_error("BatchWriteItem", aws_sdk_dynamodb::error::BuildError::from(e)))?;
+                .map_err(|e| self.request_error("BatchWriteItem", e))?;
             requests.push(WriteRequest::builder().delete_request(delete).build());
         }
         self.write_all(requests).await?;

@@ -9,7 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{AccountRecord, AccountSource, CacheEntry, Freshness, LookupError, MetadataStore, StoreError, now_epoch_seconds};
+use super::{
+    AccountRecord, AccountSource, CacheEntry, Freshness, LookupError, MetadataStore, StoreError, now_epoch_seconds,
+};
 
 #[derive(Default)]
 pub struct InMemoryStore {
@@ -50,7 +52,9 @@ impl MetadataStore for InMemoryStore {
         let entries = self.entries.lock().unwrap();
         Ok(account_ids
             .iter()
-            .filter_map(|id| entries.get(id).filter(|e| e.freshness(now) != Freshness::Expired).map(|e| (id.clone(), e.clone())))
+            .filter_map(|id| {
+                entries.get(id).filter(|e| e.freshness(now) != Freshness::Expired).map(|e| (id.clone(), e.clone()))
+            })
             .collect())
     }
 

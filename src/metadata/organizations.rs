@@ -61,7 +61,12 @@ impl OrganizationsSource {
         LookupError::Request { service: "organizations", operation, source: Box::new(error.into()) }
     }
 
-    fn ou_path<'a>(&'a self, id: &'a str, is_root: bool, deadline: Instant) -> BoxFuture<'a, Result<Arc<Vec<OrgUnit>>, LookupError>> {
+    fn ou_path<'a>(
+        &'a self,
+        id: &'a str,
+        is_root: bool,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<Arc<Vec<OrgUnit>>, LookupError>> {
         Box::pin(async move {
             self.ou_paths
                 .try_get_with_by_ref(id, async move {
@@ -85,9 +90,10 @@ impl OrganizationsSource {
     }
 
     async fn root_path(&self, root_id: &str, deadline: Instant) -> Result<Arc<Vec<OrgUnit>>, LookupError> {
-        let roots = Self::limited(&self.organizations_limit, deadline, "ListRoots", self.organizations.list_roots().send())
-            .await?
-            .map_err(|e| Self::org_error("ListRoots", e))?;
+        let roots =
+            Self::limited(&self.organizations_limit, deadline, "ListRoots", self.organizations.list_roots().send())
+                .await?
+                .map_err(|e| Self::org_error("ListRoots", e))?;
         let name = roots
             .roots
             .unwrap_or_default()
@@ -105,9 +111,12 @@ impl OrganizationsSource {
         })
         .await?
         .map_err(|e| Self::org_error("ListParents", e))?;
-        let parent = parents.parents.unwrap_or_default().into_iter().next().ok_or(LookupError::Inconsistent {
-            what: format!("{child_id} has no parent"),
-        })?;
+        let parent = parents
+            .parents
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .ok_or(LookupError::Inconsistent { what: format!("{child_id} has no parent") })?;
         let is_root = parent.r#type == Some(ParentType::Root);
         Ok((parent.id.unwrap_or_default(), is_root))
     }

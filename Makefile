@@ -1,0 +1,35 @@
+# The two commands of the README's Quick start, and their helpers.
+SHELL := /bin/bash
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint test-rust test-emulator venv clean
+
+## demo: run the enricher end to end on the local AWS stack and print what it did
+demo: $(STAMP)
+	cargo build --bin demo
+	RUST_LOG=warn scripts/local-aws run -- target/debug/demo
+
+## test: formatting, lints, and every test (unit, property, handler, local AWS stack, emulator)
+test: lint test-emulator test-rust
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+test-emulator: $(STAMP)
+	$(PYTHON) -m unittest discover -s loadtest/emulator
+
+test-rust: $(STAMP)
+	scripts/local-aws run -- cargo test --all-targets
+
+## venv: the project-local Python environment for moto and the emulator (pinned)
+venv: $(STAMP)
+$(STAMP): requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) target
