@@ -36,6 +36,10 @@ impl Limiter {
 
     /// Waits for a permit, or gives up at `deadline`.
     pub async fn acquire(&self, deadline: Instant) -> Result<(), DeadlineReached> {
+        // `timeout_at` polls once even past its deadline, and a ready permit would win.
+        if Instant::now() >= deadline {
+            return Err(DeadlineReached);
+        }
         tokio::time::timeout_at(deadline, self.0.until_ready()).await.map_err(|_| DeadlineReached)
     }
 }
@@ -52,5 +56,11 @@ mod tests {
             assert_eq!(limiter.acquire(deadline).await, Ok(()));
         }
         assert_eq!(limiter.acquire(deadline).await, Err(DeadlineReached));
+    }
+
+    #[tokio::test]
+    async fn a_past_deadline_wins_over_a_ready_permit() {
+        let limiter = Limiter::new(Rate { per_second: 100.0, burst: 100 });
+        assert_eq!(limiter.acquire(Instant::now()).await, Err(DeadlineReached));
     }
 }

@@ -270,3 +270,103 @@ fn mark(outcomes: &mut [Option<FindingOutcome>], indices: &[usize], outcome: Fin
         outcomes[i] = Some(outcome.clone());
     }
 }
+
+/// A scripted reply for the in-memory hub's next call.
+#[derive(Debug, Clone)]
+pub enum ScriptedReply {
+    Throttle,
+    Transient,
+    /// Reports these findings (all of the call's findings when empty) unprocessed with this code.
+    Unprocessed { code: String, ids: Vec<FindingId> },
+    Reject { code: String },
+}
+
+/// An in-memory Security Hub for handler tests and the load-test simulator: applies updates
+/// to a map, answers FindingNotFound for unknown findings once any are registered, follows a
+/// script of replies, and can enforce a quota.
+#[derive(Default)]
+pub struct InMemoryHub {
+    pub findings: std::sync::Mutex<HashMap<FindingId, EnrichmentPayload>>,
+    known: std::sync::Mutex<Option<std::collections::HashSet<FindingId>>>,
+    script: std::sync::Mutex<std::collections::VecDeque<ScriptedReply>>,
+    quota: Option<governor::DefaultDirectRateLimiter>,
+    /// Findings per call, in call order, throttled and failed calls included as 0.
+    pub calls: std::sync::Mutex<Vec<usize>>,
+}
+
+impl InMemoryHub {
+    /// A hub that throttles past this rate, as Security Hub does per account and region.
+    pub fn with_quota(rate: crate::config::Rate) -> Self {
+        let period = Duration::from_secs_f64(1.0 / rate.per_second);
+        let burst = std::num::NonZeroU32::new(rate.burst).unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = governor::Quota::with_period(period).expect("positive rate").allow_burst(burst);
+        InMemoryHub { quota: Some(governor::RateLimiter::direct(quota)), ..Default::default() }
+    }
+
+    pub fn register(&self, ids: impl IntoIterator<Item = FindingId>) {
+        self.known.lock().unwrap().get_or_insert_with(Default::default).extend(ids);
+    }
+
+    pub fn script(&self, replies: impl IntoIterator<Item = ScriptedReply>) {
+        self.script.lock().unwrap().extend(replies);
+    }
+
+    pub fn payload(&self, id: &FindingId) -> Option<EnrichmentPayload> {
+        self.findings.lock().unwrap().get(id).cloned()
+    }
+
+    pub fn call_count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl FindingsWriter for InMemoryHub {
+    async fn batch_update(&self, ids: &[FindingId], payload: &EnrichmentPayload) -> Result<Vec<Unprocessed>, WriteError> {
+        let mut calls = self.calls.lock().unwrap();
+        if ids.is_empty() || ids.len() > crate::plan::MAX_FINDINGS_PER_UPDATE {
+            calls.push(0);
+            return Err(WriteError::Rejected { code: "InvalidInputException".into(), source: "1 to 100 identifiers".into() });
+        }
+        if self.quota.as_ref().is_some_and(|q| q.check().is_err()) {
+            calls.push(0);
+            return Err(WriteError::Throttled { source: "TooManyRequestsException (in-memory quota)".into() });
+        }
+        let reply = self.script.lock().unwrap().pop_front();
+        let mut unprocessed = Vec::new();
+        match reply {
+            Some(ScriptedReply::Throttle) => {
+                calls.push(0);
+                return Err(WriteError::Throttled { source: "TooManyRequestsException (scripted)".into() });
+            }
+            Some(ScriptedReply::Transient) => {
+                calls.push(0);
+                return Err(WriteError::Transient { source: "InternalException (scripted)".into() });
+            }
+            Some(ScriptedReply::Reject { code }) => {
+                calls.push(0);
+                return Err(WriteError::Rejected { code, source: "scripted".into() });
+            }
+            Some(ScriptedReply::Unprocessed { code, ids: chosen }) => {
+                for id in ids.iter().filter(|id| chosen.is_empty() || chosen.contains(id)) {
+                    unprocessed.push(Unprocessed { id: id.clone(), code: code.clone(), message: "scripted".into() });
+                }
+            }
+            None => {}
+        }
+        let known = self.known.lock().unwrap();
+        let mut findings = self.findings.lock().unwrap();
+        for id in ids {
+            if unprocessed.iter().any(|u| &u.id == id) {
+                continue;
+            }
+            if known.as_ref().is_some_and(|k| !k.contains(id)) {
+                unprocessed.push(Unprocessed { id: id.clone(), code: "FindingNotFound".into(), message: "Finding Not Found".into() });
+                continue;
+            }
+            findings.insert(id.clone(), payload.clone());
+        }
+        calls.push(ids.len());
+        Ok(unprocessed)
+    }
+}

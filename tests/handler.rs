@@ -1,0 +1,386 @@
+//! The handler on JSON fixtures of both delivery shapes, with in-memory stand-ins for the AWS
+//! adapters: outcomes, the partial-batch response, request counts, and fault handling.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use securityhub_enricher::config::{CacheTimes, Rate};
+use securityhub_enricher::enrich::TagFilter;
+use securityhub_enricher::event::IncomingBatch;
+use securityhub_enricher::finding::FindingId;
+use securityhub_enricher::handler::{BatchReport, Enricher};
+use securityhub_enricher::limits::Limiter;
+use securityhub_enricher::metadata::memory::{InMemoryStore, StaticSource};
+use securityhub_enricher::metadata::{
+    AccountMetadata, AccountRecord, CacheEntry, Contact, ContactLookup, Directory, OrgUnit, now_epoch_seconds,
+};
+use securityhub_enricher::securityhub::{InMemoryHub, ScriptedReply, Updater};
+use tokio::time::Instant;
+
+const A: &str = "111122223333";
+const B: &str = "444455556666";
+const C: &str = "777788889999";
+const GUARDDUTY: &str = "arn:aws:securityhub:us-east-1::product/aws/guardduty";
+
+fn id(name: &str, account: &str) -> FindingId {
+    FindingId { id: format!("arn:aws:guardduty:us-east-1:{account}:detector/d/finding/{name}"), product_arn: GUARDDUTY.into() }
+}
+
+fn account(id: &str, name: &str) -> AccountRecord {
+    AccountRecord::Found(AccountMetadata {
+        account_id: id.into(),
+        name: Some(name.into()),
+        ou_path: vec![
+            OrgUnit { id: "r-ab12".into(), name: "Root".into() },
+            OrgUnit { id: "ou-ab12-11111111".into(), name: "Prod".into() },
+        ],
+        tags: BTreeMap::from([("Owner".into(), "payments".into())]),
+        security_contact: ContactLookup::Found(Contact {
+            name: "Sec".into(),
+            title: "Lead".into(),
+            email: "sec@example.com".into(),
+            phone: "+1 555 0100".into(),
+        }),
+    })
+}
+
+fn times() -> CacheTimes {
+    CacheTimes {
+        fresh: Duration::from_secs(3600),
+        negative: Duration::from_secs(600),
+        unknown_contact: Duration::from_secs(300),
+        stale_grace: Duration::from_secs(86_400),
+        memory: Duration::from_secs(60),
+        memory_capacity: 1000,
+    }
+}
+
+struct Harness {
+    hub: Arc<InMemoryHub>,
+    store: Arc<InMemoryStore>,
+    source: Arc<StaticSource>,
+    enricher: Enricher,
+}
+
+fn harness_with(source: StaticSource, hub: InMemoryHub, store: Arc<InMemoryStore>) -> Harness {
+    let hub = Arc::new(hub);
+    let source = Arc::new(source);
+    let directory = Directory::new(store.clone(), source.clone(), times(), 8, Duration::from_secs(5));
+    let updater = Updater::new(hub.clone(), Limiter::new(Rate { per_second: 1000.0, burst: 1000 }))
+        .with_backoff(Duration::from_millis(1), 6);
+    let enricher = Enricher { directory, updater, tag_filter: TagFilter::All, deadline_margin: Duration::from_millis(50) };
+    Harness { hub, store, source, enricher }
+}
+
+fn harness() -> Harness {
+    let source = StaticSource::new([account(A, "payments-prod"), account(B, "data-lake")]);
+    harness_with(source, InMemoryHub::default(), Arc::default())
+}
+
+fn fixture(name: &str) -> IncomingBatch {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(30)
+}
+
+fn failures(report: &BatchReport) -> Vec<String> {
+    report.response.batch_item_failures.iter().map(|f| f.item_identifier.clone().unwrap()).collect()
+}
+
+fn assert_fixture_outcomes(report: &BatchReport) {
+    let t = &report.tally;
+    assert!(t.balances(), "{t}");
+    assert_eq!((t.records_in, t.records_processed, t.records_skipped, t.records_poison, t.records_failed), (12, 8, 2, 2, 0), "{t}");
+    assert_eq!((t.findings_in, t.findings_enriched), (10, 5), "{t}");
+    let skipped: BTreeMap<&str, usize> = t.findings_skipped.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(
+        skipped,
+        BTreeMap::from([
+            ("already_enriched", 1),
+            ("archived", 1),
+            ("invalid_account_id", 1),
+            ("malformed_finding", 1),
+            ("superseded", 1)
+        ])
+    );
+    // Account A (a1, a2), A with a foreign field and note (a4), B, C: four payloads, four calls.
+    assert_eq!(report.minimum_update_calls, 4);
+    assert_eq!(report.updates.calls, 4);
+    assert!(failures(report).is_empty());
+}
+
+#[tokio::test]
+async fn pipe_batch_ends_every_record_and_finding_in_one_outcome() {
+    let h = harness();
+    let report = h.enricher.handle(fixture("pipe_batch.json"), soon()).await;
+    assert_fixture_outcomes(&report);
+
+    let a1 = h.hub.payload(&id("a1", A)).expect("a1 enriched");
+    assert_eq!(a1.fields["findingEnriched"], "True");
+    assert_eq!(a1.fields["AccountName"], "payments-prod");
+    assert_eq!(a1.fields["OUPath"], "Root/Prod");
+    assert_eq!(a1.fields["Owner"], "payments");
+    assert!(a1.note.as_deref().unwrap().starts_with("Account payments-prod (111122223333) in Root/Prod."));
+    assert_eq!(h.hub.payload(&id("a2", A)), Some(a1.clone()), "one payload per account");
+    assert_eq!(h.hub.payload(&id("b1", B)).unwrap().fields["AccountName"], "data-lake");
+
+    let a4 = h.hub.payload(&id("a4", A)).unwrap();
+    assert_eq!(a4.fields["ticket"], "SEC-1", "someone else's field is carried along");
+    assert_eq!(a4.note, None, "someone else's note is left alone");
+
+    // Outside the organization: named from the finding itself, and complete (nothing more to learn).
+    let c1 = h.hub.payload(&id("c1", C)).unwrap();
+    assert_eq!(c1.fields["AccountName"], "partner-account");
+    assert_eq!(c1.fields["findingEnriched"], "True");
+    assert_eq!(h.hub.payload(&id("a3", A)), None);
+    assert_eq!(h.hub.payload(&id("b2", B)), None);
+}
+
+#[tokio::test]
+async fn event_source_mapping_batch_has_the_same_outcomes() {
+    let h = harness();
+    let report = h.enricher.handle(fixture("esm_batch.json"), soon()).await;
+    assert_fixture_outcomes(&report);
+}
+
+#[tokio::test]
+async fn failed_records_are_reported_by_the_identifier_their_shape_requires() {
+    for (file, expected) in [
+        ("pipe_batch.json", "shardId-000000000006:49590000000000000000000000000000000000000000000000000000"),
+        ("esm_batch.json", "49590000000000000000000000000000000000000000000000000000"),
+    ] {
+        let h = harness();
+        // a1 is record 0's only finding: make its update fail for good on transient errors.
+        h.hub.script((0..20).map(|_| ScriptedReply::Unprocessed { code: "InternalFailure".into(), ids: vec![id("a1", A)] }));
+        let report = h.enricher.handle(fixture(file), soon()).await;
+        assert!(report.tally.balances(), "{}", report.tally);
+        // Record 0 carries a1; the superseded older copy (record 2) is not failed with it.
+        assert_eq!(failures(&report), vec![expected.to_owned()], "{file}");
+        assert_eq!(report.tally.findings_failed.get("transient"), Some(&1));
+    }
+}
+
+#[tokio::test]
+async fn throttling_and_concurrent_updates_are_absorbed_by_retries() {
+    let h = harness();
+    h.hub.script([
+        ScriptedReply::Throttle,
+        ScriptedReply::Throttle,
+        ScriptedReply::Transient,
+        ScriptedReply::Unprocessed { code: "ConcurrentUpdateError".into(), ids: vec![] },
+    ]);
+    let report = h.enricher.handle(fixture("pipe_batch.json"), soon()).await;
+    assert!(failures(&report).is_empty());
+    assert_eq!(report.tally.findings_enriched, 5);
+    assert_eq!(report.updates.throttled, 2);
+    assert_eq!(report.updates.findings_per_call.len(), 4 + 1, "one call's findings were sent twice");
+}
+
+#[tokio::test]
+async fn permanent_rejections_are_skipped_not_retried() {
+    let hub = InMemoryHub::default();
+    hub.register([id("a1", A), id("a2", A), id("b1", B), id("c1", C)]);
+    let h = harness_with(StaticSource::new([account(A, "payments-prod"), account(B, "data-lake")]), hub, Arc::default());
+    let report = h.enricher.handle(fixture("pipe_batch.json"), soon()).await;
+    assert!(failures(&report).is_empty());
+    assert_eq!(report.tally.findings_skipped.get("FindingNotFound"), Some(&1), "a4 was never imported");
+    assert!(report.tally.balances());
+}
+
+#[tokio::test]
+async fn a_deadline_too_close_fails_the_records_instead_of_timing_out() {
+    let h = harness();
+    let report = h.enricher.handle(fixture("pipe_batch.json"), Instant::now() + Duration::from_millis(20)).await;
+    assert!(report.tally.balances(), "{}", report.tally);
+    assert_eq!(report.tally.findings_failed.get("deadline"), Some(&5));
+    // Records with a finding to update: r1 (a1), r2 (a2, b1), r9 (c1), r11 (a4).
+    assert_eq!(failures(&report).len(), 4);
+    assert_eq!(h.hub.call_count(), 0);
+}
+
+#[tokio::test]
+async fn organizations_outage_gives_partial_enrichment_that_completes_later() {
+    let source = StaticSource::new([account(A, "payments-prod"), account(B, "data-lake")]);
+    source.fail(&[A, B]);
+    let h = harness_with(source, InMemoryHub::default(), Arc::default());
+    let report = h.enricher.handle(fixture("pipe_batch.json"), soon()).await;
+    assert!(failures(&report).is_empty(), "an outage must not block the shard");
+    assert_eq!(report.tally.findings_enriched_partial, 4);
+    let a1 = h.hub.payload(&id("a1", A)).unwrap();
+    assert_eq!(a1.fields["findingEnriched"], "Partial");
+    assert_eq!(a1.fields["AccountName"], "payments-prod", "named from the finding's AwsAccountName");
+    assert!(!a1.fields.contains_key("OU"));
+    assert_eq!(h.store.len(), 1, "failures are not cached; C's absence from the organization is");
+
+    // The Partial update comes back through the stream; with Organizations still down it
+    // would write the same thing again, so it is not sent (no loop).
+    let mut replay: serde_json::Value = serde_json::json!([{
+        "eventID": "s:1", "sequenceNumber": "1", "partitionKey": A, "approximateArrivalTimestamp": 1.0,
+        "data": encode_event(&finding_with(a1.clone(), "a1")),
+    }]);
+    let report = h.enricher.handle(serde_json::from_value(replay.take()).unwrap(), soon()).await;
+    assert_eq!(report.tally.findings_skipped.get("unchanged"), Some(&1));
+    assert_eq!(report.updates.calls, 0);
+
+    // Organizations is back: the next event for the finding completes it.
+    h.source.fail(&[]);
+    let report = h
+        .enricher
+        .handle(
+            serde_json::from_value(serde_json::json!([{
+                "eventID": "s:2", "sequenceNumber": "2", "partitionKey": A,
+                "data": encode_event(&finding_with(a1, "a1")),
+            }]))
+            .unwrap(),
+            soon(),
+        )
+        .await;
+    assert_eq!(report.tally.findings_enriched, 1);
+    assert_eq!(report.tally.findings_enriched_partial, 0);
+    assert_eq!(h.hub.payload(&id("a1", A)).unwrap().fields["findingEnriched"], "True");
+}
+
+fn finding_with(payload: securityhub_enricher::enrich::EnrichmentPayload, name: &str) -> serde_json::Value {
+    let fid = id(name, A);
+    serde_json::json!({
+        "Id": fid.id, "ProductArn": fid.product_arn, "AwsAccountId": A, "AwsAccountName": "payments-prod",
+        "UpdatedAt": "2026-11-22T07:00:00Z", "UserDefinedFields": payload.fields,
+        "Note": payload.note.map(|text| serde_json::json!({"Text": text, "UpdatedBy": "securityhub-enricher"})),
+    })
+}
+
+fn encode_event(finding: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let event = serde_json::json!({"source": "aws.securityhub", "detail-type": "Security Hub Findings - Imported", "detail": {"findings": [finding]}});
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&event).unwrap())
+}
+
+#[tokio::test]
+async fn stale_cache_is_served_when_a_refresh_fails() {
+    let store = Arc::new(InMemoryStore::default());
+    let now = now_epoch_seconds();
+    store.insert(A, CacheEntry { record: account(A, "cached-name"), fetched_at: now - 7200, fresh_until: now - 10, expires_at: now + 3600 });
+    let source = StaticSource::new([account(A, "payments-prod"), account(B, "data-lake")]);
+    source.fail(&[A]);
+    let h = harness_with(source, InMemoryHub::default(), store);
+    let report = h.enricher.handle(fixture("pipe_batch.json"), soon()).await;
+    assert_eq!(report.prefetch.stale_served, 1);
+    let a1 = h.hub.payload(&id("a1", A)).unwrap();
+    assert_eq!(a1.fields["AccountName"], "cached-name");
+    assert_eq!(a1.fields["findingEnriched"], "True");
+}
+
+#[tokio::test]
+async fn expired_cache_entries_are_misses_even_if_still_stored() {
+    let store = Arc::new(InMemoryStore::default());
+    let now = now_epoch_seconds();
+    store.insert(A, CacheEntry { record: account(A, "too-old"), fetched_at: now - 9000, fresh_until: now - 7200, expires_at: now - 1 });
+    let h = harness_with(StaticSource::new([account(A, "payments-prod")]), InMemoryHub::default(), store);
+    h.enricher.handle(fixture("pipe_batch.json"), soon()).await;
+    assert_eq!(h.source.lookups(A), 1);
+    assert_eq!(h.hub.payload(&id("a1", A)).unwrap().fields["AccountName"], "payments-prod");
+}
+
+#[tokio::test]
+async fn unavailable_cache_table_still_enriches() {
+    let store = Arc::new(InMemoryStore::default());
+    store.unavailable.store(true, std::sync::atomic::Ordering::Relaxed);
+    let h = harness_with(StaticSource::new([account(A, "payments-prod"), account(B, "data-lake")]), InMemoryHub::default(), store);
+    let report = h.enricher.handle(fixture("pipe_batch.json"), soon()).await;
+    assert_fixture_outcomes(&report);
+    assert_eq!(report.prefetch.store_errors, 2, "one failed read, one failed write");
+}
+
+#[tokio::test]
+async fn warm_batches_skip_lookups_and_the_table_serves_a_new_environment() {
+    let h = harness();
+    h.enricher.handle(fixture("pipe_batch.json"), soon()).await;
+    assert_eq!(h.source.total_lookups(), 3, "A, B and C once each");
+    let second = h.enricher.handle(fixture("esm_batch.json"), soon()).await;
+    assert_eq!(second.prefetch.memory_hits, 3);
+    assert_eq!(h.source.total_lookups(), 3);
+
+    // A new environment (empty memory) warms from the table: one BatchGetItem, no lookups.
+    let fresh = harness_with(StaticSource::default(), InMemoryHub::default(), h.store.clone());
+    let gets_before = h.store.get_calls.load(std::sync::atomic::Ordering::Relaxed);
+    let report = fresh.enricher.handle(fixture("pipe_batch.json"), soon()).await;
+    assert_eq!(report.prefetch.store_hits, 3);
+    assert_eq!(fresh.source.total_lookups(), 0);
+    assert_eq!(h.store.get_calls.load(std::sync::atomic::Ordering::Relaxed) - gets_before, 1);
+}
+
+#[tokio::test]
+async fn concurrent_misses_for_one_account_collapse_into_one_lookup() {
+    let source = Arc::new(StaticSource::new([account(A, "payments-prod")]).with_latency(Duration::from_millis(100)));
+    let directory = Directory::new(Arc::new(InMemoryStore::default()), source.clone(), times(), 8, Duration::from_secs(5));
+    let ids = vec![A.to_owned()];
+    let (a, b, c) = tokio::join!(directory.prefetch(&ids, soon()), directory.prefetch(&ids, soon()), directory.prefetch(&ids, soon()));
+    assert_eq!(source.lookups(A), 1);
+    for (resolved, _) in [a, b, c] {
+        assert!(resolved[A].record().is_some());
+    }
+}
+
+#[tokio::test]
+async fn lookups_out_of_budget_degrade_to_partial() {
+    let source = StaticSource::new([account(A, "payments-prod"), account(B, "data-lake")]).with_latency(Duration::from_secs(10));
+    let hub = Arc::new(InMemoryHub::default());
+    let directory = Directory::new(Arc::new(InMemoryStore::default()), Arc::new(source), times(), 8, Duration::from_millis(50));
+    let updater = Updater::new(hub.clone(), Limiter::new(Rate { per_second: 100.0, burst: 100 }));
+    let enricher = Enricher { directory, updater, tag_filter: TagFilter::All, deadline_margin: Duration::from_millis(10) };
+    let started = Instant::now();
+    let report = enricher.handle(fixture("pipe_batch.json"), soon()).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "the lookup budget bounds the wait");
+    assert_eq!(report.prefetch.lookups_out_of_budget, 3);
+    assert_eq!(report.tally.findings_enriched_partial, 5);
+    assert!(failures(&report).is_empty());
+}
+
+#[tokio::test]
+async fn empty_batch_succeeds_with_an_empty_response() {
+    let h = harness();
+    let report = h.enricher.handle(serde_json::from_str("[]").unwrap(), soon()).await;
+    assert_eq!(serde_json::to_string(&report.response).unwrap(), r#"{"batchItemFailures":[]}"#);
+    let report = h.enricher.handle(serde_json::from_str(r#"{"Records":[]}"#).unwrap(), soon()).await;
+    assert!(report.tally.balances());
+    assert_eq!(h.hub.call_count(), 0);
+}
+
+#[tokio::test]
+async fn findings_of_one_account_share_requests_of_up_to_100() {
+    let h = harness();
+    let records: Vec<serde_json::Value> = (0..250)
+        .map(|i| {
+            let fid = id(&format!("bulk{i}"), A);
+            let finding = serde_json::json!({"Id": fid.id, "ProductArn": fid.product_arn, "AwsAccountId": A});
+            serde_json::json!({"eventID": format!("s:{i}"), "data": encode_event(&finding)})
+        })
+        .collect();
+    let report = h.enricher.handle(serde_json::from_value(serde_json::Value::Array(records)).unwrap(), soon()).await;
+    assert_eq!(report.tally.findings_enriched, 250);
+    assert_eq!(report.updates.findings_per_call.iter().copied().collect::<Vec<_>>().len(), 3);
+    let mut sizes = report.updates.findings_per_call.clone();
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![50, 100, 100]);
+}
+
+#[test]
+fn fixture_batches_match_their_readable_source() {
+    use base64::Engine as _;
+    let dir = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let events: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/events.json")).unwrap()).unwrap();
+    let pipe: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/pipe_batch.json")).unwrap()).unwrap();
+    assert_eq!(events.len(), pipe.len());
+    for (source, record) in events.iter().zip(&pipe) {
+        if let Some(event) = source.get("event") {
+            let data = base64::engine::general_purpose::STANDARD.decode(record["data"].as_str().unwrap()).unwrap();
+            let decoded: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            assert_eq!(&decoded, event, "regenerate with: python3 tests/fixtures/make_batches.py");
+        }
+    }
+    let _: HashMap<(), ()> = HashMap::new();
+}
