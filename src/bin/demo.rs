@@ -17,7 +17,7 @@ use securityhub_enricher::handler::{BatchReport, Enricher};
 use securityhub_enricher::local::findings::{import_findings, imported_event, sample_finding};
 use securityhub_enricher::local::org::{OrgSpec, seed_organization};
 use securityhub_enricher::local::pipe::LocalPipe;
-use securityhub_enricher::local::sdk_config_for;
+use securityhub_enricher::local::{control_request, sdk_config_for};
 use securityhub_enricher::wiring::Clients;
 use serde_json::{Value, json};
 
@@ -201,26 +201,8 @@ fn summarize(
 
 async fn emulator_stats() -> Result<Value> {
     let url = std::env::var("LOCAL_AWS_EMULATOR_URL").context("LOCAL_AWS_EMULATOR_URL is not set")?;
-    let body = http_get(&format!("{url}/_emulator/stats")).await?;
+    let body = control_request("GET", &format!("{url}/_emulator/stats"), None).await?;
     Ok(serde_json::from_str(&body)?)
-}
-
-/// The emulator's control API is plain HTTP on loopback; a blocking std client keeps the demo
-/// free of another HTTP crate.
-async fn http_get(url: &str) -> Result<String> {
-    let url = url.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let rest = url.strip_prefix("http://").context("http URL expected")?;
-        let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-        let mut stream = std::net::TcpStream::connect(host)?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let (_, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
-        Ok(body.to_owned())
-    })
-    .await?
 }
 
 async fn create_cache_table(dynamodb: &aws_sdk_dynamodb::Client) -> Result<()> {

@@ -36,6 +36,11 @@ pub async fn sdk_config_for(account_id: &str) -> Result<aws_config::SdkConfig, L
         .await
         .map_err(|e| LocalError::new("AssumeRole", aws_sdk_sts::Error::from(e)))?;
     let c = assumed.credentials.ok_or_else(|| LocalError::new("AssumeRole", "no credentials returned"))?;
+    // The Security Hub/Detective emulator attributes requests to accounts the same way.
+    if let Ok(url) = std::env::var("LOCAL_AWS_EMULATOR_URL") {
+        let body = serde_json::json!({"access_key_id": c.access_key_id, "account_id": account_id});
+        control_request("POST", &format!("{url}/_emulator/credentials"), Some(body.to_string())).await?;
+    }
     let credentials = aws_credential_types::Credentials::new(
         c.access_key_id,
         c.secret_access_key,
@@ -48,4 +53,35 @@ pub async fn sdk_config_for(account_id: &str) -> Result<aws_config::SdkConfig, L
         .credentials_provider(credentials)
         .load()
         .await)
+}
+
+/// Calls a local server's control API (moto's `/moto-api/`, the emulator's `/_emulator/`).
+/// Plain HTTP/1.1 on loopback over a std socket: this is test tooling, and it keeps another
+/// HTTP client crate out of the build.
+pub async fn control_request(method: &str, url: &str, body: Option<String>) -> Result<String, LocalError> {
+    let (method, url) = (method.to_owned(), url.to_owned());
+    let step = format!("{method} {url}");
+    let result = tokio::task::spawn_blocking(move || -> Result<String, BoxError> {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").ok_or("an http:// URL is expected")?;
+        let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+        let mut stream = std::net::TcpStream::connect(host)?;
+        let body = body.unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let (head, body) = response.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
+        let status = head.split_whitespace().nth(1).unwrap_or("000");
+        if !status.starts_with('2') {
+            return Err(format!("HTTP {status}: {body}").into());
+        }
+        Ok(body.to_owned())
+    })
+    .await
+    .map_err(|e| LocalError::new(step.clone(), e))?;
+    result.map_err(|e| LocalError::new(step, e))
 }

@@ -73,6 +73,18 @@ pub async fn seed_organization(
         .map_err(|e| LocalError::new("ListRoots", aws_sdk_organizations::Error::from(e)))?;
     let root_id = roots.roots.unwrap_or_default().into_iter().next().and_then(|r| r.id).unwrap_or_default();
 
+    // The management account's own contact: the enricher must ask for it without AccountId.
+    account
+        .put_alternate_contact()
+        .alternate_contact_type(AlternateContactType::Security)
+        .name("Organization Security")
+        .title("CISO")
+        .email_address("org-security@example.com")
+        .phone_number("+1-555-0199")
+        .send()
+        .await
+        .map_err(|e| LocalError::new("PutAlternateContact (management account)", aws_sdk_account::Error::from(e)))?;
+
     let mut ous = vec![Ou { id: root_id.clone(), path: vec!["Root".into()] }];
     let mut level = vec![0usize];
     let names = ["Security", "Workloads", "Sandbox", "Infrastructure", "Prod", "NonProd", "Shared", "Data"];

@@ -158,3 +158,24 @@ impl LocalPipe {
         Ok(batches)
     }
 }
+
+/// The same records as the Lambda event source mapping delivers them: `{"Records":[...]}` with
+/// the Kinesis fields nested under `kinesis`.
+pub fn as_event_source_mapping(records: &[Value]) -> Value {
+    let records: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": r["kinesisSchemaVersion"], "partitionKey": r["partitionKey"],
+                    "sequenceNumber": r["sequenceNumber"], "data": r["data"],
+                    "approximateArrivalTimestamp": r["approximateArrivalTimestamp"],
+                },
+                "eventSource": r["eventSource"], "eventVersion": r["eventVersion"], "eventID": r["eventID"],
+                "eventName": r["eventName"], "invokeIdentityArn": r["invokeIdentityArn"],
+                "awsRegion": r["awsRegion"], "eventSourceARN": r["eventSourceARN"],
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}

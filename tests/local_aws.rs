@@ -1,0 +1,291 @@
+//! Each AWS adapter against the local stack (moto's server and the project's emulator), and
+//! one end-to-end run through Kinesis. Run through `make test`, which starts the stack.
+//! Every test acts as its own AWS account, so tests run in parallel without sharing state.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use securityhub_enricher::aws::ApiCalls;
+use securityhub_enricher::config::{EnricherConfig, Vars};
+use securityhub_enricher::enrich::{EnrichmentPayload, UPDATED_BY};
+use securityhub_enricher::event::IncomingBatch;
+use securityhub_enricher::finding::FindingId;
+use securityhub_enricher::handler::Enricher;
+use securityhub_enricher::local::findings::{import_findings, imported_event, sample_finding};
+use securityhub_enricher::local::org::{OrgSpec, SeededOrg, seed_organization};
+use securityhub_enricher::local::pipe::{LocalPipe, as_event_source_mapping};
+use securityhub_enricher::local::sdk_config_for;
+use securityhub_enricher::metadata::dynamodb::DynamoStore;
+use securityhub_enricher::metadata::{
+    AccountRecord, CacheEntry, ContactLookup, MetadataStore, Resolution, now_epoch_seconds,
+};
+use securityhub_enricher::securityhub::{FindingsWriter, SecurityHubWriter, WriteError};
+use securityhub_enricher::wiring::Clients;
+use serde_json::Value;
+use tokio::time::Instant;
+
+/// A fresh account of the local stack, and the configuration an enricher in it would read.
+struct Stack {
+    account: String,
+    sdk: aws_config::SdkConfig,
+}
+
+impl Stack {
+    async fn new() -> Self {
+        assert!(
+            std::env::var("AWS_ENDPOINT_URL").is_ok(),
+            "these tests need the local AWS stack: run `make test` (or scripts/local-aws run -- cargo test)"
+        );
+        let account = format!("{:012}", rand::random_range(100_000_000_000u64..999_999_999_999));
+        let sdk = sdk_config_for(&account).await.expect("assume a role in the test's account");
+        Stack { account, sdk }
+    }
+
+    fn config(&self, table: &str, extra: &[(&str, String)]) -> EnricherConfig {
+        let mut vars: HashMap<String, String> = HashMap::from([
+            ("CACHE_TABLE".into(), table.into()),
+            ("ORGANIZATIONS_RPS".into(), "1000".into()),
+            ("ORGANIZATIONS_BURST".into(), "1000".into()),
+            ("ACCOUNT_RPS".into(), "1000".into()),
+            ("ACCOUNT_BURST".into(), "1000".into()),
+            ("LOOKUP_CONCURRENCY".into(), "16".into()),
+            ("LOOKUP_BUDGET_SECONDS".into(), "120".into()),
+        ]);
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        EnricherConfig::from_vars(&Vars(move |name: &str| vars.get(name).cloned())).unwrap()
+    }
+
+    async fn create_cache_table(&self, name: &str) {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+            .create_table()
+            .table_name(name)
+            .attribute_definitions(
+                AttributeDefinition::builder().attribute_name("AccountId").attribute_type(ScalarAttributeType::S).build().unwrap(),
+            )
+            .key_schema(KeySchemaElement::builder().attribute_name("AccountId").key_type(KeyType::Hash).build().unwrap())
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn seed(&self, spec: OrgSpec) -> SeededOrg {
+        let org = aws_sdk_organizations::Client::new(&self.sdk);
+        let account = aws_sdk_account::Client::new(&self.sdk);
+        seed_organization(&org, &account, &spec).await.expect("seed organization")
+    }
+}
+
+fn later() -> Instant {
+    Instant::now() + Duration::from_secs(120)
+}
+
+fn entry(account: &str, fresh_for: i64, expires_in: i64) -> CacheEntry {
+    let now = now_epoch_seconds();
+    let meta = securityhub_enricher::metadata::AccountMetadata::from_finding_name(account, Some("cached"));
+    CacheEntry { record: AccountRecord::Found(meta), fetched_at: now, fresh_until: now + fresh_for, expires_at: now + expires_in }
+}
+
+#[tokio::test]
+async fn dynamodb_store_batches_reads_and_writes_and_checks_expiry_on_read() {
+    let stack = Stack::new().await;
+    stack.create_cache_table("cache").await;
+    let calls = ApiCalls::default();
+    let client =
+        aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(&stack.sdk).interceptor(calls.clone()).build());
+    let store = DynamoStore::new(client, "cache");
+
+    let ids: Vec<String> = (0..260).map(|i| format!("{:012}", 500_000_000_000u64 + i)).collect();
+    let mut entries: Vec<(String, CacheEntry)> = ids.iter().map(|id| (id.clone(), entry(id, 3600, 7200))).collect();
+    entries[0].1 = entry(&ids[0], -7200, -1); // expired, but TTL has not deleted it yet
+    entries[1].1 = entry(&ids[1], -10, 3600); // stale, still usable as a fallback
+    store.put_many(&entries).await.unwrap();
+    assert_eq!(calls.calls("DynamoDB", "BatchWriteItem"), 11, "⌈260/25⌉");
+
+    let mut asked = ids.clone();
+    asked.push("999999999999".into());
+    let found = store.get_many(&asked).await.unwrap();
+    assert_eq!(calls.calls("DynamoDB", "BatchGetItem"), 3, "⌈261/100⌉");
+    assert_eq!(found.len(), 259, "the expired entry is a miss");
+    assert!(!found.contains_key(&ids[0]));
+    assert_eq!(found[&ids[1]], entries[1].1, "entries round-trip unchanged");
+
+    assert_eq!(store.invalidate(&ids[..10]).await.unwrap(), 10);
+    assert_eq!(store.get_many(&ids[..10]).await.unwrap().len(), 0);
+    assert_eq!(store.invalidate_all().await.unwrap(), 250);
+    assert!(store.get_many(&ids).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn organizations_lookups_at_scale_make_the_fewest_calls() {
+    let stack = Stack::new().await;
+    let org = stack.seed(OrgSpec { accounts: 500, depth: 4, fanout: 3, seed: 11 }).await;
+    assert_eq!(org.ou_count, 3 + 9 + 27 + 81);
+    stack.create_cache_table("cache").await;
+    let contact_role = format!("arn:aws:iam::{}:role/contacts", org.management_account);
+    let config = stack.config("cache", &[("CONTACT_ROLE_ARN", contact_role)]);
+    let calls = ApiCalls::default();
+    let clients = Clients::new(&config, &stack.sdk, &calls).await;
+    let enricher = Enricher::from_clients(&config, &clients);
+
+    // A cold batch touching k accounts spread over the tree, the management account among them.
+    let chosen: Vec<_> = org.accounts.iter().step_by(4).collect();
+    let mut ids: Vec<String> = chosen.iter().map(|a| a.id.clone()).collect();
+    ids.push(org.management_account.clone());
+    let k = ids.len() as u64;
+    let (resolved, stats) = enricher.directory.prefetch(&ids, later()).await;
+    assert_eq!(stats.lookups, ids.len());
+    assert_eq!(stats.lookup_failures, 0);
+
+    let distinct_ous: BTreeSet<Vec<String>> = chosen
+        .iter()
+        .flat_map(|a| (2..=a.ou_path.len()).map(move |n| a.ou_path[..n].to_vec()))
+        .collect();
+    let ous = distinct_ous.len() as u64;
+    assert_eq!(calls.calls("Organizations", "DescribeAccount"), k);
+    assert_eq!(calls.calls("Organizations", "ListTagsForResource"), k, "tags fit one page");
+    assert_eq!(calls.calls("Organizations", "DescribeOrganizationalUnit"), ous, "each OU described once");
+    assert_eq!(calls.calls("Organizations", "ListParents"), k + ous);
+    assert_eq!(calls.calls("Organizations", "ListRoots"), 1);
+    assert_eq!(calls.calls("Account", "GetAlternateContact"), k);
+    assert_eq!(calls.calls("STS", "AssumeRole"), 1, "one AssumeRole per credential lifetime");
+    assert_eq!(calls.calls("DynamoDB", "BatchGetItem"), k.div_ceil(100));
+
+    for seeded in &chosen {
+        let Some(AccountRecord::Found(meta)) = resolved[&seeded.id].record() else { panic!("{} not found", seeded.id) };
+        assert_eq!(meta.name.as_deref(), Some(seeded.name.as_str()));
+        assert_eq!(meta.ou_path.iter().map(|o| o.name.clone()).collect::<Vec<_>>(), seeded.ou_path);
+        assert_eq!(meta.tags, seeded.tags);
+        assert_eq!(matches!(meta.security_contact, ContactLookup::Found(_)), seeded.has_contact, "{}", seeded.id);
+        if !seeded.has_contact {
+            assert_eq!(meta.security_contact, ContactLookup::NotSet);
+        }
+    }
+    let Some(AccountRecord::Found(management)) = resolved[&org.management_account].record() else { panic!() };
+    let ContactLookup::Found(contact) = &management.security_contact else { panic!("{:?}", management.security_contact) };
+    assert_eq!(contact.name, "Organization Security");
+
+    // A warm batch in a new environment (empty memory): the table answers, Organizations rests.
+    let before = calls.snapshot();
+    let fresh = Enricher::from_clients(&config, &clients);
+    let (resolved, stats) = fresh.directory.prefetch(&ids, later()).await;
+    let delta = calls.since(&before);
+    assert_eq!(stats.store_hits, ids.len());
+    assert!(resolved.values().all(|r| matches!(r, Resolution::Fresh(_))));
+    assert!(delta.keys().all(|(service, _)| service == "DynamoDB"), "{delta:?}");
+    assert_eq!(calls.calls("DynamoDB", "BatchGetItem") - before[&("DynamoDB".into(), "BatchGetItem".into())].calls, k.div_ceil(100));
+
+    // An account that left the organization is a cached negative answer.
+    let (resolved, _) = fresh.directory.prefetch(&["123123123123".to_owned()], later()).await;
+    assert_eq!(resolved["123123123123"].record(), Some(&AccountRecord::NotFound));
+}
+
+fn finding_id(f: &Value) -> FindingId {
+    FindingId { id: f["Id"].as_str().unwrap().into(), product_arn: f["ProductArn"].as_str().unwrap().into() }
+}
+
+async fn hub_findings(client: &aws_sdk_securityhub::Client) -> Vec<aws_sdk_securityhub::types::AwsSecurityFinding> {
+    let mut all = Vec::new();
+    let mut pages = client.get_findings().max_results(100).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        all.extend(page.unwrap().findings.unwrap_or_default());
+    }
+    all
+}
+
+#[tokio::test]
+async fn securityhub_writer_maps_the_api_answers() {
+    let stack = Stack::new().await;
+    let calls = ApiCalls::default();
+    let config = stack.config("unused", &[]);
+    let clients = Clients::new(&config, &stack.sdk, &calls).await;
+    let writer = SecurityHubWriter::new(clients.securityhub.clone());
+    let findings: Vec<Value> = (0..3).map(|n| sample_finding(&stack.account, "acct", n)).collect();
+    import_findings(&clients.securityhub, &findings).await.unwrap();
+
+    let payload = EnrichmentPayload {
+        note: Some("Account acct".into()),
+        fields: [("findingEnriched".to_owned(), "True".to_owned())].into(),
+    };
+    let mut ids: Vec<FindingId> = findings.iter().map(finding_id).collect();
+    ids.push(FindingId { id: "missing".into(), product_arn: ids[0].product_arn.clone() });
+    let unprocessed = writer.batch_update(&ids, &payload).await.unwrap();
+    assert_eq!(unprocessed.len(), 1);
+    assert_eq!(unprocessed[0].id.id, "missing");
+    assert_eq!(unprocessed[0].code, "FindingNotFound");
+
+    let stored = hub_findings(&clients.securityhub).await;
+    assert_eq!(stored.len(), 3);
+    for f in &stored {
+        assert_eq!(f.note.as_ref().and_then(|n| n.updated_by.as_deref()), Some(UPDATED_BY));
+        assert_eq!(f.user_defined_fields.as_ref().unwrap()["findingEnriched"], "True");
+    }
+
+    let too_many: Vec<FindingId> = (0..101).map(|i| FindingId { id: format!("f{i}"), product_arn: "p".into() }).collect();
+    match writer.batch_update(&too_many, &payload).await {
+        Err(WriteError::Rejected { code, .. }) => assert_eq!(code, "InvalidInputException"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+
+    // The emulator enforces 10 requests/s with a burst of 30, per account and region.
+    let mut throttled = 0;
+    for _ in 0..40 {
+        if let Err(WriteError::Throttled { .. }) = writer.batch_update(&ids[..1], &payload).await {
+            throttled += 1;
+        }
+    }
+    assert!(throttled >= 5, "throttled {throttled} of 40");
+    assert!(calls.snapshot()[&("SecurityHub".into(), "BatchUpdateFindings".into())].throttled >= 5);
+}
+
+#[tokio::test]
+async fn end_to_end_through_kinesis_in_both_shapes() {
+    let stack = Stack::new().await;
+    let org = stack.seed(OrgSpec { accounts: 12, depth: 2, fanout: 2, seed: 3 }).await;
+    stack.create_cache_table("cache").await;
+    let calls = ApiCalls::default();
+    let config = stack.config("cache", &[("TAG_KEYS", "CostCenter,Environment".into())]);
+    let clients = Clients::new(&config, &stack.sdk, &calls).await;
+    let enricher = Arc::new(Enricher::from_clients(&config, &clients));
+
+    let findings: Vec<Value> =
+        (0..240).map(|n| { let a = &org.accounts[n % 12]; sample_finding(&a.id, &a.name, n) }).collect();
+    import_findings(&clients.securityhub, &findings).await.unwrap();
+    let pipe = LocalPipe::create(aws_sdk_kinesis::Client::new(&stack.sdk), "findings", 2).await.unwrap();
+    let events: Vec<(String, Value)> = findings
+        .iter()
+        .enumerate()
+        .map(|(n, f)| (f["AwsAccountId"].as_str().unwrap().to_owned(), imported_event(std::slice::from_ref(f), n)))
+        .collect();
+    pipe.put_events(&events).await.unwrap();
+
+    let batches = pipe.read_batches(60).await.unwrap();
+    assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 240);
+    let (mut accepted, mut bound) = (0, 0);
+    for (n, batch) in batches.iter().enumerate() {
+        // Alternate the delivery shapes: Pipe array, then event source mapping.
+        let payload = if n % 2 == 0 { Value::Array(batch.clone()) } else { as_event_source_mapping(batch) };
+        let incoming: IncomingBatch = serde_json::from_value(payload).unwrap();
+        let report = enricher.handle(incoming, later()).await;
+        assert!(report.tally.balances(), "{}", report.tally);
+        assert!(report.response.batch_item_failures.is_empty(), "{}", report.tally);
+        assert_eq!(report.tally.findings_enriched, batch.len());
+        accepted += report.updates.findings_per_call.len();
+        bound += report.minimum_update_calls;
+    }
+    assert_eq!(accepted, bound, "BatchUpdateFindings calls meet the Σ⌈n/100⌉ bound");
+
+    let names: HashMap<&str, &str> = org.accounts.iter().map(|a| (a.id.as_str(), a.name.as_str())).collect();
+    let stored = hub_findings(&clients.securityhub).await;
+    assert_eq!(stored.len(), 240);
+    for f in stored {
+        let fields = f.user_defined_fields.unwrap();
+        let account = f.aws_account_id.unwrap();
+        assert_eq!(fields["findingEnriched"], "True");
+        assert_eq!(fields["AccountName"], names[account.as_str()]);
+        assert!(fields.contains_key("CostCenter") && !fields.contains_key("Owner"), "TAG_KEYS allowlist: {fields:?}");
+        assert_ne!(fields.get("OU").map(String::as_str), Some("forged"), "a tag never overwrites OU");
+    }
+}
