@@ -146,17 +146,16 @@ impl Metric {
         }
     }
 
+    /// Zeros are recorded too: dashboards divide these series, and a missing zero is no data.
     fn count(self, value: usize) {
-        if value > 0 {
-            metrics::counter!(self.name()).increment(value as u64);
-        }
+        metrics::counter!(self.name()).increment(value as u64);
     }
 
+    /// Labelled series are created on first use only, so that an idle reason or operation does
+    /// not become a series of zeros.
     fn count_with(self, labels: &[(&'static str, String)], value: u64) {
-        if value > 0 {
-            let labels: Vec<metrics::Label> = labels.iter().map(|(k, v)| metrics::Label::new(*k, v.clone())).collect();
-            metrics::counter!(self.name(), labels).increment(value);
-        }
+        let labels: Vec<metrics::Label> = labels.iter().map(|(k, v)| metrics::Label::new(*k, v.clone())).collect();
+        metrics::counter!(self.name(), labels).increment(value);
     }
 
     fn observe(self, value: f64) {
@@ -179,6 +178,7 @@ pub fn install_emf(function: &'static str) -> Result<&'static metrics_cloudwatch
     let collector = metrics_cloudwatch_embedded::Builder::new()
         .cloudwatch_namespace(NAMESPACE)
         .with_dimension(FUNCTION_DIMENSION, function)
+        .emit_zeros(true)
         .init()
         .map_err(|e| e.to_string())?;
     describe_metrics();
@@ -196,10 +196,10 @@ pub fn record_batch(report: &BatchReport, calls: &BTreeMap<(String, String), Cal
     Metric::FindingsIn.count(t.findings_in);
     Metric::FindingsEnriched.count(t.findings_enriched);
     Metric::FindingsEnrichedPartial.count(t.findings_enriched_partial);
-    for (reason, n) in &t.findings_skipped {
+    for (reason, n) in t.findings_skipped.iter().filter(|(_, n)| **n > 0) {
         Metric::FindingsSkipped.count_with(&[("Reason", reason.clone())], *n as u64);
     }
-    for (reason, n) in &t.findings_failed {
+    for (reason, n) in t.findings_failed.iter().filter(|(_, n)| **n > 0) {
         Metric::FindingsFailed.count_with(&[("Reason", reason.clone())], *n as u64);
     }
     Metric::UpdateCalls.count(report.updates.findings_per_call.len());
@@ -221,7 +221,7 @@ pub fn record_batch(report: &BatchReport, calls: &BTreeMap<(String, String), Cal
 
 /// Downstream calls, throttles and errors by service and operation.
 pub fn record_api_calls(calls: &BTreeMap<(String, String), CallCount>) {
-    for ((service, operation), count) in calls {
+    for ((service, operation), count) in calls.iter().filter(|(_, c)| c.calls > 0 || c.attempts > 0) {
         let labels = [("Service", service.clone()), ("Operation", operation.clone())];
         Metric::ApiCalls.count_with(&labels, count.calls);
         Metric::ApiThrottles.count_with(&labels, count.throttled);
@@ -229,6 +229,7 @@ pub fn record_api_calls(calls: &BTreeMap<(String, String), CallCount>) {
     }
 }
 
+/// Counted once, when an environment starts.
 pub fn record_cold_start() {
     Metric::ColdStart.count(1);
 }

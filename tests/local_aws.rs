@@ -289,3 +289,27 @@ async fn end_to_end_through_kinesis_in_both_shapes() {
         assert_ne!(fields.get("OU").map(String::as_str), Some("forged"), "a tag never overwrites OU");
     }
 }
+
+#[tokio::test]
+async fn invalidation_makes_the_next_batch_look_the_account_up_again() {
+    let stack = Stack::new().await;
+    let org = stack.seed(OrgSpec { accounts: 3, depth: 1, fanout: 1, seed: 5 }).await;
+    stack.create_cache_table("cache").await;
+    let config = stack.config("cache", &[]);
+    let calls = ApiCalls::default();
+    let clients = Clients::new(&config, &stack.sdk, &calls).await;
+    let enricher = Enricher::from_clients(&config, &clients);
+    let ids: Vec<String> = org.accounts.iter().map(|a| a.id.clone()).collect();
+    enricher.directory.prefetch(&ids, later()).await;
+    enricher.directory.prefetch(&ids, later()).await;
+    assert_eq!(calls.calls("Organizations", "DescribeAccount"), 3, "the second batch is served from cache");
+
+    assert_eq!(enricher.directory.invalidate(&ids[..1]).await.unwrap(), 1);
+    let (_, stats) = enricher.directory.prefetch(&ids, later()).await;
+    assert_eq!((stats.lookups, stats.memory_hits), (1, 2));
+    assert_eq!(calls.calls("Organizations", "DescribeAccount"), 4);
+
+    enricher.directory.invalidate_all().await.unwrap();
+    let (_, stats) = Enricher::from_clients(&config, &clients).directory.prefetch(&ids, later()).await;
+    assert_eq!(stats.lookups, 3, "the table was emptied too");
+}
