@@ -60,6 +60,103 @@ pub struct EnricherConfig {
     pub lookup_budget: Duration,
     /// Stop starting work this long before the invocation's deadline.
     pub deadline_margin: Duration,
+    /// Detective fan-out, when `JOBS_TABLE` is set.
+    pub investigations: Option<InvestigationConfig>,
+}
+
+/// What the enricher needs to queue investigations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvestigationConfig {
+    pub jobs_table: String,
+    pub criteria: crate::investigate::select::Criteria,
+    pub lookback_hours: i64,
+}
+
+fn investigation_config<F: Fn(&str) -> Option<String>>(vars: &Vars<F>, jobs_table: String) -> Result<InvestigationConfig, ConfigError> {
+    let defaults = crate::investigate::select::Criteria::default();
+    let severities = match vars.optional("INVESTIGATE_SEVERITIES") {
+        None => defaults.severities,
+        Some(list) => {
+            let labels: BTreeSet<String> = list.split(',').map(|s| s.trim().to_uppercase()).filter(|s| !s.is_empty()).collect();
+            let known = ["INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"];
+            if labels.is_empty() || labels.iter().any(|l| !known.contains(&l.as_str())) {
+                return Err(ConfigError::Invalid {
+                    var: "INVESTIGATE_SEVERITIES",
+                    value: list,
+                    reason: format!("expected a comma-separated list of {}", known.join(", ")),
+                });
+            }
+            labels
+        }
+    };
+    Ok(InvestigationConfig {
+        jobs_table,
+        criteria: crate::investigate::select::Criteria {
+            severities,
+            action: vars.optional("INVESTIGATE_ACTION").unwrap_or(defaults.action),
+        },
+        lookback_hours: vars.parsed("INVESTIGATION_LOOKBACK_HOURS", 24, |h| (1..=24 * 30).contains(h))?,
+    })
+}
+
+/// The investigator's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvestigatorConfig {
+    pub jobs_table: String,
+    pub cache_table: String,
+    pub tag_filter: TagFilter,
+    pub graph_arn: Option<String>,
+    pub detective_rate: Rate,
+    pub max_attempts: u32,
+    pub securityhub_rate: Rate,
+    pub deadline_margin: Duration,
+}
+
+impl InvestigatorConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&env_vars())
+    }
+
+    pub fn from_vars<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Self, ConfigError> {
+        let graph_arn = vars.optional("DETECTIVE_GRAPH_ARN");
+        if let Some(arn) = &graph_arn
+            && !(arn.starts_with("arn:") && arn.contains(":detective:") && arn.contains(":graph:"))
+        {
+            return Err(ConfigError::Invalid {
+                var: "DETECTIVE_GRAPH_ARN",
+                value: arn.clone(),
+                reason: "expected arn:aws:detective:<region>:<account>:graph:<id>".into(),
+            });
+        }
+        Ok(InvestigatorConfig {
+            jobs_table: vars.required("JOBS_TABLE", "the DynamoDB table (partition key JobId, S) of investigation jobs")?,
+            cache_table: vars.required("CACHE_TABLE", "the enricher's account metadata cache table")?,
+            tag_filter: tag_filter(vars)?,
+            graph_arn,
+            detective_rate: vars.rate("DETECTIVE_RPS", "DETECTIVE_BURST", Rate { per_second: 1.0, burst: 2 })?,
+            max_attempts: vars.parsed("INVESTIGATION_MAX_ATTEMPTS", 3, |n| (1..=20).contains(n))?,
+            securityhub_rate: vars.rate("SECURITYHUB_RPS", "SECURITYHUB_BURST", Rate { per_second: 1.0, burst: 3 })?,
+            deadline_margin: Duration::from_millis(vars.parsed("DEADLINE_MARGIN_MS", 3000, |_| true)?),
+        })
+    }
+}
+
+fn tag_filter<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<TagFilter, ConfigError> {
+    Ok(match vars.optional("TAG_KEYS") {
+        None => TagFilter::All,
+        Some(list) => {
+            let keys: BTreeSet<String> =
+                list.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect();
+            if keys.is_empty() {
+                return Err(ConfigError::Invalid {
+                    var: "TAG_KEYS",
+                    value: list,
+                    reason: "expected a comma-separated list of tag keys".into(),
+                });
+            }
+            TagFilter::Only(keys)
+        }
+    })
 }
 
 /// Reads variables through `lookup` so tests need not touch the process environment.
@@ -188,21 +285,7 @@ impl EnricherConfig {
                 })
             }
         };
-        let tag_filter = match vars.optional("TAG_KEYS") {
-            None => TagFilter::All,
-            Some(list) => {
-                let keys: BTreeSet<String> =
-                    list.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect();
-                if keys.is_empty() {
-                    return Err(ConfigError::Invalid {
-                        var: "TAG_KEYS",
-                        value: list,
-                        reason: "expected a comma-separated list of tag keys".into(),
-                    });
-                }
-                TagFilter::Only(keys)
-            }
-        };
+        let tag_filter = tag_filter(vars)?;
         let cache = CacheTimes {
             fresh: vars.seconds("CACHE_TTL_SECONDS", 24 * 3600)?,
             negative: vars.seconds("NEGATIVE_CACHE_TTL_SECONDS", 3600)?,
@@ -232,6 +315,10 @@ impl EnricherConfig {
             lookup_concurrency: vars.parsed("LOOKUP_CONCURRENCY", 8, |n| (1..=256).contains(n))?,
             lookup_budget: vars.seconds("LOOKUP_BUDGET_SECONDS", 20)?,
             deadline_margin: Duration::from_millis(vars.parsed("DEADLINE_MARGIN_MS", 3000, |_| true)?),
+            investigations: match vars.optional("JOBS_TABLE") {
+                Some(table) => Some(investigation_config(vars, table)?),
+                None => None,
+            },
         })
     }
 }
@@ -281,6 +368,42 @@ mod tests {
             let err = EnricherConfig::from_vars(&vars(&[("CACHE_TABLE", "t"), (var, value)])).unwrap_err();
             assert!(err.to_string().contains(var), "{var}: {err}");
         }
+    }
+
+    /// Every variable each function reads is in its published list, and nothing else is read:
+    /// the template test compares the template against these lists.
+    #[test]
+    fn the_published_variable_lists_are_exactly_what_is_read() {
+        use std::sync::Mutex;
+        let read = Mutex::new(BTreeSet::new());
+        let vars = Vars(|name: &str| {
+            read.lock().unwrap().insert(name.to_owned());
+            match name {
+                "CACHE_TABLE" | "JOBS_TABLE" => Some("t".to_owned()),
+                "CONTACT_ROLE_ARN" => Some("arn:aws:iam::111122223333:role/r".to_owned()),
+                _ => None,
+            }
+        });
+        EnricherConfig::from_vars(&vars).unwrap();
+        let enricher: BTreeSet<String> = ENRICHER_VARS.iter().map(|s| s.to_string()).collect();
+        assert_eq!(std::mem::take(&mut *read.lock().unwrap()), enricher);
+        InvestigatorConfig::from_vars(&vars).unwrap();
+        let investigator: BTreeSet<String> = INVESTIGATOR_VARS.iter().map(|s| s.to_string()).collect();
+        assert_eq!(std::mem::take(&mut *read.lock().unwrap()), investigator);
+    }
+
+    #[test]
+    fn investigation_settings_are_validated() {
+        let config = EnricherConfig::from_vars(&vars(&[("CACHE_TABLE", "t"), ("JOBS_TABLE", "j"), ("INVESTIGATE_SEVERITIES", "high, critical")])).unwrap();
+        let inv = config.investigations.unwrap();
+        assert_eq!(inv.criteria.severities, BTreeSet::from(["CRITICAL".into(), "HIGH".into()]));
+        assert_eq!(inv.lookback_hours, 24);
+        let err = EnricherConfig::from_vars(&vars(&[("CACHE_TABLE", "t"), ("JOBS_TABLE", "j"), ("INVESTIGATE_SEVERITIES", "URGENT")])).unwrap_err();
+        assert!(err.to_string().contains("INVESTIGATE_SEVERITIES"));
+        let err = InvestigatorConfig::from_vars(&vars(&[("CACHE_TABLE", "t")])).unwrap_err();
+        assert!(err.to_string().contains("JOBS_TABLE"));
+        let err = InvestigatorConfig::from_vars(&vars(&[("CACHE_TABLE", "t"), ("JOBS_TABLE", "j"), ("DETECTIVE_GRAPH_ARN", "g")])).unwrap_err();
+        assert!(err.to_string().contains("DETECTIVE_GRAPH_ARN"));
     }
 
     #[test]

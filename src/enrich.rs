@@ -389,3 +389,72 @@ mod tests {
         }
     }
 }
+
+/// Separates the account part of a note from the investigation part.
+pub const NOTE_SEPARATOR: &str = " | ";
+
+/// One note from the account part and the investigation part, within 512 characters. The
+/// investigation part is the newer news, so the account part gives way first.
+pub fn compose_note(account_part: &str, investigation_part: &str) -> String {
+    let account_part = account_part.trim();
+    if account_part.is_empty() {
+        return truncate_chars(investigation_part, NOTE_MAX_CHARS);
+    }
+    let investigation = truncate_chars(investigation_part, NOTE_MAX_CHARS / 2);
+    let room = NOTE_MAX_CHARS - investigation.chars().count() - NOTE_SEPARATOR.chars().count();
+    format!("{}{NOTE_SEPARATOR}{investigation}", truncate_chars(account_part, room))
+}
+
+/// The account part of a note we wrote earlier (everything before an investigation part).
+pub fn account_part_of(note: &str) -> &str {
+    note.split(NOTE_SEPARATOR).next().unwrap_or(note)
+}
+
+/// The finding's fields with `updates` applied, kept within 50 pairs: the updates and our own
+/// keys first, then the rest in key order.
+pub fn merge_fields(existing: &BTreeMap<String, String>, updates: &[(&str, String)]) -> BTreeMap<String, String> {
+    let mut fields: BTreeMap<String, String> =
+        updates.iter().map(|(k, v)| ((*k).to_owned(), field_value(v))).collect();
+    let (ours, others): (Vec<_>, Vec<_>) = existing.iter().partition(|(k, _)| keys::is_reserved(k));
+    for (key, value) in ours.into_iter().chain(others) {
+        if fields.len() == FIELDS_MAX_PAIRS {
+            break;
+        }
+        if valid_key(key) && !value.trim().is_empty() {
+            fields.entry(key.clone()).or_insert_with(|| truncate_chars(value, FIELD_VALUE_MAX_CHARS));
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod note_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn account_part_survives_a_round_trip() {
+        let note = compose_note("Account a (1).", "Detective investigation i: severity HIGH.");
+        assert_eq!(note, "Account a (1). | Detective investigation i: severity HIGH.");
+        assert_eq!(account_part_of(&note), "Account a (1).");
+    }
+
+    #[test]
+    fn merge_keeps_updates_and_reserved_keys_under_the_cap() {
+        let mut existing: BTreeMap<String, String> = (0..60).map(|i| (format!("k{i:02}"), "v".to_owned())).collect();
+        existing.insert("AccountName".into(), "a".into());
+        let merged = merge_fields(&existing, &[("investigate", "complete".into())]);
+        assert_eq!(merged.len(), FIELDS_MAX_PAIRS);
+        assert_eq!(merged["investigate"], "complete");
+        assert_eq!(merged["AccountName"], "a");
+    }
+
+    proptest! {
+        #[test]
+        fn composed_notes_fit(account in "\\PC{0,700}", investigation in "\\PC{1,700}") {
+            let note = compose_note(&account, &investigation);
+            prop_assert!(note.chars().count() <= NOTE_MAX_CHARS);
+            prop_assert!(!note.is_empty());
+        }
+    }
+}

@@ -21,6 +21,8 @@ pub struct Enricher {
     pub tag_filter: TagFilter,
     /// Work stops this long before the invocation's deadline, so the response always goes out.
     pub deadline_margin: Duration,
+    /// Detective fan-out; `None` when `JOBS_TABLE` is not set.
+    pub fanout: Option<crate::investigate::fanout::Fanout>,
 }
 
 /// Everything a batch did, for the response, the log line, metrics and tests.
@@ -35,6 +37,7 @@ pub struct BatchReport {
     pub minimum_update_calls: usize,
     pub fields_dropped: usize,
     pub tags_dropped: usize,
+    pub investigations: crate::investigate::fanout::FanoutStats,
     /// Seconds between Kinesis accepting each record and this batch starting, when known.
     #[serde(skip)]
     pub record_ages: Vec<f64>,
@@ -93,12 +96,13 @@ impl Enricher {
                     if event.findings.is_empty() {
                         slot.outcome = Some(RecordOutcome::Skipped(RecordSkip::NoFindings));
                     }
+                    let kind = event.kind;
                     for finding in event.findings {
                         tally.findings_in += 1;
                         match finding {
                             Ok(finding) => {
                                 slot.candidates.push(candidates.len());
-                                candidates.push(Candidate { record: index, finding });
+                                candidates.push(Candidate { record: index, finding, kind: kind.clone() });
                             }
                             Err(error) => {
                                 tracing::warn!(item_identifier = %record.item_identifier, error = %error, "finding skipped: malformed");
@@ -169,6 +173,24 @@ impl Enricher {
             }
         }
 
+        // Investigations: findings whose enrichment was skipped as already done may still ask for
+        // one (an automation rule or a custom action); superseded, archived and unreadable ones
+        // do not.
+        let mut investigations = crate::investigate::fanout::FanoutStats::default();
+        if let Some(fanout) = &self.fanout {
+            let eligible: Vec<usize> = (0..candidates.len())
+                .filter(|&i| match &outcomes[i] {
+                    Some(FindingOutcome::Skipped(reason)) => *reason == SkipReason::AlreadyEnriched || *reason == SkipReason::Unchanged,
+                    _ => true,
+                })
+                .collect();
+            let (stats, failed) = fanout.queue(&candidates, &eligible, work_deadline).await;
+            for i in failed {
+                outcomes[i] = Some(FindingOutcome::Failed(FailReason::Transient));
+            }
+            investigations = stats;
+        }
+
         let mut failed_identifiers = Vec::new();
         for slot in &mut slots {
             if slot.outcome.is_none() {
@@ -203,6 +225,7 @@ impl Enricher {
             minimum_update_calls,
             fields_dropped: grouped.fields_dropped,
             tags_dropped,
+            investigations,
             record_ages,
             duration_ms: started.elapsed().as_millis(),
         };

@@ -24,3 +24,4 @@ pub fn lambda_deadline(deadline_epoch_ms: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms))
 }
 pub mod local;
+pub mod investigate;

@@ -16,6 +16,8 @@ pub const MAX_FINDINGS_PER_UPDATE: usize = 100;
 pub struct Candidate {
     pub record: usize,
     pub finding: Finding,
+    /// The event it came in: custom actions may ask for an investigation.
+    pub kind: crate::event::EventKind,
 }
 
 /// Findings that need no work at all, before any lookup is spent on them.
@@ -155,7 +157,7 @@ mod tests {
     }
 
     fn candidates(findings: Vec<Finding>) -> Vec<Candidate> {
-        findings.into_iter().enumerate().map(|(record, finding)| Candidate { record, finding }).collect()
+        findings.into_iter().enumerate().map(|(record, finding)| Candidate { record, finding, kind: crate::event::EventKind::Imported }).collect()
     }
 
     fn enrichments(accounts: &[&str]) -> HashMap<String, AccountEnrichment> {

@@ -64,6 +64,15 @@ pub trait FindingsWriter: Send + Sync {
     ) -> Result<Vec<Unprocessed>, WriteError>;
 }
 
+/// Reads findings' current state (GetFindings), for writers that were not handed the finding.
+#[async_trait]
+pub trait FindingsReader: Send + Sync {
+    async fn current(&self, ids: &[FindingId]) -> Result<Vec<crate::finding::Finding>, WriteError>;
+}
+
+/// GetFindings takes at most 20 values per filter field.
+const GET_FINDINGS_FILTER_VALUES: usize = 20;
+
 /// The Security Hub adapter.
 pub struct SecurityHubWriter {
     client: aws_sdk_securityhub::Client,
@@ -128,6 +137,51 @@ impl FindingsWriter for SecurityHubWriter {
                 })
             }
         }
+    }
+}
+
+#[async_trait]
+impl FindingsReader for SecurityHubWriter {
+    async fn current(&self, ids: &[FindingId]) -> Result<Vec<crate::finding::Finding>, WriteError> {
+        use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, StringFilter, StringFilterComparison};
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(GET_FINDINGS_FILTER_VALUES) {
+            let filters = chunk.iter().fold(AwsSecurityFindingFilters::builder(), |b, f| {
+                b.id(StringFilter::builder().value(&f.id).comparison(StringFilterComparison::Equals).build())
+            });
+            let mut pages = self.client.get_findings().filters(filters.build()).max_results(100).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| {
+                    let throttled = e.code() == Some("TooManyRequestsException");
+                    let source: BoxError = Box::new(aws_sdk_securityhub::Error::from(e));
+                    if throttled { WriteError::Throttled { source } } else { WriteError::Transient { source } }
+                })?;
+                for f in page.findings.unwrap_or_default() {
+                    let finding = crate::finding::Finding {
+                        id: f.id.unwrap_or_default(),
+                        product_arn: f.product_arn.unwrap_or_default(),
+                        aws_account_id: f.aws_account_id.unwrap_or_default(),
+                        aws_account_name: f.aws_account_name,
+                        updated_at: f.updated_at,
+                        first_observed_at: f.first_observed_at,
+                        created_at: f.created_at,
+                        product_name: f.product_name,
+                        record_state: f.record_state.map(|r| r.as_str().to_owned()),
+                        severity: None,
+                        note: f.note.map(|n| crate::finding::Note {
+                            text: n.text.unwrap_or_default(),
+                            updated_by: n.updated_by.unwrap_or_default(),
+                        }),
+                        user_defined_fields: f.user_defined_fields.unwrap_or_default().into_iter().collect(),
+                        resources: Vec::new(),
+                    };
+                    if chunk.contains(&finding.identifier()) {
+                        found.push(finding);
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 }
 

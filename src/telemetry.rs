@@ -212,6 +212,7 @@ pub fn record_batch(report: &BatchReport, calls: &BTreeMap<(String, String), Cal
     Metric::StaleServed.count(p.stale_served);
     Metric::LookupFailures.count(p.lookup_failures);
     Metric::LookupsOutOfBudget.count(p.lookups_out_of_budget);
+    Metric::InvestigationsQueued.count(report.investigations.jobs_created);
     record_api_calls(calls);
     Metric::BatchDuration.observe(report.duration_ms as f64);
     if let Some(oldest) = report.record_ages.iter().copied().reduce(f64::max) {

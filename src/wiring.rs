@@ -9,7 +9,11 @@ use aws_config::retry::RetryConfig;
 use aws_credential_types::provider::{self, ProvideCredentials};
 
 use crate::aws::ApiCalls;
-use crate::config::EnricherConfig;
+use crate::config::{EnricherConfig, InvestigatorConfig};
+use crate::investigate::detective::DetectiveClient;
+use crate::investigate::fanout::Fanout;
+use crate::investigate::investigator::Investigator;
+use crate::investigate::jobs::DynamoJobs;
 use crate::handler::Enricher;
 use crate::limits::Limiter;
 use crate::metadata::Directory;
@@ -19,6 +23,7 @@ use crate::securityhub::{SecurityHubWriter, Updater};
 
 /// The clients the enricher uses, each counting its calls into the same `ApiCalls`.
 pub struct Clients {
+    pub detective: aws_sdk_detective::Client,
     pub organizations: aws_sdk_organizations::Client,
     pub account: aws_sdk_account::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -52,9 +57,18 @@ impl ProvideCredentials for RateLimitedCredentials {
 
 impl Clients {
     pub async fn new(config: &EnricherConfig, sdk: &SdkConfig, calls: &ApiCalls) -> Self {
+        Self::with_contact_role(config.contact_role.as_ref(), config.sts_rate, sdk, calls).await
+    }
+
+    pub async fn with_contact_role(
+        contact_role: Option<&crate::config::ContactRole>,
+        sts_rate: crate::config::Rate,
+        sdk: &SdkConfig,
+        calls: &ApiCalls,
+    ) -> Self {
         let account = {
             let mut builder = aws_sdk_account::config::Builder::from(sdk).interceptor(calls.clone());
-            if let Some(role) = &config.contact_role {
+            if let Some(role) = contact_role {
                 let mut assume = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
                     .session_name(&role.session_name)
                     .configure(sdk);
@@ -62,12 +76,15 @@ impl Clients {
                     assume = assume.external_id(external_id);
                 }
                 let inner = assume.build().await;
-                let limiter = Limiter::new(config.sts_rate);
+                let limiter = Limiter::new(sts_rate);
                 builder = builder.credentials_provider(RateLimitedCredentials { inner, limiter, calls: calls.clone() });
             }
             aws_sdk_account::Client::from_conf(builder.build())
         };
         Clients {
+            detective: aws_sdk_detective::Client::from_conf(
+                aws_sdk_detective::config::Builder::from(sdk).interceptor(calls.clone()).build(),
+            ),
             organizations: aws_sdk_organizations::Client::from_conf(
                 aws_sdk_organizations::config::Builder::from(sdk).interceptor(calls.clone()).build(),
             ),
@@ -107,6 +124,32 @@ impl Enricher {
             Arc::new(SecurityHubWriter::new(clients.securityhub.clone())),
             Limiter::new(config.securityhub_rate),
         );
-        Enricher { directory, updater, tag_filter: config.tag_filter.clone(), deadline_margin: config.deadline_margin }
+        let fanout = config.investigations.as_ref().map(|inv| Fanout {
+            jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), &inv.jobs_table)),
+            criteria: inv.criteria.clone(),
+            lookback_hours: inv.lookback_hours,
+        });
+        Enricher { directory, updater, tag_filter: config.tag_filter.clone(), deadline_margin: config.deadline_margin, fanout }
+    }
+}
+
+impl Investigator {
+    /// The investigator needs no Organizations access: the account part of its notes comes
+    /// from the enricher's cache table.
+    pub fn from_clients(config: &InvestigatorConfig, clients: &Clients, region: &str) -> Self {
+        let hub = Arc::new(SecurityHubWriter::new(clients.securityhub.clone()));
+        Investigator {
+            jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), &config.jobs_table)),
+            detective: Arc::new(DetectiveClient::new(clients.detective.clone(), config.graph_arn.clone())),
+            hub: hub.clone(),
+            updater: Updater::new(hub, Limiter::new(config.securityhub_rate)),
+            cache: Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.cache_table)),
+            tag_filter: config.tag_filter.clone(),
+            detective_limit: Limiter::new(config.detective_rate),
+            read_limit: Limiter::new(crate::config::Rate { per_second: 3.0, burst: 6 }),
+            max_attempts: config.max_attempts,
+            region: region.to_owned(),
+            deadline_margin: config.deadline_margin,
+        }
     }
 }

@@ -69,7 +69,7 @@ fn harness_with(source: StaticSource, hub: InMemoryHub, store: Arc<InMemoryStore
     let directory = Directory::new(store.clone(), source.clone(), times(), 8, Duration::from_secs(5));
     let updater = Updater::new(hub.clone(), Limiter::new(Rate { per_second: 1000.0, burst: 1000 }))
         .with_backoff(Duration::from_millis(1), 6);
-    let enricher = Enricher { directory, updater, tag_filter: TagFilter::All, deadline_margin: Duration::from_millis(50) };
+    let enricher = Enricher { directory, updater, tag_filter: TagFilter::All, deadline_margin: Duration::from_millis(50), fanout: None };
     Harness { hub, store, source, enricher }
 }
 
@@ -331,7 +331,7 @@ async fn lookups_out_of_budget_degrade_to_partial() {
     let hub = Arc::new(InMemoryHub::default());
     let directory = Directory::new(Arc::new(InMemoryStore::default()), Arc::new(source), times(), 8, Duration::from_millis(50));
     let updater = Updater::new(hub.clone(), Limiter::new(Rate { per_second: 100.0, burst: 100 }));
-    let enricher = Enricher { directory, updater, tag_filter: TagFilter::All, deadline_margin: Duration::from_millis(10) };
+    let enricher = Enricher { directory, updater, tag_filter: TagFilter::All, deadline_margin: Duration::from_millis(10), fanout: None };
     let started = Instant::now();
     let report = enricher.handle(fixture("pipe_batch.json"), soon()).await;
     assert!(started.elapsed() < Duration::from_secs(5), "the lookup budget bounds the wait");

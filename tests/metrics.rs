@@ -63,6 +63,7 @@ async fn emf_documents_are_valid_and_cover_the_dashboard() {
         updater: Updater::new(hub, Limiter::new(Rate { per_second: 1000.0, burst: 1000 })).with_backoff(Duration::from_millis(1), 3),
         tag_filter: TagFilter::All,
         deadline_margin: Duration::from_millis(10),
+        fanout: None,
     };
     let batch = serde_json::from_str(&std::fs::read_to_string(format!("{}/tests/fixtures/pipe_batch.json", env!("CARGO_MANIFEST_DIR"))).unwrap()).unwrap();
     let report = enricher.handle(batch, tokio::time::Instant::now() + Duration::from_secs(30)).await;
