@@ -4,15 +4,15 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint test-rust test-emulator venv clean
+.PHONY: demo test lint test-rust test-emulator test-templates venv clean
 
 ## demo: run the enricher end to end on the local AWS stack and print what it did
 demo: $(STAMP)
 	cargo build --bin demo
 	RUST_LOG=warn scripts/local-aws run -- target/debug/demo
 
-## test: formatting, lints, and every test (unit, property, handler, local AWS stack, emulator)
-test: lint test-emulator test-rust
+## test: formatting, lints, and every test (unit, property, handler, local AWS stack, emulator, templates)
+test: lint test-emulator test-templates test-rust
 
 lint:
 	cargo fmt --check
@@ -20,6 +20,10 @@ lint:
 
 test-emulator: $(STAMP)
 	$(PYTHON) -m unittest discover -s loadtest/emulator
+
+## test-templates: cfn-lint and the template/code consistency tests
+test-templates: $(STAMP)
+	$(PYTHON) -m unittest discover -s pipes/tests -t .
 
 test-rust: $(STAMP)
 	scripts/local-aws run -- cargo test --all-targets

@@ -72,12 +72,16 @@ pub struct InvestigationConfig {
     pub lookback_hours: i64,
 }
 
-fn investigation_config<F: Fn(&str) -> Option<String>>(vars: &Vars<F>, jobs_table: String) -> Result<InvestigationConfig, ConfigError> {
+fn investigation_config<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+    jobs_table: String,
+) -> Result<InvestigationConfig, ConfigError> {
     let defaults = crate::investigate::select::Criteria::default();
     let severities = match vars.optional("INVESTIGATE_SEVERITIES") {
         None => defaults.severities,
         Some(list) => {
-            let labels: BTreeSet<String> = list.split(',').map(|s| s.trim().to_uppercase()).filter(|s| !s.is_empty()).collect();
+            let labels: BTreeSet<String> =
+                list.split(',').map(|s| s.trim().to_uppercase()).filter(|s| !s.is_empty()).collect();
             let known = ["INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"];
             if labels.is_empty() || labels.iter().any(|l| !known.contains(&l.as_str())) {
                 return Err(ConfigError::Invalid {
@@ -129,7 +133,8 @@ impl InvestigatorConfig {
             });
         }
         Ok(InvestigatorConfig {
-            jobs_table: vars.required("JOBS_TABLE", "the DynamoDB table (partition key JobId, S) of investigation jobs")?,
+            jobs_table: vars
+                .required("JOBS_TABLE", "the DynamoDB table (partition key JobId, S) of investigation jobs")?,
             cache_table: vars.required("CACHE_TABLE", "the enricher's account metadata cache table")?,
             tag_filter: tag_filter(vars)?,
             graph_arn,
@@ -313,7 +318,7 @@ impl EnricherConfig {
             sts_rate: vars.rate("STS_RPS", "STS_BURST", Rate { per_second: 1.0, burst: 2 })?,
             securityhub_rate: vars.rate("SECURITYHUB_RPS", "SECURITYHUB_BURST", share)?,
             lookup_concurrency: vars.parsed("LOOKUP_CONCURRENCY", 8, |n| (1..=256).contains(n))?,
-            lookup_budget: vars.seconds("LOOKUP_BUDGET_SECONDS", 20)?,
+            lookup_budget: vars.seconds("LOOKUP_BUDGET_SECONDS", 5)?,
             deadline_margin: Duration::from_millis(vars.parsed("DEADLINE_MARGIN_MS", 3000, |_| true)?),
             investigations: match vars.optional("JOBS_TABLE") {
                 Some(table) => Some(investigation_config(vars, table)?),
@@ -394,15 +399,30 @@ mod tests {
 
     #[test]
     fn investigation_settings_are_validated() {
-        let config = EnricherConfig::from_vars(&vars(&[("CACHE_TABLE", "t"), ("JOBS_TABLE", "j"), ("INVESTIGATE_SEVERITIES", "high, critical")])).unwrap();
+        let config = EnricherConfig::from_vars(&vars(&[
+            ("CACHE_TABLE", "t"),
+            ("JOBS_TABLE", "j"),
+            ("INVESTIGATE_SEVERITIES", "high, critical"),
+        ]))
+        .unwrap();
         let inv = config.investigations.unwrap();
         assert_eq!(inv.criteria.severities, BTreeSet::from(["CRITICAL".into(), "HIGH".into()]));
         assert_eq!(inv.lookback_hours, 24);
-        let err = EnricherConfig::from_vars(&vars(&[("CACHE_TABLE", "t"), ("JOBS_TABLE", "j"), ("INVESTIGATE_SEVERITIES", "URGENT")])).unwrap_err();
+        let err = EnricherConfig::from_vars(&vars(&[
+            ("CACHE_TABLE", "t"),
+            ("JOBS_TABLE", "j"),
+            ("INVESTIGATE_SEVERITIES", "URGENT"),
+        ]))
+        .unwrap_err();
         assert!(err.to_string().contains("INVESTIGATE_SEVERITIES"));
         let err = InvestigatorConfig::from_vars(&vars(&[("CACHE_TABLE", "t")])).unwrap_err();
         assert!(err.to_string().contains("JOBS_TABLE"));
-        let err = InvestigatorConfig::from_vars(&vars(&[("CACHE_TABLE", "t"), ("JOBS_TABLE", "j"), ("DETECTIVE_GRAPH_ARN", "g")])).unwrap_err();
+        let err = InvestigatorConfig::from_vars(&vars(&[
+            ("CACHE_TABLE", "t"),
+            ("JOBS_TABLE", "j"),
+            ("DETECTIVE_GRAPH_ARN", "g"),
+        ]))
+        .unwrap_err();
         assert!(err.to_string().contains("DETECTIVE_GRAPH_ARN"));
     }
 

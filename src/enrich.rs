@@ -413,8 +413,7 @@ pub fn account_part_of(note: &str) -> &str {
 /// The finding's fields with `updates` applied, kept within 50 pairs: the updates and our own
 /// keys first, then the rest in key order.
 pub fn merge_fields(existing: &BTreeMap<String, String>, updates: &[(&str, String)]) -> BTreeMap<String, String> {
-    let mut fields: BTreeMap<String, String> =
-        updates.iter().map(|(k, v)| ((*k).to_owned(), field_value(v))).collect();
+    let mut fields: BTreeMap<String, String> = updates.iter().map(|(k, v)| ((*k).to_owned(), field_value(v))).collect();
     let (ours, others): (Vec<_>, Vec<_>) = existing.iter().partition(|(k, _)| keys::is_reserved(k));
     for (key, value) in ours.into_iter().chain(others) {
         if fields.len() == FIELDS_MAX_PAIRS {

@@ -44,6 +44,16 @@ pub struct BatchReport {
     pub duration_ms: u128,
 }
 
+/// What writing one set of findings did.
+#[derive(Default)]
+struct WritePhase {
+    outcomes: Vec<(usize, FindingOutcome)>,
+    updates: UpdateStats,
+    minimum_calls: usize,
+    fields_dropped: usize,
+    tags_dropped: usize,
+}
+
 struct RecordSlot {
     identifier: Option<String>,
     outcome: Option<RecordOutcome>,
@@ -128,49 +138,34 @@ impl Enricher {
             outcomes[i] = Some(FindingOutcome::Skipped(SkipReason::Superseded));
         }
 
+        // Accounts the cache knows are written at once, while the others are looked up, so the
+        // BatchUpdateFindings quota does not sit idle behind a slow Organizations.
         let accounts: Vec<String> = kept
             .iter()
             .map(|&i| candidates[i].finding.aws_account_id.clone())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let (resolutions, prefetch) = if accounts.is_empty() {
-            (HashMap::new(), PrefetchStats::default())
-        } else {
-            self.directory.prefetch(&accounts, work_deadline).await
-        };
-        let enrichments = self.enrichments(&candidates, &kept, &resolutions);
-        let tags_dropped = enrichments.values().map(|e| e.tags_dropped).sum();
-
-        let grouped = plan::group_updates(&candidates, &kept, &enrichments);
-        for &i in &grouped.unchanged {
-            outcomes[i] = Some(FindingOutcome::Skipped(SkipReason::Unchanged));
-        }
-        let requests: Vec<PlannedUpdate> = grouped
-            .requests
-            .iter()
-            .map(|r| PlannedUpdate {
-                ids: r.members.iter().map(|&i| candidates[i].finding.identifier()).collect(),
-                payload: r.payload.clone(),
-            })
-            .collect();
-        let mut payload_sizes: HashMap<&crate::enrich::EnrichmentPayload, usize> = HashMap::new();
-        for r in &grouped.requests {
-            *payload_sizes.entry(&r.payload).or_default() += r.members.len();
-        }
-        let minimum_update_calls = plan::minimum_requests(payload_sizes.values().copied());
-
-        let (update_outcomes, updates) = self.updater.run(&requests, work_deadline).await;
-        for (request, results) in grouped.requests.iter().zip(update_outcomes) {
-            for (&member, outcome) in request.members.iter().zip(results) {
-                let partial = enrichments
-                    .get(&candidates[member].finding.aws_account_id)
-                    .is_some_and(|e| e.completeness == Completeness::Partial);
-                outcomes[member] = Some(match outcome {
-                    FindingOutcome::Enriched { .. } => FindingOutcome::Enriched { partial },
-                    other => other,
-                });
-            }
+        let cache = self.directory.from_cache(&accounts).await;
+        let (ready, waiting): (Vec<usize>, Vec<usize>) =
+            kept.iter().partition(|&&i| cache.resolved.contains_key(&candidates[i].finding.aws_account_id));
+        let (first, (looked_up, lookup_stats)) = tokio::join!(
+            self.write(&candidates, &ready, &cache.resolved, work_deadline),
+            self.directory.look_up(cache.pending, work_deadline),
+        );
+        let second = self.write(&candidates, &waiting, &looked_up, work_deadline).await;
+        let prefetch = cache.stats.merge(lookup_stats);
+        let mut updates = first.updates;
+        updates.calls += second.updates.calls;
+        updates.findings_per_call.extend(second.updates.findings_per_call);
+        updates.throttled += second.updates.throttled;
+        updates.transient_errors += second.updates.transient_errors;
+        updates.retried_findings += second.updates.retried_findings;
+        let minimum_update_calls = first.minimum_calls + second.minimum_calls;
+        let fields_dropped = first.fields_dropped + second.fields_dropped;
+        let tags_dropped = first.tags_dropped + second.tags_dropped;
+        for (member, outcome) in first.outcomes.into_iter().chain(second.outcomes) {
+            outcomes[member] = Some(outcome);
         }
 
         // Investigations: findings whose enrichment was skipped as already done may still ask for
@@ -180,7 +175,9 @@ impl Enricher {
         if let Some(fanout) = &self.fanout {
             let eligible: Vec<usize> = (0..candidates.len())
                 .filter(|&i| match &outcomes[i] {
-                    Some(FindingOutcome::Skipped(reason)) => *reason == SkipReason::AlreadyEnriched || *reason == SkipReason::Unchanged,
+                    Some(FindingOutcome::Skipped(reason)) => {
+                        *reason == SkipReason::AlreadyEnriched || *reason == SkipReason::Unchanged
+                    }
                     _ => true,
                 })
                 .collect();
@@ -223,7 +220,7 @@ impl Enricher {
             prefetch,
             updates,
             minimum_update_calls,
-            fields_dropped: grouped.fields_dropped,
+            fields_dropped,
             tags_dropped,
             investigations,
             record_ages,
@@ -231,6 +228,58 @@ impl Enricher {
         };
         log_batch(&report);
         report
+    }
+
+    /// Renders, groups and sends the updates of these findings, whose accounts are resolved.
+    async fn write(
+        &self,
+        candidates: &[Candidate],
+        members: &[usize],
+        resolutions: &HashMap<String, Resolution>,
+        deadline: Instant,
+    ) -> WritePhase {
+        if members.is_empty() {
+            return WritePhase::default();
+        }
+        let enrichments = self.enrichments(candidates, members, resolutions);
+        let grouped = plan::group_updates(candidates, members, &enrichments);
+        let mut outcomes: Vec<(usize, FindingOutcome)> =
+            grouped.unchanged.iter().map(|&i| (i, FindingOutcome::Skipped(SkipReason::Unchanged))).collect();
+        let requests: Vec<PlannedUpdate> = grouped
+            .requests
+            .iter()
+            .map(|r| PlannedUpdate {
+                ids: r.members.iter().map(|&i| candidates[i].finding.identifier()).collect(),
+                payload: r.payload.clone(),
+            })
+            .collect();
+        let mut payload_sizes: HashMap<&crate::enrich::EnrichmentPayload, usize> = HashMap::new();
+        for r in &grouped.requests {
+            *payload_sizes.entry(&r.payload).or_default() += r.members.len();
+        }
+        let minimum_calls = plan::minimum_requests(payload_sizes.values().copied());
+        let (results, updates) = self.updater.run(&requests, deadline).await;
+        for (request, results) in grouped.requests.iter().zip(results) {
+            for (&member, outcome) in request.members.iter().zip(results) {
+                let partial = enrichments
+                    .get(&candidates[member].finding.aws_account_id)
+                    .is_some_and(|e| e.completeness == Completeness::Partial);
+                outcomes.push((
+                    member,
+                    match outcome {
+                        FindingOutcome::Enriched { .. } => FindingOutcome::Enriched { partial },
+                        other => other,
+                    },
+                ));
+            }
+        }
+        WritePhase {
+            outcomes,
+            updates,
+            minimum_calls,
+            fields_dropped: grouped.fields_dropped,
+            tags_dropped: enrichments.values().map(|e| e.tags_dropped).sum(),
+        }
     }
 
     /// The per-account part of the payload, once per account. Unknown accounts are enriched

@@ -8,10 +8,14 @@ pub mod event;
 pub mod finding;
 pub mod handler;
 pub mod limits;
+pub mod loadgen;
 pub mod metadata;
 pub mod outcome;
+pub mod pipeline;
 pub mod plan;
+pub mod report;
 pub mod securityhub;
+pub mod simulate;
 pub mod telemetry;
 pub mod wiring;
 
@@ -23,5 +27,5 @@ pub fn lambda_deadline(deadline_epoch_ms: u64) -> tokio::time::Instant {
         .unwrap_or_default();
     tokio::time::Instant::now() + std::time::Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms))
 }
-pub mod local;
 pub mod investigate;
+pub mod local;

@@ -157,7 +157,11 @@ mod tests {
     }
 
     fn candidates(findings: Vec<Finding>) -> Vec<Candidate> {
-        findings.into_iter().enumerate().map(|(record, finding)| Candidate { record, finding, kind: crate::event::EventKind::Imported }).collect()
+        findings
+            .into_iter()
+            .enumerate()
+            .map(|(record, finding)| Candidate { record, finding, kind: crate::event::EventKind::Imported })
+            .collect()
     }
 
     fn enrichments(accounts: &[&str]) -> HashMap<String, AccountEnrichment> {

@@ -149,7 +149,8 @@ impl FindingsReader for SecurityHubWriter {
             let filters = chunk.iter().fold(AwsSecurityFindingFilters::builder(), |b, f| {
                 b.id(StringFilter::builder().value(&f.id).comparison(StringFilterComparison::Equals).build())
             });
-            let mut pages = self.client.get_findings().filters(filters.build()).max_results(100).into_paginator().send();
+            let mut pages =
+                self.client.get_findings().filters(filters.build()).max_results(100).into_paginator().send();
             while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| {
                     let throttled = e.code() == Some("TooManyRequestsException");
@@ -331,8 +332,13 @@ pub enum ScriptedReply {
     Throttle,
     Transient,
     /// Reports these findings (all of the call's findings when empty) unprocessed with this code.
-    Unprocessed { code: String, ids: Vec<FindingId> },
-    Reject { code: String },
+    Unprocessed {
+        code: String,
+        ids: Vec<FindingId>,
+    },
+    Reject {
+        code: String,
+    },
 }
 
 /// An in-memory Security Hub for handler tests and the load-test simulator: applies updates
@@ -346,6 +352,8 @@ pub struct InMemoryHub {
     quota: Option<governor::DefaultDirectRateLimiter>,
     /// Findings per call, in call order, throttled and failed calls included as 0.
     pub calls: std::sync::Mutex<Vec<usize>>,
+    /// Time each call takes, as the network and the service would.
+    pub latency: Duration,
 }
 
 impl InMemoryHub {
@@ -355,6 +363,11 @@ impl InMemoryHub {
         let burst = std::num::NonZeroU32::new(rate.burst).unwrap_or(std::num::NonZeroU32::MIN);
         let quota = governor::Quota::with_period(period).expect("positive rate").allow_burst(burst);
         InMemoryHub { quota: Some(governor::RateLimiter::direct(quota)), ..Default::default() }
+    }
+
+    pub fn with_latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
     }
 
     pub fn register(&self, ids: impl IntoIterator<Item = FindingId>) {
@@ -376,11 +389,21 @@ impl InMemoryHub {
 
 #[async_trait]
 impl FindingsWriter for InMemoryHub {
-    async fn batch_update(&self, ids: &[FindingId], payload: &EnrichmentPayload) -> Result<Vec<Unprocessed>, WriteError> {
+    async fn batch_update(
+        &self,
+        ids: &[FindingId],
+        payload: &EnrichmentPayload,
+    ) -> Result<Vec<Unprocessed>, WriteError> {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
         let mut calls = self.calls.lock().unwrap();
         if ids.is_empty() || ids.len() > crate::plan::MAX_FINDINGS_PER_UPDATE {
             calls.push(0);
-            return Err(WriteError::Rejected { code: "InvalidInputException".into(), source: "1 to 100 identifiers".into() });
+            return Err(WriteError::Rejected {
+                code: "InvalidInputException".into(),
+                source: "1 to 100 identifiers".into(),
+            });
         }
         if self.quota.as_ref().is_some_and(|q| q.check().is_err()) {
             calls.push(0);
@@ -415,7 +438,11 @@ impl FindingsWriter for InMemoryHub {
                 continue;
             }
             if known.as_ref().is_some_and(|k| !k.contains(id)) {
-                unprocessed.push(Unprocessed { id: id.clone(), code: "FindingNotFound".into(), message: "Finding Not Found".into() });
+                unprocessed.push(Unprocessed {
+                    id: id.clone(),
+                    code: "FindingNotFound".into(),
+                    message: "Finding Not Found".into(),
+                });
                 continue;
             }
             findings.insert(id.clone(), payload.clone());

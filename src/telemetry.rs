@@ -167,7 +167,9 @@ impl Metric {
 pub fn describe_metrics() {
     for metric in Metric::ALL {
         match metric {
-            Metric::BatchDuration | Metric::RecordAgeSeconds => metrics::describe_histogram!(metric.name(), metric.unit(), ""),
+            Metric::BatchDuration | Metric::RecordAgeSeconds => {
+                metrics::describe_histogram!(metric.name(), metric.unit(), "")
+            }
             _ => metrics::describe_counter!(metric.name(), metric.unit(), ""),
         }
     }
@@ -249,7 +251,8 @@ pub fn record_investigations(metric: Metric, n: usize) {
 /// Structured JSON logs; level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG` (default INFO).
 /// Logs go to stderr so that stdout carries only EMF documents.
 pub fn init_logging() {
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".into());
+    let level =
+        std::env::var("AWS_LAMBDA_LOG_LEVEL").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".into());
     let filter = EnvFilter::try_new(level.to_lowercase()).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .json()

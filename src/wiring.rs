@@ -10,11 +10,11 @@ use aws_credential_types::provider::{self, ProvideCredentials};
 
 use crate::aws::ApiCalls;
 use crate::config::{EnricherConfig, InvestigatorConfig};
+use crate::handler::Enricher;
 use crate::investigate::detective::DetectiveClient;
 use crate::investigate::fanout::Fanout;
 use crate::investigate::investigator::Investigator;
 use crate::investigate::jobs::DynamoJobs;
-use crate::handler::Enricher;
 use crate::limits::Limiter;
 use crate::metadata::Directory;
 use crate::metadata::dynamodb::DynamoStore;
@@ -129,7 +129,13 @@ impl Enricher {
             criteria: inv.criteria.clone(),
             lookback_hours: inv.lookback_hours,
         });
-        Enricher { directory, updater, tag_filter: config.tag_filter.clone(), deadline_margin: config.deadline_margin, fanout }
+        Enricher {
+            directory,
+            updater,
+            tag_filter: config.tag_filter.clone(),
+            deadline_margin: config.deadline_margin,
+            fanout,
+        }
     }
 }
 

@@ -62,9 +62,15 @@ impl Stack {
             .create_table()
             .table_name(name)
             .attribute_definitions(
-                AttributeDefinition::builder().attribute_name("AccountId").attribute_type(ScalarAttributeType::S).build().unwrap(),
+                AttributeDefinition::builder()
+                    .attribute_name("AccountId")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
             )
-            .key_schema(KeySchemaElement::builder().attribute_name("AccountId").key_type(KeyType::Hash).build().unwrap())
+            .key_schema(
+                KeySchemaElement::builder().attribute_name("AccountId").key_type(KeyType::Hash).build().unwrap(),
+            )
             .billing_mode(BillingMode::PayPerRequest)
             .send()
             .await
@@ -85,7 +91,12 @@ fn later() -> Instant {
 fn entry(account: &str, fresh_for: i64, expires_in: i64) -> CacheEntry {
     let now = now_epoch_seconds();
     let meta = securityhub_enricher::metadata::AccountMetadata::from_finding_name(account, Some("cached"));
-    CacheEntry { record: AccountRecord::Found(meta), fetched_at: now, fresh_until: now + fresh_for, expires_at: now + expires_in }
+    CacheEntry {
+        record: AccountRecord::Found(meta),
+        fetched_at: now,
+        fresh_until: now + fresh_for,
+        expires_at: now + expires_in,
+    }
 }
 
 #[tokio::test]
@@ -93,8 +104,9 @@ async fn dynamodb_store_batches_reads_and_writes_and_checks_expiry_on_read() {
     let stack = Stack::new().await;
     stack.create_cache_table("cache").await;
     let calls = ApiCalls::default();
-    let client =
-        aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(&stack.sdk).interceptor(calls.clone()).build());
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&stack.sdk).interceptor(calls.clone()).build(),
+    );
     let store = DynamoStore::new(client, "cache");
 
     let ids: Vec<String> = (0..260).map(|i| format!("{:012}", 500_000_000_000u64 + i)).collect();
@@ -139,10 +151,8 @@ async fn organizations_lookups_at_scale_make_the_fewest_calls() {
     assert_eq!(stats.lookups, ids.len());
     assert_eq!(stats.lookup_failures, 0);
 
-    let distinct_ous: BTreeSet<Vec<String>> = chosen
-        .iter()
-        .flat_map(|a| (2..=a.ou_path.len()).map(move |n| a.ou_path[..n].to_vec()))
-        .collect();
+    let distinct_ous: BTreeSet<Vec<String>> =
+        chosen.iter().flat_map(|a| (2..=a.ou_path.len()).map(move |n| a.ou_path[..n].to_vec())).collect();
     let ous = distinct_ous.len() as u64;
     assert_eq!(calls.calls("Organizations", "DescribeAccount"), k);
     assert_eq!(calls.calls("Organizations", "ListTagsForResource"), k, "tags fit one page");
@@ -164,7 +174,9 @@ async fn organizations_lookups_at_scale_make_the_fewest_calls() {
         }
     }
     let Some(AccountRecord::Found(management)) = resolved[&org.management_account].record() else { panic!() };
-    let ContactLookup::Found(contact) = &management.security_contact else { panic!("{:?}", management.security_contact) };
+    let ContactLookup::Found(contact) = &management.security_contact else {
+        panic!("{:?}", management.security_contact)
+    };
     assert_eq!(contact.name, "Organization Security");
 
     // A warm batch in a new environment (empty memory): the table answers, Organizations rests.
@@ -175,7 +187,10 @@ async fn organizations_lookups_at_scale_make_the_fewest_calls() {
     assert_eq!(stats.store_hits, ids.len());
     assert!(resolved.values().all(|r| matches!(r, Resolution::Fresh(_))));
     assert!(delta.keys().all(|(service, _)| service == "DynamoDB"), "{delta:?}");
-    assert_eq!(calls.calls("DynamoDB", "BatchGetItem") - before[&("DynamoDB".into(), "BatchGetItem".into())].calls, k.div_ceil(100));
+    assert_eq!(
+        calls.calls("DynamoDB", "BatchGetItem") - before[&("DynamoDB".into(), "BatchGetItem".into())].calls,
+        k.div_ceil(100)
+    );
 
     // An account that left the organization is a cached negative answer.
     let (resolved, _) = fresh.directory.prefetch(&["123123123123".to_owned()], later()).await;
@@ -223,7 +238,8 @@ async fn securityhub_writer_maps_the_api_answers() {
         assert_eq!(f.user_defined_fields.as_ref().unwrap()["findingEnriched"], "True");
     }
 
-    let too_many: Vec<FindingId> = (0..101).map(|i| FindingId { id: format!("f{i}"), product_arn: "p".into() }).collect();
+    let too_many: Vec<FindingId> =
+        (0..101).map(|i| FindingId { id: format!("f{i}"), product_arn: "p".into() }).collect();
     match writer.batch_update(&too_many, &payload).await {
         Err(WriteError::Rejected { code, .. }) => assert_eq!(code, "InvalidInputException"),
         other => panic!("expected a rejection, got {other:?}"),
@@ -250,8 +266,12 @@ async fn end_to_end_through_kinesis_in_both_shapes() {
     let clients = Clients::new(&config, &stack.sdk, &calls).await;
     let enricher = Arc::new(Enricher::from_clients(&config, &clients));
 
-    let findings: Vec<Value> =
-        (0..240).map(|n| { let a = &org.accounts[n % 12]; sample_finding(&a.id, &a.name, n) }).collect();
+    let findings: Vec<Value> = (0..240)
+        .map(|n| {
+            let a = &org.accounts[n % 12];
+            sample_finding(&a.id, &a.name, n)
+        })
+        .collect();
     import_findings(&clients.securityhub, &findings).await.unwrap();
     let pipe = LocalPipe::create(aws_sdk_kinesis::Client::new(&stack.sdk), "findings", 2).await.unwrap();
     let events: Vec<(String, Value)> = findings

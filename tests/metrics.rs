@@ -59,19 +59,35 @@ async fn emf_documents_are_valid_and_cover_the_dashboard() {
         memory_capacity: 10,
     };
     let enricher = Enricher {
-        directory: Directory::new(Arc::new(InMemoryStore::default()), Arc::new(source), times, 4, Duration::from_secs(5)),
-        updater: Updater::new(hub, Limiter::new(Rate { per_second: 1000.0, burst: 1000 })).with_backoff(Duration::from_millis(1), 3),
+        directory: Directory::new(
+            Arc::new(InMemoryStore::default()),
+            Arc::new(source),
+            times,
+            4,
+            Duration::from_secs(5),
+        ),
+        updater: Updater::new(hub, Limiter::new(Rate { per_second: 1000.0, burst: 1000 }))
+            .with_backoff(Duration::from_millis(1), 3),
         tag_filter: TagFilter::All,
         deadline_margin: Duration::from_millis(10),
         fanout: None,
     };
-    let batch = serde_json::from_str(&std::fs::read_to_string(format!("{}/tests/fixtures/pipe_batch.json", env!("CARGO_MANIFEST_DIR"))).unwrap()).unwrap();
+    let batch = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}/tests/fixtures/pipe_batch.json", env!("CARGO_MANIFEST_DIR"))).unwrap(),
+    )
+    .unwrap();
     let report = enricher.handle(batch, tokio::time::Instant::now() + Duration::from_secs(30)).await;
     // What the ApiCalls interceptor reports for an invocation (its counting is tested against
     // the local stack in tests/local_aws.rs).
     let calls = BTreeMap::from([
-        (("Organizations".to_owned(), "DescribeAccount".to_owned()), CallCount { calls: 2, attempts: 3, throttled: 1, errors: 0 }),
-        (("SecurityHub".to_owned(), "BatchUpdateFindings".to_owned()), CallCount { calls: 5, attempts: 5, throttled: 1, errors: 1 }),
+        (
+            ("Organizations".to_owned(), "DescribeAccount".to_owned()),
+            CallCount { calls: 2, attempts: 3, throttled: 1, errors: 0 },
+        ),
+        (
+            ("SecurityHub".to_owned(), "BatchUpdateFindings".to_owned()),
+            CallCount { calls: 5, attempts: 5, throttled: 1, errors: 1 },
+        ),
     ]);
     telemetry::record_cold_start();
     telemetry::record_batch(&report, &calls);
@@ -94,7 +110,8 @@ async fn emf_documents_are_valid_and_cover_the_dashboard() {
         let metrics = directive["Metrics"].as_array().unwrap();
         assert!(!metrics.is_empty() && metrics.len() <= 100, "1..=100 metrics per document");
         for set in directive["Dimensions"].as_array().unwrap() {
-            let set: BTreeSet<String> = set.as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_owned()).collect();
+            let set: BTreeSet<String> =
+                set.as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_owned()).collect();
             assert!(!set.is_empty() && set.len() <= 30, "≤ 30 dimensions per set");
             for dim in &set {
                 assert!(doc[dim].is_string(), "dimension {dim} has a value in the document");
@@ -103,7 +120,8 @@ async fn emf_documents_are_valid_and_cover_the_dashboard() {
             for metric in metrics {
                 let name = metric["Name"].as_str().unwrap().to_owned();
                 assert!(doc[&name].is_number() || doc[&name].is_array(), "{name} has a value");
-                let known = Metric::ALL.iter().find(|m| m.name() == name).expect("only metrics named in telemetry::Metric");
+                let known =
+                    Metric::ALL.iter().find(|m| m.name() == name).expect("only metrics named in telemetry::Metric");
                 let labels: BTreeSet<String> =
                     std::iter::once("Function").chain(known.labels().iter().copied()).map(str::to_owned).collect();
                 assert_eq!(set, labels, "{name} carries its documented dimensions");
@@ -115,8 +133,10 @@ async fn emf_documents_are_valid_and_cover_the_dashboard() {
         }
     }
 
-    let body: Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{}/dashboards/enricher.json", env!("CARGO_MANIFEST_DIR"))).unwrap()).unwrap();
+    let body: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}/dashboards/enricher.json", env!("CARGO_MANIFEST_DIR"))).unwrap(),
+    )
+    .unwrap();
     let wanted = dashboard_metrics(&body);
     assert!(wanted.len() >= 15, "the dashboard parser found {} metrics", wanted.len());
     let missing: Vec<_> = wanted.difference(&emitted).collect();

@@ -84,6 +84,28 @@ class Emu:
         return self.proc.returncode
 
 
+_akid_seq = itertools.count(1)
+
+
+def new_session_key() -> str:
+    """A fresh STS-style (non-numeric) access key id, like moto's AssumeRole gives."""
+    return "ASIA%04dEMUTEST%06d" % (os.getpid() % 10000, next(_akid_seq))
+
+
+def add_header(client, name: str, value: str):
+    """Sends an extra header with every request of a boto3 client."""
+    def hook(request, **_kwargs):
+        request.headers[name] = value
+    client.meta.events.register("before-sign.*.*", hook)
+    return client
+
+
+def register_key(emu: "Emu", akid: str, account: str):
+    return emu.http("POST", "/_emulator/credentials",
+                    json.dumps({"access_key_id": akid, "account_id": account}).encode(),
+                    {"Content-Type": "application/json"})
+
+
 def product_arn(account: str) -> str:
     return "arn:aws:securityhub:%s:%s:product/%s/default" % (REGION, account, account)
 
@@ -430,6 +452,89 @@ class IsolationTests(EmulatorTestCase):
         self.import_ok(c, [finding("123456789012", "default-acct")])
         ids = [f["Id"] for f in self.plain.http("GET", "/_emulator/findings?account=123456789012")[2]]
         self.assertIn("default-acct", ids)
+
+
+class AccountResolutionTests(EmulatorTestCase):
+    """header > 12-digit access key > /_emulator/credentials mapping > default."""
+
+    def finding_ids(self, account: str) -> list[str]:
+        return sorted(f["Id"] for f in self.plain.http("GET", "/_emulator/findings?account=" + account)[2])
+
+    def test_registered_session_key_maps_to_account(self):
+        acct, akid = new_account(), new_session_key()
+        status, _, body = register_key(self.plain, akid, acct)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(self.plain.http("GET", "/_emulator/credentials")[2].get(akid), acct)
+        c = self.plain.client(akid)
+        self.import_ok(c, [finding(acct, "mapped-1")])
+        self.assertEqual(self.finding_ids(acct), ["mapped-1"])
+        self.assertNotIn("mapped-1", self.finding_ids("123456789012"))
+        self.assertEqual(ids_of(c.get_findings()), ["mapped-1"])
+        stats = self.plain.http("GET", "/_emulator/stats")[2]["accounts"][acct]
+        self.assertEqual(stats["calls"], {"BatchImportFindings": 1, "GetFindings": 1})
+        # Re-registering the key moves it (a key belongs to one account).
+        other = new_account()
+        register_key(self.plain, akid, other)
+        self.assertEqual(c.get_findings()["Findings"], [])
+
+    def test_unregistered_session_key_uses_default_account(self):
+        akid = new_session_key()
+        register_key(self.plain, new_session_key(), new_account())  # some other key
+        self.import_ok(self.plain.client(akid), [finding("123456789012", "unmapped-" + akid)])
+        self.assertIn("unmapped-" + akid, self.finding_ids("123456789012"))
+
+    def test_numeric_key_wins_over_mapping(self):
+        key_acct, mapped = new_account(), new_account()
+        register_key(self.plain, key_acct, mapped)
+        self.import_ok(self.plain.client(key_acct), [finding(key_acct, "numeric-1")])
+        self.assertEqual(self.finding_ids(key_acct), ["numeric-1"])
+        self.assertEqual(self.finding_ids(mapped), [])
+
+    def test_header_wins_over_key_and_mapping(self):
+        key_acct, header_acct, mapped = new_account(), new_account(), new_account()
+        self.import_ok(add_header(self.plain.client(key_acct), "x-emulator-account-id", header_acct),
+                       [finding(header_acct, "hdr-1")])
+        akid = new_session_key()
+        register_key(self.plain, akid, mapped)
+        self.import_ok(add_header(self.plain.client(akid), "X-Emulator-Account-Id", header_acct),
+                       [finding(header_acct, "hdr-2")])
+        self.assertEqual(self.finding_ids(header_acct), ["hdr-1", "hdr-2"])
+        self.assertEqual(self.finding_ids(key_acct), [])
+        self.assertEqual(self.finding_ids(mapped), [])
+        self.assertEqual(self.plain.http("GET", "/_emulator/stats")[2]["accounts"][header_acct]["calls"],
+                         {"BatchImportFindings": 2})
+
+    def test_bad_header_is_invalid_input(self):
+        c = add_header(self.plain.client(new_account()), "x-emulator-account-id", "12345")
+        with self.assertRaises(ClientError) as ctx:
+            c.get_findings()
+        self.assertClientError(ctx, "InvalidInputException", 400, "x-emulator-account-id")
+
+    def test_bad_registrations_are_rejected(self):
+        akid = new_session_key()
+        for body in ({"access_key_id": akid, "account_id": "12345"}, {"access_key_id": akid},
+                     {"access_key_id": "", "account_id": new_account()}, {"account_id": new_account()}):
+            status, headers, resp = self.plain.http("POST", "/_emulator/credentials", json.dumps(body).encode())
+            self.assertEqual(status, 400, body)
+            self.assertEqual(headers.get("x-amzn-ErrorType"), "InvalidInputException")
+        status, _, _ = self.plain.http("POST", "/_emulator/credentials", b"{not json")
+        self.assertEqual(status, 400)
+        self.assertNotIn(akid, self.plain.http("GET", "/_emulator/credentials")[2])
+
+    def test_reset_keeps_mappings_and_delete_clears_them(self):
+        emu = Emu("--no-throttle")
+        try:
+            acct, akid = new_account(), new_session_key()
+            self.assertEqual(register_key(emu, akid, acct)[0], 200)
+            self.assertEqual(emu.http("POST", "/_emulator/reset")[0], 200)
+            self.import_ok(emu.client(akid), [finding(acct, "kept")])
+            self.assertEqual(len(emu.http("GET", "/_emulator/findings?account=" + acct)[2]), 1)
+            self.assertEqual(emu.http("DELETE", "/_emulator/credentials")[0], 200)
+            self.assertEqual(emu.http("GET", "/_emulator/credentials")[2], {})
+            self.import_ok(emu.client(akid), [finding(acct, "after-delete")])
+            self.assertEqual(len(emu.http("GET", "/_emulator/findings?account=123456789012")[2]), 1)
+        finally:
+            emu.stop()
 
 
 class ThrottlingTests(EmulatorTestCase):

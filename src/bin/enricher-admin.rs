@@ -63,7 +63,9 @@ async fn main() -> Result<()> {
             let (resolved, stats) = enricher.directory.prefetch(&accounts, deadline).await;
             for id in &accounts {
                 let state = match resolved.get(id) {
-                    Some(Resolution::Fresh(e)) if matches!(e.record, AccountRecord::NotFound) => "not in the organization",
+                    Some(Resolution::Fresh(e)) if matches!(e.record, AccountRecord::NotFound) => {
+                        "not in the organization"
+                    }
                     Some(Resolution::Fresh(_)) => "cached",
                     Some(Resolution::Stale(_)) => "lookup failed; stale entry kept",
                     _ => "lookup failed",

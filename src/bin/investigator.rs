@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_logging();
-    let config = InvestigatorConfig::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let config =
+        InvestigatorConfig::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let emf = telemetry::install_emf("investigator")?;
     telemetry::record_cold_start();
     let calls = ApiCalls::default();

@@ -46,9 +46,10 @@ impl DetectiveError {
         let source: BoxError = Box::new(e);
         match code.as_str() {
             "TooManyRequestsException" | "ThrottlingException" => DetectiveError::Throttled { operation, source },
-            "ValidationException" | "ResourceNotFoundException" | "AccessDeniedException" | "ServiceQuotaExceededException" => {
-                DetectiveError::Refused { operation, code, source }
-            }
+            "ValidationException"
+            | "ResourceNotFoundException"
+            | "AccessDeniedException"
+            | "ServiceQuotaExceededException" => DetectiveError::Refused { operation, code, source },
             _ => DetectiveError::Transient { operation, source },
         }
     }
@@ -64,7 +65,13 @@ pub enum InvestigationStatus {
 #[async_trait]
 pub trait Investigations: Send + Sync {
     async fn graph(&self) -> Result<String, DetectiveError>;
-    async fn start(&self, graph: &str, entity_arn: &str, scope_start: i64, scope_end: i64) -> Result<String, DetectiveError>;
+    async fn start(
+        &self,
+        graph: &str,
+        entity_arn: &str,
+        scope_start: i64,
+        scope_end: i64,
+    ) -> Result<String, DetectiveError>;
     async fn status(&self, graph: &str, investigation_id: &str) -> Result<InvestigationStatus, DetectiveError>;
     /// Indicator counts by type, for the note.
     async fn indicators(&self, graph: &str, investigation_id: &str) -> Result<BTreeMap<String, usize>, DetectiveError>;
@@ -100,7 +107,10 @@ impl Investigations for DetectiveClient {
                 // oldest is the organization's.
                 graphs.sort_by_key(|g| g.created_time.map(|t| t.to_millis().unwrap_or(i64::MAX)));
                 if graphs.len() > 1 {
-                    tracing::warn!(graphs = graphs.len(), "several Detective graphs; using the oldest (set DETECTIVE_GRAPH_ARN to choose)");
+                    tracing::warn!(
+                        graphs = graphs.len(),
+                        "several Detective graphs; using the oldest (set DETECTIVE_GRAPH_ARN to choose)"
+                    );
                 }
                 graphs.into_iter().find_map(|g| g.arn).ok_or(DetectiveError::NoGraph)
             })
@@ -108,7 +118,13 @@ impl Investigations for DetectiveClient {
             .cloned()
     }
 
-    async fn start(&self, graph: &str, entity_arn: &str, scope_start: i64, scope_end: i64) -> Result<String, DetectiveError> {
+    async fn start(
+        &self,
+        graph: &str,
+        entity_arn: &str,
+        scope_start: i64,
+        scope_end: i64,
+    ) -> Result<String, DetectiveError> {
         let out = self
             .client
             .start_investigation()

@@ -46,7 +46,12 @@ pub fn scope_start(candidate: &Candidate, lookback_hours: i64, now_millis: i64) 
 impl Fanout {
     /// Queues jobs for the chosen candidates. Returns the stats and the candidates whose job
     /// could not be written: their records must be retried so no investigation is lost.
-    pub async fn queue(&self, candidates: &[Candidate], eligible: &[usize], deadline: Instant) -> (FanoutStats, BTreeSet<usize>) {
+    pub async fn queue(
+        &self,
+        candidates: &[Candidate],
+        eligible: &[usize],
+        deadline: Instant,
+    ) -> (FanoutStats, BTreeSet<usize>) {
         let mut stats = FanoutStats::default();
         let now_millis = crate::metadata::now_epoch_seconds() * 1000;
         let mut requests: BTreeMap<String, (JobRequest, Vec<usize>)> = BTreeMap::new();

@@ -156,7 +156,10 @@ impl Investigator {
             Ok(investigation_id) => {
                 tracing::info!(job_id = %job.job_id, %investigation_id, "investigation started");
                 let change = JobChange::Running { investigation_id, graph_arn: graph };
-                self.jobs.update(&job.job_id, &change, now_epoch_seconds()).await.map_err(|e| directory_error_chain(&e))?;
+                self.jobs
+                    .update(&job.job_id, &change, now_epoch_seconds())
+                    .await
+                    .map_err(|e| directory_error_chain(&e))?;
                 Ok(Step::Started)
             }
             Err(e @ (DetectiveError::Throttled { .. } | DetectiveError::Transient { .. })) => {
@@ -189,11 +192,14 @@ impl Investigator {
         self.detective_limit.acquire(deadline).await.map_err(|e| e.to_string())?;
         match self.detective.status(graph, id).await.map_err(|e| directory_error_chain(&e))? {
             InvestigationStatus::Running => Ok(Step::StillRunning),
-            InvestigationStatus::Failed => self.retry_or_fail(job, "Detective reported the investigation FAILED", deadline).await,
+            InvestigationStatus::Failed => {
+                self.retry_or_fail(job, "Detective reported the investigation FAILED", deadline).await
+            }
             InvestigationStatus::Successful { severity } => {
                 self.detective_limit.acquire(deadline).await.map_err(|e| e.to_string())?;
                 let indicators = self.detective.indicators(graph, id).await.map_err(|e| directory_error_chain(&e))?;
-                let verdict = Verdict::Complete { investigation_id: id.clone(), severity, indicators, graph: graph.clone() };
+                let verdict =
+                    Verdict::Complete { investigation_id: id.clone(), severity, indicators, graph: graph.clone() };
                 self.finish(job, verdict, deadline).await?;
                 Ok(Step::Completed)
             }
@@ -237,7 +243,12 @@ impl Investigator {
             self.read_limit.acquire(deadline).await.map_err(|e| e.to_string())?;
             current.extend(self.hub.current(chunk).await.map_err(|e| directory_error_chain(&e))?);
         }
-        let accounts: Vec<String> = current.iter().map(|f| f.aws_account_id.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let accounts: Vec<String> = current
+            .iter()
+            .map(|f| f.aws_account_id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         // The account part of the note is re-rendered from the cache; without an entry, the
         // account part of our previous note is kept.
         let cached = self.cache.get_many(&accounts).await.unwrap_or_else(|e| {
@@ -272,7 +283,8 @@ impl Investigator {
                     .unwrap_or_default();
                 enrich::compose_note(&account, &text)
             });
-            let payload = EnrichmentPayload { note, fields: enrich::merge_fields(&finding.user_defined_fields, &updates) };
+            let payload =
+                EnrichmentPayload { note, fields: enrich::merge_fields(&finding.user_defined_fields, &updates) };
             groups.entry(payload).or_default().push(finding.identifier());
         }
         let requests: Vec<PlannedUpdate> = groups

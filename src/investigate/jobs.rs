@@ -88,13 +88,23 @@ pub enum Enqueued {
 /// A state change, each guarded by the state it must come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobChange {
-    Running { investigation_id: String, graph_arn: String },
+    Running {
+        investigation_id: String,
+        graph_arn: String,
+    },
     /// Back to PENDING, to be started again at `next_attempt_at`.
-    Retry { attempts: u32, next_attempt_at: i64 },
+    Retry {
+        attempts: u32,
+        next_attempt_at: i64,
+    },
     /// The claim is given back without having called Detective.
     Released,
-    Complete { severity: String },
-    Failed { reason: String },
+    Complete {
+        severity: String,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

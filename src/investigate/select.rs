@@ -136,7 +136,8 @@ pub fn entities(finding: &Finding) -> (BTreeSet<Entity>, Vec<Unresolvable>) {
                 match key.principal_type.as_deref() {
                     Some("IAMUser") => match key.user_name.or(key.principal_name) {
                         Some(user) => {
-                            found.insert(Entity { arn: format!("arn:aws:iam::{}:user/{user}", finding.aws_account_id) });
+                            found
+                                .insert(Entity { arn: format!("arn:aws:iam::{}:user/{user}", finding.aws_account_id) });
                         }
                         None => unresolved.push(Unresolvable::MissingDetails),
                     },
@@ -178,25 +179,45 @@ mod tests {
     #[test]
     fn entity_resolution_table() {
         let cases: Vec<(&str, serde_json::Value, Vec<&str>, usize)> = vec![
-            ("user by ARN", json!([{"Type": "AwsIamUser", "Id": "arn:aws:iam::111122223333:user/alice"}]),
-             vec!["arn:aws:iam::111122223333:user/alice"], 0),
-            ("role by ARN", json!([{"Type": "AwsIamRole", "Id": "arn:aws:iam::111122223333:role/app"}]),
-             vec!["arn:aws:iam::111122223333:role/app"], 0),
-            ("access key of a user", access_key(json!({"PrincipalType": "IAMUser", "PrincipalName": "bob", "UserName": "bob"})),
-             vec!["arn:aws:iam::111122223333:user/bob"], 0),
-            ("access key of an assumed role", access_key(json!({
+            (
+                "user by ARN",
+                json!([{"Type": "AwsIamUser", "Id": "arn:aws:iam::111122223333:user/alice"}]),
+                vec!["arn:aws:iam::111122223333:user/alice"],
+                0,
+            ),
+            (
+                "role by ARN",
+                json!([{"Type": "AwsIamRole", "Id": "arn:aws:iam::111122223333:role/app"}]),
+                vec!["arn:aws:iam::111122223333:role/app"],
+                0,
+            ),
+            (
+                "access key of a user",
+                access_key(json!({"PrincipalType": "IAMUser", "PrincipalName": "bob", "UserName": "bob"})),
+                vec!["arn:aws:iam::111122223333:user/bob"],
+                0,
+            ),
+            (
+                "access key of an assumed role",
+                access_key(json!({
                 "PrincipalType": "AssumedRole", "PrincipalName": "app-session",
                 "SessionContext": {"SessionIssuer": {"Arn": "arn:aws:iam::111122223333:role/deploy", "Type": "Role"}}})),
-             vec!["arn:aws:iam::111122223333:role/deploy"], 0),
+                vec!["arn:aws:iam::111122223333:role/deploy"],
+                0,
+            ),
             ("root credentials", access_key(json!({"PrincipalType": "Root", "PrincipalName": "root"})), vec![], 1),
             ("assumed role without issuer", access_key(json!({"PrincipalType": "AssumedRole"})), vec![], 1),
-            ("several entities, deduplicated", json!([
+            (
+                "several entities, deduplicated",
+                json!([
                 {"Type": "AwsIamUser", "Id": "arn:aws:iam::111122223333:user/alice"},
                 {"Type": "AwsIamRole", "Id": "arn:aws:iam::111122223333:role/app"},
                 {"Type": "AwsIamUser", "Id": "arn:aws:iam::111122223333:user/alice"},
                 {"Type": "AwsS3Bucket", "Id": "arn:aws:s3:::b"},
                 {"Type": "AwsIamAccessKey", "Id": "k", "Details": {"AwsIamAccessKey": {"PrincipalType": "IAMUser", "UserName": "alice"}}}]),
-             vec!["arn:aws:iam::111122223333:role/app", "arn:aws:iam::111122223333:user/alice"], 0),
+                vec!["arn:aws:iam::111122223333:role/app", "arn:aws:iam::111122223333:user/alice"],
+                0,
+            ),
             ("not an IAM ARN", json!([{"Type": "AwsIamRole", "Id": "role-name-only"}]), vec![], 0),
         ];
         for (name, resources, expected, unresolved) in cases {
@@ -216,7 +237,8 @@ mod tests {
         assert_eq!(trigger(&plain, &imported, &criteria), Some(Trigger::GuardDutySeverity));
         let low = finding(json!([]), json!({"Severity": {"Label": "LOW"}}));
         assert_eq!(trigger(&low, &imported, &criteria), None);
-        let inspector = finding(json!([]), json!({"ProductArn": "arn:aws:securityhub:us-east-1::product/aws/inspector"}));
+        let inspector =
+            finding(json!([]), json!({"ProductArn": "arn:aws:securityhub:us-east-1::product/aws/inspector"}));
         assert_eq!(trigger(&inspector, &imported, &criteria), None);
         assert_eq!(trigger(&inspector, &action("investigate"), &criteria), Some(Trigger::CustomAction));
         assert_eq!(trigger(&inspector, &action("enrich"), &criteria), None);

@@ -52,6 +52,18 @@ impl LocalPipe {
         Err(LocalError::new("CreateStream", "stream did not become ACTIVE"))
     }
 
+    /// An existing stream, for replaying into it.
+    pub async fn open(client: aws_sdk_kinesis::Client, stream: &str) -> Result<Self, LocalError> {
+        let summary = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .map_err(|e| kinesis_error("DescribeStreamSummary")(e.into()))?;
+        let arn = summary.stream_description_summary.map(|s| s.stream_arn).unwrap_or_default();
+        Ok(LocalPipe { client, stream: stream.to_owned(), stream_arn: arn, checkpoints: Default::default() })
+    }
+
     /// Puts (partition key, event) pairs, 500 per PutRecords, retrying failed entries.
     pub async fn put_events(&self, events: &[(String, Value)]) -> Result<(), LocalError> {
         for chunk in events.chunks(500) {

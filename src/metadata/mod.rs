@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 pub use cache::{CacheEntry, Freshness, now_epoch_seconds};
-pub use directory::{Directory, PrefetchStats, Resolution, error_chain as directory_error_chain};
+pub use directory::{
+    CachePass, Directory, PendingLookups, PrefetchStats, Resolution, error_chain as directory_error_chain,
+};
 pub use model::{AccountMetadata, AccountRecord, Contact, ContactLookup, OrgUnit};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

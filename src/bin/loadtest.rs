@@ -1,0 +1,216 @@
+//! `loadtest`: generate an organization's findings, replay them into a stream, or run the
+//! enricher against simulated AWS with the real quotas and report how close it runs to them.
+//! See loadtest/README.md.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use securityhub_enricher::config::Rate;
+use securityhub_enricher::loadgen::{Generator, imported_event, pipe_batch, synthetic_org};
+use securityhub_enricher::simulate::Simulation;
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(about = "Load tests for securityhub-enricher")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write generated findings as NDJSON of EventBridge events (one finding per event).
+    Generate {
+        #[arg(long, default_value_t = 10_000)]
+        findings: usize,
+        #[arg(long, default_value_t = 5_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file; `-` for stdout.
+        #[arg(long, default_value = "-")]
+        out: String,
+    },
+    /// Put NDJSON events on a Kinesis stream (the real one, or the local stack's), partition key
+    /// = the first finding's account, PutRecords in batches of 500, failed entries retried.
+    Replay {
+        #[arg(long)]
+        stream: String,
+        #[arg(long)]
+        input: PathBuf,
+        /// Events per second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+    },
+    /// Run the enricher in process against simulated AWS with the real quotas.
+    Simulate {
+        #[arg(long, default_value_t = 20_000)]
+        findings: usize,
+        #[arg(long, default_value_t = 5_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 4)]
+        shards: usize,
+        #[arg(long, default_value_t = 10_000)]
+        batch_size: usize,
+        /// Organizations calls per second for the whole fleet.
+        #[arg(long, default_value_t = 2.0)]
+        organizations_budget: f64,
+        /// Run this many times faster than real time (quotas and latencies scale; results are reported in simulated time).
+        #[arg(long, default_value_t = 10.0)]
+        time_scale: f64,
+        /// Findings entering the stream per second; without it they are all there at the start.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Write the JSON summary here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the SVG report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Peak memory of the pure path on one batch of up to 6 MB.
+    Memory {
+        #[arg(long, default_value_t = 10_000)]
+        records: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Generate { findings, accounts, seed, out } => generate(findings, accounts, seed, &out),
+        Command::Replay { stream, input, rate } => replay(&stream, &input, rate).await,
+        Command::Simulate {
+            findings,
+            accounts,
+            seed,
+            shards,
+            batch_size,
+            organizations_budget,
+            time_scale,
+            rate,
+            json,
+            report,
+        } => {
+            let simulation = Simulation {
+                findings,
+                accounts,
+                seed,
+                shards,
+                batch_size,
+                organizations_budget,
+                time_scale,
+                produce_rate: rate,
+                hub_quota: Rate { per_second: 10.0, burst: 30 },
+                ..Simulation::default()
+            };
+            let bar = ProgressBar::new(findings as u64).with_style(
+                ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} findings {per_sec}")
+                    .expect("valid template"),
+            );
+            let progress_bar = bar.clone();
+            let summary = simulation.run(move |done| progress_bar.set_position(done as u64)).await;
+            bar.finish();
+            let text = serde_json::to_string_pretty(&summary)?;
+            match &json {
+                Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
+                None => println!("{text}"),
+            }
+            if let Some(path) = &report {
+                securityhub_enricher::report::write_svg(&summary, path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            eprintln!(
+                "{} findings in {:.1} s simulated: {:.0}/s = {:.1}% of the {:.0}/s ceiling; BatchUpdateFindings {} (bound {}), throttles {}, failed records {}, lost {}",
+                summary.findings,
+                summary.elapsed_seconds,
+                summary.findings_per_second,
+                summary.ratio_to_ceiling * 100.0,
+                summary.ceiling_findings_per_second,
+                summary.update_calls,
+                summary.minimum_update_calls,
+                summary.throttles,
+                summary.records_failed,
+                summary.lost
+            );
+            if summary.lost > 0 {
+                bail!("{} findings were lost", summary.lost);
+            }
+            Ok(())
+        }
+        Command::Memory { records } => memory(records),
+    }
+}
+
+fn generate(findings: usize, accounts: usize, seed: u64, out: &str) -> Result<()> {
+    let mut writer: Box<dyn Write> = if out == "-" {
+        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+    } else {
+        Box::new(std::io::BufWriter::new(std::fs::File::create(out).with_context(|| format!("creating {out}"))?))
+    };
+    let mut generator = Generator::new(accounts, seed);
+    for i in 0..findings {
+        let (_, finding) = generator.finding();
+        serde_json::to_writer(&mut writer, &imported_event(&[finding], i))?;
+        writer.write_all(b"\n")?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+async fn replay(stream: &str, input: &PathBuf, rate: f64) -> Result<()> {
+    let file =
+        std::io::BufReader::new(std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?);
+    let mut events = Vec::new();
+    for (n, line) in file.lines().enumerate() {
+        let event: Value = serde_json::from_str(&line?).with_context(|| format!("line {} is not JSON", n + 1))?;
+        let key = event["detail"]["findings"][0]["AwsAccountId"].as_str().unwrap_or("unknown").to_owned();
+        events.push((key, event));
+    }
+    let sdk = securityhub_enricher::aws::load_sdk_config().await;
+    let pipe = securityhub_enricher::local::pipe::LocalPipe::open(aws_sdk_kinesis::Client::new(&sdk), stream).await?;
+    let bar = ProgressBar::new(events.len() as u64);
+    let started = std::time::Instant::now();
+    for (i, chunk) in events.chunks(500).enumerate() {
+        let due = Duration::from_secs_f64((i * 500) as f64 / rate);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        pipe.put_events(chunk).await?;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish();
+    eprintln!("{} events in {:.1} s", events.len(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Peak resident memory (VmHWM) in MB, from /proc; the harness runs on Linux like Lambda.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn memory(records: usize) -> Result<()> {
+    let before = peak_rss_mb().unwrap_or_default();
+    let org = synthetic_org(5000, 1);
+    let enrichments = securityhub_enricher::pipeline::enrichments_for(&org);
+    // The smallest findings products emit; a 6 MB Pipe batch of realistic 2–10 KB findings
+    // holds about 1,000 records, so 10,000 records is the worst case by count.
+    let batch = pipe_batch(&mut Generator::new(5000, 1).minimal(), records);
+    let out = securityhub_enricher::pipeline::run(&batch, &enrichments)?;
+    let after = peak_rss_mb().unwrap_or_default();
+    println!(
+        "{{\"records\": {records}, \"batch_mb\": {:.2}, \"findings\": {}, \"requests\": {}, \"peak_rss_mb_before\": {before:.1}, \"peak_rss_mb\": {after:.1}}}",
+        batch.len() as f64 / 1048576.0,
+        out.findings,
+        out.requests
+    );
+    Ok(())
+}

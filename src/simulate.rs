@@ -1,0 +1,335 @@
+//! The load-test simulator: the real enricher pipeline (handler, directory, updater) in
+//! process, against simulated AWS with the real quotas (BatchUpdateFindings 10/s burst 30 per
+//! account and region, an Organizations budget) and configurable latency. It measures
+//! throughput against the ceiling those quotas set, and reconciles every generated finding
+//! against the updates Security Hub saw.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::config::{CacheTimes, Rate};
+use crate::enrich::TagFilter;
+use crate::event::IncomingBatch;
+use crate::finding::FindingId;
+use crate::handler::Enricher;
+use crate::limits::Limiter;
+use crate::loadgen::{Generator, imported_event, synthetic_org};
+use crate::metadata::memory::{InMemoryStore, StaticSource};
+use crate::metadata::{AccountRecord, AccountSource, Directory, LookupError};
+use crate::securityhub::{InMemoryHub, Updater};
+
+#[derive(Debug, Clone)]
+pub struct Simulation {
+    pub findings: usize,
+    pub accounts: usize,
+    pub seed: u64,
+    /// Kinesis shards; one enricher environment reads each (ParallelizationFactor 1).
+    pub shards: usize,
+    /// Records per batch (the Pipe's BatchSize; a 6 MB batch holds ~10,000 small records).
+    pub batch_size: usize,
+    /// Security Hub's quota for the whole region, shared by the environments.
+    pub hub_quota: Rate,
+    /// The Organizations calls per second the whole fleet may make.
+    pub organizations_budget: f64,
+    pub organizations_latency: Duration,
+    pub hub_latency: Duration,
+    /// Runs every quota and latency this many times faster; results are scaled back.
+    pub time_scale: f64,
+    /// Findings produced per second (simulated time); `None` puts them all in the stream at once.
+    pub produce_rate: Option<f64>,
+}
+
+impl Default for Simulation {
+    fn default() -> Self {
+        Simulation {
+            findings: 20_000,
+            accounts: 5_000,
+            seed: 1,
+            shards: 4,
+            batch_size: 10_000,
+            hub_quota: crate::config::SECURITYHUB_QUOTA,
+            organizations_budget: 2.0,
+            organizations_latency: Duration::from_millis(80),
+            hub_latency: Duration::from_millis(60),
+            time_scale: 10.0,
+            produce_rate: None,
+        }
+    }
+}
+
+/// Organizations calls a cold lookup makes (DescribeAccount, ListParents, ListTagsForResource,
+/// GetAlternateContact; OU descriptions are shared and cached).
+const CALLS_PER_LOOKUP: f64 = 4.0;
+
+/// Organizations as the fleet sees it: a budget of calls per second, latency per call.
+struct BudgetedOrganizations {
+    inner: StaticSource,
+    budget: Limiter,
+    latency: Duration,
+}
+
+#[async_trait]
+impl AccountSource for BudgetedOrganizations {
+    async fn lookup(&self, account_id: &str, deadline: Instant) -> Result<AccountRecord, LookupError> {
+        for _ in 0..CALLS_PER_LOOKUP as usize {
+            self.budget.acquire(deadline).await.map_err(|_| LookupError::Budget { operation: "DescribeAccount" })?;
+            tokio::time::timeout_at(deadline, tokio::time::sleep(self.latency))
+                .await
+                .map_err(|_| LookupError::Budget { operation: "DescribeAccount" })?;
+        }
+        self.inner.lookup(account_id, deadline).await
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SecondSample {
+    pub second: u64,
+    pub findings_enriched: usize,
+    pub update_calls: usize,
+    pub throttles: usize,
+    pub cache_misses: usize,
+    pub records_failed: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub findings: usize,
+    pub accounts: usize,
+    pub seed: u64,
+    pub shards: usize,
+    pub time_scale: f64,
+    /// Simulated seconds (wall time × time scale).
+    pub elapsed_seconds: f64,
+    pub findings_per_second: f64,
+    /// What BatchUpdateFindings' quota allows for this mix: findings ÷ (Σ⌈n/100⌉ ÷ rate).
+    pub ceiling_findings_per_second: f64,
+    pub ratio_to_ceiling: f64,
+    pub findings_enriched: usize,
+    pub findings_enriched_partial: usize,
+    pub update_calls: usize,
+    pub minimum_update_calls: usize,
+    pub throttles: usize,
+    pub records_failed: usize,
+    pub batches: usize,
+    pub lost: usize,
+    /// API calls per 1,000 findings, by operation (Organizations estimated per lookup).
+    pub calls_per_1000_findings: BTreeMap<String, f64>,
+    /// From entering the stream to the update landing, simulated milliseconds.
+    pub latency_ms: Percentiles,
+    pub series: Vec<SecondSample>,
+}
+
+fn percentiles(mut values: Vec<f64>) -> Percentiles {
+    if values.is_empty() {
+        return Percentiles::default();
+    }
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    Percentiles { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: *values.last().unwrap() }
+}
+
+struct Record {
+    id: String,
+    /// When the record entered the stream, wall time since start.
+    enters: Duration,
+    data: String,
+}
+
+impl Simulation {
+    pub async fn run(&self, progress: impl Fn(usize) + Send + Sync) -> Summary {
+        use base64::Engine as _;
+        let scale = self.time_scale.max(0.001);
+        let org = synthetic_org(self.accounts, self.seed);
+        let mut generator = Generator::new(self.accounts, self.seed).minimal();
+        let mut shards: Vec<VecDeque<Record>> = (0..self.shards).map(|_| VecDeque::new()).collect();
+        let mut expected = Vec::with_capacity(self.findings);
+        for i in 0..self.findings {
+            let (account, finding) = generator.finding();
+            let id = FindingId {
+                id: finding["Id"].as_str().unwrap_or_default().to_owned(),
+                product_arn: finding["ProductArn"].as_str().unwrap_or_default().to_owned(),
+            };
+            expected.push(id);
+            let enters = match self.produce_rate {
+                Some(rate) => Duration::from_secs_f64(i as f64 / rate / scale),
+                None => Duration::ZERO,
+            };
+            let data = base64::engine::general_purpose::STANDARD
+                .encode(serde_json::to_vec(&imported_event(&[finding], i)).unwrap_or_default());
+            shards[account % self.shards].push_back(Record {
+                id: format!("shard-{}:{i:012}", account % self.shards),
+                enters,
+                data,
+            });
+        }
+
+        let scaled = move |d: Duration| d.div_f64(scale);
+        let hub = Arc::new(
+            InMemoryHub::with_quota(Rate {
+                per_second: self.hub_quota.per_second * scale,
+                burst: self.hub_quota.burst,
+            })
+            .with_latency(scaled(self.hub_latency)),
+        );
+        let store: Arc<InMemoryStore> = Arc::default();
+        let organizations = Arc::new(BudgetedOrganizations {
+            inner: StaticSource::new(org),
+            budget: Limiter::new(Rate { per_second: self.organizations_budget * scale, burst: 5 }),
+            latency: scaled(self.organizations_latency),
+        });
+        let times = CacheTimes {
+            fresh: Duration::from_secs(86_400),
+            negative: Duration::from_secs(3600),
+            unknown_contact: Duration::from_secs(900),
+            stale_grace: Duration::from_secs(604_800),
+            memory: Duration::from_secs(300),
+            memory_capacity: 20_000,
+        };
+        let share = Rate {
+            per_second: self.hub_quota.per_second * scale / self.shards as f64,
+            burst: (self.hub_quota.burst / self.shards as u32).max(1),
+        };
+
+        let started = Instant::now();
+        let samples: Arc<Mutex<BTreeMap<u64, SecondSample>>> = Arc::default();
+        let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+        let totals: Arc<Mutex<Summary>> = Arc::default();
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let progress = Arc::new(progress);
+        let mut tasks = Vec::new();
+        for mut queue in shards {
+            let enricher = Enricher {
+                directory: Directory::new(
+                    store.clone(),
+                    organizations.clone(),
+                    times.clone(),
+                    8,
+                    scaled(Duration::from_secs(5)),
+                ),
+                updater: Updater::new(hub.clone(), Limiter::new(share))
+                    .with_backoff(scaled(Duration::from_millis(100)), 8),
+                tag_filter: TagFilter::All,
+                deadline_margin: Duration::ZERO,
+                fanout: None,
+            };
+            let (samples, latencies, totals, done, progress) =
+                (samples.clone(), latencies.clone(), totals.clone(), done.clone(), progress.clone());
+            let batch_size = self.batch_size;
+            tasks.push(async move {
+                while !queue.is_empty() {
+                    let now = started.elapsed();
+                    let ready = queue.iter().take(batch_size).take_while(|r| r.enters <= now).count();
+                    if ready == 0 {
+                        tokio::time::sleep(queue[0].enters - now).await;
+                        continue;
+                    }
+                    let batch: Vec<Record> = queue.drain(..ready).collect();
+                    let body: Vec<Value> = batch
+                        .iter()
+                        .map(|r| json!({"eventID": r.id, "data": r.data, "approximateArrivalTimestamp": 0.0}))
+                        .collect();
+                    let incoming: IncomingBatch =
+                        serde_json::from_value(Value::Array(body)).expect("well-formed batch");
+                    let deadline = Instant::now() + scaled(Duration::from_secs(900));
+                    let report = enricher.handle(incoming, deadline).await;
+                    let finished = started.elapsed();
+                    let failed: std::collections::HashSet<String> =
+                        report.response.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect();
+                    // Like Lambda: failed records are delivered again, first.
+                    let mut retry = Vec::new();
+                    {
+                        let mut latencies = latencies.lock().unwrap();
+                        for record in batch {
+                            if failed.contains(&record.id) {
+                                retry.push(record);
+                            } else {
+                                latencies.push((finished - record.enters).as_secs_f64() * 1000.0 * scale);
+                            }
+                        }
+                    }
+                    for record in retry.into_iter().rev() {
+                        queue.push_front(record);
+                    }
+                    let second = (finished.as_secs_f64() * scale) as u64;
+                    let mut samples = samples.lock().unwrap();
+                    let sample = samples.entry(second).or_insert_with(|| SecondSample { second, ..Default::default() });
+                    sample.findings_enriched += report.tally.findings_enriched;
+                    sample.update_calls += report.updates.calls;
+                    sample.throttles += report.updates.throttled;
+                    sample.cache_misses += report.prefetch.lookups;
+                    sample.records_failed += report.tally.records_failed;
+                    let mut t = totals.lock().unwrap();
+                    t.batches += 1;
+                    t.findings_enriched += report.tally.findings_enriched;
+                    t.findings_enriched_partial += report.tally.findings_enriched_partial;
+                    t.update_calls += report.updates.calls;
+                    t.minimum_update_calls += report.minimum_update_calls;
+                    t.throttles += report.updates.throttled;
+                    t.records_failed += report.tally.records_failed;
+                    let n = done.fetch_add(
+                        report.tally.records_in - report.tally.records_failed,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    progress(n + report.tally.records_in - report.tally.records_failed);
+                }
+            });
+        }
+        // One task: the environments interleave at their awaits, which is all a simulation
+        // bound by quotas and latency needs (and it keeps the handler's futures un-spawned).
+        futures::future::join_all(tasks).await;
+        let elapsed = started.elapsed().as_secs_f64() * scale;
+
+        let updated: HashMap<FindingId, bool> = hub
+            .findings
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, payload)| (id.clone(), payload.fields.contains_key(crate::enrich::keys::FINDING_ENRICHED)))
+            .collect();
+        let lost = expected.iter().filter(|id| !updated.get(*id).copied().unwrap_or(false)).count();
+        let mut summary = std::mem::take(&mut *totals.lock().unwrap());
+        summary.findings = self.findings;
+        summary.accounts = self.accounts;
+        summary.seed = self.seed;
+        summary.shards = self.shards;
+        summary.time_scale = scale;
+        summary.elapsed_seconds = elapsed;
+        summary.findings_per_second = self.findings as f64 / elapsed;
+        summary.ceiling_findings_per_second =
+            self.findings as f64 / (summary.minimum_update_calls as f64 / self.hub_quota.per_second);
+        summary.ratio_to_ceiling = summary.findings_per_second / summary.ceiling_findings_per_second;
+        summary.lost = lost;
+        let per_1000 = |n: f64| n * 1000.0 / self.findings as f64;
+        let lookups = organizations.inner.total_lookups() as f64;
+        summary.calls_per_1000_findings = BTreeMap::from([
+            ("SecurityHub.BatchUpdateFindings".to_owned(), per_1000(summary.update_calls as f64)),
+            ("Organizations (estimated: 3 per lookup)".to_owned(), per_1000(lookups * 3.0)),
+            ("Account.GetAlternateContact".to_owned(), per_1000(lookups)),
+            (
+                "DynamoDB.BatchGetItem".to_owned(),
+                per_1000(store.get_calls.load(std::sync::atomic::Ordering::Relaxed) as f64),
+            ),
+            (
+                "DynamoDB.BatchWriteItem".to_owned(),
+                per_1000(store.put_calls.load(std::sync::atomic::Ordering::Relaxed) as f64),
+            ),
+        ]);
+        summary.latency_ms = percentiles(std::mem::take(&mut *latencies.lock().unwrap()));
+        summary.series = samples.lock().unwrap().values().cloned().collect();
+        summary
+    }
+}
