@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 ## demo: run the enricher end to end on the local AWS stack and print what it did
 demo: $(STAMP)
 	cargo build --bin demo
-	RUST_LOG=warn scripts/local-aws run -- target/debug/demo
+	RUST_LOG=warn AWSEMU_FLAGS="--investigation-delay-ms 1500" scripts/local-aws run -- target/debug/demo
 
 ## test: formatting, lints, and every test (unit, property, handler, local AWS stack, emulator, templates)
 test: lint test-emulator test-templates test-rust
@@ -26,7 +26,7 @@ test-templates: $(STAMP)
 	$(PYTHON) -m unittest discover -s pipes/tests -t .
 
 test-rust: $(STAMP)
-	scripts/local-aws run -- cargo test --all-targets
+	AWSEMU_FLAGS="--investigation-delay-ms 300" scripts/local-aws run -- cargo test --all-targets
 
 ## venv: the project-local Python environment for moto and the emulator (pinned)
 venv: $(STAMP)

@@ -140,7 +140,7 @@ impl InvestigatorConfig {
             graph_arn,
             detective_rate: vars.rate("DETECTIVE_RPS", "DETECTIVE_BURST", Rate { per_second: 1.0, burst: 2 })?,
             max_attempts: vars.parsed("INVESTIGATION_MAX_ATTEMPTS", 3, |n| (1..=20).contains(n))?,
-            securityhub_rate: vars.rate("SECURITYHUB_RPS", "SECURITYHUB_BURST", Rate { per_second: 1.0, burst: 3 })?,
+            securityhub_rate: vars.rate("SECURITYHUB_RPS", "SECURITYHUB_BURST", INVESTIGATOR_SECURITYHUB_SHARE)?,
             deadline_margin: Duration::from_millis(vars.parsed("DEADLINE_MARGIN_MS", 3000, |_| true)?),
         })
     }
@@ -262,6 +262,8 @@ pub const INVESTIGATOR_VARS: &[&str] = &[
 
 /// BatchUpdateFindings' quota per account and region; each environment takes its share.
 pub const SECURITYHUB_QUOTA: Rate = Rate { per_second: 10.0, burst: 30 };
+/// The investigator's default share of that quota (`SECURITYHUB_RPS`/`_BURST` of the investigator).
+pub const INVESTIGATOR_SECURITYHUB_SHARE: Rate = Rate { per_second: 1.0, burst: 3 };
 
 impl EnricherConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -300,9 +302,15 @@ impl EnricherConfig {
             memory_capacity: vars.parsed("MEMORY_CACHE_CAPACITY", 20_000, |n| *n > 0)?,
         };
         let environments: u32 = vars.parsed("CONCURRENT_ENVIRONMENTS", 1, |n| *n > 0)?;
+        let investigations = match vars.optional("JOBS_TABLE") {
+            Some(table) => Some(investigation_config(vars, table)?),
+            None => None,
+        };
+        // With investigations on, the investigator's default share comes off the top.
+        let reserved = if investigations.is_some() { INVESTIGATOR_SECURITYHUB_SHARE } else { Rate { per_second: 0.0, burst: 0 } };
         let share = Rate {
-            per_second: SECURITYHUB_QUOTA.per_second / f64::from(environments),
-            burst: (SECURITYHUB_QUOTA.burst / environments).max(1),
+            per_second: (SECURITYHUB_QUOTA.per_second - reserved.per_second) / f64::from(environments),
+            burst: ((SECURITYHUB_QUOTA.burst - reserved.burst) / environments).max(1),
         };
         Ok(EnricherConfig {
             cache_table,
@@ -320,10 +328,7 @@ impl EnricherConfig {
             lookup_concurrency: vars.parsed("LOOKUP_CONCURRENCY", 8, |n| (1..=256).contains(n))?,
             lookup_budget: vars.seconds("LOOKUP_BUDGET_SECONDS", 5)?,
             deadline_margin: Duration::from_millis(vars.parsed("DEADLINE_MARGIN_MS", 3000, |_| true)?),
-            investigations: match vars.optional("JOBS_TABLE") {
-                Some(table) => Some(investigation_config(vars, table)?),
-                None => None,
-            },
+            investigations,
         })
     }
 }
@@ -358,6 +363,13 @@ mod tests {
         let config =
             EnricherConfig::from_vars(&vars(&[("CACHE_TABLE", "t"), ("CONCURRENT_ENVIRONMENTS", "4")])).unwrap();
         assert_eq!(config.securityhub_rate, Rate { per_second: 2.5, burst: 7 });
+        let with_investigator = EnricherConfig::from_vars(&vars(&[
+            ("CACHE_TABLE", "t"),
+            ("CONCURRENT_ENVIRONMENTS", "3"),
+            ("JOBS_TABLE", "j"),
+        ]))
+        .unwrap();
+        assert_eq!(with_investigator.securityhub_rate, Rate { per_second: 3.0, burst: 9 }, "(10 - 1) / 3, (30 - 3) / 3");
     }
 
     #[test]

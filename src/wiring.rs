@@ -111,6 +111,7 @@ impl Enricher {
             Limiter::new(config.organizations_rate),
             Limiter::new(config.account_rate),
             config.cache.fresh,
+            config.contact_role.is_some(),
         );
         let store = DynamoStore::new(clients.dynamodb.clone(), &config.cache_table);
         let directory = Directory::new(

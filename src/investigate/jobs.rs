@@ -215,12 +215,13 @@ impl JobStore for DynamoJobs {
             .expression_attribute_values(":expires", n(now + JOB_TTL_SECONDS))
             .expression_attribute_values(":ids", AttributeValue::Ss(ids))
             .expression_attribute_values(":max", n(MAX_FINDINGS_PER_JOB))
-            .return_values(ReturnValue::UpdatedOld)
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
         match result {
             Ok(out) => {
-                let existed = out.attributes.is_some_and(|old| old.contains_key("EntityArn"));
+                // ALL_OLD is the item as it was: present means the job existed before this call.
+                let existed = out.attributes.is_some_and(|old| old.contains_key("JobId"));
                 Ok(if existed { Enqueued::Joined } else { Enqueued::Created })
             }
             Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {

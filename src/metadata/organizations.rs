@@ -26,6 +26,10 @@ pub struct OrganizationsSource {
     ou_paths: moka::future::Cache<String, Arc<Vec<OrgUnit>>>,
     /// GetAlternateContact must omit AccountId for the management account itself.
     management_account: OnceCell<Option<String>>,
+    /// Whether the Account client acts as the management account (through `CONTACT_ROLE_ARN`).
+    /// Only then does "omit AccountId" mean the management account; from any other account it
+    /// would return the caller's own contact, which must never be written as another's.
+    contacts_as_management: bool,
 }
 
 impl OrganizationsSource {
@@ -35,6 +39,7 @@ impl OrganizationsSource {
         organizations_limit: Limiter,
         account_limit: Limiter,
         ou_cache_ttl: Duration,
+        contacts_as_management: bool,
     ) -> Self {
         OrganizationsSource {
             organizations,
@@ -43,6 +48,7 @@ impl OrganizationsSource {
             account_limit,
             ou_paths: moka::future::Cache::builder().max_capacity(10_000).time_to_live(ou_cache_ttl).build(),
             management_account: OnceCell::new(),
+            contacts_as_management,
         }
     }
 
@@ -159,7 +165,8 @@ impl OrganizationsSource {
     }
 
     async fn security_contact(&self, account_id: &str, deadline: Instant) -> Result<ContactLookup, LookupError> {
-        let is_management = self.management_account(deadline).await == Some(account_id);
+        let is_management =
+            self.contacts_as_management && self.management_account(deadline).await == Some(account_id);
         let request = self
             .account
             .get_alternate_contact()
