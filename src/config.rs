@@ -307,7 +307,8 @@ impl EnricherConfig {
             None => None,
         };
         // With investigations on, the investigator's default share comes off the top.
-        let reserved = if investigations.is_some() { INVESTIGATOR_SECURITYHUB_SHARE } else { Rate { per_second: 0.0, burst: 0 } };
+        let reserved =
+            if investigations.is_some() { INVESTIGATOR_SECURITYHUB_SHARE } else { Rate { per_second: 0.0, burst: 0 } };
         let share = Rate {
             per_second: (SECURITYHUB_QUOTA.per_second - reserved.per_second) / f64::from(environments),
             burst: ((SECURITYHUB_QUOTA.burst - reserved.burst) / environments).max(1),
@@ -369,7 +370,11 @@ mod tests {
             ("JOBS_TABLE", "j"),
         ]))
         .unwrap();
-        assert_eq!(with_investigator.securityhub_rate, Rate { per_second: 3.0, burst: 9 }, "(10 - 1) / 3, (30 - 3) / 3");
+        assert_eq!(
+            with_investigator.securityhub_rate,
+            Rate { per_second: 3.0, burst: 9 },
+            "(10 - 1) / 3, (30 - 3) / 3"
+        );
     }
 
     #[test]

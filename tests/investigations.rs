@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use securityhub_enricher::aws::ApiCalls;
 use securityhub_enricher::config::{EnricherConfig, InvestigatorConfig, Vars};
 use securityhub_enricher::event::IncomingBatch;
@@ -12,7 +11,7 @@ use securityhub_enricher::handler::Enricher;
 use securityhub_enricher::investigate::investigator::Investigator;
 use securityhub_enricher::local::findings::{import_findings, imported_event, sample_finding};
 use securityhub_enricher::local::org::{OrgSpec, seed_organization};
-use securityhub_enricher::local::{control_request, sdk_config_for};
+use securityhub_enricher::local::{control_request, create_table, sdk_config_for};
 use securityhub_enricher::wiring::Clients;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -20,18 +19,6 @@ use tokio::time::Instant;
 fn vars(pairs: Vec<(&'static str, String)>) -> Vars<impl Fn(&str) -> Option<String>> {
     let map: HashMap<&'static str, String> = pairs.into_iter().collect();
     Vars(move |name: &str| map.get(name).cloned())
-}
-
-async fn create_table(sdk: &aws_config::SdkConfig, name: &str, key: &str) {
-    aws_sdk_dynamodb::Client::new(sdk)
-        .create_table()
-        .table_name(name)
-        .attribute_definitions(AttributeDefinition::builder().attribute_name(key).attribute_type(ScalarAttributeType::S).build().unwrap())
-        .key_schema(KeySchemaElement::builder().attribute_name(key).key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
 }
 
 struct Setup {
@@ -48,16 +35,16 @@ async fn setup(max_attempts: u32) -> Setup {
     assert!(std::env::var("AWS_ENDPOINT_URL").is_ok(), "run through `make test`, which starts the local AWS stack");
     let admin = format!("{:012}", rand::random_range(100_000_000_000u64..999_999_999_999));
     let sdk = sdk_config_for(&admin).await.unwrap();
-    let org = seed_organization(&aws_sdk_organizations::Client::new(&sdk), &aws_sdk_account::Client::new(&sdk), &OrgSpec {
-        accounts: 2,
-        depth: 1,
-        fanout: 1,
-        seed: 9,
-    })
+    let org = seed_organization(
+        &aws_sdk_organizations::Client::new(&sdk),
+        &aws_sdk_account::Client::new(&sdk),
+        &OrgSpec { accounts: 2, depth: 1, fanout: 1, seed: 9 },
+    )
     .await
     .unwrap();
-    create_table(&sdk, "cache", "AccountId").await;
-    create_table(&sdk, "jobs", "JobId").await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    create_table(&dynamodb, "cache", "AccountId").await.unwrap();
+    create_table(&dynamodb, "jobs", "JobId").await.unwrap();
     let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").unwrap();
     control_request(
         "POST",
@@ -89,7 +76,12 @@ async fn setup(max_attempts: u32) -> Setup {
     let investigator = Investigator::from_clients(&investigator_config, &clients, "us-east-1");
 
     // sample_finding(.., n) with n % 3 == 0 is GuardDuty HIGH with an IAM user's access key.
-    let findings: Vec<Value> = (0..6).map(|i| { let a = &org.accounts[i % 2]; sample_finding(&a.id, &a.name, i * 3) }).collect();
+    let findings: Vec<Value> = (0..6)
+        .map(|i| {
+            let a = &org.accounts[i % 2];
+            sample_finding(&a.id, &a.name, i * 3)
+        })
+        .collect();
     let securityhub = clients.securityhub.clone();
     import_findings(&securityhub, &findings).await.unwrap();
     Setup { enricher, investigator, calls, securityhub, findings }
@@ -103,7 +95,8 @@ fn duplicated_batch(findings: &[Value]) -> IncomingBatch {
         .chain(findings)
         .enumerate()
         .map(|(n, f)| {
-            let data = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&imported_event(std::slice::from_ref(f), n)).unwrap());
+            let data = base64::engine::general_purpose::STANDARD
+                .encode(serde_json::to_vec(&imported_event(std::slice::from_ref(f), n)).unwrap());
             json!({"eventID": format!("shardId-0:{n}"), "data": data})
         })
         .collect();
@@ -124,7 +117,10 @@ async fn fields_of(hub: &aws_sdk_securityhub::Client) -> Vec<(HashMap<String, St
         .collect()
 }
 
-async fn run_until(investigator: &Investigator, done: impl Fn(&securityhub_enricher::investigate::investigator::PassReport) -> bool) {
+async fn run_until(
+    investigator: &Investigator,
+    done: impl Fn(&securityhub_enricher::investigate::investigator::PassReport) -> bool,
+) {
     for _ in 0..40 {
         let report = investigator.run_pass(soon()).await;
         if done(&report) {
@@ -181,14 +177,22 @@ async fn failed_investigations_end_in_investigate_failed() {
     let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").unwrap();
     for f in &s.findings {
         let entity = format!("arn:aws:iam::{}:user/admin-user", f["AwsAccountId"].as_str().unwrap());
-        control_request("POST", &format!("{emulator}/_emulator/detective/fail"), Some(json!({"entity_arn": entity, "fail": true}).to_string()))
-            .await
-            .unwrap();
+        control_request(
+            "POST",
+            &format!("{emulator}/_emulator/detective/fail"),
+            Some(json!({"entity_arn": entity, "fail": true}).to_string()),
+        )
+        .await
+        .unwrap();
     }
     let report = s.enricher.handle(duplicated_batch(&s.findings), soon()).await;
     assert_eq!(report.investigations.jobs_created, 2);
     run_until(&s.investigator, |r| r.failed == 2 || (r.active == 0 && r.failed == 0 && r.started == 0)).await;
-    assert_eq!(s.calls.calls("Detective", "StartInvestigation"), 2, "one attempt each with INVESTIGATION_MAX_ATTEMPTS=1");
+    assert_eq!(
+        s.calls.calls("Detective", "StartInvestigation"),
+        2,
+        "one attempt each with INVESTIGATION_MAX_ATTEMPTS=1"
+    );
     for (fields, note) in fields_of(&s.securityhub).await {
         assert_eq!(fields["investigate"], "failed");
         assert!(note.contains("Detective investigation failed"), "{note}");

@@ -6,7 +6,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use securityhub_enricher::aws::ApiCalls;
 use securityhub_enricher::config::{EnricherConfig, Vars};
 use securityhub_enricher::enrich::{EnrichmentPayload, UPDATED_BY};
@@ -16,7 +15,7 @@ use securityhub_enricher::handler::Enricher;
 use securityhub_enricher::local::findings::{import_findings, imported_event, sample_finding};
 use securityhub_enricher::local::org::{OrgSpec, SeededOrg, seed_organization};
 use securityhub_enricher::local::pipe::{LocalPipe, as_event_source_mapping};
-use securityhub_enricher::local::sdk_config_for;
+use securityhub_enricher::local::{create_table, sdk_config_for};
 use securityhub_enricher::metadata::dynamodb::DynamoStore;
 use securityhub_enricher::metadata::{
     AccountRecord, CacheEntry, ContactLookup, MetadataStore, Resolution, now_epoch_seconds,
@@ -58,23 +57,7 @@ impl Stack {
     }
 
     async fn create_cache_table(&self, name: &str) {
-        aws_sdk_dynamodb::Client::new(&self.sdk)
-            .create_table()
-            .table_name(name)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("AccountId")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder().attribute_name("AccountId").key_type(KeyType::Hash).build().unwrap(),
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-            .unwrap();
+        create_table(&aws_sdk_dynamodb::Client::new(&self.sdk), name, "AccountId").await.unwrap();
     }
 
     async fn seed(&self, spec: OrgSpec) -> SeededOrg {

@@ -6,18 +6,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
-};
 use clap::Parser;
 use securityhub_enricher::aws::ApiCalls;
-use securityhub_enricher::config::{EnricherConfig, Vars};
+use securityhub_enricher::config::{EnricherConfig, InvestigatorConfig, Vars};
 use securityhub_enricher::event::IncomingBatch;
 use securityhub_enricher::handler::{BatchReport, Enricher};
+use securityhub_enricher::investigate::investigator::Investigator;
 use securityhub_enricher::local::findings::{import_findings, imported_event, sample_finding};
 use securityhub_enricher::local::org::{OrgSpec, seed_organization};
 use securityhub_enricher::local::pipe::LocalPipe;
-use securityhub_enricher::local::{control_request, sdk_config_for};
+use securityhub_enricher::local::{control_request, create_table, sdk_config_for};
 use securityhub_enricher::wiring::Clients;
 use serde_json::{Value, json};
 
@@ -37,6 +35,7 @@ struct Args {
 
 const ADMIN_ACCOUNT: &str = "111111111111";
 const CACHE_TABLE: &str = "securityhub-enricher-cache";
+const JOBS_TABLE: &str = "securityhub-enricher-jobs";
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -52,7 +51,12 @@ async fn main() -> Result<()> {
     let org =
         seed_organization(&organizations, &account, &OrgSpec { accounts: args.accounts, ..OrgSpec::default() }).await?;
     println!("   management account {}, {} OUs, {} accounts", org.management_account, org.ou_count, org.accounts.len());
-    create_cache_table(&aws_sdk_dynamodb::Client::new(&sdk)).await?;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    create_table(&dynamodb, CACHE_TABLE, "AccountId").await?;
+    create_table(&dynamodb, JOBS_TABLE, "JobId").await?;
+    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").context("LOCAL_AWS_EMULATOR_URL is not set")?;
+    let graph_request = json!({"account_id": ADMIN_ACCOUNT, "region": "us-east-1", "count": 1}).to_string();
+    control_request("POST", &format!("{emulator}/_emulator/detective/graphs"), Some(graph_request)).await?;
 
     let vars = Vars(|name: &str| match name {
         "CACHE_TABLE" => Some(CACHE_TABLE.to_owned()),
@@ -62,6 +66,7 @@ async fn main() -> Result<()> {
         "ORGANIZATIONS_RPS" => Some("200".to_owned()),
         "ORGANIZATIONS_BURST" => Some("50".to_owned()),
         "ACCOUNT_RPS" => Some("200".to_owned()),
+        "JOBS_TABLE" => Some(JOBS_TABLE.to_owned()),
         other => std::env::var(other).ok(),
     });
     let config = EnricherConfig::from_vars(&vars)?;
@@ -89,12 +94,54 @@ async fn main() -> Result<()> {
             .collect();
         if wave == 0 {
             add_awkward_records(&mut events, &findings);
+            // EventBridge delivers at least once: every GuardDuty event arrives twice.
+            let again: Vec<_> = events
+                .iter()
+                .filter(|(_, e)| e["detail"]["findings"][0]["ProductName"] == "guardduty")
+                .cloned()
+                .collect();
+            println!("   {} GuardDuty events delivered twice", again.len());
+            events.extend(again);
         }
         pipe.put_events(&events).await?;
         run_wave(&enricher, &pipe, &calls, args.batch_size).await?;
     }
 
+    run_investigations(&config, &clients, &calls).await?;
     show_enriched_finding(&securityhub).await?;
+    Ok(())
+}
+
+/// The investigator, as its schedule would run it: one pass at a time, never waiting on Detective.
+async fn run_investigations(config: &EnricherConfig, clients: &Clients, calls: &ApiCalls) -> Result<()> {
+    let vars = Vars(|name: &str| match name {
+        "JOBS_TABLE" => Some(JOBS_TABLE.to_owned()),
+        "CACHE_TABLE" => Some(config.cache_table.clone()),
+        "DETECTIVE_RPS" => Some("1".to_owned()),
+        "DETECTIVE_BURST" => Some("5".to_owned()),
+        "SECURITYHUB_RPS" => Some("5".to_owned()),
+        _ => None,
+    });
+    let investigator = Investigator::from_clients(&InvestigatorConfig::from_vars(&vars)?, clients, "us-east-1");
+    println!("\n== Investigations (investigator passes every 2 s here, every minute when deployed; Detective at 1 start/s)");
+    for pass in 1..=60 {
+        let report = investigator.run_pass(tokio::time::Instant::now() + Duration::from_secs(60)).await;
+        println!(
+            "   pass {pass}: {} jobs active: {} started, {} still running, {} complete, {} failed",
+            report.active, report.started, report.still_running, report.completed, report.failed
+        );
+        if report.active == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let jobs =
+        clients.dynamodb.scan().table_name(JOBS_TABLE).select(aws_sdk_dynamodb::types::Select::Count).send().await?;
+    println!(
+        "   StartInvestigation calls {} for {} distinct (entity, window) jobs",
+        calls.calls("Detective", "StartInvestigation"),
+        jobs.count
+    );
     Ok(())
 }
 
@@ -203,31 +250,6 @@ async fn emulator_stats() -> Result<Value> {
     let url = std::env::var("LOCAL_AWS_EMULATOR_URL").context("LOCAL_AWS_EMULATOR_URL is not set")?;
     let body = control_request("GET", &format!("{url}/_emulator/stats"), None).await?;
     Ok(serde_json::from_str(&body)?)
-}
-
-async fn create_cache_table(dynamodb: &aws_sdk_dynamodb::Client) -> Result<()> {
-    dynamodb
-        .create_table()
-        .table_name(CACHE_TABLE)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("AccountId")
-                .attribute_type(ScalarAttributeType::S)
-                .build()?,
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("AccountId").key_type(KeyType::Hash).build()?)
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await?;
-    dynamodb
-        .update_time_to_live()
-        .table_name(CACHE_TABLE)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder().attribute_name("ExpiresAt").enabled(true).build()?,
-        )
-        .send()
-        .await?;
-    Ok(())
 }
 
 async fn show_enriched_finding(securityhub: &aws_sdk_securityhub::Client) -> Result<()> {

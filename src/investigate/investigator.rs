@@ -162,9 +162,13 @@ impl Investigator {
                     .map_err(|e| directory_error_chain(&e))?;
                 Ok(Step::Started)
             }
-            Err(e @ (DetectiveError::Throttled { .. } | DetectiveError::Transient { .. })) => {
-                self.retry_or_fail(job, &directory_error_chain(&e), deadline).await
+            // Throttling says nothing about the job: the claim goes back and the next pass
+            // tries again, without spending an attempt.
+            Err(DetectiveError::Throttled { .. }) => {
+                release().await;
+                Ok(Step::NotDue)
             }
+            Err(e @ DetectiveError::Transient { .. }) => self.retry_or_fail(job, &directory_error_chain(&e), deadline).await,
             Err(e) => {
                 let reason = directory_error_chain(&e);
                 self.finish(job, Verdict::Failed { reason }, deadline).await?;

@@ -85,3 +85,44 @@ pub async fn control_request(method: &str, url: &str, body: Option<String>) -> R
     .map_err(|e| LocalError::new(step.clone(), e))?;
     result.map_err(|e| LocalError::new(step, e))
 }
+
+/// Creates a DynamoDB table keyed by one string attribute, with TTL on `ExpiresAt`, as the
+/// templates create the cache (`AccountId`) and jobs (`JobId`) tables.
+pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str, key: &str) -> Result<(), LocalError> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    };
+    let step = |what: &str| format!("{what} {table}");
+    let definition = AttributeDefinition::builder()
+        .attribute_name(key)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(|e| LocalError::new(step("CreateTable"), e))?;
+    let schema = KeySchemaElement::builder()
+        .attribute_name(key)
+        .key_type(KeyType::Hash)
+        .build()
+        .map_err(|e| LocalError::new(step("CreateTable"), e))?;
+    dynamodb
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(definition)
+        .key_schema(schema)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .map_err(|e| LocalError::new(step("CreateTable"), aws_sdk_dynamodb::Error::from(e)))?;
+    let ttl = TimeToLiveSpecification::builder()
+        .attribute_name("ExpiresAt")
+        .enabled(true)
+        .build()
+        .map_err(|e| LocalError::new(step("UpdateTimeToLive"), e))?;
+    dynamodb
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(ttl)
+        .send()
+        .await
+        .map_err(|e| LocalError::new(step("UpdateTimeToLive"), aws_sdk_dynamodb::Error::from(e)))?;
+    Ok(())
+}

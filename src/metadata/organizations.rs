@@ -165,8 +165,7 @@ impl OrganizationsSource {
     }
 
     async fn security_contact(&self, account_id: &str, deadline: Instant) -> Result<ContactLookup, LookupError> {
-        let is_management =
-            self.contacts_as_management && self.management_account(deadline).await == Some(account_id);
+        let is_management = self.contacts_as_management && self.management_account(deadline).await == Some(account_id);
         let request = self
             .account
             .get_alternate_contact()
