@@ -123,7 +123,9 @@ async fn run_investigations(config: &EnricherConfig, clients: &Clients, calls: &
         _ => None,
     });
     let investigator = Investigator::from_clients(&InvestigatorConfig::from_vars(&vars)?, clients, "us-east-1");
-    println!("\n== Investigations (investigator passes every 2 s here, every minute when deployed; Detective at 1 start/s)");
+    println!(
+        "\n== Investigations (investigator passes every 2 s here, every minute when deployed; Detective at 1 start/s)"
+    );
     for pass in 1..=60 {
         let report = investigator.run_pass(tokio::time::Instant::now() + Duration::from_secs(60)).await;
         println!(

@@ -168,7 +168,9 @@ impl Investigator {
                 release().await;
                 Ok(Step::NotDue)
             }
-            Err(e @ DetectiveError::Transient { .. }) => self.retry_or_fail(job, &directory_error_chain(&e), deadline).await,
+            Err(e @ DetectiveError::Transient { .. }) => {
+                self.retry_or_fail(job, &directory_error_chain(&e), deadline).await
+            }
             Err(e) => {
                 let reason = directory_error_chain(&e);
                 self.finish(job, Verdict::Failed { reason }, deadline).await?;
