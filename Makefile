@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint test-rust test-emulator test-templates venv clean
+.PHONY: demo test lint test-rust test-emulator test-templates venv clean fuzz bench simulate
 
 ## demo: run the enricher end to end on the local AWS stack and print what it did
 demo: $(STAMP)
@@ -27,6 +27,24 @@ test-templates: $(STAMP)
 
 test-rust: $(STAMP)
 	AWSEMU_FLAGS="--investigation-delay-ms 300" scripts/local-aws run -- cargo test --all-targets
+
+FUZZ_SECONDS ?= 60
+
+## fuzz: fuzz the decoder and the pure path for FUZZ_SECONDS (not part of `make test`).
+## cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	mkdir -p fuzz/corpus/decode
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run decode corpus/decode seeds -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024
+
+## bench: criterion benchmarks of the pure path against a bare parse (not part of `make test`)
+bench:
+	cargo bench --bench pure_path
+
+## simulate: the load-test simulator with its defaults, summary and report in loadtest/out/
+simulate:
+	mkdir -p loadtest/out
+	cargo run --release --bin loadtest -- simulate --json loadtest/out/summary.json --report loadtest/out/report.svg
 
 ## venv: the project-local Python environment for moto and the emulator (pinned)
 venv: $(STAMP)

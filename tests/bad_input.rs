@@ -1,0 +1,195 @@
+//! A corpus of bad input: nothing panics, every record and finding ends in exactly one
+//! outcome, nothing that can never succeed is handed back for retry, and logs at INFO and above
+//! never carry contact details.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use securityhub_enricher::config::{CacheTimes, Rate};
+use securityhub_enricher::enrich::TagFilter;
+use securityhub_enricher::event::IncomingBatch;
+use securityhub_enricher::handler::{BatchReport, Enricher};
+use securityhub_enricher::limits::Limiter;
+use securityhub_enricher::metadata::memory::{InMemoryStore, StaticSource};
+use securityhub_enricher::metadata::{AccountMetadata, AccountRecord, Contact, ContactLookup, Directory, OrgUnit};
+use securityhub_enricher::securityhub::{InMemoryHub, Updater};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+const A: &str = "111122223333";
+
+fn enricher() -> (Enricher, Arc<InMemoryHub>) {
+    let account = AccountRecord::Found(AccountMetadata {
+        account_id: A.into(),
+        name: Some("prod".into()),
+        ou_path: vec![OrgUnit { id: "r-1".into(), name: "Root".into() }],
+        tags: BTreeMap::from([("Owner".into(), "x".into())]),
+        security_contact: ContactLookup::Found(Contact {
+            name: "Jane Secret".into(),
+            title: "CISO".into(),
+            email: "jane.secret@example.com".into(),
+            phone: "+1-555-0199".into(),
+        }),
+    });
+    let times = CacheTimes {
+        fresh: Duration::from_secs(60),
+        negative: Duration::from_secs(60),
+        unknown_contact: Duration::from_secs(60),
+        stale_grace: Duration::from_secs(60),
+        memory: Duration::from_secs(60),
+        memory_capacity: 100,
+    };
+    let hub = Arc::new(InMemoryHub::default());
+    let enricher = Enricher {
+        directory: Directory::new(Arc::new(InMemoryStore::default()), Arc::new(StaticSource::new([account])), times, 4, Duration::from_secs(5)),
+        updater: Updater::new(hub.clone(), Limiter::new(Rate { per_second: 10_000.0, burst: 10_000 })),
+        tag_filter: TagFilter::All,
+        deadline_margin: Duration::from_millis(10),
+        fanout: None,
+    };
+    (enricher, hub)
+}
+
+fn encode(event: &Value) -> String {
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(event).unwrap())
+}
+
+fn event(findings: Value) -> Value {
+    json!({"source": "aws.securityhub", "detail-type": "Security Hub Findings - Imported", "detail": {"findings": findings}})
+}
+
+fn finding(id: &str) -> Value {
+    json!({"Id": id, "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/guardduty", "AwsAccountId": A, "UpdatedAt": "2026-11-22T07:00:00Z"})
+}
+
+async fn run(records: Vec<Value>) -> BatchReport {
+    let (enricher, _) = enricher();
+    let batch: IncomingBatch = serde_json::from_value(Value::Array(records)).unwrap();
+    let report = enricher.handle(batch, Instant::now() + Duration::from_secs(60)).await;
+    assert!(report.tally.balances(), "{}", report.tally);
+    report
+}
+
+#[test]
+fn top_level_garbage_is_a_clean_error() {
+    for body in ["", "[", "{\"Records\": [", "null", "42", "\"text\"", "{}", "{\"Records\": 3}", "[1, 2", "\u{feff}[]"] {
+        assert!(serde_json::from_str::<IncomingBatch>(body).is_err(), "{body:?} should not parse");
+    }
+}
+
+#[tokio::test]
+async fn damaged_records_are_poison_never_retried() {
+    let good = encode(&event(json!([finding("ok")])));
+    let truncated_event = base64::engine::general_purpose::STANDARD.encode(&serde_json::to_vec(&event(json!([finding("t")]))).unwrap()[..40]);
+    let records = vec![
+        json!({"eventID": "s:0", "data": good}),
+        json!({"eventID": "s:1", "data": &good[..good.len() - 7]}),
+        json!({"eventID": "s:2", "data": truncated_event}),
+        json!({"eventID": "s:3", "data": 42}),
+        json!({"eventID": null, "data": good}),
+        json!({"data": good}),
+        json!({"eventID": "s:6"}),
+        json!("a string"),
+        json!(null),
+        json!({"eventID": "", "data": good}),
+    ];
+    let report = run(records).await;
+    assert_eq!((report.tally.records_processed, report.tally.records_poison), (1, 9), "{}", report.tally);
+    assert!(report.response.batch_item_failures.is_empty(), "poison never blocks the shard");
+}
+
+#[tokio::test]
+async fn odd_findings_each_get_one_outcome() {
+    let mut huge = finding("huge");
+    huge["Description"] = json!("x".repeat(1_000_000));
+    let mut unicode = finding("ユニコード-🔥-\u{202e}");
+    unicode["AwsAccountName"] = json!("Ünïcødé 账户 🔥");
+    unicode["UserDefinedFields"] = json!({"ключ": "значение", "emoji🔥": "✓"});
+    let findings = json!([
+        finding("dup"), finding("dup"), huge, unicode,
+        {"Id": "no-product", "AwsAccountId": A},
+        {"ProductArn": "p", "AwsAccountId": A},
+        {"Id": "wrong-types", "ProductArn": "p", "AwsAccountId": 111122223333u64},
+        {"Id": "bad-udf", "ProductArn": "p", "AwsAccountId": A, "UserDefinedFields": ["not", "a", "map"]},
+        {"Id": "no-account", "ProductArn": "p"},
+        {"Id": "bad-time", "ProductArn": "p", "AwsAccountId": A, "UpdatedAt": "yesterday"},
+        {"Id": "null-note", "ProductArn": "p", "AwsAccountId": A, "Note": null},
+        []
+    ]);
+    let report = run(vec![json!({"eventID": "s:0", "data": encode(&event(findings))})]).await;
+    let t = &report.tally;
+    assert_eq!(t.findings_in, 12);
+    assert_eq!(t.findings_skipped.get("superseded"), Some(&1));
+    assert_eq!(t.findings_skipped.get("malformed_finding"), Some(&6), "{t}");
+    assert_eq!(t.findings_enriched, 5, "dup, huge, unicode, bad-time, null-note");
+    assert!(report.response.batch_item_failures.is_empty());
+}
+
+#[tokio::test]
+async fn ten_thousand_records_over_six_megabytes() {
+    let records: Vec<Value> = (0..10_000)
+        .map(|i| {
+            let mut f = finding(&format!("f{i}"));
+            f["Description"] = json!("d".repeat(500));
+            json!({"eventID": format!("s:{i}"), "data": encode(&event(json!([f])))})
+        })
+        .collect();
+    let size = serde_json::to_vec(&records).unwrap().len();
+    assert!(size > 6 * 1024 * 1024, "{size} bytes");
+    let report = run(records).await;
+    assert_eq!(report.tally.findings_enriched, 10_000);
+    assert_eq!(report.updates.findings_per_call.len(), 100, "one account, one payload: ⌈10,000/100⌉ calls");
+}
+
+#[tokio::test]
+async fn empty_and_findingless_batches() {
+    let report = run(vec![]).await;
+    assert_eq!(report.tally.records_in, 0);
+    let report = run(vec![json!({"eventID": "s:0", "data": encode(&json!({"source": "aws.securityhub", "detail-type": "Security Hub Findings - Imported"}))})]).await;
+    assert_eq!(report.tally.records_skipped, 1);
+}
+
+/// Collects what the handler logs at INFO and above.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_never_carry_contact_details_or_whole_findings() {
+    use tracing::instrument::WithSubscriber;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let (enricher, hub) = enricher();
+    let mut with_note = finding("noted");
+    with_note["Note"] = json!({"Text": "call Jane Secret", "UpdatedBy": "analyst"});
+    let records = vec![
+        json!({"eventID": "s:0", "data": encode(&event(json!([finding("a"), with_note])))}),
+        json!({"eventID": "s:1", "data": "%%%"}),
+        json!({"eventID": "s:2", "data": encode(&json!({"source": "aws.guardduty", "detail-type": "x"}))}),
+    ];
+    let batch: IncomingBatch = serde_json::from_value(Value::Array(records)).unwrap();
+    let report = enricher.handle(batch, Instant::now() + Duration::from_secs(60)).with_subscriber(subscriber).await;
+    assert_eq!(report.tally.findings_enriched, 2);
+    assert!(hub.findings.lock().unwrap().values().any(|p| p.note.as_deref().unwrap_or_default().contains("jane.secret@example.com")), "the contact did reach Security Hub");
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("batch done"), "the subscriber captured the handler's logs: {logs}");
+    for secret in ["jane.secret@example.com", "Jane Secret", "+1-555-0199", "ProductArn\":"] {
+        assert!(!logs.contains(secret), "{secret:?} appears in the logs:\n{logs}");
+    }
+}
