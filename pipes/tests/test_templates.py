@@ -177,11 +177,16 @@ def code_numeric_defaults() -> dict[str, list[float]]:
     found: dict[str, list[float]] = {}
     for var, expression in re.findall(r'vars\.(?:seconds|parsed)\(\s*"(\w+)",\s*([\d_.]+(?:\s*\*\s*[\d_.]+)*)\s*[,)]', source):
         found.setdefault(var, []).append(_arith(expression))
-    for rps, burst, per_second, burst_value in re.findall(
-        r'vars\.rate\(\s*"(\w+)",\s*"(\w+)",\s*Rate \{ per_second: ([\d.]+), burst: (\d+) \}', source
-    ):
+    rate = r"Rate \{ per_second: ([\d.]+), burst: (\d+) \}"
+    for rps, burst, per_second, burst_value in re.findall(rf'vars\.rate\(\s*"(\w+)",\s*"(\w+)",\s*{rate}', source):
         found.setdefault(rps, []).append(float(per_second))
         found.setdefault(burst, []).append(float(burst_value))
+    # A default named by a constant: `vars.rate("X_RPS", "X_BURST", NAME)` with `const NAME: Rate = Rate { .. };`.
+    constants = dict((name, (float(a), float(b))) for name, a, b in re.findall(rf"const (\w+): Rate = {rate};", source))
+    for rps, burst, constant in re.findall(r'vars\.rate\(\s*"(\w+)",\s*"(\w+)",\s*([A-Z][A-Z0-9_]*)\s*\)', source):
+        if constant in constants:
+            found.setdefault(rps, []).append(constants[constant][0])
+            found.setdefault(burst, []).append(constants[constant][1])
     return found
 
 
@@ -411,6 +416,146 @@ class IamTest(unittest.TestCase):
             self.assertEqual(condition["ArnEquals"], {"aws:PrincipalArn": {"Ref": "EnricherRoleArn"}})
         self.assertEqual(with_external_id["StringEquals"], {"sts:ExternalId": {"Ref": "ExternalId"}})
         self.assertEqual(set(without), {"ArnEquals"})
+
+
+# ------------------------------------------------------------------------------------------
+# Dashboard and alarms against the code's metrics
+# ------------------------------------------------------------------------------------------
+
+DASHBOARD = ROOT / "dashboards" / "enricher.json"
+TELEMETRY_RS = ROOT / "src" / "telemetry.rs"
+NAMESPACE = "SecurityHubEnricher"
+# The Function dimension: src/bin/<name>.rs calls telemetry::install_emf("<name>").
+FUNCTIONS = {"enricher", "investigator"}
+# Fixed values for the dashboard's two placeholders; the body must parse as JSON once they are in.
+PLACEHOLDERS = {"${AWS::Region}": "eu-west-3", "${StreamName}": "test-findings-stream"}
+
+
+def fill(body: str) -> Any:
+    for placeholder, value in PLACEHOLDERS.items():
+        body = body.replace(placeholder, value)
+    return json.loads(body)
+
+
+def code_metrics(source: str) -> dict[str, set[str]]:
+    """Metric::name() strings of src/telemetry.rs -> their dimension names (Function + labels())."""
+    names = dict(re.findall(r'Metric::(\w+)\s*=>\s*"(\w+)"', source))
+    if not names:
+        raise AssertionError("src/telemetry.rs: no `Metric::X => \"X\"` lines (Metric::name())")
+    labels = re.search(r"fn labels\(self\)[^{]*\{(.*?)\n    \}", source, re.S)
+    if labels is None:
+        raise AssertionError("src/telemetry.rs: Metric::labels() not found")
+    dimensions = {name: {"Function"} for name in names.values()}
+    for left, right in re.findall(r"^\s*((?:Metric::\w+\s*\|?\s*)+)=>\s*&\[([^\]]*)\]", labels.group(1), re.M):
+        for variant in re.findall(r"Metric::(\w+)", left):
+            dimensions[names[variant]] |= set(re.findall(r'"(\w+)"', right))
+    return dimensions
+
+
+def dashboard_series(body: dict) -> Iterator[tuple[str, list]]:
+    """(widget title, metrics row) of every metric widget, "." shorthands resolved."""
+    for widget in body["widgets"]:
+        if widget["type"] != "metric":
+            continue
+        previous: list = []
+        for row in widget["properties"]["metrics"]:
+            if row and isinstance(row[0], str):
+                row = [previous[i] if item == "." and i < len(previous) else item for i, item in enumerate(row)]
+                previous = row
+            yield widget["properties"].get("title", "?"), row
+
+
+class DashboardTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.template = load(MAIN)
+        cls.file_text = DASHBOARD.read_text()
+        cls.metrics = code_metrics(TELEMETRY_RS.read_text())
+
+    def dashboard(self) -> dict:
+        (dashboard,) = resources(self.template, "AWS::CloudWatch::Dashboard").values()
+        return dashboard["Properties"]
+
+    def test_the_template_body_is_the_file(self):
+        """The inlined body and dashboards/enricher.json can never drift apart."""
+        properties = self.dashboard()
+        self.assertEqual(properties["DashboardName"], {"Fn::Sub": "${AWS::StackName}-enricher-${AWS::Region}"})
+        inline, variables = properties["DashboardBody"]["Fn::Sub"]
+        self.assertEqual(variables, {"StreamName": {"Ref": "FindingsStream"}})
+        for text in (inline, self.file_text):
+            self.assertEqual(set(re.findall(r"\$\{[^}]*\}", text)), set(PLACEHOLDERS))
+        self.assertEqual(fill(inline), fill(self.file_text), "paste dashboards/enricher.json into pipes/template.yaml")
+
+    def test_telemetry_metrics_are_found(self):
+        self.assertEqual(self.metrics["RecordsFailed"], {"Function"})
+        self.assertEqual(self.metrics["CacheHits"], {"Function", "Tier"})
+        self.assertEqual(self.metrics["ApiCalls"], {"Function", "Service", "Operation"})
+        source = TELEMETRY_RS.read_text()
+        self.assertIn(f'pub const NAMESPACE: &str = "{NAMESPACE}";', source)
+        self.assertIn('pub const FUNCTION_DIMENSION: &str = "Function";', source)
+        for function in FUNCTIONS:
+            self.assertIn(f'install_emf("{function}")', (ROOT / "src" / "bin" / f"{function}.rs").read_text())
+        with self.assertRaises(AssertionError):
+            code_metrics("fn name(self) -> &str { match self { Metric::A => a } }")
+
+    def test_dashboard_metrics_are_the_enrichers(self):
+        """Each SecurityHubEnricher series is the code's metric, with Function = enricher and its full dimension set
+        (CloudWatch matches dimension sets exactly: a missing label shows no data)."""
+        seen = searches = 0
+        for title, row in dashboard_series(fill(self.file_text)):
+            if isinstance(row[0], dict):
+                expression = row[0].get("expression", "")
+                if "SEARCH(" not in expression or NAMESPACE not in expression:
+                    continue
+                searches += 1
+                self.assertIn('Function="enricher"', expression, title)
+                schema = re.search(r"\{" + NAMESPACE + r",([^}]*)\}", expression)
+                self.assertIsNotNone(schema, f"{title}: {expression}")
+                name = re.search(r'MetricName="(\w+)"', expression)
+                self.assertIsNotNone(name, f"{title}: {expression}")
+                self.assertIn(name.group(1), self.metrics, title)
+                self.assertEqual(set(schema.group(1).split(",")), self.metrics[name.group(1)], f"{title}: {expression}")
+                continue
+            fields = [item for item in row if isinstance(item, str)]
+            namespace, name, pairs = fields[0], fields[1], fields[2:]
+            if namespace != NAMESPACE:
+                continue
+            seen += 1
+            self.assertEqual(len(pairs) % 2, 0, f"{title}: {row}")
+            dimensions = dict(zip(pairs[::2], pairs[1::2]))
+            self.assertEqual(dimensions.get("Function"), "enricher", f"{title}: {row}")
+            self.assertIn(name, self.metrics, f"{title}: {name} is not a Metric::name() of src/telemetry.rs")
+            self.assertEqual(set(dimensions), self.metrics[name], f"{title}: {row}")
+        self.assertGreater(seen, 10)
+        self.assertGreater(searches, 3)
+
+    def test_math_expressions_use_ids_of_their_widget(self):
+        for widget in fill(self.file_text)["widgets"]:
+            if widget["type"] != "metric":
+                continue
+            rows = widget["properties"]["metrics"]
+            ids = {o["id"] for row in rows for o in row if isinstance(o, dict) and "id" in o}
+            for row in rows:
+                if isinstance(row[0], dict) and "expression" in row[0]:
+                    code = re.sub(r"'[^']*'", "", row[0]["expression"])
+                    for name in re.findall(r"\b[a-z]\w*\b", code):
+                        self.assertIn(name, ids, f"{widget['properties']['title']}: {row[0]['expression']}")
+
+    def test_alarms_on_our_namespace_use_the_codes_metrics(self):
+        checked = 0
+        for name, alarm in resources(self.template, "AWS::CloudWatch::Alarm").items():
+            properties = alarm["Properties"]
+            stats = [properties] + [m["MetricStat"]["Metric"] for m in properties.get("Metrics", []) if "MetricStat" in m]
+            for stat in stats:
+                if stat.get("Namespace") != NAMESPACE:
+                    continue
+                checked += 1
+                metric = stat["MetricName"]
+                self.assertIn(metric, self.metrics, f"{name}: {metric} is not a Metric::name() of src/telemetry.rs")
+                dimensions = {d["Name"]: d["Value"] for d in stat.get("Dimensions", [])}
+                self.assertIn(dimensions.get("Function"), FUNCTIONS, f"{name}: {dimensions}")
+                self.assertEqual(set(dimensions), self.metrics[metric], name)
+        self.assertGreaterEqual(checked, 3)
 
 
 # ------------------------------------------------------------------------------------------
