@@ -69,61 +69,7 @@ impl Enricher {
             .map(|d| d.as_secs_f64())
             .unwrap_or_default();
 
-        let mut tally = BatchTally { records_in: batch.records.len(), ..Default::default() };
-        let mut slots = Vec::with_capacity(batch.records.len());
-        let mut candidates: Vec<Candidate> = Vec::new();
-        let mut record_ages = Vec::new();
-
-        for (index, raw) in batch.records.iter().enumerate() {
-            let record = match StreamRecord::decode(batch.shape, raw) {
-                Ok(record) => record,
-                Err(error) => {
-                    let event_id = event::raw_record_id(raw);
-                    tracing::warn!(record = index, event_id = event_id.as_deref(), error = %error, "poison record: counted, not retried");
-                    slots.push(RecordSlot {
-                        identifier: None,
-                        outcome: Some(RecordOutcome::Poison),
-                        candidates: vec![],
-                    });
-                    continue;
-                }
-            };
-            if let Some(arrival) = record.approximate_arrival {
-                record_ages.push((now_epoch - arrival).max(0.0));
-            }
-            let mut slot =
-                RecordSlot { identifier: Some(record.item_identifier.clone()), outcome: None, candidates: vec![] };
-            match event::decode_event(&record.data) {
-                Err(error) => {
-                    tracing::warn!(item_identifier = %record.item_identifier, error = %error, "poison record: counted, not retried");
-                    slot.outcome = Some(RecordOutcome::Poison);
-                }
-                Ok(Err(event::NotOurs::UnsupportedEvent { source, detail_type })) => {
-                    tracing::info!(item_identifier = %record.item_identifier, %source, %detail_type, "record skipped: not a Security Hub findings event");
-                    slot.outcome = Some(RecordOutcome::Skipped(RecordSkip::UnsupportedEvent));
-                }
-                Ok(Ok(event)) => {
-                    if event.findings.is_empty() {
-                        slot.outcome = Some(RecordOutcome::Skipped(RecordSkip::NoFindings));
-                    }
-                    let kind = event.kind;
-                    for finding in event.findings {
-                        tally.findings_in += 1;
-                        match finding {
-                            Ok(finding) => {
-                                slot.candidates.push(candidates.len());
-                                candidates.push(Candidate { record: index, finding, kind: kind.clone() });
-                            }
-                            Err(error) => {
-                                tracing::warn!(item_identifier = %record.item_identifier, error = %error, "finding skipped: malformed");
-                                tally.count_finding(&FindingOutcome::Skipped(SkipReason::MalformedFinding));
-                            }
-                        }
-                    }
-                }
-            }
-            slots.push(slot);
-        }
+        let Decoded { mut tally, mut slots, candidates, record_ages } = decode_batch(&batch, now_epoch);
 
         let mut outcomes: Vec<Option<FindingOutcome>> = vec![None; candidates.len()];
         let mut eligible = Vec::with_capacity(candidates.len());
@@ -312,6 +258,73 @@ impl Enricher {
             })
             .collect()
     }
+}
+
+/// A batch decoded: one slot per record (its outcome when already decided, else the indices of
+/// its findings), the findings, and the records' ages.
+pub struct Decoded {
+    pub tally: BatchTally,
+    slots: Vec<RecordSlot>,
+    pub candidates: Vec<Candidate>,
+    pub record_ages: Vec<f64>,
+}
+
+/// Decodes every record and every finding, deciding the outcome of the records that can never be
+/// processed (poison, other events, no findings) and of unreadable findings. No I/O: the handler
+/// and the pure-path benchmark run the same code.
+pub fn decode_batch(batch: &IncomingBatch, now_epoch: f64) -> Decoded {
+    let mut tally = BatchTally { records_in: batch.records.len(), ..Default::default() };
+    let mut slots = Vec::with_capacity(batch.records.len());
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut record_ages = Vec::new();
+
+    for (index, raw) in batch.records.iter().enumerate() {
+        let record = match StreamRecord::decode(batch.shape, raw) {
+            Ok(record) => record,
+            Err(error) => {
+                let event_id = event::raw_record_id(raw);
+                tracing::warn!(record = index, event_id = event_id.as_deref(), error = %error, "poison record: counted, not retried");
+                slots.push(RecordSlot { identifier: None, outcome: Some(RecordOutcome::Poison), candidates: vec![] });
+                continue;
+            }
+        };
+        if let Some(arrival) = record.approximate_arrival {
+            record_ages.push((now_epoch - arrival).max(0.0));
+        }
+        let mut slot =
+            RecordSlot { identifier: Some(record.item_identifier.clone()), outcome: None, candidates: vec![] };
+        match event::decode_event(&record.data) {
+            Err(error) => {
+                tracing::warn!(item_identifier = %record.item_identifier, error = %error, "poison record: counted, not retried");
+                slot.outcome = Some(RecordOutcome::Poison);
+            }
+            Ok(Err(event::NotOurs::UnsupportedEvent { source, detail_type })) => {
+                tracing::info!(item_identifier = %record.item_identifier, %source, %detail_type, "record skipped: not a Security Hub findings event");
+                slot.outcome = Some(RecordOutcome::Skipped(RecordSkip::UnsupportedEvent));
+            }
+            Ok(Ok(event)) => {
+                if event.findings.is_empty() {
+                    slot.outcome = Some(RecordOutcome::Skipped(RecordSkip::NoFindings));
+                }
+                let kind = event.kind;
+                for finding in event.findings {
+                    tally.findings_in += 1;
+                    match finding {
+                        Ok(finding) => {
+                            slot.candidates.push(candidates.len());
+                            candidates.push(Candidate { record: index, finding, kind: kind.clone() });
+                        }
+                        Err(error) => {
+                            tracing::warn!(item_identifier = %record.item_identifier, error = %error, "finding skipped: malformed");
+                            tally.count_finding(&FindingOutcome::Skipped(SkipReason::MalformedFinding));
+                        }
+                    }
+                }
+            }
+        }
+        slots.push(slot);
+    }
+    Decoded { tally, slots, candidates, record_ages }
 }
 
 fn log_batch(report: &BatchReport) {

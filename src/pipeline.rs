@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use crate::enrich::AccountEnrichment;
-use crate::event::{self, IncomingBatch, StreamRecord};
-use crate::plan::{self, Candidate};
+use crate::event::IncomingBatch;
+use crate::plan;
 
 /// What the pure path produced, for checks.
 #[derive(Debug, Default)]
@@ -26,14 +26,7 @@ pub fn run(
     enrichments: &HashMap<String, AccountEnrichment>,
 ) -> Result<PurePathOutput, serde_json::Error> {
     let batch: IncomingBatch = serde_json::from_slice(batch)?;
-    let mut candidates = Vec::with_capacity(batch.records.len());
-    for (index, raw) in batch.records.iter().enumerate() {
-        let Ok(record) = StreamRecord::decode(batch.shape, raw) else { continue };
-        let Ok(Ok(decoded)) = event::decode_event(&record.data) else { continue };
-        for finding in decoded.findings.into_iter().flatten() {
-            candidates.push(Candidate { record: index, finding, kind: decoded.kind.clone() });
-        }
-    }
+    let candidates = crate::handler::decode_batch(&batch, 0.0).candidates;
     let eligible: Vec<usize> =
         (0..candidates.len()).filter(|&i| plan::screen(&candidates[i].finding).is_none()).collect();
     let (kept, _) = plan::dedup(&candidates, eligible);

@@ -43,7 +43,13 @@ fn enricher() -> (Enricher, Arc<InMemoryHub>) {
     };
     let hub = Arc::new(InMemoryHub::default());
     let enricher = Enricher {
-        directory: Directory::new(Arc::new(InMemoryStore::default()), Arc::new(StaticSource::new([account])), times, 4, Duration::from_secs(5)),
+        directory: Directory::new(
+            Arc::new(InMemoryStore::default()),
+            Arc::new(StaticSource::new([account])),
+            times,
+            4,
+            Duration::from_secs(5),
+        ),
         updater: Updater::new(hub.clone(), Limiter::new(Rate { per_second: 10_000.0, burst: 10_000 })),
         tag_filter: TagFilter::All,
         deadline_margin: Duration::from_millis(10),
@@ -74,7 +80,8 @@ async fn run(records: Vec<Value>) -> BatchReport {
 
 #[test]
 fn top_level_garbage_is_a_clean_error() {
-    for body in ["", "[", "{\"Records\": [", "null", "42", "\"text\"", "{}", "{\"Records\": 3}", "[1, 2", "\u{feff}[]"] {
+    for body in ["", "[", "{\"Records\": [", "null", "42", "\"text\"", "{}", "{\"Records\": 3}", "[1, 2", "\u{feff}[]"]
+    {
         assert!(serde_json::from_str::<IncomingBatch>(body).is_err(), "{body:?} should not parse");
     }
 }
@@ -82,7 +89,8 @@ fn top_level_garbage_is_a_clean_error() {
 #[tokio::test]
 async fn damaged_records_are_poison_never_retried() {
     let good = encode(&event(json!([finding("ok")])));
-    let truncated_event = base64::engine::general_purpose::STANDARD.encode(&serde_json::to_vec(&event(json!([finding("t")]))).unwrap()[..40]);
+    let truncated_event = base64::engine::general_purpose::STANDARD
+        .encode(&serde_json::to_vec(&event(json!([finding("t")]))).unwrap()[..40]);
     let records = vec![
         json!({"eventID": "s:0", "data": good}),
         json!({"eventID": "s:1", "data": &good[..good.len() - 7]}),
@@ -186,7 +194,14 @@ async fn logs_never_carry_contact_details_or_whole_findings() {
     let batch: IncomingBatch = serde_json::from_value(Value::Array(records)).unwrap();
     let report = enricher.handle(batch, Instant::now() + Duration::from_secs(60)).with_subscriber(subscriber).await;
     assert_eq!(report.tally.findings_enriched, 2);
-    assert!(hub.findings.lock().unwrap().values().any(|p| p.note.as_deref().unwrap_or_default().contains("jane.secret@example.com")), "the contact did reach Security Hub");
+    assert!(
+        hub.findings.lock().unwrap().values().any(|p| p
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("jane.secret@example.com")),
+        "the contact did reach Security Hub"
+    );
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("batch done"), "the subscriber captured the handler's logs: {logs}");
     for secret in ["jane.secret@example.com", "Jane Secret", "+1-555-0199", "ProductArn\":"] {

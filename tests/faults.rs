@@ -105,7 +105,8 @@ impl Scenario {
 
     /// What Security Hub holds, read past the fault proxy.
     async fn stored(&self) -> BTreeMap<String, std::collections::HashMap<String, String>> {
-        let direct = aws_sdk_securityhub::config::Builder::from(&self.sdk).endpoint_url(env("LOCAL_AWS_EMULATOR_URL")).build();
+        let direct =
+            aws_sdk_securityhub::config::Builder::from(&self.sdk).endpoint_url(env("LOCAL_AWS_EMULATOR_URL")).build();
         let hub = aws_sdk_securityhub::Client::from_conf(direct);
         let found = hub.get_findings().max_results(100).send().await.unwrap();
         found
