@@ -1,0 +1,111 @@
+//! Logs at INFO and above never carry contact details or whole findings. Its own test binary:
+//! tracing caches each callsite's interest process-wide, so a subscriber scoped to one test
+//! among parallel others can miss events; here the subscriber is the process's.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use securityhub_enricher::config::{CacheTimes, Rate};
+use securityhub_enricher::enrich::TagFilter;
+use securityhub_enricher::event::IncomingBatch;
+use securityhub_enricher::handler::Enricher;
+use securityhub_enricher::limits::Limiter;
+use securityhub_enricher::metadata::memory::{InMemoryStore, StaticSource};
+use securityhub_enricher::metadata::{AccountMetadata, AccountRecord, Contact, ContactLookup, Directory, OrgUnit};
+use securityhub_enricher::securityhub::{InMemoryHub, Updater};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+const A: &str = "111122223333";
+
+fn encode(event: &Value) -> String {
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(event).unwrap())
+}
+
+fn event(findings: Value) -> Value {
+    json!({"source": "aws.securityhub", "detail-type": "Security Hub Findings - Imported", "detail": {"findings": findings}})
+}
+
+fn finding(id: &str) -> Value {
+    json!({"Id": id, "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/guardduty", "AwsAccountId": A, "UpdatedAt": "2026-11-22T07:00:00Z"})
+}
+
+/// Collects what the handler logs at INFO and above.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_never_carry_contact_details_or_whole_findings() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt().json().with_max_level(tracing::Level::INFO).with_writer(move || writer.clone()).init();
+    let account = AccountRecord::Found(AccountMetadata {
+        account_id: A.into(),
+        name: Some("prod".into()),
+        ou_path: vec![OrgUnit { id: "r-1".into(), name: "Root".into() }],
+        tags: BTreeMap::new(),
+        security_contact: ContactLookup::Found(Contact {
+            name: "Jane Secret".into(),
+            title: "CISO".into(),
+            email: "jane.secret@example.com".into(),
+            phone: "+1-555-0199".into(),
+        }),
+    });
+    let times = CacheTimes {
+        fresh: Duration::from_secs(60),
+        negative: Duration::from_secs(60),
+        unknown_contact: Duration::from_secs(60),
+        stale_grace: Duration::from_secs(60),
+        memory: Duration::from_secs(60),
+        memory_capacity: 100,
+    };
+    let hub = Arc::new(InMemoryHub::default());
+    let enricher = Enricher {
+        directory: Directory::new(
+            Arc::new(InMemoryStore::default()),
+            Arc::new(StaticSource::new([account])),
+            times,
+            4,
+            Duration::from_secs(5),
+        ),
+        updater: Updater::new(hub.clone(), Limiter::new(Rate { per_second: 1000.0, burst: 1000 })),
+        tag_filter: TagFilter::All,
+        deadline_margin: Duration::from_millis(10),
+        fanout: None,
+    };
+    let mut with_note = finding("noted");
+    with_note["Note"] = json!({"Text": "call Jane Secret", "UpdatedBy": "analyst"});
+    let records = vec![
+        json!({"eventID": "s:0", "data": encode(&event(json!([finding("a"), with_note])))}),
+        json!({"eventID": "s:1", "data": "%%%"}),
+        json!({"eventID": "s:2", "data": encode(&json!({"source": "aws.guardduty", "detail-type": "x"}))}),
+    ];
+    let batch: IncomingBatch = serde_json::from_value(Value::Array(records)).unwrap();
+    let report = enricher.handle(batch, Instant::now() + Duration::from_secs(60)).await;
+    assert_eq!(report.tally.findings_enriched, 2);
+    assert!(
+        hub.findings.lock().unwrap().values().any(|p| p
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("jane.secret@example.com")),
+        "the contact did reach Security Hub"
+    );
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("batch done"), "the subscriber captured the handler's logs: {logs}");
+    for secret in ["jane.secret@example.com", "Jane Secret", "+1-555-0199", "ProductArn\":"] {
+        assert!(!logs.contains(secret), "{secret:?} appears in the logs:\n{logs}");
+    }
+}
