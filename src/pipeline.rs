@@ -25,8 +25,13 @@ pub fn run(
     batch: &[u8],
     enrichments: &HashMap<String, AccountEnrichment>,
 ) -> Result<PurePathOutput, serde_json::Error> {
-    let batch: IncomingBatch = serde_json::from_slice(batch)?;
-    let candidates = crate::handler::decode_batch(&batch, 0.0).candidates;
+    Ok(run_parsed(serde_json::from_slice(batch)?, enrichments))
+}
+
+/// The pure path after parsing, for callers that drop the bytes first (as the Lambda runtime
+/// does once it has deserialized the event).
+pub fn run_parsed(batch: IncomingBatch, enrichments: &HashMap<String, AccountEnrichment>) -> PurePathOutput {
+    let candidates = crate::handler::decode_batch(batch, 0.0).candidates;
     let eligible: Vec<usize> =
         (0..candidates.len()).filter(|&i| plan::screen(&candidates[i].finding).is_none()).collect();
     let (kept, _) = plan::dedup(&candidates, eligible);
@@ -43,9 +48,9 @@ pub fn run(
             "Note": request.payload.note.as_ref().map(|text| json!({"Text": text, "UpdatedBy": crate::enrich::UPDATED_BY})),
             "UserDefinedFields": request.payload.fields,
         });
-        encoded_bytes += serde_json::to_vec(&body)?.len();
+        encoded_bytes += serde_json::to_vec(&body).map_or(0, |b| b.len());
     }
-    Ok(PurePathOutput { findings: candidates.len(), requests: grouped.requests.len(), encoded_bytes })
+    PurePathOutput { findings: candidates.len(), requests: grouped.requests.len(), encoded_bytes }
 }
 
 /// The floor the pure path is measured against: parsing the same bytes into `serde_json::Value`,

@@ -74,10 +74,17 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
-    /// Peak memory of the pure path on one batch of up to 6 MB.
+    /// Peak memory of the pure path on one batch (in a fresh process, so that the generator's
+    /// memory is not counted).
     Memory {
         #[arg(long, default_value_t = 10_000)]
         records: usize,
+    },
+    /// The measured half of `memory`: runs the pure path on a batch file and reports peak RSS.
+    #[command(hide = true)]
+    MemoryRun {
+        #[arg(long)]
+        input: PathBuf,
     },
 }
 
@@ -144,6 +151,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Memory { records } => memory(records),
+        Command::MemoryRun { input } => memory_run(&input),
     }
 }
 
@@ -198,19 +206,37 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn memory(records: usize) -> Result<()> {
-    let before = peak_rss_mb().unwrap_or_default();
-    let org = synthetic_org(5000, 1);
-    let enrichments = securityhub_enricher::pipeline::enrichments_for(&org);
     // The smallest findings products emit; a 6 MB Pipe batch of realistic 2–10 KB findings
     // holds about 1,000 records, so 10,000 records is the worst case by count.
     let batch = pipe_batch(&mut Generator::new(5000, 1).minimal(), records);
-    let out = securityhub_enricher::pipeline::run(&batch, &enrichments)?;
+    let path = std::env::temp_dir().join(format!("loadtest-memory-{}.json", std::process::id()));
+    std::fs::write(&path, &batch)?;
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args(["memory-run", "--input"])
+        .arg(&path)
+        .output()
+        .context("running the measured process")?;
+    std::fs::remove_file(&path).ok();
+    if !output.status.success() {
+        bail!("the measured process failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    Ok(())
+}
+
+fn memory_run(input: &PathBuf) -> Result<()> {
+    let org = synthetic_org(5000, 1);
+    let enrichments = securityhub_enricher::pipeline::enrichments_for(&org);
+    let bytes = std::fs::read(input)?;
+    let batch_mb = bytes.len() as f64 / 1048576.0;
+    let before = peak_rss_mb().unwrap_or_default();
+    let batch = serde_json::from_slice(&bytes)?;
+    drop(bytes);
+    let out = securityhub_enricher::pipeline::run_parsed(batch, &enrichments);
     let after = peak_rss_mb().unwrap_or_default();
     println!(
-        "{{\"records\": {records}, \"batch_mb\": {:.2}, \"findings\": {}, \"requests\": {}, \"peak_rss_mb_before\": {before:.1}, \"peak_rss_mb\": {after:.1}}}",
-        batch.len() as f64 / 1048576.0,
-        out.findings,
-        out.requests
+        "{{\"batch_mb\": {batch_mb:.2}, \"findings\": {}, \"requests\": {}, \"rss_mb_with_batch\": {before:.1}, \"peak_rss_mb\": {after:.1}}}",
+        out.findings, out.requests
     );
     Ok(())
 }
