@@ -2,18 +2,17 @@
 //! outcome, and nothing that can never succeed is handed back for retry.
 
 use std::collections::BTreeMap;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use securityhub_enricher::config::{CacheTimes, Rate};
-use securityhub_enricher::enrich::TagFilter;
+use securityhub_enricher::config::Rate;
 use securityhub_enricher::event::IncomingBatch;
 use securityhub_enricher::handler::{BatchReport, Enricher};
-use securityhub_enricher::limits::Limiter;
-use securityhub_enricher::metadata::memory::{InMemoryStore, StaticSource};
-use securityhub_enricher::metadata::{AccountMetadata, AccountRecord, Contact, ContactLookup, Directory, OrgUnit};
-use securityhub_enricher::securityhub::{InMemoryHub, Updater};
+use securityhub_enricher::metadata::{AccountMetadata, AccountRecord, Contact, ContactLookup, OrgUnit};
+use securityhub_enricher::securityhub::InMemoryHub;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -32,29 +31,7 @@ fn enricher() -> (Enricher, Arc<InMemoryHub>) {
             phone: "+1-555-0199".into(),
         }),
     });
-    let times = CacheTimes {
-        fresh: Duration::from_secs(60),
-        negative: Duration::from_secs(60),
-        unknown_contact: Duration::from_secs(60),
-        stale_grace: Duration::from_secs(60),
-        memory: Duration::from_secs(60),
-        memory_capacity: 100,
-    };
-    let hub = Arc::new(InMemoryHub::default());
-    let enricher = Enricher {
-        directory: Directory::new(
-            Arc::new(InMemoryStore::default()),
-            Arc::new(StaticSource::new([account])),
-            times,
-            4,
-            Duration::from_secs(5),
-        ),
-        updater: Updater::new(hub.clone(), Limiter::new(Rate { per_second: 10_000.0, burst: 10_000 })),
-        tag_filter: TagFilter::All,
-        deadline_margin: Duration::from_millis(10),
-        fanout: None,
-    };
-    (enricher, hub)
+    common::in_memory_enricher(account, Rate { per_second: 10_000.0, burst: 10_000 })
 }
 
 fn encode(event: &Value) -> String {

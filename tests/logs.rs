@@ -3,18 +3,15 @@
 //! among parallel others can miss events; here the subscriber is the process's.
 
 use std::collections::BTreeMap;
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use securityhub_enricher::config::{CacheTimes, Rate};
-use securityhub_enricher::enrich::TagFilter;
+use securityhub_enricher::config::Rate;
 use securityhub_enricher::event::IncomingBatch;
-use securityhub_enricher::handler::Enricher;
-use securityhub_enricher::limits::Limiter;
-use securityhub_enricher::metadata::memory::{InMemoryStore, StaticSource};
-use securityhub_enricher::metadata::{AccountMetadata, AccountRecord, Contact, ContactLookup, Directory, OrgUnit};
-use securityhub_enricher::securityhub::{InMemoryHub, Updater};
+use securityhub_enricher::metadata::{AccountMetadata, AccountRecord, Contact, ContactLookup, OrgUnit};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -63,28 +60,7 @@ async fn logs_never_carry_contact_details_or_whole_findings() {
             phone: "+1-555-0199".into(),
         }),
     });
-    let times = CacheTimes {
-        fresh: Duration::from_secs(60),
-        negative: Duration::from_secs(60),
-        unknown_contact: Duration::from_secs(60),
-        stale_grace: Duration::from_secs(60),
-        memory: Duration::from_secs(60),
-        memory_capacity: 100,
-    };
-    let hub = Arc::new(InMemoryHub::default());
-    let enricher = Enricher {
-        directory: Directory::new(
-            Arc::new(InMemoryStore::default()),
-            Arc::new(StaticSource::new([account])),
-            times,
-            4,
-            Duration::from_secs(5),
-        ),
-        updater: Updater::new(hub.clone(), Limiter::new(Rate { per_second: 1000.0, burst: 1000 })),
-        tag_filter: TagFilter::All,
-        deadline_margin: Duration::from_millis(10),
-        fanout: None,
-    };
+    let (enricher, hub) = common::in_memory_enricher(account, Rate { per_second: 1000.0, burst: 1000 });
     let mut with_note = finding("noted");
     with_note["Note"] = json!({"Text": "call Jane Secret", "UpdatedBy": "analyst"});
     let records = vec![
