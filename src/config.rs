@@ -53,8 +53,12 @@ pub struct EnricherConfig {
     pub organizations_rate: Rate,
     pub account_rate: Rate,
     pub sts_rate: Rate,
-    /// This environment's share of BatchUpdateFindings' per-account-and-region quota.
+    /// This environment's static share of BatchUpdateFindings' per-account-and-region quota:
+    /// the rate under `QuotaSharing::Static`, the fallback under `QuotaSharing::Ledger`.
     pub securityhub_rate: Rate,
+    /// What the enricher environments divide among themselves (the quota less the investigator's).
+    pub securityhub_pool: Rate,
+    pub quota_sharing: QuotaSharing,
     pub lookup_concurrency: usize,
     /// The longest a batch waits for lookups before enriching partially.
     pub lookup_budget: Duration,
@@ -62,6 +66,16 @@ pub struct EnricherConfig {
     pub deadline_margin: Duration,
     /// Detective fan-out, when `JOBS_TABLE` is set.
     pub investigations: Option<InvestigationConfig>,
+}
+
+/// How enricher environments divide BatchUpdateFindings' quota (`SECURITYHUB_QUOTA_SHARING`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaSharing {
+    /// Each environment sending updates takes pool ÷ live claims in a ledger item of the cache
+    /// table (see `quota`).
+    Ledger,
+    /// Each environment keeps `SECURITYHUB_RPS` (default pool ÷ `CONCURRENT_ENVIRONMENTS`).
+    Static,
 }
 
 /// What the enricher needs to queue investigations.
@@ -236,6 +250,7 @@ pub const ENRICHER_VARS: &[&str] = &[
     "STS_BURST",
     "SECURITYHUB_RPS",
     "SECURITYHUB_BURST",
+    "SECURITYHUB_QUOTA_SHARING",
     "CONCURRENT_ENVIRONMENTS",
     "LOOKUP_CONCURRENCY",
     "LOOKUP_BUDGET_SECONDS",
@@ -309,9 +324,21 @@ impl EnricherConfig {
         // With investigations on, the investigator's default share comes off the top.
         let reserved =
             if investigations.is_some() { INVESTIGATOR_SECURITYHUB_SHARE } else { Rate { per_second: 0.0, burst: 0 } };
-        let share = Rate {
-            per_second: (SECURITYHUB_QUOTA.per_second - reserved.per_second) / f64::from(environments),
-            burst: ((SECURITYHUB_QUOTA.burst - reserved.burst) / environments).max(1),
+        let pool = Rate {
+            per_second: SECURITYHUB_QUOTA.per_second - reserved.per_second,
+            burst: SECURITYHUB_QUOTA.burst - reserved.burst,
+        };
+        let share = crate::quota::share_of(pool, environments);
+        let quota_sharing = match vars.optional("SECURITYHUB_QUOTA_SHARING").as_deref() {
+            None | Some("ledger") => QuotaSharing::Ledger,
+            Some("static") => QuotaSharing::Static,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    var: "SECURITYHUB_QUOTA_SHARING",
+                    value: other.to_owned(),
+                    reason: "expected ledger or static".into(),
+                });
+            }
         };
         Ok(EnricherConfig {
             cache_table,
@@ -326,6 +353,8 @@ impl EnricherConfig {
             account_rate: vars.rate("ACCOUNT_RPS", "ACCOUNT_BURST", Rate { per_second: 5.0, burst: 10 })?,
             sts_rate: vars.rate("STS_RPS", "STS_BURST", Rate { per_second: 1.0, burst: 2 })?,
             securityhub_rate: vars.rate("SECURITYHUB_RPS", "SECURITYHUB_BURST", share)?,
+            securityhub_pool: pool,
+            quota_sharing,
             lookup_concurrency: vars.parsed("LOOKUP_CONCURRENCY", 8, |n| (1..=256).contains(n))?,
             lookup_budget: vars.seconds("LOOKUP_BUDGET_SECONDS", 5)?,
             deadline_margin: Duration::from_millis(vars.parsed("DEADLINE_MARGIN_MS", 3000, |_| true)?),
@@ -356,6 +385,8 @@ mod tests {
         assert_eq!(config.tag_filter, TagFilter::All);
         assert_eq!(config.contact_role, None);
         assert_eq!(config.securityhub_rate, SECURITYHUB_QUOTA);
+        assert_eq!(config.quota_sharing, QuotaSharing::Ledger);
+        assert_eq!(config.securityhub_pool, SECURITYHUB_QUOTA);
         assert_eq!(config.cache.fresh, Duration::from_secs(86_400));
     }
 
@@ -375,6 +406,10 @@ mod tests {
             Rate { per_second: 3.0, burst: 9 },
             "(10 - 1) / 3, (30 - 3) / 3"
         );
+        assert_eq!(with_investigator.securityhub_pool, Rate { per_second: 9.0, burst: 27 });
+        let fixed =
+            EnricherConfig::from_vars(&vars(&[("CACHE_TABLE", "t"), ("SECURITYHUB_QUOTA_SHARING", "static")])).unwrap();
+        assert_eq!(fixed.quota_sharing, QuotaSharing::Static);
     }
 
     #[test]
@@ -386,6 +421,7 @@ mod tests {
             ("TAG_KEYS", " , "),
             ("CONTACT_ROLE_ARN", "not-an-arn"),
             ("LOOKUP_CONCURRENCY", "0"),
+            ("SECURITYHUB_QUOTA_SHARING", "fair"),
         ] {
             let err = EnricherConfig::from_vars(&vars(&[("CACHE_TABLE", "t"), (var, value)])).unwrap_err();
             assert!(err.to_string().contains(var), "{var}: {err}");

@@ -13,6 +13,8 @@ pub mod metadata;
 pub mod outcome;
 pub mod pipeline;
 pub mod plan;
+pub mod quota;
+pub mod replay;
 pub mod report;
 pub mod securityhub;
 pub mod simulate;

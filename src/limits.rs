@@ -34,6 +34,15 @@ impl Limiter {
         Limiter(Arc::new(RateLimiter::direct(quota)))
     }
 
+    /// A limiter whose burst is already spent: the first permit comes one period from now.
+    pub fn new_drained(rate: Rate) -> Self {
+        let limiter = Self::new(rate);
+        let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
+        // Cannot fail: the bucket is full and holds exactly `burst`.
+        let _ = limiter.0.check_n(burst);
+        limiter
+    }
+
     /// Waits for a permit, or gives up at `deadline`.
     pub async fn acquire(&self, deadline: Instant) -> Result<(), DeadlineReached> {
         // `timeout_at` polls once even past its deadline, and a ready permit would win.
@@ -56,6 +65,12 @@ mod tests {
             assert_eq!(limiter.acquire(deadline).await, Ok(()));
         }
         assert_eq!(limiter.acquire(deadline).await, Err(DeadlineReached));
+    }
+
+    #[tokio::test]
+    async fn a_drained_limiter_waits_a_period_first() {
+        let limiter = Limiter::new_drained(Rate { per_second: 0.1, burst: 3 });
+        assert_eq!(limiter.acquire(Instant::now() + Duration::from_millis(50)).await, Err(DeadlineReached));
     }
 
     #[tokio::test]

@@ -53,8 +53,8 @@ pub fn write_svg(summary: &Summary, path: &std::path::Path) -> Result<(), Box<dy
     let mut chart = ChartBuilder::on(&bottom)
         .caption(
             format!(
-                "Per second: BatchUpdateFindings calls ({} in all, bound {}), throttles ({}), cache misses, failed records ({}); latency p50 {:.0} ms, p99 {:.0} ms",
-                summary.update_calls, summary.minimum_update_calls, summary.throttles, summary.records_failed,
+                "Per second: BatchUpdateFindings calls ({} sent, {} accepted, bound {}), throttles ({}), cache misses, failed records ({}); latency p50 {:.0} ms, p99 {:.0} ms",
+                summary.update_calls, summary.accepted_update_calls, summary.minimum_update_calls, summary.throttles, summary.records_failed,
                 summary.latency_ms.p50, summary.latency_ms.p99
             ),
             ("sans-serif", 16),

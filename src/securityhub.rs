@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use crate::enrich::{EnrichmentPayload, UPDATED_BY};
 use crate::finding::FindingId;
-use crate::limits::Limiter;
 use crate::outcome::{FailReason, FindingOutcome, SkipReason};
+use crate::quota::QuotaShare;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -206,15 +206,25 @@ pub struct UpdateStats {
 
 pub struct Updater {
     writer: Arc<dyn FindingsWriter>,
-    limiter: Limiter,
+    quota: QuotaShare,
     max_attempts: u32,
     concurrency: usize,
     base_backoff: Duration,
 }
 
 impl Updater {
-    pub fn new(writer: Arc<dyn FindingsWriter>, limiter: Limiter) -> Self {
-        Updater { writer, limiter, max_attempts: 8, concurrency: 4, base_backoff: Duration::from_millis(100) }
+    /// An updater paced at a fixed rate.
+    pub fn new(writer: Arc<dyn FindingsWriter>, rate: crate::config::Rate) -> Self {
+        Self::sharing(writer, QuotaShare::fixed(rate))
+    }
+
+    /// An updater paced at its share of a pool (see `quota`).
+    pub fn sharing(writer: Arc<dyn FindingsWriter>, quota: QuotaShare) -> Self {
+        Updater { writer, quota, max_attempts: 8, concurrency: 4, base_backoff: Duration::from_millis(100) }
+    }
+
+    pub fn quota(&self) -> &QuotaShare {
+        &self.quota
     }
 
     pub fn with_backoff(mut self, base: Duration, max_attempts: u32) -> Self {
@@ -225,15 +235,21 @@ impl Updater {
 
     /// Sends every request; returns one outcome per identifier of each request, in order.
     pub async fn run(&self, requests: &[PlannedUpdate], deadline: Instant) -> (Vec<Vec<FindingOutcome>>, UpdateStats) {
-        let results: Vec<(usize, Vec<FindingOutcome>, UpdateStats)> =
-            futures::stream::iter(requests.iter().enumerate())
-                .map(|(i, request)| async move {
-                    let (outcomes, stats) = self.send(request, deadline).await;
-                    (i, outcomes, stats)
-                })
-                .buffer_unordered(self.concurrency)
-                .collect()
-                .await;
+        if requests.is_empty() {
+            return (Vec::new(), UpdateStats::default());
+        }
+        let results: Vec<(usize, Vec<FindingOutcome>, UpdateStats)> = self
+            .quota
+            .while_active(
+                futures::stream::iter(requests.iter().enumerate())
+                    .map(|(i, request)| async move {
+                        let (outcomes, stats) = self.send(request, deadline).await;
+                        (i, outcomes, stats)
+                    })
+                    .buffer_unordered(self.concurrency)
+                    .collect(),
+            )
+            .await;
         let mut outcomes = vec![Vec::new(); requests.len()];
         let mut total = UpdateStats::default();
         for (i, o, stats) in results {
@@ -267,7 +283,7 @@ impl Updater {
                 stats.retried_findings += pending.len();
             }
             attempt += 1;
-            if self.limiter.acquire(deadline).await.is_err() {
+            if self.quota.acquire(deadline).await.is_err() {
                 mark(&mut outcomes, &pending, FindingOutcome::Failed(FailReason::Deadline));
                 break;
             }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::config::{CacheTimes, Rate};
+use crate::config::{CacheTimes, QuotaSharing, Rate};
 use crate::enrich::TagFilter;
 use crate::event::IncomingBatch;
 use crate::finding::FindingId;
@@ -22,6 +22,7 @@ use crate::limits::Limiter;
 use crate::loadgen::{Generator, imported_event, synthetic_org};
 use crate::metadata::memory::{InMemoryStore, StaticSource};
 use crate::metadata::{AccountRecord, AccountSource, Directory, LookupError};
+use crate::quota::{InMemoryLedger, QuotaShare, share_of};
 use crate::securityhub::{InMemoryHub, Updater};
 
 #[derive(Debug, Clone)]
@@ -43,6 +44,10 @@ pub struct Simulation {
     pub time_scale: f64,
     /// Findings produced per second (simulated time); `None` puts them all in the stream at once.
     pub produce_rate: Option<f64>,
+    /// How the environments divide the quota, as `SECURITYHUB_QUOTA_SHARING` does.
+    pub quota_sharing: QuotaSharing,
+    /// Time one call to the quota ledger takes.
+    pub ledger_latency: Duration,
 }
 
 impl Default for Simulation {
@@ -59,6 +64,8 @@ impl Default for Simulation {
             hub_latency: Duration::from_millis(60),
             time_scale: 10.0,
             produce_rate: None,
+            quota_sharing: QuotaSharing::Ledger,
+            ledger_latency: Duration::from_millis(10),
         }
     }
 }
@@ -111,6 +118,8 @@ pub struct Summary {
     pub accounts: usize,
     pub seed: u64,
     pub shards: usize,
+    /// `ledger` or `static` (`SECURITYHUB_QUOTA_SHARING`).
+    pub quota_sharing: String,
     pub time_scale: f64,
     /// Simulated seconds (wall time × time scale).
     pub elapsed_seconds: f64,
@@ -120,7 +129,11 @@ pub struct Summary {
     pub ratio_to_ceiling: f64,
     pub findings_enriched: usize,
     pub findings_enriched_partial: usize,
+    /// BatchUpdateFindings calls sent, throttled ones included.
     pub update_calls: usize,
+    /// Calls Security Hub accepted: to compare with `minimum_update_calls`.
+    pub accepted_update_calls: usize,
+    /// The Σ⌈n/100⌉ bound over every batch.
     pub minimum_update_calls: usize,
     pub throttles: usize,
     pub records_failed: usize,
@@ -199,10 +212,9 @@ impl Simulation {
             memory: Duration::from_secs(300),
             memory_capacity: 20_000,
         };
-        let share = Rate {
-            per_second: self.hub_quota.per_second * scale / self.shards as f64,
-            burst: (self.hub_quota.burst / self.shards as u32).max(1),
-        };
+        let pool = Rate { per_second: self.hub_quota.per_second * scale, burst: self.hub_quota.burst };
+        let static_share = share_of(pool, self.shards as u32);
+        let ledger = Arc::new(InMemoryLedger::with_latency(scaled(self.ledger_latency)));
 
         let started = Instant::now();
         let samples: Arc<Mutex<BTreeMap<u64, SecondSample>>> = Arc::default();
@@ -211,7 +223,17 @@ impl Simulation {
         let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let progress = Arc::new(progress);
         let mut tasks = Vec::new();
-        for mut queue in shards {
+        for (shard, mut queue) in shards.into_iter().enumerate() {
+            let quota = match self.quota_sharing {
+                QuotaSharing::Static => QuotaShare::fixed(static_share),
+                QuotaSharing::Ledger => QuotaShare::shared(
+                    pool,
+                    static_share,
+                    ledger.clone(),
+                    format!("shard-{shard}"),
+                    scaled(crate::wiring::QUOTA_RENEWAL),
+                ),
+            };
             let enricher = Enricher {
                 directory: Directory::new(
                     store.clone(),
@@ -220,8 +242,7 @@ impl Simulation {
                     8,
                     scaled(Duration::from_secs(5)),
                 ),
-                updater: Updater::new(hub.clone(), Limiter::new(share))
-                    .with_backoff(scaled(Duration::from_millis(100)), 8),
+                updater: Updater::sharing(hub.clone(), quota).with_backoff(scaled(Duration::from_millis(100)), 8),
                 tag_filter: TagFilter::All,
                 deadline_margin: Duration::ZERO,
                 fanout: None,
@@ -277,6 +298,7 @@ impl Simulation {
                     t.findings_enriched += report.tally.findings_enriched;
                     t.findings_enriched_partial += report.tally.findings_enriched_partial;
                     t.update_calls += report.updates.calls;
+                    t.accepted_update_calls += report.updates.findings_per_call.len();
                     t.minimum_update_calls += report.minimum_update_calls;
                     t.throttles += report.updates.throttled;
                     t.records_failed += report.tally.records_failed;
@@ -306,6 +328,7 @@ impl Simulation {
         summary.accounts = self.accounts;
         summary.seed = self.seed;
         summary.shards = self.shards;
+        summary.quota_sharing = format!("{:?}", self.quota_sharing).to_lowercase();
         summary.time_scale = scale;
         summary.elapsed_seconds = elapsed;
         summary.findings_per_second = self.findings as f64 / elapsed;

@@ -9,7 +9,7 @@ use aws_config::retry::RetryConfig;
 use aws_credential_types::provider::{self, ProvideCredentials};
 
 use crate::aws::ApiCalls;
-use crate::config::{EnricherConfig, InvestigatorConfig};
+use crate::config::{EnricherConfig, InvestigatorConfig, QuotaSharing};
 use crate::handler::Enricher;
 use crate::investigate::detective::DetectiveClient;
 use crate::investigate::fanout::Fanout;
@@ -19,7 +19,12 @@ use crate::limits::Limiter;
 use crate::metadata::Directory;
 use crate::metadata::dynamodb::DynamoStore;
 use crate::metadata::organizations::OrganizationsSource;
+use crate::quota::{DynamoLedger, QuotaShare};
 use crate::securityhub::{SecurityHubWriter, Updater};
+
+/// How often an environment sending updates renews its claim on the quota ledger; claims
+/// lapse after three missed renewals.
+pub const QUOTA_RENEWAL: Duration = Duration::from_secs(1);
 
 /// The clients the enricher uses, each counting its calls into the same `ApiCalls`.
 pub struct Clients {
@@ -121,10 +126,21 @@ impl Enricher {
             config.lookup_concurrency,
             config.lookup_budget,
         );
-        let updater = Updater::new(
-            Arc::new(SecurityHubWriter::new(clients.securityhub.clone())),
-            Limiter::new(config.securityhub_rate),
-        );
+        let writer = Arc::new(SecurityHubWriter::new(clients.securityhub.clone()));
+        let updater = match config.quota_sharing {
+            QuotaSharing::Static => Updater::new(writer, config.securityhub_rate),
+            QuotaSharing::Ledger => Updater::sharing(
+                writer,
+                QuotaShare::shared(
+                    config.securityhub_pool,
+                    config.securityhub_rate,
+                    Arc::new(DynamoLedger::new(clients.dynamodb.clone(), &config.cache_table)),
+                    // One claim per environment: a new id at every cold start.
+                    format!("{:016x}", rand::random::<u64>()),
+                    QUOTA_RENEWAL,
+                ),
+            ),
+        };
         let fanout = config.investigations.as_ref().map(|inv| Fanout {
             jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), &inv.jobs_table)),
             criteria: inv.criteria.clone(),
@@ -149,7 +165,7 @@ impl Investigator {
             jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), &config.jobs_table)),
             detective: Arc::new(DetectiveClient::new(clients.detective.clone(), config.graph_arn.clone())),
             hub: hub.clone(),
-            updater: Updater::new(hub, Limiter::new(config.securityhub_rate)),
+            updater: Updater::new(hub, config.securityhub_rate),
             cache: Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.cache_table)),
             tag_filter: config.tag_filter.clone(),
             detective_limit: Limiter::new(config.detective_rate),

@@ -11,9 +11,12 @@ use securityhub_enricher::config::{EnricherConfig, InvestigatorConfig, Vars};
 use securityhub_enricher::event::IncomingBatch;
 use securityhub_enricher::handler::{BatchReport, Enricher};
 use securityhub_enricher::investigate::investigator::Investigator;
+use securityhub_enricher::loadgen::{self, Generator};
 use securityhub_enricher::local::findings::{import_findings, imported_event, sample_finding};
 use securityhub_enricher::local::org::{OrgSpec, SeededOrg, seed_organization};
+use securityhub_enricher::local::pipe::LocalPipe;
 use securityhub_enricher::local::{control_request, create_table, sdk_config_for};
+use securityhub_enricher::replay::{Replayer, StreamEntry};
 use securityhub_enricher::wiring::Clients;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -370,5 +373,53 @@ fn detective_failures_never_start_an_investigation_twice() {
         assert_eq!(started, entities.len(), "no entity was investigated twice");
         assert!(started <= jobs, "{started} investigations for {jobs} jobs");
         assert_eq!(finished, jobs, "every job ended (complete, or failed after retries)");
+    });
+}
+
+/// Replaying generated findings into Kinesis while it fails entries (as an over-limit shard
+/// does) and throttles whole requests: every event lands exactly once, keyed by its account.
+#[test]
+fn replay_into_kinesis_lands_every_event_once_through_partial_failures() {
+    on_big_stack(|| async {
+        let _turn = PROXIES.lock().await;
+        clear_faults().await;
+        let account = format!("{:012}", rand::random_range(100_000_000_000u64..999_999_999_999));
+        let sdk = sdk_config_for(&account).await.unwrap();
+        let calls = ApiCalls::default();
+        let kinesis = aws_sdk_kinesis::Client::from_conf(
+            aws_sdk_kinesis::config::Builder::from(&sdk).interceptor(calls.clone()).build(),
+        );
+        let pipe = LocalPipe::create(kinesis.clone(), "replayed", 3).await.unwrap();
+        let mut generator = Generator::new(300, 11);
+        let events: Vec<Value> = (0..1_200).map(|i| loadgen::imported_event(&[generator.finding().1], i)).collect();
+        let entries: Vec<StreamEntry> = events.iter().map(StreamEntry::for_event).collect();
+        set_faults(
+            json!([
+                {"service": "kinesis", "operation": "PutRecords", "account": account, "fault": "throttle", "probability": 0.3},
+                {"service": "kinesis", "operation": "PutRecords", "account": account, "fault": "partial_failure",
+                 "probability": 0.6, "entry_probability": 0.3},
+            ]),
+            json!([]),
+        )
+        .await;
+        let stats = Replayer::new(kinesis, "replayed").put(&entries, |_| {}).await.unwrap();
+        clear_faults().await;
+
+        assert_eq!((stats.events, stats.put, stats.too_large), (1_200, 1_200, 0), "{stats:?}");
+        assert!(stats.entries_retried > 0, "Kinesis failed entries: {stats:?}");
+        let put_records = calls.snapshot()[&("Kinesis".to_owned(), "PutRecords".to_owned())];
+        assert!(put_records.throttled > 0, "Kinesis throttled requests: {put_records:?}");
+        let records: Vec<Value> = pipe.read_batches(10_000).await.unwrap().into_iter().flatten().collect();
+        let mut landed: BTreeMap<String, usize> = BTreeMap::new();
+        for record in &records {
+            use base64::Engine as _;
+            let data = base64::engine::general_purpose::STANDARD.decode(record["data"].as_str().unwrap()).unwrap();
+            let event: Value = serde_json::from_slice(&data).unwrap();
+            assert_eq!(record["partitionKey"], event["detail"]["findings"][0]["AwsAccountId"], "keyed by account");
+            *landed.entry(event["id"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+        let sent: BTreeMap<String, usize> = events.iter().map(|e| (e["id"].as_str().unwrap().to_owned(), 1)).collect();
+        assert_eq!(sent.len(), 1_200, "event ids are distinct");
+        assert_eq!(landed, sent, "every event exactly once");
     });
 }

@@ -10,7 +10,6 @@ use securityhub_enricher::enrich::TagFilter;
 use securityhub_enricher::event::IncomingBatch;
 use securityhub_enricher::finding::FindingId;
 use securityhub_enricher::handler::{BatchReport, Enricher};
-use securityhub_enricher::limits::Limiter;
 use securityhub_enricher::metadata::memory::{InMemoryStore, StaticSource};
 use securityhub_enricher::metadata::{
     AccountMetadata, AccountRecord, CacheEntry, Contact, ContactLookup, Directory, OrgUnit, now_epoch_seconds,
@@ -70,8 +69,8 @@ fn harness_with(source: StaticSource, hub: InMemoryHub, store: Arc<InMemoryStore
     let hub = Arc::new(hub);
     let source = Arc::new(source);
     let directory = Directory::new(store.clone(), source.clone(), times(), 8, Duration::from_secs(5));
-    let updater = Updater::new(hub.clone(), Limiter::new(Rate { per_second: 1000.0, burst: 1000 }))
-        .with_backoff(Duration::from_millis(1), 6);
+    let updater =
+        Updater::new(hub.clone(), Rate { per_second: 1000.0, burst: 1000 }).with_backoff(Duration::from_millis(1), 6);
     let enricher = Enricher {
         directory,
         updater,
@@ -374,7 +373,7 @@ async fn lookups_out_of_budget_degrade_to_partial() {
     let hub = Arc::new(InMemoryHub::default());
     let directory =
         Directory::new(Arc::new(InMemoryStore::default()), Arc::new(source), times(), 8, Duration::from_millis(50));
-    let updater = Updater::new(hub.clone(), Limiter::new(Rate { per_second: 100.0, burst: 100 }));
+    let updater = Updater::new(hub.clone(), Rate { per_second: 100.0, burst: 100 });
     let enricher = Enricher {
         directory,
         updater,

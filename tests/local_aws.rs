@@ -20,6 +20,7 @@ use securityhub_enricher::metadata::dynamodb::DynamoStore;
 use securityhub_enricher::metadata::{
     AccountRecord, CacheEntry, ContactLookup, MetadataStore, Resolution, now_epoch_seconds,
 };
+use securityhub_enricher::quota::{DynamoLedger, LEDGER_KEY, QuotaLedger};
 use securityhub_enricher::securityhub::{FindingsWriter, SecurityHubWriter, WriteError};
 use securityhub_enricher::wiring::Clients;
 use serde_json::Value;
@@ -111,6 +112,54 @@ async fn dynamodb_store_batches_reads_and_writes_and_checks_expiry_on_read() {
     assert_eq!(store.get_many(&ids[..10]).await.unwrap().len(), 0);
     assert_eq!(store.invalidate_all().await.unwrap(), 250);
     assert!(store.get_many(&ids).await.unwrap().is_empty());
+}
+
+/// The quota ledger shares the cache table: claims count, renew, lapse and are released with
+/// one UpdateItem each, and invalidating the cache leaves the ledger alone.
+#[tokio::test]
+async fn quota_ledger_counts_live_claims_in_the_cache_table() {
+    let stack = Stack::new().await;
+    stack.create_cache_table("cache").await;
+    let calls = ApiCalls::default();
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&stack.sdk).interceptor(calls.clone()).build(),
+    );
+    // Two environments, each with its own client state.
+    let a = DynamoLedger::new(client.clone(), "cache").with_prune_after(Duration::from_millis(200));
+    let b = DynamoLedger::new(client.clone(), "cache");
+    let long = Duration::from_secs(60);
+    assert_eq!(a.claim("a", long).await.unwrap(), 1);
+    assert_eq!(b.claim("b", long).await.unwrap(), 2);
+    assert_eq!(a.claim("a", long).await.unwrap(), 2, "a renewal is not a second claim");
+    assert_eq!(calls.calls("DynamoDB", "UpdateItem"), 3);
+
+    let store = DynamoStore::new(client.clone(), "cache");
+    store.put_many(&[("123456789012".to_owned(), entry("123456789012", 3600, 7200))]).await.unwrap();
+    assert_eq!(store.invalidate_all().await.unwrap(), 1, "the ledger item is not an account");
+
+    b.release("b").await.unwrap();
+    assert_eq!(a.claim("a", long).await.unwrap(), 1, "b gave its share back");
+
+    // A holder that dies stops renewing; its claim lapses.
+    b.claim("b", Duration::from_millis(300)).await.unwrap();
+    assert_eq!(a.claim("a", long).await.unwrap(), 2);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(a.claim("a", long).await.unwrap(), 1, "b's claim lapsed");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.claim("a", long).await.unwrap(); // sees b's claim long lapsed
+    a.claim("a", long).await.unwrap(); // prunes it
+    let item = client
+        .get_item()
+        .table_name("cache")
+        .key("AccountId", aws_sdk_dynamodb::types::AttributeValue::S(LEDGER_KEY.to_owned()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the ledger item");
+    assert!(item.contains_key("ExpiresAt"), "DynamoDB's TTL removes an abandoned ledger");
+    assert!(item.contains_key("h_a"));
+    assert!(!item.contains_key("h_b"), "lapsed claims are pruned: {item:?}");
 }
 
 #[tokio::test]
@@ -257,11 +306,8 @@ async fn end_to_end_through_kinesis_in_both_shapes() {
         .collect();
     import_findings(&clients.securityhub, &findings).await.unwrap();
     let pipe = LocalPipe::create(aws_sdk_kinesis::Client::new(&stack.sdk), "findings", 2).await.unwrap();
-    let events: Vec<(String, Value)> = findings
-        .iter()
-        .enumerate()
-        .map(|(n, f)| (f["AwsAccountId"].as_str().unwrap().to_owned(), imported_event(std::slice::from_ref(f), n)))
-        .collect();
+    let events: Vec<Value> =
+        findings.iter().enumerate().map(|(n, f)| imported_event(std::slice::from_ref(f), n)).collect();
     pipe.put_events(&events).await.unwrap();
 
     let batches = pipe.read_batches(60).await.unwrap();

@@ -10,7 +10,6 @@ use securityhub_enricher::aws::CallCount;
 use securityhub_enricher::config::{CacheTimes, Rate};
 use securityhub_enricher::enrich::TagFilter;
 use securityhub_enricher::handler::Enricher;
-use securityhub_enricher::limits::Limiter;
 use securityhub_enricher::metadata::memory::{InMemoryStore, StaticSource};
 use securityhub_enricher::metadata::{AccountMetadata, AccountRecord, Directory};
 use securityhub_enricher::securityhub::{InMemoryHub, ScriptedReply, Updater};
@@ -66,8 +65,7 @@ async fn emf_documents_are_valid_and_cover_the_dashboard() {
             4,
             Duration::from_secs(5),
         ),
-        updater: Updater::new(hub, Limiter::new(Rate { per_second: 1000.0, burst: 1000 }))
-            .with_backoff(Duration::from_millis(1), 3),
+        updater: Updater::new(hub, Rate { per_second: 1000.0, burst: 1000 }).with_backoff(Duration::from_millis(1), 3),
         tag_filter: TagFilter::All,
         deadline_margin: Duration::from_millis(10),
         fanout: None,

@@ -38,9 +38,15 @@ Control API (on the proxy, never forwarded), JSON in and out
 
 RULE: {"service": "organizations" | "*", "operation": "DescribeAccount" | "*",
        "account": "123456789012" (optional), "fault": "throttle" | "error500" |
-       "error503" | "latency" | "reset" | "access_denied", "probability": 0..1
-       (default 1), "count": N (optional: only the first N matching requests are
-       considered), "latency_ms": N (latency), "seed": N (optional, per rule)}
+       "error503" | "latency" | "reset" | "access_denied" | "partial_failure",
+       "probability": 0..1 (default 1), "count": N (optional: only the first N
+       matching requests are considered), "latency_ms": N (latency), "seed": N
+       (optional, per rule), "entry_probability": 0..1 (partial_failure: the
+       chance each entry fails, default 0.5)}
+
+partial_failure (kinesis PutRecords only) answers 200 with some entries failed as
+ProvisionedThroughputExceededException and FailedRecordCount set, as Kinesis does
+when a shard is over its write limit; only the other entries reach moto.
 
 Rules are evaluated in order.  Each matching rule with count left consumes one
 unit of count and draws from its own ``random.Random`` (seeded from the rule's
@@ -70,7 +76,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-FAULTS = ("throttle", "error500", "error503", "latency", "reset", "access_denied")
+FAULTS = ("throttle", "error500", "error503", "latency", "reset", "access_denied", "partial_failure")
+# Operations that answer 200 with per-entry results, where "partial_failure" applies.
+PARTIAL_FAILURE_OPERATIONS = {("kinesis", "PutRecords")}
 
 HOP_BY_HOP = frozenset((
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
@@ -239,7 +247,8 @@ class Rule:
     def __init__(self, spec: Any, index: int, base_seed: int | None):
         if not isinstance(spec, dict):
             raise RuleError("rule %d: must be an object" % index)
-        unknown = set(spec) - {"service", "operation", "account", "fault", "probability", "count", "latency_ms", "seed"}
+        unknown = set(spec) - {"service", "operation", "account", "fault", "probability", "count", "latency_ms", "seed",
+                               "entry_probability"}
         if unknown:
             raise RuleError("rule %d: unknown fields %s" % (index, sorted(unknown)))
         self.service = spec.get("service", "*")
@@ -267,6 +276,13 @@ class Rule:
         if self.fault == "latency" and "latency_ms" not in spec:
             raise RuleError("rule %d: latency needs latency_ms" % index)
         self.latency_ms = float(lat)
+        if self.fault == "partial_failure" and (self.service, self.operation) not in PARTIAL_FAILURE_OPERATIONS:
+            raise RuleError("rule %d: partial_failure applies to %s only" % (
+                index, ", ".join("%s %s" % o for o in sorted(PARTIAL_FAILURE_OPERATIONS))))
+        entry_p = spec.get("entry_probability", 0.5)
+        if isinstance(entry_p, bool) or not isinstance(entry_p, (int, float)) or not 0.0 <= entry_p <= 1.0:
+            raise RuleError("rule %d: entry_probability must be a number in [0, 1]" % index)
+        self.entry_probability = float(entry_p)
         seed = spec.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise RuleError("rule %d: seed must be an integer" % index)
@@ -359,8 +375,8 @@ class FaultState:
             }
 
     # -- data path ------------------------------------------------------------
-    def decide(self, info: RequestInfo, account: str | None) -> tuple[float, str | None]:
-        """(latency seconds to sleep, terminal fault or None) for a request."""
+    def decide(self, info: RequestInfo, account: str | None) -> tuple[float, Rule | None]:
+        """(latency seconds to sleep, the rule whose terminal fault fires or None) for a request."""
         latency = 0.0
         terminal = None
         with self.lock:
@@ -378,9 +394,14 @@ class FaultState:
                 if rule.fault == "latency":
                     latency += rule.latency_ms / 1000.0
                     continue
-                terminal = rule.fault
+                terminal = rule
                 break
         return latency, terminal
+
+    def failing_entries(self, rule: Rule, count: int) -> list[bool]:
+        """Which of a request's `count` entries a partial_failure rule fails, from its own rng."""
+        with self.lock:
+            return [rule.rng.random() < rule.entry_probability for _ in range(count)]
 
     def _count_fault(self, info: RequestInfo, fault: str) -> None:
         ops = self.faulted.setdefault(info.service, {}).setdefault(info.operation, {})
@@ -491,19 +512,56 @@ class ProxyHandler(BaseHTTPRequestHandler):
         info = identify(self.command, self.path, self.headers, body)
         state = self.server.state
         account = state.account_of(info.access_key)
-        latency, fault = state.decide(info, account)
+        latency, rule = state.decide(info, account)
+        fault = rule.fault if rule is not None else None
         if self.server.verbose:
             sys.stderr.write("faultproxy: %s:%s account=%s latency=%.3f fault=%s\n"
                              % (info.service, info.operation, account, latency, fault))
         if latency > 0:
             time.sleep(latency)
-        if fault is None:
+        if rule is None:
             self._forward(body, info)
+        elif fault == "partial_failure":
+            self._put_records_partially(body, info, account, rule)
         elif fault == "reset":
             self._reset_connection()
         else:
             r = fault_response(fault, info)
             self._send(r.status, r.headers, r.body, head=self.command == "HEAD")
+
+    def _put_records_partially(self, body: bytes, info: RequestInfo, account: str | None, rule: Rule) -> None:
+        """Kinesis PutRecords as AWS answers when some shards are over their limit: 200, with
+        ErrorCode/ErrorMessage in place of the failed entries and FailedRecordCount. Only the
+        entries that succeed reach moto."""
+        try:
+            request = json.loads(body)
+            entries = request["Records"]
+            stream = request.get("StreamName") or request.get("StreamARN", "").rpartition("/")[2]
+        except (ValueError, KeyError, TypeError):
+            self._forward(body, info)
+            return
+        failing = self.server.state.failing_entries(rule, len(entries))
+        kept = [e for e, fails in zip(entries, failing) if not fails]
+
+        def merge(data: bytes) -> bytes:
+            upstream = json.loads(data)["Records"] if kept else []
+            results = iter(upstream)
+            merged = [
+                {"ErrorCode": "ProvisionedThroughputExceededException",
+                 "ErrorMessage": "Rate exceeded for shard shardId-000000000000 in stream %s under account %s."
+                                 % (stream, account or "123456789012")}
+                if fails else next(results)
+                for fails in failing
+            ]
+            failed = sum(failing) + sum(1 for r in upstream if "ErrorCode" in r)
+            return json.dumps({"FailedRecordCount": failed, "Records": merged}).encode()
+
+        if not kept:
+            self._send(200, [("Content-Type", "application/x-amz-json-1.1"),
+                             ("x-amzn-RequestId", str(uuid.uuid4()))], merge(b""))
+            return
+        request["Records"] = kept
+        self._forward(json.dumps(request).encode(), info, transform=merge)
 
     def _reset_connection(self) -> None:
         """Abort the client connection with a TCP RST and no response."""
@@ -527,7 +585,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self._upstream = http.client.HTTPConnection(host, port, timeout=self.server.upstream_timeout)
         return self._upstream
 
-    def _forward(self, body: bytes, info: RequestInfo | None) -> None:
+    def _forward(self, body: bytes, info: RequestInfo | None, transform=None) -> None:
+        """Sends the request to moto and its answer back; `transform` rewrites a 200 body."""
         headers = []
         for k, v in self.headers.items():
             lk = k.lower()
@@ -567,6 +626,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self._upstream.close()
             self._upstream = None
 
+        if transform is not None and resp.status == 200:
+            data = transform(data)
         out = []
         for k, v in resp.getheaders():
             lk = k.lower()

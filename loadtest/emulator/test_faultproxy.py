@@ -285,6 +285,33 @@ class FaultProxyTest(unittest.TestCase):
         self.assertTrue(is_throttling(cm.exception))
         kin.put_record(StreamName=stream, Data=b"y", PartitionKey="p")
 
+    def test_kinesis_partial_failure_fails_some_entries_and_stores_the_rest(self) -> None:
+        kin = PROXY.client("kinesis")
+        stream = "fp-stream-%d" % next(_seq)
+        kin.create_stream(StreamName=stream, ShardCount=1)
+        PROXY.rules({"service": "kinesis", "operation": "PutRecords", "fault": "partial_failure",
+                     "entry_probability": 0.5, "seed": 7})
+        records = [{"Data": b"r%d" % i, "PartitionKey": "p"} for i in range(40)]
+        out = kin.put_records(StreamName=stream, Records=records)
+        failed = [i for i, r in enumerate(out["Records"]) if "ErrorCode" in r]
+        self.assertEqual(out["FailedRecordCount"], len(failed))
+        self.assertTrue(0 < len(failed) < 40, failed)
+        for i, r in enumerate(out["Records"]):
+            if i in failed:
+                self.assertEqual(r["ErrorCode"], "ProvisionedThroughputExceededException")
+                self.assertIn(stream, r["ErrorMessage"])
+            else:
+                self.assertIn("SequenceNumber", r)
+        PROXY.control("DELETE", "rules")
+        shard = kin.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+        iterator = kin.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+        stored = [r["Data"] for r in kin.get_records(ShardIterator=iterator["ShardIterator"])["Records"]]
+        self.assertEqual(stored, [b"r%d" % i for i in range(40) if i not in failed], "only the successes reach moto")
+        PROXY.rules({"service": "kinesis", "operation": "PutRecords", "fault": "partial_failure",
+                     "entry_probability": 1})
+        out = kin.put_records(StreamName=stream, Records=records[:3])
+        self.assertEqual(out["FailedRecordCount"], 3)
+
     def test_sts_throttle_and_access_denied_are_query_xml(self) -> None:
         sts = PROXY.client("sts")
         PROXY.rules({"service": "sts", "operation": "AssumeRole", "fault": "throttle"},
@@ -464,6 +491,9 @@ class FaultProxyTest(unittest.TestCase):
                     {"rules": [{"service": "sts", "fault": "throttle", "probability": 2}]},
                     {"rules": [{"service": "sts", "fault": "throttle", "account": "12"}]},
                     {"rules": [{"service": "sts", "fault": "latency"}]},
+                    {"rules": [{"service": "dynamodb", "operation": "BatchWriteItem", "fault": "partial_failure"}]},
+                    {"rules": [{"service": "kinesis", "operation": "PutRecords", "fault": "partial_failure",
+                                "entry_probability": 1.5}]},
                     {"rules": "nope"}, {}):
             status, out = PROXY.control("POST", "rules", bad)
             self.assertEqual(status, 400, bad)

@@ -38,6 +38,7 @@ MANAGEMENT = PIPES / "management-account.yaml"
 TEMPLATES = sorted(PIPES.glob("*.yaml"))
 CONFIG_RS = ROOT / "src" / "config.rs"
 SELECT_RS = ROOT / "src" / "investigate" / "select.rs"
+QUOTA_RS = ROOT / "src" / "quota.rs"
 README = PIPES / "README.md"
 
 PARTITION_KEY_PATH = "$.detail.findings[0].AwsAccountId"
@@ -148,6 +149,7 @@ CODE_DEFAULTS: dict[str, tuple[str, str]] = {
     "StsBurst": ("STS_BURST", "2"),
     "EnricherSecurityHubRps": ("SECURITYHUB_RPS", ""),
     "EnricherSecurityHubBurst": ("SECURITYHUB_BURST", ""),
+    "SecurityHubQuotaSharing": ("SECURITYHUB_QUOTA_SHARING", "ledger"),
     "LookupConcurrency": ("LOOKUP_CONCURRENCY", "8"),
     "LookupBudgetSeconds": ("LOOKUP_BUDGET_SECONDS", "5"),
     "DeadlineMarginMs": ("DEADLINE_MARGIN_MS", "3000"),
@@ -384,6 +386,16 @@ class IamTest(unittest.TestCase):
                 "organizations:DescribeOrganizationalUnit", "organizations:ListRoots", "organizations:DescribeOrganization",
                 "account:GetAlternateContact",
             },
+        )
+
+    def test_the_enricher_updates_only_the_quota_ledger_in_the_cache_table(self):
+        role = self.templates["template.yaml"]["Resources"]["EnricherRole"]
+        ledger_key = re.search(r'pub const LEDGER_KEY: &str = "([^"]+)";', QUOTA_RS.read_text()).group(1)
+        updates = [s for s in statements({"Resources": {"r": role}}) if "dynamodb:UpdateItem" in as_list(s["Action"])]
+        on_cache = [s for s in updates if s["Resource"] == {"Fn::GetAtt": ["CacheTable", "Arn"]}]
+        self.assertEqual(len(on_cache), 1, updates)
+        self.assertEqual(
+            on_cache[0]["Condition"], {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [ledger_key]}}
         )
 
     def test_securityhub_is_scoped_to_the_hub(self):

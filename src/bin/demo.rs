@@ -85,21 +85,13 @@ async fn main() -> Result<()> {
             findings.push(sample_finding(&a.id, &a.name, wave * 1_000_000 + n));
         }
         import_findings(&securityhub, &findings).await?;
-        let mut events: Vec<(String, Value)> = findings
-            .iter()
-            .enumerate()
-            .map(|(n, f)| {
-                (f["AwsAccountId"].as_str().unwrap_or_default().to_owned(), imported_event(std::slice::from_ref(f), n))
-            })
-            .collect();
+        let mut events: Vec<Value> =
+            findings.iter().enumerate().map(|(n, f)| imported_event(std::slice::from_ref(f), n)).collect();
         if wave == 0 {
             add_awkward_records(&mut events, &findings);
             // EventBridge delivers at least once: every GuardDuty event arrives twice.
-            let again: Vec<_> = events
-                .iter()
-                .filter(|(_, e)| e["detail"]["findings"][0]["ProductName"] == "guardduty")
-                .cloned()
-                .collect();
+            let again: Vec<_> =
+                events.iter().filter(|e| e["detail"]["findings"][0]["ProductName"] == "guardduty").cloned().collect();
             println!("   {} GuardDuty events delivered twice", again.len());
             events.extend(again);
         }
@@ -149,20 +141,19 @@ async fn run_investigations(config: &EnricherConfig, clients: &Clients, calls: &
 
 /// What real streams carry besides clean findings: a duplicate, our own update coming back,
 /// a custom action with several findings, an event from another source, and garbage.
-fn add_awkward_records(events: &mut Vec<(String, Value)>, findings: &[Value]) {
-    let key = findings[0]["AwsAccountId"].as_str().unwrap_or_default().to_owned();
+fn add_awkward_records(events: &mut Vec<Value>, findings: &[Value]) {
     let mut older = findings[0].clone();
     older["UpdatedAt"] = json!("2026-11-22T06:00:00.000Z");
-    events.push((key.clone(), imported_event(&[older], 900_001)));
+    events.push(imported_event(&[older], 900_001));
     let mut enriched = findings[1].clone();
     enriched["UserDefinedFields"] = json!({"findingEnriched": "True"});
-    events.push((key.clone(), imported_event(&[enriched], 900_002)));
+    events.push(imported_event(&[enriched], 900_002));
     let mut action = imported_event(&findings[2..5], 900_003);
     action["detail-type"] = json!("Security Hub Findings - Custom Action");
     action["detail"]["actionName"] = json!("enrich-again");
-    events.push((key.clone(), action));
-    events.push((key.clone(), json!({"source": "aws.guardduty", "detail-type": "GuardDuty Finding", "detail": {}})));
-    events.push((key, json!("not an EventBridge event")));
+    events.push(action);
+    events.push(json!({"source": "aws.guardduty", "detail-type": "GuardDuty Finding", "detail": {}}));
+    events.push(json!("not an EventBridge event"));
 }
 
 async fn run_wave(enricher: &Enricher, pipe: &LocalPipe, calls: &ApiCalls, batch_size: usize) -> Result<()> {

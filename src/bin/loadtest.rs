@@ -4,13 +4,13 @@
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use securityhub_enricher::config::Rate;
+use securityhub_enricher::config::{QuotaSharing, Rate};
 use securityhub_enricher::loadgen::{Generator, imported_event, pipe_batch, synthetic_org};
+use securityhub_enricher::replay::{Replayer, StreamEntry};
 use securityhub_enricher::simulate::Simulation;
 use serde_json::Value;
 
@@ -36,7 +36,8 @@ enum Command {
         out: String,
     },
     /// Put NDJSON events on a Kinesis stream (the real one, or the local stack's), partition key
-    /// = the first finding's account, PutRecords in batches of 500, failed entries retried.
+    /// = the first finding's account, PutRecords within 500 entries and 5 MiB, failed entries
+    /// retried with backoff, at the target rate.
     Replay {
         #[arg(long)]
         stream: String,
@@ -45,6 +46,9 @@ enum Command {
         /// Events per second.
         #[arg(long, default_value_t = 1000.0)]
         rate: f64,
+        /// Write the JSON summary here instead of stdout.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Run the enricher in process against simulated AWS with the real quotas.
     Simulate {
@@ -67,6 +71,9 @@ enum Command {
         /// Findings entering the stream per second; without it they are all there at the start.
         #[arg(long)]
         rate: Option<f64>,
+        /// How the environments divide BatchUpdateFindings' quota (SECURITYHUB_QUOTA_SHARING).
+        #[arg(long, value_enum, default_value_t = Sharing::Ledger)]
+        quota_sharing: Sharing,
         /// Write the JSON summary here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -88,11 +95,17 @@ enum Command {
     },
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Sharing {
+    Ledger,
+    Static,
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Generate { findings, accounts, seed, out } => generate(findings, accounts, seed, &out),
-        Command::Replay { stream, input, rate } => replay(&stream, &input, rate).await,
+        Command::Replay { stream, input, rate, json } => replay(&stream, &input, rate, json.as_ref()).await,
         Command::Simulate {
             findings,
             accounts,
@@ -102,6 +115,7 @@ async fn main() -> Result<()> {
             organizations_budget,
             time_scale,
             rate,
+            quota_sharing,
             json,
             report,
         } => {
@@ -114,6 +128,10 @@ async fn main() -> Result<()> {
                 organizations_budget,
                 time_scale,
                 produce_rate: rate,
+                quota_sharing: match quota_sharing {
+                    Sharing::Ledger => QuotaSharing::Ledger,
+                    Sharing::Static => QuotaSharing::Static,
+                },
                 hub_quota: Rate { per_second: 10.0, burst: 30 },
                 ..Simulation::default()
             };
@@ -133,13 +151,13 @@ async fn main() -> Result<()> {
                 securityhub_enricher::report::write_svg(&summary, path).map_err(|e| anyhow::anyhow!("{e}"))?;
             }
             eprintln!(
-                "{} findings in {:.1} s simulated: {:.0}/s = {:.1}% of the {:.0}/s ceiling; BatchUpdateFindings {} (bound {}), throttles {}, failed records {}, lost {}",
+                "{} findings in {:.1} s simulated: {:.0}/s = {:.1}% of the {:.0}/s ceiling; BatchUpdateFindings accepted {} (bound {}), throttled {}, failed records {}, lost {}",
                 summary.findings,
                 summary.elapsed_seconds,
                 summary.findings_per_second,
                 summary.ratio_to_ceiling * 100.0,
                 summary.ceiling_findings_per_second,
-                summary.update_calls,
+                summary.accepted_update_calls,
                 summary.minimum_update_calls,
                 summary.throttles,
                 summary.records_failed,
@@ -171,29 +189,53 @@ fn generate(findings: usize, accounts: usize, seed: u64, out: &str) -> Result<()
     Ok(())
 }
 
-async fn replay(stream: &str, input: &PathBuf, rate: f64) -> Result<()> {
+async fn replay(stream: &str, input: &PathBuf, rate: f64, json: Option<&PathBuf>) -> Result<()> {
     let file =
         std::io::BufReader::new(std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?);
-    let mut events = Vec::new();
+    let mut entries = Vec::new();
     for (n, line) in file.lines().enumerate() {
-        let event: Value = serde_json::from_str(&line?).with_context(|| format!("line {} is not JSON", n + 1))?;
-        let key = event["detail"]["findings"][0]["AwsAccountId"].as_str().unwrap_or("unknown").to_owned();
-        events.push((key, event));
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event: Value = serde_json::from_str(&line).with_context(|| format!("line {} is not JSON", n + 1))?;
+        entries.push(StreamEntry::for_event(&event));
     }
     let sdk = securityhub_enricher::aws::load_sdk_config().await;
-    let pipe = securityhub_enricher::local::pipe::LocalPipe::open(aws_sdk_kinesis::Client::new(&sdk), stream).await?;
-    let bar = ProgressBar::new(events.len() as u64);
+    let replayer = Replayer::new(aws_sdk_kinesis::Client::new(&sdk), stream).at_rate(rate);
+    let bar = ProgressBar::new(entries.len() as u64).with_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} events {per_sec}")
+            .expect("valid template"),
+    );
+    let progress_bar = bar.clone();
     let started = std::time::Instant::now();
-    for (i, chunk) in events.chunks(500).enumerate() {
-        let due = Duration::from_secs_f64((i * 500) as f64 / rate);
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            tokio::time::sleep(wait).await;
-        }
-        pipe.put_events(chunk).await?;
-        bar.inc(chunk.len() as u64);
-    }
+    let stats = replayer.put(&entries, move |put| progress_bar.set_position(put as u64)).await?;
     bar.finish();
-    eprintln!("{} events in {:.1} s", events.len(), started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = serde_json::json!({
+        "stream": stream,
+        "stats": stats,
+        "elapsed_seconds": seconds,
+        "events_per_second": stats.put as f64 / seconds,
+        "target_rate": rate,
+    });
+    let text = serde_json::to_string_pretty(&summary)?;
+    match json {
+        Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
+        None => println!("{text}"),
+    }
+    eprintln!(
+        "{} of {} events put in {seconds:.1} s ({:.0}/s); {} entries retried, {} requests retried, {} too large",
+        stats.put,
+        stats.events,
+        stats.put as f64 / seconds,
+        stats.entries_retried,
+        stats.requests_retried,
+        stats.too_large
+    );
+    if stats.too_large > 0 {
+        bail!("{} events are over Kinesis' 1 MiB record limit and were not put", stats.too_large);
+    }
     Ok(())
 }
 

@@ -2,12 +2,12 @@
 //! account id, as the EventBridge rule does) and reads each shard back in batches shaped as the
 //! Pipe delivers them.
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
+use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::LocalError;
+use crate::replay::{Replayer, StreamEntry};
 
 pub struct LocalPipe {
     client: aws_sdk_kinesis::Client,
@@ -64,43 +64,13 @@ impl LocalPipe {
         Ok(LocalPipe { client, stream: stream.to_owned(), stream_arn: arn, checkpoints: Default::default() })
     }
 
-    /// Puts (partition key, event) pairs, 500 per PutRecords, retrying failed entries.
-    pub async fn put_events(&self, events: &[(String, Value)]) -> Result<(), LocalError> {
-        for chunk in events.chunks(500) {
-            let mut pending: Vec<PutRecordsRequestEntry> = chunk
-                .iter()
-                .map(|(key, event)| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(key)
-                        .data(Blob::new(serde_json::to_vec(event).expect("events serialize")))
-                        .build()
-                        .expect("data and key are set")
-                })
-                .collect();
-            for _ in 0..5 {
-                if pending.is_empty() {
-                    break;
-                }
-                let out = self
-                    .client
-                    .put_records()
-                    .stream_name(&self.stream)
-                    .set_records(Some(pending.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| kinesis_error("PutRecords")(e.into()))?;
-                pending = pending
-                    .into_iter()
-                    .zip(out.records)
-                    .filter(|(_, result)| result.error_code.is_some())
-                    .map(|(entry, _)| entry)
-                    .collect();
-            }
-            if !pending.is_empty() {
-                return Err(LocalError::new("PutRecords", format!("{} entries kept failing", pending.len())));
-            }
-        }
-        Ok(())
+    /// Puts events as the EventBridge rule would (keyed by account), retrying failed entries.
+    pub async fn put_events(&self, events: &[Value]) -> Result<crate::replay::ReplayStats, LocalError> {
+        let entries: Vec<StreamEntry> = events.iter().map(StreamEntry::for_event).collect();
+        Replayer::new(self.client.clone(), &self.stream)
+            .put(&entries, |_| {})
+            .await
+            .map_err(|e| LocalError::new("PutRecords", e))
     }
 
     /// Reads every shard from its checkpoint (the start, the first time) and cuts each shard's records into batches of up to

@@ -159,7 +159,10 @@ impl MetadataStore for DynamoStore {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.request_error("Scan", e))?;
             for item in page.items.unwrap_or_default() {
-                if let Some(AttributeValue::S(id)) = item.get(KEY_ATTRIBUTE) {
+                // The table also holds the quota ledger's item (`quota`), which is no account.
+                if let Some(AttributeValue::S(id)) = item.get(KEY_ATTRIBUTE)
+                    && crate::finding::is_account_id(id)
+                {
                     ids.push(id.clone());
                 }
             }

@@ -6,7 +6,6 @@ use std::time::Duration;
 use securityhub_enricher::config::{CacheTimes, Rate};
 use securityhub_enricher::enrich::TagFilter;
 use securityhub_enricher::handler::Enricher;
-use securityhub_enricher::limits::Limiter;
 use securityhub_enricher::metadata::memory::{InMemoryStore, StaticSource};
 use securityhub_enricher::metadata::{AccountRecord, Directory};
 use securityhub_enricher::securityhub::{InMemoryHub, Updater};
@@ -31,7 +30,7 @@ pub fn in_memory_enricher(account: AccountRecord, rate: Rate) -> (Enricher, Arc<
             4,
             Duration::from_secs(5),
         ),
-        updater: Updater::new(hub.clone(), Limiter::new(rate)),
+        updater: Updater::new(hub.clone(), rate),
         tag_filter: TagFilter::All,
         deadline_margin: Duration::from_millis(10),
         fanout: None,
