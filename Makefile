@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint test-rust test-emulator test-templates venv clean fuzz bench simulate
+.PHONY: demo test lint test-rust test-emulator test-templates venv clean fuzz bench simulate loadtest-local
 
 ## demo: run the enricher end to end on the local AWS stack and print what it did
 demo: $(STAMP)
@@ -45,6 +45,12 @@ bench:
 simulate:
 	mkdir -p loadtest/out
 	cargo run --release --bin loadtest -- simulate --json loadtest/out/summary.json --report loadtest/out/report.svg
+
+## loadtest-local: generated findings through the whole local stack, summary in loadtest/out/
+loadtest-local: $(STAMP)
+	mkdir -p loadtest/out
+	cargo build --release --bin loadtest
+	RUST_LOG=warn scripts/local-aws run -- target/release/loadtest local --json loadtest/out/local.json
 
 ## venv: the project-local Python environment for moto and the emulator (pinned)
 venv: $(STAMP)

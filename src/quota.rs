@@ -288,6 +288,8 @@ fn live_claims(item: HashMap<String, AttributeValue>, now_millis: u64, prune_aft
 pub struct InMemoryLedger {
     claims: Mutex<HashMap<String, Instant>>,
     latency: Duration,
+    /// Claims, renewals and releases: the UpdateItem calls the DynamoDB ledger would make.
+    pub calls: std::sync::atomic::AtomicUsize,
 }
 
 impl InMemoryLedger {
@@ -304,6 +306,7 @@ impl InMemoryLedger {
 #[async_trait]
 impl QuotaLedger for InMemoryLedger {
     async fn claim(&self, holder: &str, ttl: Duration) -> Result<u32, LedgerError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(self.latency).await;
         let now = Instant::now();
         let mut claims = self.claims.lock().expect("ledger lock");
@@ -313,6 +316,7 @@ impl QuotaLedger for InMemoryLedger {
     }
 
     async fn release(&self, holder: &str) -> Result<(), LedgerError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(self.latency).await;
         self.claims.lock().expect("ledger lock").remove(holder);
         Ok(())

@@ -368,6 +368,10 @@ pub struct InMemoryHub {
     quota: Option<governor::DefaultDirectRateLimiter>,
     /// Findings per call, in call order, throttled and failed calls included as 0.
     pub calls: std::sync::Mutex<Vec<usize>>,
+    /// When each call was answered, for time series: (instant, findings applied, throttled).
+    pub call_log: std::sync::Mutex<Vec<(Instant, usize, bool)>>,
+    /// When each finding was first updated.
+    pub first_updated: std::sync::Mutex<HashMap<FindingId, Instant>>,
     /// Time each call takes, as the network and the service would.
     pub latency: Duration,
 }
@@ -413,6 +417,25 @@ impl FindingsWriter for InMemoryHub {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
+        let answer = self.apply(ids, payload);
+        let now = Instant::now();
+        let (applied, throttled) = match &answer {
+            Ok(unprocessed) => {
+                let mut first = self.first_updated.lock().unwrap();
+                for id in ids.iter().filter(|id| !unprocessed.iter().any(|u| &u.id == *id)) {
+                    first.entry(id.clone()).or_insert(now);
+                }
+                (ids.len() - unprocessed.len(), false)
+            }
+            Err(error) => (0, matches!(error, WriteError::Throttled { .. })),
+        };
+        self.call_log.lock().unwrap().push((now, applied, throttled));
+        answer
+    }
+}
+
+impl InMemoryHub {
+    fn apply(&self, ids: &[FindingId], payload: &EnrichmentPayload) -> Result<Vec<Unprocessed>, WriteError> {
         let mut calls = self.calls.lock().unwrap();
         if ids.is_empty() || ids.len() > crate::plan::MAX_FINDINGS_PER_UPDATE {
             calls.push(0);

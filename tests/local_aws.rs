@@ -13,6 +13,7 @@ use securityhub_enricher::event::IncomingBatch;
 use securityhub_enricher::finding::FindingId;
 use securityhub_enricher::handler::Enricher;
 use securityhub_enricher::local::findings::{import_findings, imported_event, sample_finding};
+use securityhub_enricher::local::harness::LocalRun;
 use securityhub_enricher::local::org::{OrgSpec, SeededOrg, seed_organization};
 use securityhub_enricher::local::pipe::{LocalPipe, as_event_source_mapping};
 use securityhub_enricher::local::{create_table, sdk_config_for};
@@ -361,4 +362,18 @@ async fn invalidation_makes_the_next_batch_look_the_account_up_again() {
     enricher.directory.invalidate_all().await.unwrap();
     let (_, stats) = Enricher::from_clients(&config, &clients).directory.prefetch(&ids, later()).await;
     assert_eq!(stats.lookups, 3, "the table was emptied too");
+}
+
+/// The load-test harness's local target, small: generated findings replayed into Kinesis and
+/// enriched by one environment per shard; every finding reconciled, none lost.
+#[tokio::test]
+async fn the_local_load_test_reconciles_every_generated_finding() {
+    let _stack = Stack::new().await;
+    let run = LocalRun { findings: 300, accounts: 30, seed: 3, shards: 2, batch_size: 100 };
+    let summary = run.run(|_| {}).await.unwrap();
+    assert_eq!((summary.replay.put, summary.replay.too_large), (300, 0));
+    assert_eq!(summary.findings_enriched, 300, "{summary:?}");
+    assert_eq!(summary.accepted_update_calls, summary.minimum_update_calls);
+    assert_eq!(summary.lost, 0);
+    assert!(summary.calls_per_1000_findings["SecurityHub.BatchUpdateFindings"] > 0.0);
 }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use securityhub_enricher::config::{QuotaSharing, Rate};
 use securityhub_enricher::loadgen::{Generator, imported_event, pipe_batch, synthetic_org};
+use securityhub_enricher::local::harness::LocalRun;
 use securityhub_enricher::replay::{Replayer, StreamEntry};
 use securityhub_enricher::simulate::Simulation;
 use serde_json::Value;
@@ -46,6 +47,23 @@ enum Command {
         /// Events per second.
         #[arg(long, default_value_t = 1000.0)]
         rate: f64,
+        /// Write the JSON summary here instead of stdout.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Generated findings through the whole local stack (run under scripts/local-aws): a seeded
+    /// organization, Security Hub, Kinesis, one enricher environment per shard, reconciled.
+    Local {
+        #[arg(long, default_value_t = 2_000)]
+        findings: usize,
+        #[arg(long, default_value_t = 200)]
+        accounts: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 2)]
+        shards: usize,
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
         /// Write the JSON summary here instead of stdout.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -106,6 +124,35 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Generate { findings, accounts, seed, out } => generate(findings, accounts, seed, &out),
         Command::Replay { stream, input, rate, json } => replay(&stream, &input, rate, json.as_ref()).await,
+        Command::Local { findings, accounts, seed, shards, batch_size, json } => {
+            std::env::var("AWS_ENDPOINT_URL")
+                .context("AWS_ENDPOINT_URL is not set: run this through scripts/local-aws run -- ...")?;
+            let run = LocalRun { findings, accounts, seed, shards, batch_size };
+            let summary = run.run(|step| eprintln!("== {step}")).await?;
+            let text = serde_json::to_string_pretty(&summary)?;
+            match &json {
+                Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
+                None => println!("{text}"),
+            }
+            eprintln!(
+                "{} findings: replayed in {:.1} s, enriched in {:.1} s ({:.0}/s; ceiling {:.0}/s); BatchUpdateFindings accepted {} (bound {}), throttled {}; latency p50 {:.0} ms p99 {:.0} ms; lost {}",
+                summary.findings,
+                summary.replay_seconds,
+                summary.enrich_seconds,
+                summary.findings_per_second,
+                summary.ceiling_findings_per_second,
+                summary.accepted_update_calls,
+                summary.minimum_update_calls,
+                summary.update_throttles,
+                summary.latency_ms.p50,
+                summary.latency_ms.p99,
+                summary.lost
+            );
+            if summary.lost > 0 {
+                bail!("{} findings were lost", summary.lost);
+            }
+            Ok(())
+        }
         Command::Simulate {
             findings,
             accounts,

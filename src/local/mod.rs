@@ -2,6 +2,7 @@
 //! seed an organization, generate findings, and play the part of the EventBridge Pipe.
 
 pub mod findings;
+pub mod harness;
 pub mod org;
 pub mod pipe;
 
