@@ -129,11 +129,7 @@ async fn main() -> Result<()> {
                 .context("AWS_ENDPOINT_URL is not set: run this through scripts/local-aws run -- ...")?;
             let run = LocalRun { findings, accounts, seed, shards, batch_size };
             let summary = run.run(|step| eprintln!("== {step}")).await?;
-            let text = serde_json::to_string_pretty(&summary)?;
-            match &json {
-                Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
-                None => println!("{text}"),
-            }
+            write_summary(&summary, json.as_ref())?;
             eprintln!(
                 "{} findings: replayed in {:.1} s, enriched in {:.1} s ({:.0}/s; ceiling {:.0}/s); BatchUpdateFindings accepted {} (bound {}), throttled {}; latency p50 {:.0} ms p99 {:.0} ms; lost {}",
                 summary.findings,
@@ -189,11 +185,7 @@ async fn main() -> Result<()> {
             let progress_bar = bar.clone();
             let summary = simulation.run(move |done| progress_bar.set_position(done as u64)).await;
             bar.finish();
-            let text = serde_json::to_string_pretty(&summary)?;
-            match &json {
-                Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
-                None => println!("{text}"),
-            }
+            write_summary(&summary, json.as_ref())?;
             if let Some(path) = &report {
                 securityhub_enricher::report::write_svg(&summary, path).map_err(|e| anyhow::anyhow!("{e}"))?;
             }
@@ -266,11 +258,7 @@ async fn replay(stream: &str, input: &PathBuf, rate: f64, json: Option<&PathBuf>
         "events_per_second": stats.put as f64 / seconds,
         "target_rate": rate,
     });
-    let text = serde_json::to_string_pretty(&summary)?;
-    match json {
-        Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
-        None => println!("{text}"),
-    }
+    write_summary(&summary, json)?;
     eprintln!(
         "{} of {} events put in {seconds:.1} s ({:.0}/s); {} entries retried, {} requests retried, {} too large",
         stats.put,
@@ -282,6 +270,16 @@ async fn replay(stream: &str, input: &PathBuf, rate: f64, json: Option<&PathBuf>
     );
     if stats.too_large > 0 {
         bail!("{} events are over Kinesis' 1 MiB record limit and were not put", stats.too_large);
+    }
+    Ok(())
+}
+
+/// The run's JSON summary to `path`, or to stdout.
+fn write_summary(summary: &impl serde::Serialize, path: Option<&PathBuf>) -> Result<()> {
+    let text = serde_json::to_string_pretty(summary)?;
+    match path {
+        Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
+        None => println!("{text}"),
     }
     Ok(())
 }
