@@ -275,6 +275,27 @@ pub const INVESTIGATOR_VARS: &[&str] = &[
     "DEADLINE_MARGIN_MS",
 ];
 
+/// Variables the account-events function reads.
+pub const ACCOUNT_EVENTS_VARS: &[&str] = &["CACHE_TABLE"];
+
+/// The account-events function's configuration: the enricher's cache table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountEventsConfig {
+    pub cache_table: String,
+}
+
+impl AccountEventsConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&env_vars())
+    }
+
+    pub fn from_vars<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Self, ConfigError> {
+        Ok(AccountEventsConfig {
+            cache_table: vars.required("CACHE_TABLE", "the enricher's account metadata cache table")?,
+        })
+    }
+}
+
 /// BatchUpdateFindings' quota per account and region; each environment takes its share.
 pub const SECURITYHUB_QUOTA: Rate = Rate { per_second: 10.0, burst: 30 };
 /// The investigator's default share of that quota (`SECURITYHUB_RPS`/`_BURST` of the investigator).
@@ -448,6 +469,9 @@ mod tests {
         InvestigatorConfig::from_vars(&vars).unwrap();
         let investigator: BTreeSet<String> = INVESTIGATOR_VARS.iter().map(|s| s.to_string()).collect();
         assert_eq!(std::mem::take(&mut *read.lock().unwrap()), investigator);
+        AccountEventsConfig::from_vars(&vars).unwrap();
+        let account_events: BTreeSet<String> = ACCOUNT_EVENTS_VARS.iter().map(|s| s.to_string()).collect();
+        assert_eq!(std::mem::take(&mut *read.lock().unwrap()), account_events);
     }
 
     #[test]

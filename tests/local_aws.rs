@@ -17,6 +17,7 @@ use securityhub_enricher::local::harness::LocalRun;
 use securityhub_enricher::local::org::{OrgSpec, SeededOrg, seed_organization};
 use securityhub_enricher::local::pipe::{LocalPipe, as_event_source_mapping};
 use securityhub_enricher::local::{create_table, sdk_config_for};
+use securityhub_enricher::metadata::changes::{Change, forget_changed};
 use securityhub_enricher::metadata::dynamodb::DynamoStore;
 use securityhub_enricher::metadata::{
     AccountRecord, CacheEntry, ContactLookup, MetadataStore, Resolution, now_epoch_seconds,
@@ -376,4 +377,23 @@ async fn the_local_load_test_reconciles_every_generated_finding() {
     assert_eq!(summary.accepted_update_calls, summary.minimum_update_calls);
     assert_eq!(summary.lost, 0);
     assert!(summary.calls_per_1000_findings["SecurityHub.BatchUpdateFindings"] > 0.0);
+}
+
+/// An account change forwarded from the management account deletes that account's entry in the
+/// DynamoDB cache, and only that one.
+#[tokio::test]
+async fn an_account_change_forgets_the_accounts_cache_entry() {
+    let stack = Stack::new().await;
+    stack.create_cache_table("cache").await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), "cache");
+    let ids = ["222233334444".to_owned(), "555566667777".to_owned()];
+    store.put_many(&ids.iter().map(|id| (id.clone(), entry(id, 3600, 7200))).collect::<Vec<_>>()).await.unwrap();
+    let moved = serde_json::json!({
+        "detail-type": "AWS API Call via CloudTrail", "source": "aws.organizations", "account": stack.account,
+        "detail": {"eventSource": "organizations.amazonaws.com", "eventName": "MoveAccount",
+                   "requestParameters": {"accountId": ids[0], "sourceParentId": "r-ab12", "destinationParentId": "ou-ab12-cdef5678"}},
+    });
+    assert_eq!(forget_changed(&store, &moved).await.unwrap(), Change::Accounts(vec![ids[0].clone()]));
+    let left = store.get_many(&ids).await.unwrap();
+    assert!(!left.contains_key(&ids[0]) && left.contains_key(&ids[1]), "{:?}", left.keys());
 }

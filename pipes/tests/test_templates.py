@@ -197,7 +197,11 @@ class EnvironmentTest(unittest.TestCase):
     def setUpClass(cls):
         cls.template = load(MAIN)
         source = CONFIG_RS.read_text()
-        cls.lists = {"enricher": rust_str_list(source, "ENRICHER_VARS"), "investigator": rust_str_list(source, "INVESTIGATOR_VARS")}
+        cls.lists = {
+            "enricher": rust_str_list(source, "ENRICHER_VARS"),
+            "investigator": rust_str_list(source, "INVESTIGATOR_VARS"),
+            "account-events": rust_str_list(source, "ACCOUNT_EVENTS_VARS"),
+        }
         cls.functions = {}
         for name, function in resources(cls.template, "AWS::Serverless::Function").items():
             binary = Path(str(function["Properties"]["CodeUri"])).name
@@ -210,7 +214,7 @@ class EnvironmentTest(unittest.TestCase):
             rust_str_list("pub const OTHER: &[&str] = &[];", "ENRICHER_VARS")
 
     def test_each_function_sets_exactly_the_variables_it_reads(self):
-        self.assertEqual(set(self.functions), {"enricher", "investigator"})
+        self.assertEqual(set(self.functions), {"enricher", "investigator", "account-events"})
         for binary, names in self.lists.items():
             _, properties = self.functions[binary]
             variables = properties["Environment"]["Variables"]
@@ -409,7 +413,7 @@ class IamTest(unittest.TestCase):
 
     def test_management_role_reads_contacts_only_and_trusts_only_the_enricher(self):
         template = self.templates["management-account.yaml"]
-        (role,) = resources(template, "AWS::IAM::Role").values()
+        role = template["Resources"]["ContactRole"]
         (policy,) = role["Properties"]["Policies"]
         (statement,) = policy["PolicyDocument"]["Statement"]
         self.assertEqual(statement["Action"], "account:GetAlternateContact")
@@ -663,7 +667,12 @@ class PatternTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         template = load(MAIN)
-        cls.rules = {name: r["Properties"] for name, r in resources(template, "AWS::Events::Rule").items()}
+        # The rules that feed the findings stream; AccountChangesRule is AccountEventsTest's.
+        cls.rules = {
+            name: r["Properties"]
+            for name, r in resources(template, "AWS::Events::Rule").items()
+            if any(t["Arn"] == {"Fn::GetAtt": ["FindingsStream", "Arn"]} for t in r["Properties"]["Targets"])
+        }
         cls.match = staticmethod(matcher())
 
     def matching(self, sample: dict) -> set[str]:
@@ -711,6 +720,76 @@ class PatternTest(unittest.TestCase):
         self.assertTrue(self.match({**record, "eventName": "INSERT"}, pattern))
         self.assertFalse(self.match({**record, "eventName": "MODIFY"}, pattern))
         self.assertFalse(self.match({**record, "eventName": "REMOVE"}, pattern))
+
+
+CHANGES_RS = ROOT / "src" / "metadata" / "changes.rs"
+
+
+def cloudtrail(source: str, name: str, account: str = "111122223333", **parameters: Any) -> dict:
+    return {
+        "version": "0", "id": "7a3e0c7e-0000-0000-0000-000000000000", "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws." + source.split(".")[0], "account": account, "time": "2026-11-22T07:00:00Z",
+        "region": "us-east-1", "resources": [],
+        "detail": {"eventVersion": "1.08", "eventSource": source, "eventName": name, "awsRegion": "us-east-1",
+                   "requestParameters": parameters, "eventType": "AwsApiCall", "managementEvent": True},
+    }
+
+
+class AccountEventsTest(unittest.TestCase):
+    """Both ends of the account-change forwarding: the management account's rule and the
+    enricher account's, against the calls src/metadata/changes.rs handles."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.main = load(MAIN)
+        cls.management = load(MANAGEMENT)
+        cls.receiving = cls.main["Resources"]["AccountChangesRule"]["Properties"]
+        cls.forwarding = cls.management["Resources"]["AccountChangesForwardingRule"]["Properties"]
+        cls.watched = re.findall(r'\("([a-z.]+\.amazonaws\.com)", "(\w+)"\)', CHANGES_RS.read_text())
+        cls.match = staticmethod(matcher())
+
+    def test_the_watched_calls_are_found(self):
+        self.assertIn(("organizations.amazonaws.com", "MoveAccount"), self.watched)
+
+    def test_both_rules_select_exactly_the_watched_calls(self):
+        for rule in (self.receiving, self.forwarding):
+            detail = rule["EventPattern"]["detail"]
+            self.assertEqual(set(detail["eventName"]), {name for _, name in self.watched})
+            self.assertEqual(set(detail["eventSource"]), {source for source, _ in self.watched})
+
+    def test_the_rules_differ_only_in_whose_events_they_accept(self):
+        receiving = dict(self.receiving["EventPattern"])
+        self.assertEqual(receiving.pop("account"), [{"Ref": "ManagementAccountId"}])
+        self.assertEqual(receiving, self.forwarding["EventPattern"])
+
+    def test_samples(self):
+        pattern = json.loads(json.dumps(self.receiving["EventPattern"]))
+        pattern["account"] = ["111122223333"]
+        for source, name in self.watched:
+            with self.subTest(name):
+                self.assertTrue(self.match(cloudtrail(source, name, accountId="222233334444"), pattern))
+                self.assertTrue(self.match(cloudtrail(source, name), self.forwarding["EventPattern"]))
+                self.assertFalse(self.match(cloudtrail(source, name, account="999988887777"), pattern), "not the management account")
+        for sample in (cloudtrail("organizations.amazonaws.com", "CreateOrganizationalUnit"),
+                       cloudtrail("iam.amazonaws.com", "TagResource"),
+                       event(IMPORTED, finding())):
+            self.assertFalse(self.match(sample, pattern))
+
+    def test_wiring(self):
+        (target,) = self.receiving["Targets"]
+        self.assertEqual(target["Arn"], {"Ref": "AccountEventsFunction.Alias"})
+        permission = self.main["Resources"]["AccountEventsPermission"]["Properties"]
+        self.assertEqual(permission["SourceArn"], {"Fn::GetAtt": ["AccountChangesRule", "Arn"]})
+        self.assertEqual(permission["Principal"], "events.amazonaws.com")
+        policy = self.main["Resources"]["ManagementEventsBusPolicy"]["Properties"]["Statement"]
+        self.assertEqual(policy["Principal"], {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${ManagementAccountId}:root"}})
+        (forward,) = self.forwarding["Targets"]
+        self.assertEqual(forward["Arn"], {"Ref": "EnricherEventBusArn"})
+
+    def test_account_events_may_only_delete_cache_entries(self):
+        role = self.main["Resources"]["AccountEventsRole"]
+        actions = {a for st in statements({"Resources": {"r": role}}) for a in as_list(st["Action"])}
+        self.assertEqual(actions, {"sts:AssumeRole", "logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:BatchWriteItem"})
 
 
 class MatcherSanityTest(unittest.TestCase):

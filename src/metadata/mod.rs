@@ -3,6 +3,7 @@
 //! Management for what is left, rate-limited, bounded in time, concurrent misses collapsed.
 
 mod cache;
+pub mod changes;
 mod directory;
 pub mod dynamodb;
 pub mod memory;
