@@ -51,6 +51,8 @@ pub struct QuotaShare {
     fallback: Rate,
     sharing: Option<Sharing>,
     current: Mutex<Paced>,
+    /// Runs of `while_active` in progress: the claim is released when the last one ends.
+    active: std::sync::atomic::AtomicUsize,
 }
 
 struct Sharing {
@@ -76,6 +78,7 @@ impl QuotaShare {
             fallback: rate,
             sharing: None,
             current: Mutex::new(Paced { holders: None, limiter: Limiter::new(rate) }),
+            active: Default::default(),
         }
     }
 
@@ -94,6 +97,7 @@ impl QuotaShare {
             // Drained, like every change of share: a newcomer that spent a full burst before its
             // first claim is counted would push the others over the quota.
             current: Mutex::new(Paced { holders: None, limiter: Limiter::new_drained(fallback) }),
+            active: Default::default(),
         }
     }
 
@@ -111,10 +115,13 @@ impl QuotaShare {
 
     /// Runs `work` (the batch's updates) while holding a claim: claims at once, renews while
     /// the work runs, and releases when it is done so that others get the share at once.
+    /// Overlapping runs share the claim (each renews it; the last to end releases it).
     pub async fn while_active<T>(&self, work: impl Future<Output = T>) -> T {
         let Some(sharing) = &self.sharing else {
             return work.await;
         };
+        use std::sync::atomic::Ordering;
+        self.active.fetch_add(1, Ordering::SeqCst);
         let ttl = sharing.renew_every * RENEWALS_PER_CLAIM;
         let renew = async {
             loop {
@@ -136,6 +143,9 @@ impl QuotaShare {
             out = work => out,
             never = renew => match never {},
         };
+        if self.active.fetch_sub(1, Ordering::SeqCst) > 1 {
+            return out;
+        }
         // Best effort: an unreleased claim lapses after `ttl` anyway.
         match tokio::time::timeout(sharing.renew_every, sharing.ledger.release(&sharing.holder)).await {
             Ok(Ok(())) => {}
@@ -388,6 +398,22 @@ mod tests {
         })
         .await;
         assert_eq!(ledger.live(), 0);
+    }
+
+    #[tokio::test]
+    async fn overlapping_runs_keep_the_claim_until_the_last_ends() {
+        let ledger = Arc::new(InMemoryLedger::default());
+        // Renewals far apart: a release by the short run would show before the next one.
+        let renew = Duration::from_millis(400);
+        let a = QuotaShare::shared(POOL, STATIC_SHARE, ledger.clone(), "a", renew);
+        let short = a.while_active(tokio::time::sleep(Duration::from_millis(50)));
+        let long = a.while_active(async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            ledger.live()
+        });
+        let ((), live_after_the_short_run) = tokio::join!(short, long);
+        assert_eq!(live_after_the_short_run, 1, "the short run released the claim the long run still used");
+        assert_eq!(ledger.live(), 0, "the last run released it");
     }
 
     #[tokio::test]
