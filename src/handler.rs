@@ -102,11 +102,7 @@ impl Enricher {
         let second = self.write(&candidates, &waiting, &looked_up, work_deadline).await;
         let prefetch = cache.stats.merge(lookup_stats);
         let mut updates = first.updates;
-        updates.calls += second.updates.calls;
-        updates.findings_per_call.extend(second.updates.findings_per_call);
-        updates.throttled += second.updates.throttled;
-        updates.transient_errors += second.updates.transient_errors;
-        updates.retried_findings += second.updates.retried_findings;
+        updates.absorb(second.updates);
         let minimum_update_calls = first.minimum_calls + second.minimum_calls;
         let fields_dropped = first.fields_dropped + second.fields_dropped;
         let tags_dropped = first.tags_dropped + second.tags_dropped;
@@ -350,6 +346,10 @@ fn log_batch(report: &BatchReport) {
         balanced = t.balances(),
         update_calls = report.updates.calls,
         minimum_update_calls = report.minimum_update_calls,
+        update_throttles = report.updates.throttled,
+        // The environments sharing BatchUpdateFindings' quota as of the last claim (absent on a
+        // fixed or fallback share).
+        quota_holders = report.updates.quota_holders,
         accounts = report.prefetch.accounts,
         memory_hits = report.prefetch.memory_hits,
         store_hits = report.prefetch.store_hits,

@@ -202,6 +202,20 @@ pub struct UpdateStats {
     pub throttled: usize,
     pub transient_errors: usize,
     pub retried_findings: usize,
+    /// Environments sharing the quota as of the last claim; `None` on a fixed or fallback share.
+    pub quota_holders: Option<u32>,
+}
+
+impl UpdateStats {
+    /// Adds the figures of later calls; the quota share is the later one's when it has one.
+    pub fn absorb(&mut self, later: UpdateStats) {
+        self.calls += later.calls;
+        self.findings_per_call.extend(later.findings_per_call);
+        self.throttled += later.throttled;
+        self.transient_errors += later.transient_errors;
+        self.retried_findings += later.retried_findings;
+        self.quota_holders = later.quota_holders.or(self.quota_holders);
+    }
 }
 
 pub struct Updater {
@@ -254,12 +268,9 @@ impl Updater {
         let mut total = UpdateStats::default();
         for (i, o, stats) in results {
             outcomes[i] = o;
-            total.calls += stats.calls;
-            total.findings_per_call.extend(stats.findings_per_call);
-            total.throttled += stats.throttled;
-            total.transient_errors += stats.transient_errors;
-            total.retried_findings += stats.retried_findings;
+            total.absorb(stats);
         }
+        total.quota_holders = self.quota.holders();
         (outcomes, total)
     }
 

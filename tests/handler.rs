@@ -14,6 +14,7 @@ use securityhub_enricher::metadata::memory::{InMemoryStore, StaticSource};
 use securityhub_enricher::metadata::{
     AccountMetadata, AccountRecord, CacheEntry, Contact, ContactLookup, Directory, OrgUnit, now_epoch_seconds,
 };
+use securityhub_enricher::quota::{InMemoryLedger, QuotaShare};
 use securityhub_enricher::securityhub::{InMemoryHub, ScriptedReply, Updater};
 use tokio::time::Instant;
 
@@ -433,4 +434,30 @@ fn fixture_batches_match_their_readable_source() {
             assert_eq!(&decoded, event, "regenerate with: python3 tests/fixtures/make_batches.py");
         }
     }
+}
+
+/// Two environments writing at once share the quota through one ledger: each sees the other's
+/// claim while both write, and the ledger is empty once both are done.
+#[tokio::test]
+async fn environments_writing_at_once_share_the_quota_through_the_ledger() {
+    let ledger = Arc::new(InMemoryLedger::default());
+    let pool = Rate { per_second: 1000.0, burst: 1000 };
+    let environment = |holder: &str| {
+        let source = StaticSource::new([account(A, "payments-prod"), account(B, "data-lake")]);
+        let mut h =
+            harness_with(source, InMemoryHub::default().with_latency(Duration::from_millis(40)), Arc::default());
+        let quota = QuotaShare::shared(pool, pool, ledger.clone(), holder, Duration::from_millis(10));
+        h.enricher.updater = Updater::sharing(h.hub.clone(), quota);
+        h
+    };
+    let (one, two) = (environment("one"), environment("two"));
+    let (a, b) = tokio::join!(
+        one.enricher.handle(fixture("pipe_batch.json"), soon()),
+        two.enricher.handle(fixture("pipe_batch.json"), soon()),
+    );
+    assert_fixture_outcomes(&a);
+    assert_fixture_outcomes(&b);
+    let holders = [a.updates.quota_holders, b.updates.quota_holders];
+    assert!(holders.contains(&Some(2)), "each saw only itself: {holders:?}");
+    assert_eq!(ledger.live(), 0, "both released their claims");
 }
