@@ -171,6 +171,7 @@ impl Investigator {
             detective_limit: Limiter::new(config.detective_rate),
             read_limit: Limiter::new(crate::config::Rate { per_second: 3.0, burst: 6 }),
             max_attempts: config.max_attempts,
+            retry_base: crate::investigate::investigator::RETRY_BASE,
             region: region.to_owned(),
             deadline_margin: config.deadline_margin,
         }

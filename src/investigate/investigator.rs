@@ -37,9 +37,14 @@ pub struct Investigator {
     /// GetFindings: 3 requests/s per account and region.
     pub read_limit: Limiter,
     pub max_attempts: u32,
+    /// A transient failure waits this × 2^attempts (at most 64×) before the next try.
+    pub retry_base: Duration,
     pub region: String,
     pub deadline_margin: Duration,
 }
+
+/// Detective's transient failures are retried after a minute, then longer.
+pub const RETRY_BASE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PassReport {
@@ -127,8 +132,8 @@ impl Investigator {
         })
     }
 
-    fn backoff(attempts: u32) -> i64 {
-        60 * 2i64.pow(attempts.min(6))
+    fn backoff(&self, attempts: u32) -> i64 {
+        self.retry_base.as_secs() as i64 * 2i64.pow(attempts.min(6))
     }
 
     async fn start(&self, job: &Job, now: i64, deadline: Instant) -> Result<Step, String> {
@@ -186,7 +191,7 @@ impl Investigator {
             self.finish(job, Verdict::Failed { reason }, deadline).await?;
             return Ok(Step::Failed);
         }
-        let change = JobChange::Retry { attempts, next_attempt_at: now_epoch_seconds() + Self::backoff(attempts) };
+        let change = JobChange::Retry { attempts, next_attempt_at: now_epoch_seconds() + self.backoff(attempts) };
         self.jobs.update(&job.job_id, &change, now_epoch_seconds()).await.map_err(|e| directory_error_chain(&e))?;
         Ok(Step::Retried)
     }
