@@ -1,9 +1,6 @@
 //! A corpus of bad input: nothing panics, every record and finding ends in exactly one
 //! outcome, and nothing that can never succeed is handed back for retry.
 
-use std::collections::BTreeMap;
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,39 +8,15 @@ use base64::Engine as _;
 use securityhub_enricher::config::Rate;
 use securityhub_enricher::event::IncomingBatch;
 use securityhub_enricher::handler::{BatchReport, Enricher};
-use securityhub_enricher::metadata::{AccountMetadata, AccountRecord, Contact, ContactLookup, OrgUnit};
 use securityhub_enricher::securityhub::InMemoryHub;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-const A: &str = "111122223333";
+mod common;
+use common::{A, account_with_contact, encode, event, finding};
 
 fn enricher() -> (Enricher, Arc<InMemoryHub>) {
-    let account = AccountRecord::Found(AccountMetadata {
-        account_id: A.into(),
-        name: Some("prod".into()),
-        ou_path: vec![OrgUnit { id: "r-1".into(), name: "Root".into() }],
-        tags: BTreeMap::from([("Owner".into(), "x".into())]),
-        security_contact: ContactLookup::Found(Contact {
-            name: "Jane Secret".into(),
-            title: "CISO".into(),
-            email: "jane.secret@example.com".into(),
-            phone: "+1-555-0199".into(),
-        }),
-    });
-    common::in_memory_enricher(account, Rate { per_second: 10_000.0, burst: 10_000 })
-}
-
-fn encode(event: &Value) -> String {
-    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(event).unwrap())
-}
-
-fn event(findings: Value) -> Value {
-    json!({"source": "aws.securityhub", "detail-type": "Security Hub Findings - Imported", "detail": {"findings": findings}})
-}
-
-fn finding(id: &str) -> Value {
-    json!({"Id": id, "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/guardduty", "AwsAccountId": A, "UpdatedAt": "2026-11-22T07:00:00Z"})
+    common::in_memory_enricher(account_with_contact(), Rate { per_second: 10_000.0, burst: 10_000 })
 }
 
 async fn run(records: Vec<Value>) -> BatchReport {

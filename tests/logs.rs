@@ -2,32 +2,16 @@
 //! tracing caches each callsite's interest process-wide, so a subscriber scoped to one test
 //! among parallel others can miss events; here the subscriber is the process's.
 
-use std::collections::BTreeMap;
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
 use securityhub_enricher::config::Rate;
 use securityhub_enricher::event::IncomingBatch;
-use securityhub_enricher::metadata::{AccountMetadata, AccountRecord, Contact, ContactLookup, OrgUnit};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-const A: &str = "111122223333";
-
-fn encode(event: &Value) -> String {
-    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(event).unwrap())
-}
-
-fn event(findings: Value) -> Value {
-    json!({"source": "aws.securityhub", "detail-type": "Security Hub Findings - Imported", "detail": {"findings": findings}})
-}
-
-fn finding(id: &str) -> Value {
-    json!({"Id": id, "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/guardduty", "AwsAccountId": A, "UpdatedAt": "2026-11-22T07:00:00Z"})
-}
+mod common;
+use common::{account_with_contact, encode, event, finding};
 
 /// Collects what the handler logs at INFO and above.
 #[derive(Clone, Default)]
@@ -48,19 +32,7 @@ async fn logs_never_carry_contact_details_or_whole_findings() {
     let captured = Captured::default();
     let writer = captured.clone();
     tracing_subscriber::fmt().json().with_max_level(tracing::Level::INFO).with_writer(move || writer.clone()).init();
-    let account = AccountRecord::Found(AccountMetadata {
-        account_id: A.into(),
-        name: Some("prod".into()),
-        ou_path: vec![OrgUnit { id: "r-1".into(), name: "Root".into() }],
-        tags: BTreeMap::new(),
-        security_contact: ContactLookup::Found(Contact {
-            name: "Jane Secret".into(),
-            title: "CISO".into(),
-            email: "jane.secret@example.com".into(),
-            phone: "+1-555-0199".into(),
-        }),
-    });
-    let (enricher, hub) = common::in_memory_enricher(account, Rate { per_second: 1000.0, burst: 1000 });
+    let (enricher, hub) = common::in_memory_enricher(account_with_contact(), Rate { per_second: 1000.0, burst: 1000 });
     let mut with_note = finding("noted");
     with_note["Note"] = json!({"Text": "call Jane Secret", "UpdatedBy": "analyst"});
     let records = vec![
