@@ -237,10 +237,6 @@ impl Updater {
         Updater { writer, quota, max_attempts: 8, concurrency: 4, base_backoff: Duration::from_millis(100) }
     }
 
-    pub fn quota(&self) -> &QuotaShare {
-        &self.quota
-    }
-
     pub fn with_backoff(mut self, base: Duration, max_attempts: u32) -> Self {
         self.base_backoff = base;
         self.max_attempts = max_attempts;
@@ -368,6 +364,15 @@ pub enum ScriptedReply {
     },
 }
 
+/// One BatchUpdateFindings call as the in-memory hub answered it.
+#[derive(Debug, Clone, Copy)]
+pub struct HubCall {
+    pub at: Instant,
+    /// Findings updated (0 for a failed call).
+    pub applied: usize,
+    pub throttled: bool,
+}
+
 /// An in-memory Security Hub for handler tests and the load-test simulator: applies updates
 /// to a map, answers FindingNotFound for unknown findings once any are registered, follows a
 /// script of replies, and can enforce a quota.
@@ -377,10 +382,8 @@ pub struct InMemoryHub {
     known: std::sync::Mutex<Option<std::collections::HashSet<FindingId>>>,
     script: std::sync::Mutex<std::collections::VecDeque<ScriptedReply>>,
     quota: Option<governor::DefaultDirectRateLimiter>,
-    /// Findings per call, in call order, throttled and failed calls included as 0.
-    pub calls: std::sync::Mutex<Vec<usize>>,
-    /// When each call was answered, for time series: (instant, findings applied, throttled).
-    pub call_log: std::sync::Mutex<Vec<(Instant, usize, bool)>>,
+    /// Every call as it was answered, in order (failed and throttled ones included).
+    pub call_log: std::sync::Mutex<Vec<HubCall>>,
     /// When each finding was first updated.
     pub first_updated: std::sync::Mutex<HashMap<FindingId, Instant>>,
     /// Time each call takes, as the network and the service would.
@@ -414,7 +417,7 @@ impl InMemoryHub {
     }
 
     pub fn call_count(&self) -> usize {
-        self.calls.lock().unwrap().len()
+        self.call_log.lock().unwrap().len()
     }
 }
 
@@ -440,38 +443,32 @@ impl FindingsWriter for InMemoryHub {
             }
             Err(error) => (0, matches!(error, WriteError::Throttled { .. })),
         };
-        self.call_log.lock().unwrap().push((now, applied, throttled));
+        self.call_log.lock().unwrap().push(HubCall { at: now, applied, throttled });
         answer
     }
 }
 
 impl InMemoryHub {
     fn apply(&self, ids: &[FindingId], payload: &EnrichmentPayload) -> Result<Vec<Unprocessed>, WriteError> {
-        let mut calls = self.calls.lock().unwrap();
         if ids.is_empty() || ids.len() > crate::plan::MAX_FINDINGS_PER_UPDATE {
-            calls.push(0);
             return Err(WriteError::Rejected {
                 code: "InvalidInputException".into(),
                 source: "1 to 100 identifiers".into(),
             });
         }
         if self.quota.as_ref().is_some_and(|q| q.check().is_err()) {
-            calls.push(0);
             return Err(WriteError::Throttled { source: "TooManyRequestsException (in-memory quota)".into() });
         }
         let reply = self.script.lock().unwrap().pop_front();
         let mut unprocessed = Vec::new();
         match reply {
             Some(ScriptedReply::Throttle) => {
-                calls.push(0);
                 return Err(WriteError::Throttled { source: "TooManyRequestsException (scripted)".into() });
             }
             Some(ScriptedReply::Transient) => {
-                calls.push(0);
                 return Err(WriteError::Transient { source: "InternalException (scripted)".into() });
             }
             Some(ScriptedReply::Reject { code }) => {
-                calls.push(0);
                 return Err(WriteError::Rejected { code, source: "scripted".into() });
             }
             Some(ScriptedReply::Unprocessed { code, ids: chosen }) => {
@@ -497,7 +494,6 @@ impl InMemoryHub {
             }
             findings.insert(id.clone(), payload.clone());
         }
-        calls.push(ids.len());
         Ok(unprocessed)
     }
 }

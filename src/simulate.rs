@@ -324,11 +324,11 @@ impl Simulation {
             let second = ((at - started).as_secs_f64() * scale) as u64;
             samples.entry(second).or_insert_with(|| SecondSample { second, ..Default::default() })
         }
-        for &(at, applied, throttled) in hub.call_log.lock().unwrap().iter() {
-            let sample = sample_at(&mut samples, started, scale, at);
+        for call in hub.call_log.lock().unwrap().iter() {
+            let sample = sample_at(&mut samples, started, scale, call.at);
             sample.update_calls += 1;
-            sample.findings_enriched += applied;
-            sample.throttles += usize::from(throttled);
+            sample.findings_enriched += call.applied;
+            sample.throttles += usize::from(call.throttled);
         }
         for &at in organizations.finished.lock().unwrap().iter() {
             sample_at(&mut samples, started, scale, at).cache_misses += 1;

@@ -3,7 +3,7 @@
 //! Kinesis, read back in Pipe batches by one enricher environment per shard, the real
 //! handler and adapters), then every finding reconciled against what Security Hub holds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -147,16 +147,17 @@ impl LocalRun {
                             .map_err(|e| LocalError::new("Pipe batch", e))?;
                         let report =
                             enricher.handle(incoming, tokio::time::Instant::now() + Duration::from_secs(300)).await;
-                        let failed: Vec<String> = report
+                        let failed: HashSet<&str> = report
                             .response
                             .batch_item_failures
                             .iter()
-                            .filter_map(|f| f.item_identifier.clone())
+                            .filter_map(|f| f.item_identifier.as_deref())
                             .collect();
                         let handled = now_seconds();
-                        for record in
-                            records.iter().filter(|r| !failed.iter().any(|id| r["eventID"].as_str() == Some(id)))
-                        {
+                        let (again, done): (Vec<Value>, Vec<Value>) = records
+                            .into_iter()
+                            .partition(|r| r["eventID"].as_str().is_some_and(|id| failed.contains(id)));
+                        for record in &done {
                             let arrival = record["approximateArrivalTimestamp"].as_f64().unwrap_or(handled);
                             out.latencies.push((handled - arrival) * 1000.0);
                         }
@@ -166,11 +167,11 @@ impl LocalRun {
                         out.accepted += report.updates.findings_per_call.len();
                         out.bound += report.minimum_update_calls;
                         out.throttles += report.updates.throttled;
-                        if failed.is_empty() {
+                        if again.is_empty() {
                             break;
                         }
-                        out.redeliveries += failed.len();
-                        records.retain(|r| failed.iter().any(|id| r["eventID"].as_str() == Some(id)));
+                        out.redeliveries += again.len();
+                        records = again;
                     }
                 }
                 Ok::<Outcome, LocalError>(out)
