@@ -53,6 +53,13 @@ impl Limiter {
     }
 }
 
+/// How long to wait before retry `attempt` (1, 2, ...): `base` × 2^attempt, capped at 5 s,
+/// with jitter over its upper half so that retries from many callers spread out.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let cap = (base * 2u32.saturating_pow(attempt.min(10))).min(Duration::from_secs(5));
+    cap.mul_f64(rand::random_range(0.5..=1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +72,16 @@ mod tests {
             assert_eq!(limiter.acquire(deadline).await, Ok(()));
         }
         assert_eq!(limiter.acquire(deadline).await, Err(DeadlineReached));
+    }
+
+    #[test]
+    fn backoff_doubles_within_its_jitter_and_stops_at_five_seconds() {
+        let base = Duration::from_millis(100);
+        for attempt in 1..=12 {
+            let cap = (base * 2u32.pow(attempt.min(10))).min(Duration::from_secs(5));
+            let wait = backoff(base, attempt);
+            assert!(wait >= cap / 2 && wait <= cap, "attempt {attempt}: {wait:?} outside {:?}..={cap:?}", cap / 2);
+        }
     }
 
     #[tokio::test]

@@ -149,7 +149,7 @@ impl Replayer {
         let mut last_code = String::new();
         for attempt in 0..self.max_attempts {
             if attempt > 0 {
-                tokio::time::sleep(self.backoff(attempt)).await;
+                tokio::time::sleep(crate::limits::backoff(self.base_backoff, attempt)).await;
             }
             let records = pending
                 .iter()
@@ -191,12 +191,6 @@ impl Replayer {
             }
         }
         Err(ReplayError::GaveUp { count: pending.len(), attempts: self.max_attempts, last_code })
-    }
-
-    /// Exponential backoff with full jitter, capped at 5 s.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let cap = (self.base_backoff * 2u32.saturating_pow(attempt.min(10))).min(Duration::from_secs(5));
-        cap.mul_f64(rand::random_range(0.5..=1.0))
     }
 }
 

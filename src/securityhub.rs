@@ -281,7 +281,7 @@ impl Updater {
                 break;
             }
             if attempt > 0 {
-                let pause = self.backoff(attempt);
+                let pause = crate::limits::backoff(self.base_backoff, attempt);
                 if Instant::now() + pause >= deadline {
                     mark(&mut outcomes, &pending, FindingOutcome::Failed(FailReason::Deadline));
                     break;
@@ -334,12 +334,6 @@ impl Updater {
         let outcomes =
             outcomes.into_iter().map(|o| o.unwrap_or(FindingOutcome::Failed(FailReason::Transient))).collect();
         (outcomes, stats)
-    }
-
-    /// Exponential backoff with full jitter, capped at 5 s.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let cap = (self.base_backoff * 2u32.saturating_pow(attempt.min(10))).min(Duration::from_secs(5));
-        cap.mul_f64(rand::random_range(0.5..=1.0))
     }
 }
 

@@ -60,10 +60,9 @@ impl DynamoStore {
     }
 }
 
-/// Exponential backoff with full jitter for DynamoDB leftovers: 50 ms, 100 ms, 200 ms, ...
+/// Waits before resending DynamoDB leftovers: 100 ms, 200 ms, 400 ms, ... with jitter.
 async fn backoff(round: u32) {
-    let cap = 50u64 << round.min(6);
-    tokio::time::sleep(Duration::from_millis(rand::random_range(cap / 2..=cap))).await;
+    tokio::time::sleep(crate::limits::backoff(Duration::from_millis(50), round)).await;
 }
 
 fn decode_item(item: &HashMap<String, AttributeValue>, now: i64) -> Option<(String, CacheEntry)> {
