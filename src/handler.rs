@@ -64,10 +64,7 @@ impl Enricher {
     pub async fn handle(&self, batch: IncomingBatch, deadline: Instant) -> BatchReport {
         let started = Instant::now();
         let work_deadline = deadline.checked_sub(self.deadline_margin).unwrap_or(started);
-        let now_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or_default();
+        let now_epoch = crate::since_epoch().as_secs_f64();
 
         let Decoded { mut tally, mut slots, candidates, record_ages } = decode_batch(batch, now_epoch);
 

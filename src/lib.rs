@@ -21,12 +21,14 @@ pub mod simulate;
 pub mod telemetry;
 pub mod wiring;
 
+/// Wall-clock time since the Unix epoch (zero if the clock is set before it).
+pub fn since_epoch() -> std::time::Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+}
+
 /// Converts Lambda's deadline (milliseconds since the epoch) to a monotonic instant.
 pub fn lambda_deadline(deadline_epoch_ms: u64) -> tokio::time::Instant {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default();
+    let now_ms = since_epoch().as_millis() as u64;
     tokio::time::Instant::now() + std::time::Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms))
 }
 pub mod investigate;

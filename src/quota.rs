@@ -214,14 +214,10 @@ impl DynamoLedger {
     }
 }
 
-fn epoch_millis() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
-}
-
 #[async_trait]
 impl QuotaLedger for DynamoLedger {
     async fn claim(&self, holder: &str, ttl: Duration) -> Result<u32, LedgerError> {
-        let now = epoch_millis();
+        let now = crate::since_epoch().as_millis() as u64;
         let mine = format!("{HOLDER_PREFIX}{holder}");
         let prune: Vec<String> = {
             let mut prunable = self.prunable.lock().expect("ledger lock");

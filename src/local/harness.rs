@@ -4,7 +4,7 @@
 //! handler and adapters), then every finding reconciled against what Security Hub holds.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -67,10 +67,6 @@ const CACHE_TABLE: &str = "loadtest-cache";
 const STREAM: &str = "loadtest-findings";
 /// A failed record is delivered again at most this many times, as the Pipe's retry policy would.
 const DELIVERIES: usize = 5;
-
-fn now_seconds() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
-}
 
 impl LocalRun {
     /// Runs on the stack that `scripts/local-aws` started, in a fresh account of it.
@@ -153,7 +149,7 @@ impl LocalRun {
                             .iter()
                             .filter_map(|f| f.item_identifier.as_deref())
                             .collect();
-                        let handled = now_seconds();
+                        let handled = crate::since_epoch().as_secs_f64();
                         let (again, done): (Vec<Value>, Vec<Value>) = records
                             .into_iter()
                             .partition(|r| r["eventID"].as_str().is_some_and(|id| failed.contains(id)));

@@ -59,7 +59,7 @@ impl CacheEntry {
 }
 
 pub fn now_epoch_seconds() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    crate::since_epoch().as_secs() as i64
 }
 
 #[cfg(test)]
