@@ -79,7 +79,7 @@ impl ApiCalls {
 }
 
 /// Error codes AWS uses for throttling, as the SDK's own retry classifier lists them.
-const THROTTLING_CODES: [&str; 8] = [
+pub const THROTTLING_CODES: [&str; 8] = [
     "Throttling",
     "ThrottlingException",
     "ThrottledException",

@@ -198,19 +198,17 @@ impl Replayer {
 /// a bad argument or a denied KMS key are not.
 fn is_retryable<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
     match error {
-        SdkError::ServiceError(_) => matches!(
-            error.code(),
-            Some(
-                "ProvisionedThroughputExceededException"
-                    | "KMSThrottlingException"
-                    | "ThrottlingException"
-                    | "LimitExceededException"
-                    | "InternalFailure"
-                    | "InternalFailureException"
-                    | "ServiceUnavailable"
-                    | "ServiceUnavailableException"
-            )
-        ),
+        SdkError::ServiceError(_) => error.code().is_some_and(|code| {
+            crate::aws::THROTTLING_CODES.contains(&code)
+                || matches!(
+                    code,
+                    "KMSThrottlingException"
+                        | "InternalFailure"
+                        | "InternalFailureException"
+                        | "ServiceUnavailable"
+                        | "ServiceUnavailableException"
+                )
+        }),
         SdkError::ConstructionFailure(_) => false,
         _ => true,
     }
