@@ -78,6 +78,18 @@ pub enum QuotaSharing {
     Static,
 }
 
+impl FromStr for QuotaSharing {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "ledger" => Ok(QuotaSharing::Ledger),
+            "static" => Ok(QuotaSharing::Static),
+            _ => Err("expected ledger or static".into()),
+        }
+    }
+}
+
 /// What the enricher needs to queue investigations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvestigationConfig {
@@ -350,17 +362,6 @@ impl EnricherConfig {
             burst: SECURITYHUB_QUOTA.burst - reserved.burst,
         };
         let share = crate::quota::share_of(pool, environments);
-        let quota_sharing = match vars.optional("SECURITYHUB_QUOTA_SHARING").as_deref() {
-            None | Some("ledger") => QuotaSharing::Ledger,
-            Some("static") => QuotaSharing::Static,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    var: "SECURITYHUB_QUOTA_SHARING",
-                    value: other.to_owned(),
-                    reason: "expected ledger or static".into(),
-                });
-            }
-        };
         Ok(EnricherConfig {
             cache_table,
             contact_role,
@@ -375,7 +376,7 @@ impl EnricherConfig {
             sts_rate: vars.rate("STS_RPS", "STS_BURST", Rate { per_second: 1.0, burst: 2 })?,
             securityhub_rate: vars.rate("SECURITYHUB_RPS", "SECURITYHUB_BURST", share)?,
             securityhub_pool: pool,
-            quota_sharing,
+            quota_sharing: vars.parsed("SECURITYHUB_QUOTA_SHARING", QuotaSharing::Ledger, |_| true)?,
             lookup_concurrency: vars.parsed("LOOKUP_CONCURRENCY", 8, |n| (1..=256).contains(n))?,
             lookup_budget: vars.seconds("LOOKUP_BUDGET_SECONDS", 5)?,
             deadline_margin: Duration::from_millis(vars.parsed("DEADLINE_MARGIN_MS", 3000, |_| true)?),

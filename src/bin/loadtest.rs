@@ -90,8 +90,8 @@ enum Command {
         #[arg(long)]
         rate: Option<f64>,
         /// How the environments divide BatchUpdateFindings' quota (SECURITYHUB_QUOTA_SHARING).
-        #[arg(long, value_enum, default_value_t = Sharing::Ledger)]
-        quota_sharing: Sharing,
+        #[arg(long, default_value = "ledger")]
+        quota_sharing: QuotaSharing,
         /// Write the JSON summary here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -111,12 +111,6 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
     },
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Sharing {
-    Ledger,
-    Static,
 }
 
 #[tokio::main]
@@ -171,10 +165,7 @@ async fn main() -> Result<()> {
                 organizations_budget,
                 time_scale,
                 produce_rate: rate,
-                quota_sharing: match quota_sharing {
-                    Sharing::Ledger => QuotaSharing::Ledger,
-                    Sharing::Static => QuotaSharing::Static,
-                },
+                quota_sharing,
                 hub_quota: Rate { per_second: 10.0, burst: 30 },
                 ..Simulation::default()
             };
