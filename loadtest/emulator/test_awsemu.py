@@ -1,4 +1,4 @@
-"""Tests for awsemu.py, driven through boto3's securityhub client.
+"""Tests for the awsemu emulator (python -m awsemu), driven through boto3's securityhub client.
 
 Run from the repository root:
     .venv/bin/python -m unittest discover -s loadtest/emulator -v
@@ -9,11 +9,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import re
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 import unittest
 import urllib.error
@@ -23,8 +20,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-AWSEMU = os.path.join(HERE, "awsemu.py")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for running this file directly
+from serverproc import ServerProcess  # noqa: E402
+
 REGION = "us-east-1"
 
 _account_seq = itertools.count(1)
@@ -35,26 +33,11 @@ def new_account() -> str:
     return "%012d" % (200000000000 + os.getpid() % 1000 * 100000 + next(_account_seq))
 
 
-class Emu:
-    """An awsemu subprocess on a free port."""
+class Emu(ServerProcess):
+    """An awsemu subprocess (python -m awsemu) on a free port."""
 
     def __init__(self, *args: str):
-        self.tmpdir = tempfile.TemporaryDirectory()
-        self.port_file = os.path.join(self.tmpdir.name, "port")
-        self.stderr = open(os.path.join(self.tmpdir.name, "stderr"), "w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, AWSEMU, "--host", "127.0.0.1", "--port", "0", "--port-file", self.port_file, *args],
-            stdout=subprocess.PIPE, stderr=self.stderr, text=True)
-        deadline = time.monotonic() + 10
-        while not os.path.exists(self.port_file):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stderr.seek(0)
-                raise RuntimeError("awsemu did not start: " + self.stderr.read())
-            time.sleep(0.02)
-        with open(self.port_file) as fh:
-            self.port = int(fh.read().strip())
-        self.stdout_line = self.proc.stdout.readline().strip()
-        self.url = "http://127.0.0.1:%d" % self.port
+        super().__init__("awsemu", "awsemu", "--host", "127.0.0.1", "--port", "0", *args)
 
     def client(self, account: str, region: str = REGION, config: Config | None = None):
         return boto3.client(
@@ -69,19 +52,6 @@ class Emu:
                 return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), json.loads(e.read() or b"null")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-        self.stderr.close()
-        self.tmpdir.cleanup()
-        return self.proc.returncode
 
 
 _akid_seq = itertools.count(1)
@@ -151,16 +121,24 @@ def tearDownModule():
         emu.stop()
 
 
-class EmulatorTestCase(unittest.TestCase):
+class SharedServersTestCase(unittest.TestCase):
+    """Tests on their module's shared servers ``servers["plain"]`` and ``servers["throttled"]``."""
+
+    servers: dict[str, Emu] = {}
+
     @property
     def plain(self) -> Emu:
-        """--no-throttle, --udf-mode replace (default)."""
-        return _servers["plain"]
+        return self.servers["plain"]
 
     @property
     def throttled(self) -> Emu:
-        """Throttling on (default quotas), --udf-mode merge, --rate GetFindings=1:2."""
-        return _servers["throttled"]
+        return self.servers["throttled"]
+
+
+class EmulatorTestCase(SharedServersTestCase):
+    # plain: --no-throttle, --udf-mode replace (default).
+    # throttled: throttling on (default quotas), --udf-mode merge, --rate GetFindings=1:2.
+    servers = _servers
 
     def assertClientError(self, ctx, code: str, status: int, message_re: str | None = None):
         err = ctx.exception

@@ -19,7 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for running this file directly
-from test_awsemu import Emu, add_header, new_account, new_session_key, register_key  # noqa: E402
+from test_awsemu import Emu, SharedServersTestCase, add_header, new_account, new_session_key, register_key  # noqa: E402
 
 REGION = "us-east-1"
 DELAY_S = 0.2  # --investigation-delay-ms of the shared servers
@@ -73,16 +73,10 @@ NOW = datetime.now(timezone.utc).replace(microsecond=0)
 SCOPE = {"ScopeStartTime": NOW - timedelta(days=2), "ScopeEndTime": NOW - timedelta(hours=1)}
 
 
-class DetectiveTestCase(unittest.TestCase):
-    @property
-    def plain(self) -> Emu:
-        """--no-throttle, --investigation-delay-ms 200."""
-        return _servers["plain"]
-
-    @property
-    def throttled(self) -> Emu:
-        """Default Detective quotas, --investigation-delay-ms 200."""
-        return _servers["throttled"]
+class DetectiveTestCase(SharedServersTestCase):
+    # plain: --no-throttle, --investigation-delay-ms 200.
+    # throttled: default Detective quotas, --investigation-delay-ms 200.
+    servers = _servers
 
     def setUp(self):
         self.acct = new_account()

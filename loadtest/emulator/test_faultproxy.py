@@ -1,4 +1,4 @@
-"""Tests for faultproxy.py: moto_server behind the proxy, driven through boto3.
+"""Tests for the fault proxy (python -m awsemu.faultproxy): moto_server behind the proxy, driven through boto3.
 
 Run from the repository root:
     .venv/bin/python -m unittest loadtest/emulator/test_faultproxy.py -v
@@ -11,7 +11,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,8 +26,9 @@ from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConn
 from botocore.retries.standard import RetryContext, ThrottledRetryableChecker, TransientRetryableChecker
 from urllib3.exceptions import ProtocolError
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-FAULTPROXY = os.path.join(HERE, "faultproxy.py")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for running this file directly
+from serverproc import ServerProcess  # noqa: E402
+
 REGION = "us-east-1"
 NO_RETRY = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=10)
 DEFAULT_KEY = "AKIAFAULTPROXYTEST01"
@@ -95,27 +95,11 @@ class Moto:
         self.tmpdir.cleanup()
 
 
-class Proxy:
-    """A faultproxy subprocess on a free port."""
+class Proxy(ServerProcess):
+    """A faultproxy subprocess (python -m awsemu.faultproxy) on a free port."""
 
     def __init__(self, upstream: str, *args: str) -> None:
-        self.tmpdir = tempfile.TemporaryDirectory()
-        self.port_file = os.path.join(self.tmpdir.name, "port")
-        self.stderr = open(os.path.join(self.tmpdir.name, "stderr"), "w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, FAULTPROXY, "--listen-port", "0", "--port-file", self.port_file,
-             "--upstream", upstream, *args],
-            stdout=subprocess.PIPE, stderr=self.stderr, text=True)
-        deadline = time.monotonic() + 10
-        while not os.path.exists(self.port_file):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stderr.seek(0)
-                raise RuntimeError("faultproxy did not start: " + self.stderr.read())
-            time.sleep(0.02)
-        with open(self.port_file) as fh:
-            self.port = int(fh.read().strip())
-        self.stdout_line = self.proc.stdout.readline().strip()
-        self.url = "http://127.0.0.1:%d" % self.port
+        super().__init__("awsemu.faultproxy", "faultproxy", "--listen-port", "0", "--upstream", upstream, *args)
 
     def client(self, service: str, key: str = DEFAULT_KEY, secret: str = "secret", token: str | None = None):
         return boto3.client(service, endpoint_url=self.url, region_name=REGION, aws_access_key_id=key,
@@ -136,19 +120,6 @@ class Proxy:
         status, out = self.control("GET", "stats")
         assert status == 200, out
         return out
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-        self.stderr.close()
-        self.tmpdir.cleanup()
-        return self.proc.returncode
 
 
 MOTO: Moto | None = None
