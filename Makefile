@@ -5,6 +5,11 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint test-rust test-emulator test-templates venv clean fuzz bench simulate loadtest-local
+.PHONY: test-permissions package
+
+# The AWS calls the local-stack tests make, one JSON object per line, written by the fault proxies of
+# scripts/local-aws (LOCAL_AWS_CALL_LOG) during test-rust and checked by test-permissions.
+CALL_LOG := $(CURDIR)/target/observed-calls.jsonl
 
 ## demo: run the enricher end to end on the local AWS stack and print what it did
 demo: $(STAMP)
@@ -12,7 +17,7 @@ demo: $(STAMP)
 	RUST_LOG=warn AWSEMU_FLAGS="--investigation-delay-ms 1500" scripts/local-aws run -- target/debug/demo
 
 ## test: formatting, lints, and every test (unit, property, handler, local AWS stack, emulator, templates)
-test: lint test-emulator test-templates test-rust
+test: lint test-emulator test-templates test-rust test-permissions
 
 lint:
 	cargo fmt --check
@@ -25,8 +30,37 @@ test-emulator: $(STAMP)
 test-templates: $(STAMP)
 	$(PYTHON) -m unittest discover -s pipes/tests -t .
 
+test-rust: export LOCAL_AWS_CALL_LOG = $(CALL_LOG)
 test-rust: $(STAMP)
+	rm -f $(CALL_LOG)
+	mkdir -p $(dir $(CALL_LOG))
 	AWSEMU_FLAGS="--investigation-delay-ms 300" scripts/local-aws run -- cargo test --all-targets
+
+## test-permissions: every AWS call the functions made during test-rust is allowed by their roles in
+## pipes/template.yaml (and the contact role of pipes/management-account.yaml), in every deployment
+## variant; fails naming the function, the operation and the missing grant, and fails when the log
+## is missing or holds no function's call (run test-rust first)
+test-permissions: $(STAMP)
+	$(PYTHON) -m pipes.tests.iam_check --require-calls $(CALL_LOG)
+
+# The Lambda functions pipes/template.yaml deploys (CodeUri: ../target/lambda/<name>/) and their
+# architecture (Globals: Architectures). ARCH=x86_64 builds for x86-64 instead; the template must then
+# say x86_64 too.
+LAMBDA_BINS := enricher investigator account-events
+ARCH ?= arm64
+PACKAGE_STAMP := $(VENV)/.package-installed
+
+## package: build the functions for Lambda (release, $(ARCH)) into target/lambda/<name>/bootstrap, with
+## cargo-lambda and Zig from requirements-package.txt (pinned, in .venv); needs the Rust target
+## (rustup target add aarch64-unknown-linux-gnu; cargo-lambda adds it when rustup can)
+package: $(PACKAGE_STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --$(subst _,-,$(ARCH)) $(addprefix --bin ,$(LAMBDA_BINS))
+	@for bin in $(LAMBDA_BINS); do test -x target/lambda/$$bin/bootstrap || { echo "missing target/lambda/$$bin/bootstrap" >&2; exit 1; }; done
+	@echo "built: $(foreach bin,$(LAMBDA_BINS),target/lambda/$(bin)/bootstrap)"
+
+$(PACKAGE_STAMP): requirements-package.txt $(STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-package.txt
+	touch $@
 
 FUZZ_SECONDS ?= 60
 

@@ -31,17 +31,40 @@ from typing import Any, Iterator
 
 from cfnlint.decode import decode
 
+from pipes.tests import iam_check
+from pipes.tests.cfn import Stack
+from pipes.tests.iam_check import Request, evaluate
+
 ROOT = Path(__file__).resolve().parents[2]
 PIPES = ROOT / "pipes"
 MAIN = PIPES / "template.yaml"
 MANAGEMENT = PIPES / "management-account.yaml"
 TEMPLATES = sorted(PIPES.glob("*.yaml"))
-CONFIG_RS = ROOT / "src" / "config.rs"
-SELECT_RS = ROOT / "src" / "investigate" / "select.rs"
-QUOTA_RS = ROOT / "src" / "quota.rs"
 README = PIPES / "README.md"
+TOP_README = ROOT / "README.md"
+MAKEFILE = ROOT / "Makefile"
+
+# Every Rust source these tests read (the Rust layout may move: update the paths here only).
+CONFIG_RS = ROOT / "src" / "config.rs"  # ENRICHER_VARS, INVESTIGATOR_VARS, ACCOUNT_EVENTS_VARS, defaults
+SELECT_RS = ROOT / "src" / "core" / "select.rs"  # Criteria::default
+QUOTA_RS = ROOT / "src" / "adapters" / "cache_table" / "schema.rs"  # LEDGER_KEY
+CHANGES_RS = ROOT / "src" / "core" / "account_change.rs"  # WATCHED_CALLS
+TELEMETRY_RS = ROOT / "src" / "telemetry.rs"  # Metric::name(), labels(), NAMESPACE
+BIN_RS = ROOT / "src" / "bin"  # <function>.rs: install_emf("<function>")
+DIRECTORY_RS = ROOT / "src" / "service" / "directory.rs"  # the "account lookup failed" warning
+ORGANIZATIONS_RS = ROOT / "src" / "adapters" / "organizations.rs"  # the "access denied" contact warning
+CARGO_TOML = ROOT / "Cargo.toml"  # rust-version, edition
 
 PARTITION_KEY_PATH = "$.detail.findings[0].AwsAccountId"
+
+# Values for the parameters without a default (any valid values do).
+REQUIRED_PARAMETERS = {"ManagementAccountId": iam_check.MANAGEMENT_ACCOUNT, "OrganizationId": iam_check.ORGANIZATION_ID}
+MANAGEMENT_PARAMETERS = {"EnricherRoleArns": "arn:aws:iam::111122223333:role/securityhub-enricher-us-east-1"}
+
+
+def mentions(case: unittest.TestCase, text: str, needle: str, what: str) -> None:
+    """assertIn for long documents, without printing the document."""
+    case.assertTrue(needle in text, f"{what} does not mention {needle!r}")
 
 
 def load(path: Path) -> dict:
@@ -389,6 +412,7 @@ class IamTest(unittest.TestCase):
                 "organizations:DescribeAccount", "organizations:ListTagsForResource", "organizations:ListParents",
                 "organizations:DescribeOrganizationalUnit", "organizations:ListRoots", "organizations:DescribeOrganization",
                 "account:GetAlternateContact",
+                "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey",  # customer managed key only
             },
         )
 
@@ -406,10 +430,52 @@ class IamTest(unittest.TestCase):
         hub = {"Fn::Sub": "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:hub/default"}
         seen = 0
         for _, statement in self.each_statement():
-            if "securityhub:BatchUpdateFindings" in as_list(statement["Action"]):
+            if statement["Effect"] == "Allow" and any(a.startswith("securityhub:") for a in as_list(statement["Action"])):
                 self.assertEqual(statement["Resource"], hub)
                 seen += 1
         self.assertEqual(seen, 2)
+
+    def test_findings_updates_are_limited_to_note_and_user_defined_fields(self):
+        """Every customer-updatable field of BatchUpdateFindings (Security Hub user guide, "Available
+        fields for BatchUpdateFindings") but Note and UserDefinedFields is denied to both writers, by
+        the documented condition: Null securityhub:ASFFSyntaxPath/<field> = "false"."""
+        updatable = {"Confidence", "Criticality", "Note", "RelatedFindings", "Severity", "Types",
+                     "UserDefinedFields", "VerificationState", "Workflow"}
+        written = {"Note", "UserDefinedFields"}
+        stack = Stack(self.templates["template.yaml"], REQUIRED_PARAMETERS)
+        hub = "arn:aws:securityhub:us-east-1:111122223333:hub/default"
+        for role in ("EnricherRole", "InvestigatorRole"):
+            statements = iam_check.role_statements(stack, role)
+            denied = {
+                key.split("/", 1)[1]
+                for s in statements if s["Effect"] == "Deny" and "securityhub:BatchUpdateFindings" in as_list(s["Action"])
+                for key, value in s["Condition"]["Null"].items()
+                if value == "false" and len(s["Condition"]) == 1 and len(s["Condition"]["Null"]) == 1
+            }
+            self.assertEqual({f.split(".")[0] for f in denied}, updatable - written, role)
+            self.assertTrue({"Workflow.Status", "Severity.Label"} <= denied, role)
+            for fields, allowed in [(["Note", "UserDefinedFields"], True), (["UserDefinedFields"], True)] + [
+                (["Note", f], False) for f in sorted(updatable - written)
+            ]:
+                context = {f"securityhub:asffsyntaxpath/{f.lower()}": [iam_check.UnknownValue(f)] for f in fields}
+                decision = evaluate(statements, Request("securityhub:BatchUpdateFindings", [hub], context))
+                self.assertEqual(decision.allowed, allowed, f"{role} {fields}: {decision.reason}")
+
+    def test_no_role_can_overwrite_the_quota_ledger(self):
+        """Only the enricher's UpdateItem reaches the ledger's item; every other write to the cache
+        table is limited to 12-character keys (account ids), for every role and the operator policy."""
+        ledger_key = re.search(r'pub const LEDGER_KEY: &str = "([^"]+)";', QUOTA_RS.read_text()).group(1)
+        for kms in ("", iam_check.KMS_KEY):
+            stack = Stack(self.templates["template.yaml"], {**REQUIRED_PARAMETERS, "KmsKeyArn": kms})
+            table = stack.arn("CacheTable")
+            principals = {role: iam_check.role_statements(stack, role) for role in stack.resources("AWS::IAM::Role")}
+            principals["OperatorPolicy"] = iam_check.policy_statements(stack.resources()["OperatorPolicy"]["Properties"]["PolicyDocument"])
+            for name, statements in principals.items():
+                for action in ("BatchWriteItem", "PutItem", "DeleteItem", "UpdateItem"):
+                    for keys in ([ledger_key], ["111122223333", ledger_key]):
+                        request = Request(f"dynamodb:{action}", [table], {"dynamodb:leadingkeys": keys})
+                        expected = name == "EnricherRole" and action == "UpdateItem" and keys == [ledger_key]
+                        self.assertEqual(evaluate(statements, request).allowed, expected, f"{name} {action} {keys}")
 
     def test_management_role_reads_contacts_only_and_trusts_only_the_enricher(self):
         template = self.templates["management-account.yaml"]
@@ -429,9 +495,50 @@ class IamTest(unittest.TestCase):
         self.assertEqual(list(trust["Principal"]), ["AWS"])
         _, with_external_id, without = trust["Condition"]["Fn::If"]
         for condition in (with_external_id, without):
-            self.assertEqual(condition["ArnEquals"], {"aws:PrincipalArn": {"Ref": "EnricherRoleArn"}})
+            self.assertEqual(condition["ArnEquals"], {"aws:PrincipalArn": {"Ref": "EnricherRoleArns"}})
         self.assertEqual(with_external_id["StringEquals"], {"sts:ExternalId": {"Ref": "ExternalId"}})
         self.assertEqual(set(without), {"ArnEquals"})
+
+    def test_the_contact_role_trusts_the_enricher_role_of_every_region_listed(self):
+        roles = [f"arn:aws:iam::111122223333:role/securityhub-enricher-{r}" for r in ("us-east-1", "eu-west-1", "ap-southeast-2")]
+        for external_id in ("", "ext-123"):
+            stack = Stack(self.templates["management-account.yaml"], {"EnricherRoleArns": ",".join(roles[:2]), "ExternalId": external_id},
+                          account=iam_check.MANAGEMENT_ACCOUNT)
+            trust = stack.resources()["ContactRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+            for arn, expected in [(roles[0], True), (roles[1], True), (roles[2], False),
+                                  ("arn:aws:iam::444455556666:role/securityhub-enricher-us-east-1", False)]:
+                context = {"aws:principalarn": [arn]}
+                if external_id:
+                    context["sts:externalid"] = [external_id]
+                decision = evaluate(trust, Request("sts:AssumeRole", ["*"], context, principal={"AWS": arn}))
+                self.assertEqual(decision.allowed, expected, f"{arn} external id {external_id!r}")
+            if external_id:
+                request = Request("sts:AssumeRole", ["*"], {"aws:principalarn": [roles[0]]}, principal={"AWS": roles[0]})
+                self.assertFalse(evaluate(trust, request).allowed, "the external id is required when set")
+
+    def test_the_organizations_delegation_policy_is_a_resource(self):
+        """The enricher account may call exactly the Organizations reads the enricher role is granted."""
+        template = self.templates["management-account.yaml"]
+        policy = template["Resources"]["OrganizationsDelegationPolicy"]
+        self.assertEqual(policy["Type"], "AWS::Organizations::ResourcePolicy")
+        self.assertEqual(policy["Condition"], "CreateDelegationPolicy")
+        self.assertEqual(template["Parameters"]["CreateOrganizationsDelegationPolicy"]["AllowedValues"], ["true", "false"])
+        stack = Stack(template, MANAGEMENT_PARAMETERS, account=iam_check.MANAGEMENT_ACCOUNT)
+        (statement,) = stack.resources()["OrganizationsDelegationPolicy"]["Properties"]["Content"]["Statement"]
+        self.assertEqual(statement["Principal"], {"AWS": "arn:aws:iam::111122223333:root"})
+        self.assertEqual(statement["Effect"], "Allow")
+        self.assertNotIn("Condition", statement)
+        enricher = self.templates["template.yaml"]["Resources"]["EnricherRole"]
+        needed = {a for s in statements({"Resources": {"r": enricher}}) for a in as_list(s["Action"]) if a.startswith("organizations:")}
+        self.assertEqual(set(statement["Action"]), needed)
+        self.assertTrue(all(a.split(":")[1].startswith(("Describe", "List")) for a in statement["Action"]), "read-only")
+        off = Stack(template, {**MANAGEMENT_PARAMETERS, "CreateOrganizationsDelegationPolicy": "false"})
+        self.assertNotIn("OrganizationsDelegationPolicy", off.resources())
+        readme = README.read_text()
+        for action in statement["Action"]:
+            mentions(self, readme, json.dumps(action), "pipes/README.md (the statement to merge)")
+        mentions(self, readme, "describe-resource-policy", "pipes/README.md")
+        mentions(self, readme, "put-resource-policy", "pipes/README.md")
 
 
 # ------------------------------------------------------------------------------------------
@@ -439,7 +546,6 @@ class IamTest(unittest.TestCase):
 # ------------------------------------------------------------------------------------------
 
 DASHBOARD = ROOT / "dashboards" / "enricher.json"
-TELEMETRY_RS = ROOT / "src" / "telemetry.rs"
 NAMESPACE = "SecurityHubEnricher"
 # The Function dimension: src/bin/<name>.rs calls telemetry::install_emf("<name>").
 FUNCTIONS = {"enricher", "investigator"}
@@ -454,17 +560,28 @@ def fill(body: str) -> Any:
 
 
 def code_metrics(source: str) -> dict[str, set[str]]:
-    """Metric::name() strings of src/telemetry.rs -> their dimension names (Function + labels())."""
+    """Metric::name() strings of src/telemetry.rs -> their dimension names (Function + labels()).
+
+    Names are either written out (`Metric::X => "X"` in name()) or the variant names themselves
+    (`strum::IntoStaticStr` on `pub enum Metric`); labels are string literals or `label::X`
+    constants of `pub mod label`."""
     names = dict(re.findall(r'Metric::(\w+)\s*=>\s*"(\w+)"', source))
+    if not names and "IntoStaticStr" in source:
+        enum = re.search(r"pub enum Metric \{(.*?)\n\}", source, re.S)
+        if enum:
+            body = re.sub(r"///[^\n]*|//[^\n]*|#\[[^\]]*\]", "", enum.group(1))
+            names = {v: v for v in re.findall(r"^\s*([A-Z]\w*)\s*,?\s*$", body, re.M)}
     if not names:
         raise AssertionError("src/telemetry.rs: no `Metric::X => \"X\"` lines (Metric::name())")
+    constants = dict(re.findall(r'pub const ([A-Z_]+): &str = "(\w+)";', source))
     labels = re.search(r"fn labels\(self\)[^{]*\{(.*?)\n    \}", source, re.S)
     if labels is None:
         raise AssertionError("src/telemetry.rs: Metric::labels() not found")
     dimensions = {name: {"Function"} for name in names.values()}
     for left, right in re.findall(r"^\s*((?:Metric::\w+\s*\|?\s*)+)=>\s*&\[([^\]]*)\]", labels.group(1), re.M):
+        values = set(re.findall(r'"(\w+)"', right)) | {constants[c] for c in re.findall(r"label::([A-Z_]+)", right)}
         for variant in re.findall(r"Metric::(\w+)", left):
-            dimensions[names[variant]] |= set(re.findall(r'"(\w+)"', right))
+            dimensions[names[variant]] |= values
     return dimensions
 
 
@@ -510,7 +627,7 @@ class DashboardTest(unittest.TestCase):
         self.assertIn(f'pub const NAMESPACE: &str = "{NAMESPACE}";', source)
         self.assertIn('pub const FUNCTION_DIMENSION: &str = "Function";', source)
         for function in FUNCTIONS:
-            self.assertIn(f'install_emf("{function}")', (ROOT / "src" / "bin" / f"{function}.rs").read_text())
+            self.assertIn(f'install_emf("{function}")', (BIN_RS / f"{function}.rs").read_text())
         with self.assertRaises(AssertionError):
             code_metrics("fn name(self) -> &str { match self { Metric::A => a } }")
 
@@ -663,16 +780,28 @@ def resolve(path: str, document: Any) -> Any:
     return value
 
 
+def stream_rules(template: dict, region: str = "us-east-1", **parameters: str) -> dict[str, dict]:
+    """The rules that feed the findings stream, as deployed with these parameters (patterns resolved)."""
+    stack = Stack(template, {**REQUIRED_PARAMETERS, **parameters}, region=region)
+    stream = stack.arn("FindingsStream")
+    return {
+        name: r["Properties"]
+        for name, r in stack.resources("AWS::Events::Rule").items()
+        if any(t["Arn"] == stream for t in r["Properties"]["Targets"])
+    }
+
+
 class PatternTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         template = load(MAIN)
         # The rules that feed the findings stream; AccountChangesRule is AccountEventsTest's.
-        cls.rules = {
+        cls.raw_rules = {
             name: r["Properties"]
             for name, r in resources(template, "AWS::Events::Rule").items()
             if any(t["Arn"] == {"Fn::GetAtt": ["FindingsStream", "Arn"]} for t in r["Properties"]["Targets"])
         }
+        cls.rules = stream_rules(template)
         cls.match = staticmethod(matcher())
 
     def matching(self, sample: dict) -> set[str]:
@@ -699,7 +828,8 @@ class PatternTest(unittest.TestCase):
                 self.assertLessEqual(len(self.matching(sample)), 1, about)
 
     def test_every_rule_targets_the_stream_keyed_by_account(self):
-        for name, rule in self.rules.items():
+        self.assertEqual(set(self.raw_rules), set(self.rules))
+        for name, rule in self.raw_rules.items():
             (target,) = rule["Targets"]
             self.assertEqual(target["Arn"], {"Fn::GetAtt": ["FindingsStream", "Arn"]}, name)
             self.assertEqual(target["KinesisParameters"]["PartitionKeyPath"], PARTITION_KEY_PATH, name)
@@ -722,7 +852,69 @@ class PatternTest(unittest.TestCase):
         self.assertFalse(self.match({**record, "eventName": "REMOVE"}, pattern))
 
 
-CHANGES_RS = ROOT / "src" / "metadata" / "changes.rs"
+class RegionTest(unittest.TestCase):
+    """Where to deploy with cross-Region aggregation, and no finding enriched twice.
+
+    With aggregation, the home Region's bus carries the Imported events of the linked Regions'
+    findings too (Security Hub user guide, "Security Hub event types in EventBridge"), and updates
+    made in the home Region replicate back ("Understanding cross-Region aggregation"). So a
+    finding of a linked Region is an event in its own Region and in the home Region: one stack in
+    the home Region with FindingRegions = all sees it once; stacks in several Regions must each
+    take only their own Region's findings (this-region)."""
+
+    HOME, LINKED = "us-east-1", "us-west-2"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.template = load(MAIN)
+        cls.match = staticmethod(matcher())
+
+    def aggregated(self, finding_region: str, *extra: str) -> list[tuple[str, dict]]:
+        """(bus Region, event) for every bus an Imported event of a finding from `finding_region` reaches."""
+        f = finding(findingEnriched="Partial") if "partial" in extra else finding()
+        f["Region"] = finding_region
+        sample = {**event(IMPORTED, f), "region": finding_region}
+        buses = [finding_region] if finding_region == self.HOME else [finding_region, self.HOME]
+        return [(bus, sample) for bus in buses]
+
+    def deliveries(self, stacks: dict[str, str], finding_region: str, *extra: str) -> int:
+        """How many times the stacks ({Region: FindingRegions}) receive the finding."""
+        count = 0
+        for bus, sample in self.aggregated(finding_region, *extra):
+            if bus in stacks:
+                rules = stream_rules(self.template, region=bus, FindingRegions=stacks[bus])
+                count += sum(1 for rule in rules.values() if self.match(sample, rule["EventPattern"]))
+        return count
+
+    def test_the_parameter_filters_rules_a_and_c_only(self):
+        everywhere = stream_rules(self.template)
+        local = stream_rules(self.template, FindingRegions="this-region")
+        for name in ("UnenrichedFindingsRule", "PartiallyEnrichedFindingsRule", "InvestigationRequestedRule"):
+            self.assertNotIn("Region", everywhere[name]["EventPattern"]["detail"]["findings"], name)
+            self.assertEqual(local[name]["EventPattern"]["detail"]["findings"]["Region"], ["us-east-1"], name)
+        self.assertEqual(local["CustomActionRule"]["EventPattern"], everywhere["CustomActionRule"]["EventPattern"],
+                         "a custom action event exists only in the Region where the analyst acted")
+
+    def test_one_stack_in_the_home_region_sees_every_finding_once(self):
+        for region in (self.HOME, self.LINKED):
+            self.assertEqual(self.deliveries({self.HOME: "all"}, region), 1, region)
+            self.assertEqual(self.deliveries({self.HOME: "all"}, region, "partial"), 1, region)
+
+    def test_stacks_in_several_regions_see_every_finding_once(self):
+        stacks = {self.HOME: "this-region", self.LINKED: "this-region"}
+        for region in (self.HOME, self.LINKED):
+            self.assertEqual(self.deliveries(stacks, region), 1, region)
+
+    def test_a_linked_region_finding_is_matched_twice_only_by_the_forbidden_mix(self):
+        """Why the parameter's description and pipes/README.md forbid `all` beside other stacks."""
+        self.assertEqual(self.deliveries({self.HOME: "all", self.LINKED: "all"}, self.LINKED), 2)
+        self.assertEqual(self.deliveries({self.HOME: "all", self.LINKED: "this-region"}, self.LINKED), 2)
+        self.assertEqual(self.deliveries({self.HOME: "this-region", self.LINKED: "this-region"}, self.LINKED), 1)
+
+    def test_the_readme_says_where_to_deploy(self):
+        readme = README.read_text()
+        for needle in ("home Region", "`FindingRegions`", "replicate", "this-region"):
+            mentions(self, readme, needle, "pipes/README.md")
 
 
 def cloudtrail(source: str, name: str, account: str = "111122223333", **parameters: Any) -> dict:
@@ -737,7 +929,7 @@ def cloudtrail(source: str, name: str, account: str = "111122223333", **paramete
 
 class AccountEventsTest(unittest.TestCase):
     """Both ends of the account-change forwarding: the management account's rule and the
-    enricher account's, against the calls src/metadata/changes.rs handles."""
+    enricher account's, against the calls CHANGES_RS handles (WATCHED_CALLS)."""
 
     @classmethod
     def setUpClass(cls):
@@ -789,7 +981,450 @@ class AccountEventsTest(unittest.TestCase):
     def test_account_events_may_only_delete_cache_entries(self):
         role = self.main["Resources"]["AccountEventsRole"]
         actions = {a for st in statements({"Resources": {"r": role}}) for a in as_list(st["Action"])}
-        self.assertEqual(actions, {"sts:AssumeRole", "logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:BatchWriteItem"})
+        self.assertEqual(actions, {
+            "sts:AssumeRole", "logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:BatchWriteItem",
+            "sqs:SendMessage",  # the on-failure destination
+            "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey",  # customer managed key only
+        })
+
+    def test_failed_invocations_are_kept(self):
+        """EventBridge invokes account-events asynchronously: a delivery failure goes to the rule
+        target's dead-letter queue, a function error (after Lambda's retries) to the on-failure
+        destination, the same queue, which the function's role may write to."""
+        function = self.main["Resources"]["AccountEventsFunction"]["Properties"]
+        invoke = function["EventInvokeConfig"]
+        self.assertEqual(invoke["DestinationConfig"]["OnFailure"],
+                         {"Type": "SQS", "Destination": {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}})
+        (target,) = self.receiving["Targets"]
+        self.assertEqual(target["DeadLetterConfig"], {"Arn": {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}})
+        stack = Stack(self.main, REQUIRED_PARAMETERS)
+        request = Request("sqs:SendMessage", [stack.arn("EventsDeadLetterQueue")])
+        self.assertTrue(evaluate(iam_check.role_statements(stack, "AccountEventsRole"), request).allowed)
+
+
+# ------------------------------------------------------------------------------------------
+# Customer managed key, end to end
+# ------------------------------------------------------------------------------------------
+
+# Every resource that stores data, and the service that encrypts it with KmsKeyArn.
+ENCRYPTED = {
+    "FindingsStream": "kinesis",
+    "CacheTable": "dynamodb",
+    "JobsTable": "dynamodb",
+    "DeadLetterQueue": "sqs",
+    "EventsDeadLetterQueue": "sqs",
+    "EnricherLogGroup": "logs",
+    "InvestigatorLogGroup": "logs",
+    "AccountEventsLogGroup": "logs",
+    "AlarmTopic": "sns",
+}
+STORING_TYPES = {"AWS::Kinesis::Stream", "AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::Logs::LogGroup", "AWS::SNS::Topic"}
+
+# What a caller needs of the key, by service and action (the services' KMS documentation: Kinesis
+# producers GenerateDataKey, consumers Decrypt; SQS senders GenerateDataKey and Decrypt, receivers
+# Decrypt; DynamoDB callers, through the service, Decrypt and DescribeKey to read and also Encrypt
+# and GenerateDataKey to write).
+KEY_NEEDS = {
+    ("kinesis", "PutRecord"): {"kms:GenerateDataKey"},
+    ("kinesis", "PutRecords"): {"kms:GenerateDataKey"},
+    ("kinesis", "GetRecords"): {"kms:Decrypt"},
+    ("sqs", "SendMessage"): {"kms:GenerateDataKey", "kms:Decrypt"},
+    ("sqs", "ReceiveMessage"): {"kms:Decrypt"},
+    **{("dynamodb", a): {"kms:Decrypt", "kms:DescribeKey"} for a in ("BatchGetItem", "GetItem", "Scan", "Query", "GetRecords")},
+    **{("dynamodb", a): {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"}
+       for a in ("BatchWriteItem", "PutItem", "UpdateItem", "DeleteItem")},
+}
+
+ALL_ON = {**REQUIRED_PARAMETERS, "EnableInvestigations": "true", "AccountEventsFromManagement": "true",
+          "AlarmEmail": "secops@example.com"}
+
+
+def key_of(resource: dict) -> Any:
+    properties = resource["Properties"]
+    kind = resource["Type"]
+    if kind == "AWS::Kinesis::Stream":
+        return properties["StreamEncryption"]["KeyId"]
+    if kind == "AWS::DynamoDB::Table":
+        return properties["SSESpecification"].get("KMSMasterKeyId")
+    if kind in ("AWS::SQS::Queue", "AWS::SNS::Topic"):
+        return properties.get("KmsMasterKeyId")
+    if kind == "AWS::Logs::LogGroup":
+        return properties.get("KmsKeyId")
+    raise AssertionError(kind)
+
+
+def principals(stack: Stack) -> dict[str, list[dict]]:
+    """Every identity policy of the stack: the roles' and the operator policy's statements."""
+    found = {role: iam_check.role_statements(stack, role) for role in stack.resources("AWS::IAM::Role")}
+    for name, policy in stack.resources("AWS::IAM::ManagedPolicy").items():
+        found[name] = iam_check.policy_statements(policy["Properties"]["PolicyDocument"])
+    return found
+
+
+def key_policy_from_readme() -> dict:
+    text = README.read_text()
+    section = re.search(r"### Customer managed key\n(.*?)(?=\n### |\n## )", text, re.S)
+    if section is None:
+        raise AssertionError('pipes/README.md has no "### Customer managed key" section')
+    block = re.search(r"```json\n(.*?)\n```", section.group(1), re.S)
+    if block is None:
+        raise AssertionError("the Customer managed key section shows no ```json key policy")
+    return json.loads(block.group(1))
+
+
+class KmsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.template = load(MAIN)
+        cls.on = Stack(cls.template, {**ALL_ON, "KmsKeyArn": iam_check.KMS_KEY})
+        cls.off = Stack(cls.template, ALL_ON)
+
+    def test_one_key_encrypts_every_store(self):
+        stores = {n for n, r in self.template["Resources"].items() if r["Type"] in STORING_TYPES}
+        self.assertEqual(stores, set(ENCRYPTED), "a resource that stores data is missing from ENCRYPTED")
+        for name in ENCRYPTED:
+            self.assertEqual(key_of(self.on.resources()[name]), iam_check.KMS_KEY, name)
+
+    def test_without_a_key_aws_keys_that_need_no_key_policy(self):
+        resources = self.off.resources()
+        self.assertEqual(key_of(resources["FindingsStream"]), "alias/aws/kinesis")
+        for name, service in ENCRYPTED.items():
+            resource = resources[name]
+            if service == "dynamodb":
+                self.assertEqual(resource["Properties"]["SSESpecification"], {"SSEEnabled": True}, name)
+            elif service == "sqs":
+                # SQS-managed encryption: EventBridge can write to it (an AWS managed KMS key's policy
+                # cannot be changed to let events.amazonaws.com use it).
+                self.assertIs(resource["Properties"].get("SqsManagedSseEnabled"), True, name)
+                self.assertIsNone(key_of(resource), name)
+            elif service in ("logs", "sns"):
+                self.assertIsNone(key_of(resource), name)
+        for name, statements in principals(self.off).items():
+            kms = [s for s in statements if any(a.startswith("kms:") for a in as_list(s["Action"]))]
+            self.assertEqual(kms, [], name)
+
+    def needs(self, stack: Stack) -> dict[str, set[tuple[str, str]]]:
+        """Per principal, the (kms action, service) pairs its grants on encrypted stores require."""
+        arns = {}
+        for name, service in ENCRYPTED.items():
+            if stack.exists(name):
+                arns[stack.arn(name)] = service
+                if service == "dynamodb":
+                    arns[stack.get_att(name, "StreamArn")] = service
+        required: dict[str, set[tuple[str, str]]] = {}
+        for principal, statements in principals(stack).items():
+            found = required.setdefault(principal, set())
+            for statement in statements:
+                if statement["Effect"] != "Allow":
+                    continue
+                for resource in as_list(statement.get("Resource")):
+                    service = arns.get(resource)
+                    if service is None:
+                        continue
+                    for action in as_list(statement["Action"]):
+                        prefix, _, operation = action.partition(":")
+                        for kms_action in KEY_NEEDS.get((prefix, operation), set()):
+                            found.add((kms_action, service))
+        return required
+
+    def test_every_reader_and_writer_holds_the_key_grant_it_needs(self):
+        required = self.needs(self.on)
+        self.assertTrue(required["EventsToStreamRole"] and required["PipeRole"] and required["EnricherRole"])
+        for principal, pairs in required.items():
+            statements = principals(self.on)[principal]
+            for kms_action, service in sorted(pairs):
+                request = Request(kms_action, [iam_check.KMS_KEY], {"kms:viaservice": [f"{service}.us-east-1.amazonaws.com"]})
+                decision = evaluate(statements, request)
+                self.assertTrue(decision.allowed, f"{principal} needs {kms_action} via {service}: {decision.reason}")
+
+    def test_and_no_more_than_that(self):
+        required = self.needs(self.on)
+        for principal, statements in principals(self.on).items():
+            for statement in statements:
+                actions = [a for a in as_list(statement["Action"]) if a.startswith("kms:")]
+                if not actions:
+                    continue
+                self.assertEqual(statement["Resource"], iam_check.KMS_KEY, principal)
+                services = as_list(statement["Condition"]["StringEquals"]["kms:ViaService"])
+                self.assertEqual(set(statement["Condition"]), {"StringEquals"}, f"{principal}: only through a service")
+                for action in actions:
+                    for via in services:
+                        service = via.split(".")[0]
+                        self.assertIn((action, service), required.get(principal, set()), f"{principal}: {action} via {via} is more than it needs")
+
+    def test_the_readme_key_policy_lets_the_services_use_the_key(self):
+        """The encrypted stores that services write on their own (not through a role): CloudWatch Logs
+        (log groups), EventBridge (the events dead-letter queue) and CloudWatch (alarms to the topic).
+        The key policy also has to enable IAM policies, through which the roles above get their grants."""
+        policy = key_policy_from_readme()["Statement"]
+        account, region = "111122223333", "us-east-1"
+        role = f"arn:aws:iam::{account}:role/securityhub-enricher-{region}"
+        self.assertTrue(evaluate(policy, Request("kms:Decrypt", ["*"], principal={"AWS": role})).allowed, "IAM policies enabled")
+        log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/securityhub-enricher-enricher"
+        for action in ("kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom", "kms:GenerateDataKey", "kms:DescribeKey"):
+            request = Request(action, ["*"], {"kms:encryptioncontext:aws:logs:arn": [log_group]}, principal={"Service": f"logs.{region}.amazonaws.com"})
+            self.assertTrue(evaluate(policy, request).allowed, f"CloudWatch Logs {action}")
+        other = Request("kms:Decrypt", ["*"], {"kms:encryptioncontext:aws:logs:arn": [f"arn:aws:logs:{region}:444455556666:log-group:x"]},
+                        principal={"Service": f"logs.{region}.amazonaws.com"})
+        self.assertFalse(evaluate(policy, other).allowed, "only this account's log groups")
+        for service in ("events.amazonaws.com", "cloudwatch.amazonaws.com"):
+            for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+                request = Request(action, ["*"], principal={"Service": service})
+                self.assertTrue(evaluate(policy, request).allowed, f"{service} {action}")
+            self.assertFalse(evaluate(policy, Request("kms:ScheduleKeyDeletion", ["*"], principal={"Service": service})).allowed)
+        for service in ("sqs.amazonaws.com", "lambda.amazonaws.com"):
+            self.assertFalse(evaluate(policy, Request("kms:Decrypt", ["*"], principal={"Service": service})).allowed, service)
+
+
+# ------------------------------------------------------------------------------------------
+# Nothing fails silently: dead-letter queues and alarms
+# ------------------------------------------------------------------------------------------
+
+
+def both_stacks(**extra: str) -> list[Stack]:
+    return [
+        Stack(load(MAIN), {**ALL_ON, **extra}),
+        Stack(load(MANAGEMENT), {**MANAGEMENT_PARAMETERS, "EnricherEventBusArn": "arn:aws:events:us-east-1:111122223333:event-bus/default",
+                                 "AlarmEmail": "secops@example.com", **{k: v for k, v in extra.items() if k in ("AlarmTopicArn",)}},
+              account=iam_check.MANAGEMENT_ACCOUNT),
+    ]
+
+
+def alarms_on(stack: Stack, namespace: str, metric: str) -> list[tuple[str, dict]]:
+    found = []
+    for name, alarm in stack.resources("AWS::CloudWatch::Alarm").items():
+        properties = alarm["Properties"]
+        stats = [properties] + [m["MetricStat"]["Metric"] for m in properties.get("Metrics", []) if "MetricStat" in m]
+        for stat in stats:
+            if stat.get("Namespace") == namespace and stat.get("MetricName") == metric:
+                found.append((name, {d["Name"]: d["Value"] for d in stat.get("Dimensions", [])}))
+    return found
+
+
+# A CloudWatch Logs filter pattern of `?term ?"a phrase"` alternatives: matches a log event that
+# contains any of them.
+def filter_matches(pattern: str, line: str) -> bool:
+    terms = re.findall(r'\?(?:"([^"]+)"|(\S+))', pattern)
+    if not terms or re.sub(r'\?(?:"[^"]+"|\S+)', "", pattern).strip():
+        raise AssertionError(f"not a ?term pattern: {pattern}")
+    return any((quoted or bare) in line for quoted, bare in terms)
+
+
+class AlarmsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.templates = {"template.yaml": load(MAIN), "management-account.yaml": load(MANAGEMENT)}
+
+    def test_alarms_reach_someone_by_default(self):
+        for stack in both_stacks():
+            topic = stack.arn("AlarmTopic")
+            self.assertIn("AlarmEmailSubscription", stack.resources())
+            self.assertEqual(stack.resources()["AlarmEmailSubscription"]["Properties"]["Protocol"], "email")
+            alarms = stack.resources("AWS::CloudWatch::Alarm")
+            self.assertTrue(alarms)
+            for name, alarm in alarms.items():
+                self.assertEqual(alarm["Properties"]["AlarmActions"], [topic], name)
+                self.assertEqual(alarm["Properties"]["OKActions"], [topic], name)
+                self.assertTrue(alarm["Properties"].get("AlarmDescription"), name)
+        given = "arn:aws:sns:us-east-1:111122223333:paging"
+        for stack in both_stacks(AlarmTopicArn=given):
+            self.assertNotIn("AlarmTopic", stack.resources())
+            for name, alarm in stack.resources("AWS::CloudWatch::Alarm").items():
+                self.assertEqual(alarm["Properties"]["AlarmActions"], [given], name)
+
+    def test_deploying_without_a_destination_is_refused(self):
+        for name, template in self.templates.items():
+            (rule,) = template["Rules"].values()
+            (assertion,) = rule["Assertions"]
+            for topic, email, ok in [("", "", False), ("arn:aws:sns:us-east-1:1:t", "", True), ("", "a@b.example", True)]:
+                parameters = {"AlarmTopicArn": topic, "AlarmEmail": email}
+                parameters.update(REQUIRED_PARAMETERS if name == "template.yaml" else {**MANAGEMENT_PARAMETERS, "EnricherEventBusArn": "arn:aws:events:us-east-1:111122223333:event-bus/default"})
+                stack = Stack(template, parameters)
+                if "RuleCondition" in rule:
+                    self.assertTrue(stack.resolve(rule["RuleCondition"]))
+                self.assertEqual(stack.resolve(assertion["Assert"]), ok, f"{name} {parameters}")
+
+    def test_every_rule_target_has_a_dead_letter_queue_and_failures_alarm(self):
+        for stack in both_stacks():
+            queues = {stack.arn(q) for q in stack.resources("AWS::SQS::Queue")}
+            rules = stack.resources("AWS::Events::Rule")
+            self.assertTrue(rules)
+            for name, rule in rules.items():
+                for target in rule["Properties"]["Targets"]:
+                    self.assertIn(target.get("DeadLetterConfig", {}).get("Arn"), queues, f"{name} target {target['Id']}")
+                alarmed = [a for a, dims in alarms_on(stack, "AWS/Events", "FailedInvocations") if dims == {"RuleName": stack.ref(name)}]
+                self.assertEqual(len(alarmed), 1, f"{name}: one FailedInvocations alarm")
+            # The queue policies let EventBridge write for these rules, and no other.
+            for policy in stack.resources("AWS::SQS::QueuePolicy").values():
+                statements_ = policy["Properties"]["PolicyDocument"]["Statement"]
+                (queue_url,) = policy["Properties"]["Queues"]
+                queue = next(stack.arn(q) for q in stack.resources("AWS::SQS::Queue") if stack.ref(q) == queue_url)
+                senders = [n for n, r in rules.items() if any(t.get("DeadLetterConfig", {}).get("Arn") == queue for t in r["Properties"]["Targets"])]
+                self.assertTrue(senders)
+                for rule in senders:
+                    request = Request("sqs:SendMessage", [queue], {"aws:sourcearn": [stack.arn(rule)]}, principal={"Service": "events.amazonaws.com"})
+                    self.assertTrue(evaluate(statements_, request).allowed, rule)
+                foreign = Request("sqs:SendMessage", [queue], {"aws:sourcearn": ["arn:aws:events:us-east-1:444455556666:rule/x"]},
+                                  principal={"Service": "events.amazonaws.com"})
+                self.assertFalse(evaluate(statements_, foreign).allowed)
+        # Conditional rules and their alarms come and go together.
+        main = self.templates["template.yaml"]["Resources"]
+        for name, rule in main.items():
+            if rule["Type"] == "AWS::Events::Rule":
+                self.assertEqual(main[f"{name}FailedInvocationsAlarm"].get("Condition"), rule.get("Condition"), name)
+
+    def test_every_queue_has_a_depth_alarm(self):
+        for stack in both_stacks():
+            alarmed = {dims.get("QueueName") for _, dims in alarms_on(stack, "AWS/SQS", "ApproximateNumberOfMessagesVisible")}
+            for queue in stack.resources("AWS::SQS::Queue"):
+                self.assertIn(stack.get_att(queue, "QueueName"), alarmed, queue)
+
+    def test_every_function_pipe_and_degradation_is_alarmed(self):
+        (stack, _) = both_stacks()
+        functions = {dims.get("FunctionName") for _, dims in alarms_on(stack, "AWS/Lambda", "Errors")}
+        for function in stack.resources("AWS::Serverless::Function"):
+            self.assertIn(stack.ref(function), functions, function)
+        pipes = [dims for _, dims in alarms_on(stack, "AWS/EventBridge/Pipes", "ExecutionFailed")]
+        self.assertEqual(pipes, [{"PipeName": stack.ref("EnricherPipe")}])
+        self.assertTrue(alarms_on(stack, "AWS/EventBridge/Pipes", "ExecutionTimeout"))
+        for metric, parameter in [("FindingsEnrichedPartial", "PartialEnrichmentAlarmThreshold"), ("LookupFailures", "LookupFailuresAlarmThreshold")]:
+            (name, dims), = alarms_on(stack, NAMESPACE, metric)
+            self.assertEqual(dims, {"Function": "enricher"})
+            raw = self.templates["template.yaml"]["Resources"][name]["Properties"]
+            self.assertEqual(raw["Threshold"], {"Ref": parameter}, name)
+
+    def test_access_denied_pages_at_the_first_occurrence(self):
+        (stack, _) = both_stacks()
+        filters = stack.resources("AWS::Logs::MetricFilter")
+        groups = {f["Properties"]["LogGroupName"] for f in filters.values()}
+        self.assertEqual(groups, {stack.ref(g) for g in stack.resources("AWS::Logs::LogGroup")}, "every function's log group")
+        metrics = {(t["MetricNamespace"], t["MetricName"]) for f in filters.values() for t in f["Properties"]["MetricTransformations"]}
+        ((namespace, metric),) = metrics
+        ((name, dims),) = alarms_on(stack, namespace, metric)
+        alarm = stack.resources()[name]["Properties"]
+        self.assertEqual((alarm["Threshold"], alarm["ComparisonOperator"], alarm["Statistic"], alarm["EvaluationPeriods"]),
+                         (0, "GreaterThanThreshold", "Sum", 1))
+        # The lines the code writes when something is denied (their messages are pinned to the code).
+        mentions(self, DIRECTORY_RS.read_text(), '"account lookup failed"', str(DIRECTORY_RS))
+        mentions(self, ORGANIZATIONS_RS.read_text(), "GetAlternateContact: access denied", str(ORGANIZATIONS_RS))
+        denied = [
+            '{"level":"WARN","fields":{"account_id":"111122223333","error":"organizations DescribeAccount failed: service error: AccessDeniedException: You don\'t have permissions to access this resource.","message":"account lookup failed"}}',
+            '{"level":"WARN","fields":{"account_id":"111122223333","message":"GetAlternateContact: access denied; contact cached as unknown"}}',
+            '{"level":"WARN","fields":{"error":"account GetAlternateContact failed: failed to load credentials: AccessDenied: User: arn:aws:sts::111122223333:assumed-role/x is not authorized to perform: sts:AssumeRole","message":"account lookup failed"}}',
+        ]
+        fine = [
+            '{"level":"INFO","fields":{"message":"records 605 = processed 603 + skipped 1 + poison 1 + failed 0"}}',
+            '{"level":"WARN","fields":{"error":"organizations DescribeAccount failed: TooManyRequestsException","message":"account lookup failed"}}',
+        ]
+        for f in filters.values():
+            pattern = f["Properties"]["FilterPattern"]
+            for line in denied:
+                self.assertTrue(filter_matches(pattern, line), line)
+            for line in fine:
+                self.assertFalse(filter_matches(pattern, line), line)
+
+    def test_the_readme_lists_every_alarm(self):
+        readme = README.read_text()
+        for name, template in self.templates.items():
+            for alarm, resource in template["Resources"].items():
+                if resource["Type"] == "AWS::CloudWatch::Alarm":
+                    mentions(self, readme, f"`{alarm}`", "pipes/README.md")
+
+
+# ------------------------------------------------------------------------------------------
+# Build, package and the documented deploy steps
+# ------------------------------------------------------------------------------------------
+
+
+def makefile_targets(text: str) -> set[str]:
+    targets = set()
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z][\w.-]*(?:\s+[A-Za-z][\w.-]*)*)\s*:(?!=)", line)
+        if m and not line.startswith("\t"):
+            targets.update(m.group(1).split())
+    return targets
+
+
+def make_variable(text: str, name: str) -> str:
+    m = re.search(rf"^{name}\s*[:?]?=\s*(.*)$", text, re.M)
+    if m is None:
+        raise AssertionError(f"Makefile has no {name} variable")
+    return m.group(1).strip()
+
+
+DOCS = [TOP_README, README, ROOT / "loadtest" / "README.md"]
+
+
+class BuildTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.makefile = MAKEFILE.read_text()
+        cls.targets = makefile_targets(cls.makefile)
+        cls.template = load(MAIN)
+
+    def test_package_builds_what_the_template_deploys(self):
+        self.assertIn("package", self.targets)
+        binaries = make_variable(self.makefile, "LAMBDA_BINS").split()
+        code_uris = {str(f["Properties"]["CodeUri"]) for f in resources(self.template, "AWS::Serverless::Function").values()}
+        self.assertEqual({f"../target/lambda/{b}/" for b in binaries}, code_uris)
+        self.assertEqual(self.template["Globals"]["Function"]["Architectures"], [make_variable(self.makefile, "ARCH")])
+        recipe = re.search(r"^package:.*\n((?:\t.*\n)+)", self.makefile, re.M).group(1)
+        self.assertIn("cargo lambda build --release", recipe)
+        self.assertIn("$(addprefix --bin ,$(LAMBDA_BINS))", recipe)
+        pins = (ROOT / "requirements-package.txt").read_text()
+        self.assertRegex(pins, r"(?m)^cargo-lambda==\d+\.\d+\.\d+$")
+        self.assertRegex(pins, r"(?m)^ziglang==\d+\.\d+\.\d+$")
+
+    def test_the_permission_check_runs_after_the_rust_tests_and_cannot_pass_vacuously(self):
+        prerequisites = re.search(r"^test:(.*)$", self.makefile, re.M).group(1).split()
+        self.assertIn("test-permissions", prerequisites)
+        self.assertLess(prerequisites.index("test-rust"), prerequisites.index("test-permissions"))
+        log = make_variable(self.makefile, "CALL_LOG")
+        self.assertEqual(log, "$(CURDIR)/target/observed-calls.jsonl")
+        self.assertRegex(self.makefile, r"(?m)^test-rust: export LOCAL_AWS_CALL_LOG = \$\(CALL_LOG\)$")
+        rust = re.search(r"^test-rust:.*\$\(STAMP\)\n((?:\t.*\n)+)", self.makefile, re.M).group(1)
+        self.assertTrue(rust.startswith("\trm -f $(CALL_LOG)\n"), rust)
+        check = re.search(r"^test-permissions:.*\n((?:\t.*\n)+)", self.makefile, re.M).group(1)
+        self.assertIn("-m pipes.tests.iam_check --require-calls $(CALL_LOG)", check)
+
+    def test_every_make_target_the_docs_name_exists(self):
+        named = 0
+        for doc in DOCS:
+            text = doc.read_text()
+            spans = re.findall(r"`make ([a-z][\w-]*)", text)
+            blocks = [m for b in re.findall(r"```sh\n(.*?)```", text, re.S) for m in re.findall(r"(?m)^\s*make ([a-z][\w-]*)", b)]
+            for target in spans + blocks:
+                named += 1
+                self.assertIn(target, self.targets, f"{doc.relative_to(ROOT)}: make {target}")
+        self.assertGreater(named, 5)
+
+    def test_every_file_the_deploy_commands_name_exists(self):
+        for doc in (TOP_README, README):
+            for block in re.findall(r"```sh\n(.*?)```", doc.read_text(), re.S):
+                for path in re.findall(r"(?<![\w/.-])((?:pipes|scripts|dashboards)/[\w./-]+\.(?:yaml|json|sh)|scripts/[\w-]+)", block):
+                    self.assertTrue((ROOT / path).exists(), f"{doc.relative_to(ROOT)}: {path}")
+
+    def test_the_toolchain_is_stated(self):
+        cargo = CARGO_TOML.read_text()
+        rust = re.search(r'^rust-version = "([\d.]+)"', cargo, re.M).group(1)
+        edition = re.search(r'^edition = "(\d+)"', cargo, re.M).group(1)
+        for doc in (TOP_README, README):
+            text = doc.read_text()
+            mentions(self, text, f"Rust {rust}", doc.name)
+            mentions(self, text, f"edition {edition}", doc.name)
+            mentions(self, text, "Python 3.11", doc.name)
+        self.assertEqual(sys.version_info[:2], (3, 11), "the tests' Python is the one the docs state")
+
+    def test_no_link_points_outside_the_repository(self):
+        for doc in DOCS:
+            text = doc.read_text()
+            where = doc.relative_to(ROOT)
+            self.assertIsNone(re.search(r"https?://", text), f"{where}: a URL")
+            for target in re.findall(r"\]\(([^)]+)\)", text):
+                path = (doc.parent / target.split("#")[0]).resolve()
+                self.assertTrue(path.is_relative_to(ROOT) and path.exists(), f"{where}: link {target}")
+            for relative in re.findall(r"(?:\.\./)+[\w.-]*", text):
+                self.assertTrue((doc.parent / relative).resolve().is_relative_to(ROOT), f"{where}: {relative} is outside the repository")
 
 
 class MatcherSanityTest(unittest.TestCase):
