@@ -34,7 +34,7 @@ test-rust: export LOCAL_AWS_CALL_LOG = $(CALL_LOG)
 test-rust: $(STAMP)
 	rm -f $(CALL_LOG)
 	mkdir -p $(dir $(CALL_LOG))
-	AWSEMU_FLAGS="--investigation-delay-ms 300" scripts/local-aws run -- cargo test --all-targets
+	LOCAL_STACK_REQUIRED=1 AWSEMU_FLAGS="--investigation-delay-ms 300" scripts/local-aws run -- cargo test --all-targets
 
 ## test-permissions: every AWS call the functions made during test-rust is allowed by their roles in
 ## pipes/template.yaml (and the contact role of pipes/management-account.yaml), in every deployment
@@ -73,7 +73,7 @@ fuzz:
 
 ## bench: criterion benchmarks of the pure path against a bare parse (not part of `make test`)
 bench:
-	cargo bench --bench pure_path
+	cargo bench -p securityhub-enricher-loadtest --bench pure_path
 
 ## simulate: the load-test simulator with its defaults, summary and report in loadtest/out/
 simulate:

@@ -5,7 +5,10 @@ use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::enrich::TagFilter;
+use crate::core::cache_entry::CacheTimes;
+use crate::core::enrich::TagFilter;
+use crate::core::rate::{Rate, share_of};
+use crate::core::select::Criteria;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -13,27 +16,6 @@ pub enum ConfigError {
     Missing { var: &'static str, hint: &'static str },
     #[error("environment variable {var}={value:?} is invalid: {reason}")]
     Invalid { var: &'static str, value: String, reason: String },
-}
-
-/// A request rate for one downstream API, per running environment.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rate {
-    pub per_second: f64,
-    pub burst: u32,
-}
-
-/// How long each kind of cache entry stays fresh, and how long stale data may still be served.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CacheTimes {
-    pub fresh: Duration,
-    /// For accounts Organizations says do not exist.
-    pub negative: Duration,
-    /// For an account whose security contact we were not allowed to read.
-    pub unknown_contact: Duration,
-    /// After `fresh`, how long an entry may still enrich findings while a refresh fails.
-    pub stale_grace: Duration,
-    pub memory: Duration,
-    pub memory_capacity: u64,
 }
 
 /// How the enricher reaches the management account's contact data.
@@ -94,7 +76,7 @@ impl FromStr for QuotaSharing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvestigationConfig {
     pub jobs_table: String,
-    pub criteria: crate::investigate::select::Criteria,
+    pub criteria: Criteria,
     pub lookback_hours: i64,
 }
 
@@ -102,7 +84,7 @@ fn investigation_config<F: Fn(&str) -> Option<String>>(
     vars: &Vars<F>,
     jobs_table: String,
 ) -> Result<InvestigationConfig, ConfigError> {
-    let defaults = crate::investigate::select::Criteria::default();
+    let defaults = Criteria::default();
     let severities = match vars.optional("INVESTIGATE_SEVERITIES") {
         None => defaults.severities,
         Some(list) => {
@@ -121,10 +103,7 @@ fn investigation_config<F: Fn(&str) -> Option<String>>(
     };
     Ok(InvestigationConfig {
         jobs_table,
-        criteria: crate::investigate::select::Criteria {
-            severities,
-            action: vars.optional("INVESTIGATE_ACTION").unwrap_or(defaults.action),
-        },
+        criteria: Criteria { severities, action: vars.optional("INVESTIGATE_ACTION").unwrap_or(defaults.action) },
         lookback_hours: vars.parsed("INVESTIGATION_LOOKBACK_HOURS", 24, |h| (1..=24 * 30).contains(h))?,
     })
 }
@@ -361,7 +340,7 @@ impl EnricherConfig {
             per_second: SECURITYHUB_QUOTA.per_second - reserved.per_second,
             burst: SECURITYHUB_QUOTA.burst - reserved.burst,
         };
-        let share = crate::quota::share_of(pool, environments);
+        let share = share_of(pool, environments);
         Ok(EnricherConfig {
             cache_table,
             contact_role,

@@ -1,35 +1,50 @@
 //! securityhub-enricher: enriches AWS Security Hub findings with AWS Organizations account
-//! metadata, one Kinesis batch at a time.
+//! metadata, one Kinesis batch at a time, and runs the Detective investigations they ask for.
+//!
+//! This crate is what ships: the library and the binaries that run in AWS (`enricher`,
+//! `investigator`, `account-events`) or that an operator runs against it (`enricher-admin`).
+//! The load-test harness, the local-stack runner, the demo and the in-memory fakes of the
+//! ports live in the `loadtest/` crate, which depends on this one and never the other way.
+//!
+//! Dependencies point one way: `bin/` → `wiring` → `adapters` and `service` → `ports`,
+//! `limits`, `telemetry`, `config` → `core`. `service` (the orchestration) sits beside the
+//! adapters and never sees one: it works through the ports, so tests run it on fakes.
+//!
+//! | module | kind | owns |
+//! |---|---|---|
+//! | `core::finding` | pure | the ASFF subset we read, the identifier we write by |
+//! | `core::event` | pure | batch shapes in (Pipe array, `{"Records"}`), the EventBridge envelope, `decode_batch`, the partial-batch response |
+//! | `core::outcome` | pure | per-record and per-finding outcomes, the batch tally, settling a batch |
+//! | `core::account` | pure | account metadata as looked up and cached |
+//! | `core::cache_entry` | pure | cache entry lifetimes: fresh, stale, expired |
+//! | `core::enrich` | pure | metadata → Note and UserDefinedFields within limits; the fallback and completeness rule |
+//! | `core::plan` | pure | screen (loop guard), dedup, group into the fewest update requests |
+//! | `core::select` | pure | which findings and IAM entities are investigated, and when |
+//! | `core::investigation` | pure | job domain types, the verdict and its note |
+//! | `core::account_change` | pure | which accounts a forwarded CloudTrail event changed |
+//! | `core::rate`, `core::time`, `core::error` | pure | rates and shares, the one clock, the error chain |
+//! | `ports` | port | traits between service and adapters: metadata store and source, findings writer and reader, quota ledger, jobs, Detective |
+//! | `adapters::sdk` | adapter | SDK config, app names, the one error classifier, call counting |
+//! | `adapters::cache_table` | adapter | the cache table: its schema (one owner), the account tier, the quota ledger item |
+//! | `adapters::organizations` | adapter | Organizations and Account Management lookups |
+//! | `adapters::securityhub` | adapter | BatchUpdateFindings and GetFindings |
+//! | `adapters::jobs_table`, `adapters::detective` | adapter | the job table, Detective |
+//! | `service::handler` | glue | one batch, start to finish |
+//! | `service::batch_report` | glue | the per-batch report: its log line and metrics |
+//! | `service::directory` | glue | memory → table → source, in a time budget |
+//! | `service::updater`, `service::quota_share` | glue | pacing and retrying updates, sharing the quota |
+//! | `service::fanout`, `service::investigator` | glue | queueing investigations; the investigator's pass |
+//! | `service::account_events` | glue | forgetting changed accounts |
+//! | `limits` | infrastructure | client-side rate limits (`governor`) within a deadline, jittered backoff |
+//! | `telemetry` | infrastructure | metric names, EMF, JSON logs, the `Report` trait, call counts |
+//! | `config` | config | the one place environment variables are read and validated |
+//! | `wiring` | wiring | the production object graph, built once in `main` |
 
-pub mod aws;
+pub mod adapters;
 pub mod config;
-pub mod enrich;
-pub mod event;
-pub mod finding;
-pub mod handler;
+pub mod core;
 pub mod limits;
-pub mod loadgen;
-pub mod metadata;
-pub mod outcome;
-pub mod pipeline;
-pub mod plan;
-pub mod quota;
-pub mod replay;
-pub mod report;
-pub mod securityhub;
-pub mod simulate;
+pub mod ports;
+pub mod service;
 pub mod telemetry;
 pub mod wiring;
-
-/// Wall-clock time since the Unix epoch (zero if the clock is set before it).
-pub fn since_epoch() -> std::time::Duration {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
-}
-
-/// Converts Lambda's deadline (milliseconds since the epoch) to a monotonic instant.
-pub fn lambda_deadline(deadline_epoch_ms: u64) -> tokio::time::Instant {
-    let now_ms = since_epoch().as_millis() as u64;
-    tokio::time::Instant::now() + std::time::Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms))
-}
-pub mod investigate;
-pub mod local;

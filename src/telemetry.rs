@@ -1,6 +1,6 @@
 //! Logs and metrics. Logs: structured JSON through `tracing`. Metrics: named once here (the raw
-//! `metrics` macros are banned elsewhere by clippy.toml), recorded once per batch from its
-//! report, and written to stdout as CloudWatch Embedded Metric Format once per invocation by
+//! `metrics` macros are banned elsewhere by clippy.toml), recorded once per invocation from its
+//! `Report`, and written to stdout as CloudWatch Embedded Metric Format by
 //! `metrics_cloudwatch_embedded`, so publishing them costs no API call.
 
 #![allow(clippy::disallowed_macros)]
@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 
 use metrics::Unit;
+use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 
-use crate::aws::CallCount;
-use crate::handler::BatchReport;
+use strum::IntoEnumIterator;
 
 /// The CloudWatch namespace of every metric; the dashboards and alarms use it.
 pub const NAMESPACE: &str = "SecurityHubEnricher";
@@ -20,7 +20,10 @@ pub const FUNCTION_DIMENSION: &str = "Function";
 
 /// Every metric the functions emit. Dimensions beyond `Function` are named in each doc line;
 /// all are low-cardinality (never an account or finding id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+///
+/// CloudWatch names are the variant names, derived (`strum`), so the list cannot drift from the
+/// enum: `Metric::iter()` is every metric, `metric.name()` its CloudWatch name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, strum::EnumIter, strum::IntoStaticStr)]
 pub enum Metric {
     RecordsIn,
     RecordsProcessed,
@@ -30,9 +33,9 @@ pub enum Metric {
     FindingsIn,
     FindingsEnriched,
     FindingsEnrichedPartial,
-    /// Dimension `Reason`.
+    /// Dimension `Reason` (`label::REASON`).
     FindingsSkipped,
-    /// Dimension `Reason`.
+    /// Dimension `Reason` (`label::REASON`).
     FindingsFailed,
     /// BatchUpdateFindings calls Security Hub accepted.
     UpdateCalls,
@@ -40,18 +43,18 @@ pub enum Metric {
     UpdateFindings,
     /// Σ ⌈findings per distinct payload / 100⌉: what a perfect writer would have used.
     UpdateCallsMinimum,
-    /// Dimension `Tier` (`memory`, `table`).
+    /// Dimension `Tier` (`label::TIER`: `memory`, `table`).
     CacheHits,
     /// Accounts looked up in Organizations.
     CacheMisses,
     StaleServed,
     LookupFailures,
     LookupsOutOfBudget,
-    /// Dimensions `Service`, `Operation`.
+    /// Dimensions `Service`, `Operation` (`label::SERVICE`, `label::OPERATION`).
     ApiCalls,
-    /// Dimensions `Service`, `Operation`.
+    /// Dimensions `Service`, `Operation` (`label::SERVICE`, `label::OPERATION`).
     ApiThrottles,
-    /// Dimensions `Service`, `Operation`.
+    /// Dimensions `Service`, `Operation` (`label::SERVICE`, `label::OPERATION`).
     ApiErrors,
     BatchDuration,
     /// The oldest record of the batch: now − approximateArrivalTimestamp.
@@ -64,68 +67,9 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 28] = [
-        Metric::RecordsIn,
-        Metric::RecordsProcessed,
-        Metric::RecordsSkipped,
-        Metric::RecordsPoison,
-        Metric::RecordsFailed,
-        Metric::FindingsIn,
-        Metric::FindingsEnriched,
-        Metric::FindingsEnrichedPartial,
-        Metric::FindingsSkipped,
-        Metric::FindingsFailed,
-        Metric::UpdateCalls,
-        Metric::UpdateFindings,
-        Metric::UpdateCallsMinimum,
-        Metric::CacheHits,
-        Metric::CacheMisses,
-        Metric::StaleServed,
-        Metric::LookupFailures,
-        Metric::LookupsOutOfBudget,
-        Metric::ApiCalls,
-        Metric::ApiThrottles,
-        Metric::ApiErrors,
-        Metric::BatchDuration,
-        Metric::RecordAgeSeconds,
-        Metric::ColdStart,
-        Metric::InvestigationsQueued,
-        Metric::InvestigationsStarted,
-        Metric::InvestigationsCompleted,
-        Metric::InvestigationsFailed,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Metric::RecordsIn => "RecordsIn",
-            Metric::RecordsProcessed => "RecordsProcessed",
-            Metric::RecordsSkipped => "RecordsSkipped",
-            Metric::RecordsPoison => "RecordsPoison",
-            Metric::RecordsFailed => "RecordsFailed",
-            Metric::FindingsIn => "FindingsIn",
-            Metric::FindingsEnriched => "FindingsEnriched",
-            Metric::FindingsEnrichedPartial => "FindingsEnrichedPartial",
-            Metric::FindingsSkipped => "FindingsSkipped",
-            Metric::FindingsFailed => "FindingsFailed",
-            Metric::UpdateCalls => "UpdateCalls",
-            Metric::UpdateFindings => "UpdateFindings",
-            Metric::UpdateCallsMinimum => "UpdateCallsMinimum",
-            Metric::CacheHits => "CacheHits",
-            Metric::CacheMisses => "CacheMisses",
-            Metric::StaleServed => "StaleServed",
-            Metric::LookupFailures => "LookupFailures",
-            Metric::LookupsOutOfBudget => "LookupsOutOfBudget",
-            Metric::ApiCalls => "ApiCalls",
-            Metric::ApiThrottles => "ApiThrottles",
-            Metric::ApiErrors => "ApiErrors",
-            Metric::BatchDuration => "BatchDuration",
-            Metric::RecordAgeSeconds => "RecordAgeSeconds",
-            Metric::ColdStart => "ColdStart",
-            Metric::InvestigationsQueued => "InvestigationsQueued",
-            Metric::InvestigationsStarted => "InvestigationsStarted",
-            Metric::InvestigationsCompleted => "InvestigationsCompleted",
-            Metric::InvestigationsFailed => "InvestigationsFailed",
-        }
+    /// The CloudWatch metric name: the variant's name.
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 
     pub const fn unit(self) -> Unit {
@@ -139,33 +83,73 @@ impl Metric {
     /// Label names beyond `Function`, as CloudWatch dimension names.
     pub const fn labels(self) -> &'static [&'static str] {
         match self {
-            Metric::FindingsSkipped | Metric::FindingsFailed => &["Reason"],
-            Metric::CacheHits => &["Tier"],
-            Metric::ApiCalls | Metric::ApiThrottles | Metric::ApiErrors => &["Service", "Operation"],
+            Metric::FindingsSkipped | Metric::FindingsFailed => &[label::REASON],
+            Metric::CacheHits => &[label::TIER],
+            Metric::ApiCalls | Metric::ApiThrottles | Metric::ApiErrors => &[label::SERVICE, label::OPERATION],
             _ => &[],
         }
     }
 
     /// Zeros are recorded too: dashboards divide these series, and a missing zero is no data.
-    fn count(self, value: usize) {
+    pub fn count(self, value: usize) {
         metrics::counter!(self.name()).increment(value as u64);
     }
 
     /// Labelled series are created on first use only, so that an idle reason or operation does
     /// not become a series of zeros.
-    fn count_with(self, labels: &[(&'static str, String)], value: u64) {
+    pub fn count_with(self, labels: &[(&'static str, String)], value: u64) {
         let labels: Vec<metrics::Label> = labels.iter().map(|(k, v)| metrics::Label::new(*k, v.clone())).collect();
         metrics::counter!(self.name(), labels).increment(value);
     }
 
-    fn observe(self, value: f64) {
+    pub fn observe(self, value: f64) {
         metrics::histogram!(self.name()).record(value);
     }
 }
 
+/// Counts for one operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CallCount {
+    /// Operations as the code asked for them.
+    pub calls: u64,
+    /// HTTP attempts, retries included.
+    pub attempts: u64,
+    /// Attempts answered with a throttling error.
+    pub throttled: u64,
+    /// Operations that failed after every retry.
+    pub errors: u64,
+}
+
+/// Counts by (service, operation), for one invocation or since start.
+pub type CallCounts = BTreeMap<(String, String), CallCount>;
+
+/// Dimension names beyond `Function`.
+pub mod label {
+    pub const REASON: &str = "Reason";
+    pub const TIER: &str = "Tier";
+    pub const SERVICE: &str = "Service";
+    pub const OPERATION: &str = "Operation";
+}
+
+/// What one invocation did, as one report: the log line (whose counts balance) and the
+/// metrics come from the same figures, for every function.
+pub trait Report {
+    /// The invocation's one INFO line.
+    fn log(&self);
+    /// The invocation's metrics (its API calls are recorded by `publish`).
+    fn record_metrics(&self);
+}
+
+/// Logs and records one invocation's report, with its downstream calls.
+pub fn publish(report: &impl Report, calls: &CallCounts) {
+    report.log();
+    report.record_metrics();
+    record_api_calls(calls);
+}
+
 /// Registers units; call once at start, after the recorder is installed.
 pub fn describe_metrics() {
-    for metric in Metric::ALL {
+    for metric in Metric::iter() {
         match metric {
             Metric::BatchDuration | Metric::RecordAgeSeconds => {
                 metrics::describe_histogram!(metric.name(), metric.unit(), "")
@@ -187,45 +171,10 @@ pub fn install_emf(function: &'static str) -> Result<&'static metrics_cloudwatch
     Ok(collector)
 }
 
-/// Records one batch: counters once per batch, low-cardinality labels only.
-pub fn record_batch(report: &BatchReport, calls: &BTreeMap<(String, String), CallCount>) {
-    let t = &report.tally;
-    Metric::RecordsIn.count(t.records_in);
-    Metric::RecordsProcessed.count(t.records_processed);
-    Metric::RecordsSkipped.count(t.records_skipped);
-    Metric::RecordsPoison.count(t.records_poison);
-    Metric::RecordsFailed.count(t.records_failed);
-    Metric::FindingsIn.count(t.findings_in);
-    Metric::FindingsEnriched.count(t.findings_enriched);
-    Metric::FindingsEnrichedPartial.count(t.findings_enriched_partial);
-    for (reason, n) in t.findings_skipped.iter().filter(|(_, n)| **n > 0) {
-        Metric::FindingsSkipped.count_with(&[("Reason", reason.clone())], *n as u64);
-    }
-    for (reason, n) in t.findings_failed.iter().filter(|(_, n)| **n > 0) {
-        Metric::FindingsFailed.count_with(&[("Reason", reason.clone())], *n as u64);
-    }
-    Metric::UpdateCalls.count(report.updates.findings_per_call.len());
-    Metric::UpdateFindings.count(report.updates.findings_per_call.iter().sum());
-    Metric::UpdateCallsMinimum.count(report.minimum_update_calls);
-    let p = &report.prefetch;
-    Metric::CacheHits.count_with(&[("Tier", "memory".into())], p.memory_hits as u64);
-    Metric::CacheHits.count_with(&[("Tier", "table".into())], p.store_hits as u64);
-    Metric::CacheMisses.count(p.lookups);
-    Metric::StaleServed.count(p.stale_served);
-    Metric::LookupFailures.count(p.lookup_failures);
-    Metric::LookupsOutOfBudget.count(p.lookups_out_of_budget);
-    Metric::InvestigationsQueued.count(report.investigations.jobs_created);
-    record_api_calls(calls);
-    Metric::BatchDuration.observe(report.duration_ms as f64);
-    if let Some(oldest) = report.record_ages.iter().copied().reduce(f64::max) {
-        Metric::RecordAgeSeconds.observe(oldest);
-    }
-}
-
 /// Downstream calls, throttles and errors by service and operation.
-pub fn record_api_calls(calls: &BTreeMap<(String, String), CallCount>) {
+pub fn record_api_calls(calls: &CallCounts) {
     for ((service, operation), count) in calls.iter().filter(|(_, c)| c.calls > 0 || c.attempts > 0) {
-        let labels = [("Service", service.clone()), ("Operation", operation.clone())];
+        let labels = [(label::SERVICE, service.clone()), (label::OPERATION, operation.clone())];
         Metric::ApiCalls.count_with(&labels, count.calls);
         Metric::ApiThrottles.count_with(&labels, count.throttled);
         Metric::ApiErrors.count_with(&labels, count.errors);
@@ -235,17 +184,6 @@ pub fn record_api_calls(calls: &BTreeMap<(String, String), CallCount>) {
 /// Counted once, when an environment starts.
 pub fn record_cold_start() {
     Metric::ColdStart.count(1);
-}
-
-pub fn record_investigations(metric: Metric, n: usize) {
-    debug_assert!(matches!(
-        metric,
-        Metric::InvestigationsQueued
-            | Metric::InvestigationsStarted
-            | Metric::InvestigationsCompleted
-            | Metric::InvestigationsFailed
-    ));
-    metric.count(n);
 }
 
 /// Structured JSON logs; level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG` (default INFO).

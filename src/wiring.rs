@@ -8,25 +8,29 @@ use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_credential_types::provider::{self, ProvideCredentials};
 
-use crate::aws::ApiCalls;
-use crate::config::{EnricherConfig, InvestigatorConfig, QuotaSharing};
-use crate::handler::Enricher;
-use crate::investigate::detective::DetectiveClient;
-use crate::investigate::fanout::Fanout;
-use crate::investigate::investigator::Investigator;
-use crate::investigate::jobs::DynamoJobs;
+use crate::adapters::cache_table::ledger::DynamoLedger;
+use crate::adapters::cache_table::store::DynamoStore;
+use crate::adapters::detective::DetectiveClient;
+use crate::adapters::jobs_table::DynamoJobs;
+use crate::adapters::organizations::OrganizationsSource;
+use crate::adapters::sdk::{ApiCalls, app_name};
+use crate::adapters::securityhub::SecurityHubWriter;
+use crate::config::{AccountEventsConfig, ContactRole, EnricherConfig, InvestigatorConfig, QuotaSharing};
+use crate::core::rate::Rate;
 use crate::limits::Limiter;
-use crate::metadata::Directory;
-use crate::metadata::dynamodb::DynamoStore;
-use crate::metadata::organizations::OrganizationsSource;
-use crate::quota::{DynamoLedger, QuotaShare};
-use crate::securityhub::{SecurityHubWriter, Updater};
+use crate::service::directory::Directory;
+use crate::service::fanout::Fanout;
+use crate::service::handler::Enricher;
+use crate::service::investigator::{Investigator, RETRY_BASE};
+use crate::service::quota_share::QuotaShare;
+use crate::service::updater::Updater;
 
 /// How often an environment sending updates renews its claim on the quota ledger; claims
 /// lapse after three missed renewals.
 pub const QUOTA_RENEWAL: Duration = Duration::from_secs(1);
 
-/// The clients the enricher uses, each counting its calls into the same `ApiCalls`.
+/// The clients a function uses, each counting its calls into the same `ApiCalls` and each
+/// naming the function in its User-Agent (`app/<function>`).
 pub struct Clients {
     pub detective: aws_sdk_detective::Client,
     pub organizations: aws_sdk_organizations::Client,
@@ -61,16 +65,32 @@ impl ProvideCredentials for RateLimitedCredentials {
 }
 
 impl Clients {
-    pub async fn new(config: &EnricherConfig, sdk: &SdkConfig, calls: &ApiCalls) -> Self {
-        Self::with_contact_role(config.contact_role.as_ref(), config.sts_rate, sdk, calls).await
-    }
-
-    pub async fn with_contact_role(
-        contact_role: Option<&crate::config::ContactRole>,
-        sts_rate: crate::config::Rate,
+    /// The enricher's clients, for `function` (the enricher, or an operator command acting as
+    /// it): Account Management through the contact role when one is configured.
+    pub async fn for_enricher(
+        function: &'static str,
+        config: &EnricherConfig,
         sdk: &SdkConfig,
         calls: &ApiCalls,
     ) -> Self {
+        Self::new(function, config.contact_role.as_ref(), config.sts_rate, sdk, calls).await
+    }
+
+    /// The investigator's clients: no contact role (its notes' account part comes from the
+    /// enricher's cache table).
+    pub async fn for_investigator(sdk: &SdkConfig, calls: &ApiCalls) -> Self {
+        Self::new("investigator", None, Rate { per_second: 1.0, burst: 1 }, sdk, calls).await
+    }
+
+    pub async fn new(
+        function: &'static str,
+        contact_role: Option<&ContactRole>,
+        sts_rate: Rate,
+        sdk: &SdkConfig,
+        calls: &ApiCalls,
+    ) -> Self {
+        // Every client, the contact role's STS client included, names the function.
+        let sdk = &sdk.to_builder().app_name(app_name(function)).build();
         let account = {
             let mut builder = aws_sdk_account::config::Builder::from(sdk).interceptor(calls.clone());
             if let Some(role) = contact_role {
@@ -106,6 +126,12 @@ impl Clients {
             ),
         }
     }
+}
+
+/// The `account-events` function's one client: the cache table it forgets entries in.
+pub fn account_events_store(config: &AccountEventsConfig, sdk: &SdkConfig) -> DynamoStore {
+    let sdk = sdk.to_builder().app_name(app_name("account-events")).build();
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.cache_table)
 }
 
 impl Enricher {
@@ -169,9 +195,9 @@ impl Investigator {
             cache: Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.cache_table)),
             tag_filter: config.tag_filter.clone(),
             detective_limit: Limiter::new(config.detective_rate),
-            read_limit: Limiter::new(crate::config::Rate { per_second: 3.0, burst: 6 }),
+            read_limit: Limiter::new(Rate { per_second: 3.0, burst: 6 }),
             max_attempts: config.max_attempts,
-            retry_base: crate::investigate::investigator::RETRY_BASE,
+            retry_base: RETRY_BASE,
             region: region.to_owned(),
             deadline_margin: config.deadline_margin,
         }

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use securityhub_enricher::config::Rate;
-use securityhub_enricher::event::IncomingBatch;
-use securityhub_enricher::handler::{BatchReport, Enricher};
-use securityhub_enricher::securityhub::InMemoryHub;
+use loadtest::fakes::hub::InMemoryHub;
+use securityhub_enricher::core::event::IncomingBatch;
+use securityhub_enricher::core::rate::Rate;
+use securityhub_enricher::service::batch_report::BatchReport;
+use securityhub_enricher::service::handler::Enricher;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -97,7 +98,7 @@ async fn ten_thousand_records_over_six_megabytes() {
     assert!(size > 6 * 1024 * 1024, "{size} bytes");
     let report = run(records).await;
     assert_eq!(report.tally.findings_enriched, 10_000);
-    assert_eq!(report.updates.findings_per_call.len(), 100, "one account, one payload: ⌈10,000/100⌉ calls");
+    assert_eq!(report.writes.updates.findings_per_call.len(), 100, "one account, one payload: ⌈10,000/100⌉ calls");
 }
 
 #[tokio::test]

@@ -5,17 +5,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use securityhub_enricher::config::{CacheTimes, Rate};
-use securityhub_enricher::enrich::TagFilter;
-use securityhub_enricher::event::IncomingBatch;
-use securityhub_enricher::finding::FindingId;
-use securityhub_enricher::handler::{BatchReport, Enricher};
-use securityhub_enricher::metadata::memory::{InMemoryStore, StaticSource};
-use securityhub_enricher::metadata::{
-    AccountMetadata, AccountRecord, CacheEntry, Contact, ContactLookup, Directory, OrgUnit, now_epoch_seconds,
-};
-use securityhub_enricher::quota::{InMemoryLedger, QuotaShare};
-use securityhub_enricher::securityhub::{InMemoryHub, ScriptedReply, Updater};
+use loadtest::fakes::directory::{InMemoryStore, StaticSource};
+use loadtest::fakes::enricher::EnricherBuilder;
+use loadtest::fakes::hub::{InMemoryHub, ScriptedReply};
+use loadtest::fakes::ledger::InMemoryLedger;
+use securityhub_enricher::core::account::{AccountMetadata, AccountRecord, Contact, ContactLookup, OrgUnit};
+use securityhub_enricher::core::cache_entry::{CacheEntry, CacheTimes};
+use securityhub_enricher::core::event::IncomingBatch;
+use securityhub_enricher::core::finding::FindingId;
+use securityhub_enricher::core::rate::Rate;
+use securityhub_enricher::core::time::now_epoch_seconds;
+use securityhub_enricher::service::batch_report::BatchReport;
+use securityhub_enricher::service::directory::Directory;
+use securityhub_enricher::service::handler::Enricher;
+use securityhub_enricher::service::quota_share::QuotaShare;
 use tokio::time::Instant;
 
 const A: &str = "111122223333";
@@ -67,18 +70,25 @@ struct Harness {
 }
 
 fn harness_with(source: StaticSource, hub: InMemoryHub, store: Arc<InMemoryStore>) -> Harness {
+    harness_configured(source, hub, store, |builder| builder)
+}
+
+/// The harness, with `configure` applied to the builder last.
+fn harness_configured(
+    source: StaticSource,
+    hub: InMemoryHub,
+    store: Arc<InMemoryStore>,
+    configure: impl FnOnce(EnricherBuilder) -> EnricherBuilder,
+) -> Harness {
     let hub = Arc::new(hub);
     let source = Arc::new(source);
-    let directory = Directory::new(store.clone(), source.clone(), times(), 8, Duration::from_secs(5));
-    let updater =
-        Updater::new(hub.clone(), Rate { per_second: 1000.0, burst: 1000 }).with_backoff(Duration::from_millis(1), 6);
-    let enricher = Enricher {
-        directory,
-        updater,
-        tag_filter: TagFilter::All,
-        deadline_margin: Duration::from_millis(50),
-        fanout: None,
-    };
+    let builder = EnricherBuilder::new()
+        .store(store.clone())
+        .source(source.clone())
+        .cache_times(times())
+        .hub(hub.clone())
+        .backoff(Duration::from_millis(1), 6);
+    let enricher = configure(builder).build();
     Harness { hub, store, source, enricher }
 }
 
@@ -121,12 +131,12 @@ fn assert_fixture_outcomes(report: &BatchReport) {
         ])
     );
     // Account A (a1, a2), A with a foreign field and note (a4), B, C: four payloads, four calls.
-    assert_eq!(report.minimum_update_calls, 4);
-    assert_eq!(report.updates.calls, 4);
+    assert_eq!(report.writes.minimum_calls, 4);
+    assert_eq!(report.writes.updates.calls, 4);
     assert!(failures(report).is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn pipe_batch_ends_every_record_and_finding_in_one_outcome() {
     let h = harness();
     let report = h.enricher.handle(fixture("pipe_batch.json"), soon()).await;
@@ -153,14 +163,14 @@ async fn pipe_batch_ends_every_record_and_finding_in_one_outcome() {
     assert_eq!(h.hub.payload(&id("b2", B)), None);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn event_source_mapping_batch_has_the_same_outcomes() {
     let h = harness();
     let report = h.enricher.handle(fixture("esm_batch.json"), soon()).await;
     assert_fixture_outcomes(&report);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn failed_records_are_reported_by_the_identifier_their_shape_requires() {
     for (file, expected) in [
         ("pipe_batch.json", "shardId-000000000006:49590000000000000000000000000000000000000000000000000000"),
@@ -179,7 +189,7 @@ async fn failed_records_are_reported_by_the_identifier_their_shape_requires() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn throttling_and_concurrent_updates_are_absorbed_by_retries() {
     let h = harness();
     h.hub.script([
@@ -191,11 +201,11 @@ async fn throttling_and_concurrent_updates_are_absorbed_by_retries() {
     let report = h.enricher.handle(fixture("pipe_batch.json"), soon()).await;
     assert!(failures(&report).is_empty());
     assert_eq!(report.tally.findings_enriched, 5);
-    assert_eq!(report.updates.throttled, 2);
-    assert_eq!(report.updates.findings_per_call.len(), 4 + 1, "one call's findings were sent twice");
+    assert_eq!(report.writes.updates.throttled, 2);
+    assert_eq!(report.writes.updates.findings_per_call.len(), 4 + 1, "one call's findings were sent twice");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn permanent_rejections_are_skipped_not_retried() {
     let hub = InMemoryHub::default();
     hub.register([id("a1", A), id("a2", A), id("b1", B), id("c1", C)]);
@@ -207,7 +217,7 @@ async fn permanent_rejections_are_skipped_not_retried() {
     assert!(report.tally.balances());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_deadline_too_close_fails_the_records_instead_of_timing_out() {
     let h = harness();
     let report = h.enricher.handle(fixture("pipe_batch.json"), Instant::now() + Duration::from_millis(20)).await;
@@ -218,7 +228,7 @@ async fn a_deadline_too_close_fails_the_records_instead_of_timing_out() {
     assert_eq!(h.hub.call_count(), 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn organizations_outage_gives_partial_enrichment_that_completes_later() {
     let source = StaticSource::new([account(A, "payments-prod"), account(B, "data-lake")]);
     source.fail(&[A, B]);
@@ -240,7 +250,7 @@ async fn organizations_outage_gives_partial_enrichment_that_completes_later() {
     }]);
     let report = h.enricher.handle(serde_json::from_value(replay.take()).unwrap(), soon()).await;
     assert_eq!(report.tally.findings_skipped.get("unchanged"), Some(&1));
-    assert_eq!(report.updates.calls, 0);
+    assert_eq!(report.writes.updates.calls, 0);
 
     // Organizations is back: the next event for the finding completes it.
     h.source.fail(&[]);
@@ -260,7 +270,7 @@ async fn organizations_outage_gives_partial_enrichment_that_completes_later() {
     assert_eq!(h.hub.payload(&id("a1", A)).unwrap().fields["findingEnriched"], "True");
 }
 
-fn finding_with(payload: securityhub_enricher::enrich::EnrichmentPayload, name: &str) -> serde_json::Value {
+fn finding_with(payload: securityhub_enricher::core::enrich::EnrichmentPayload, name: &str) -> serde_json::Value {
     let fid = id(name, A);
     serde_json::json!({
         "Id": fid.id, "ProductArn": fid.product_arn, "AwsAccountId": A, "AwsAccountName": "payments-prod",
@@ -275,7 +285,7 @@ fn encode_event(finding: &serde_json::Value) -> String {
     base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&event).unwrap())
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stale_cache_is_served_when_a_refresh_fails() {
     let store = Arc::new(InMemoryStore::default());
     let now = now_epoch_seconds();
@@ -298,7 +308,7 @@ async fn stale_cache_is_served_when_a_refresh_fails() {
     assert_eq!(a1.fields["findingEnriched"], "True");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn expired_cache_entries_are_misses_even_if_still_stored() {
     let store = Arc::new(InMemoryStore::default());
     let now = now_epoch_seconds();
@@ -317,7 +327,7 @@ async fn expired_cache_entries_are_misses_even_if_still_stored() {
     assert_eq!(h.hub.payload(&id("a1", A)).unwrap().fields["AccountName"], "payments-prod");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unavailable_cache_table_still_enriches() {
     let store = Arc::new(InMemoryStore::default());
     store.unavailable.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -332,7 +342,7 @@ async fn unavailable_cache_table_still_enriches() {
     assert!(h.store.put_calls.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the write was still attempted");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn warm_batches_skip_lookups_and_the_table_serves_a_new_environment() {
     let h = harness();
     h.enricher.handle(fixture("pipe_batch.json"), soon()).await;
@@ -350,7 +360,7 @@ async fn warm_batches_skip_lookups_and_the_table_serves_a_new_environment() {
     assert_eq!(h.store.get_calls.load(std::sync::atomic::Ordering::Relaxed) - gets_before, 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn concurrent_misses_for_one_account_collapse_into_one_lookup() {
     let source = Arc::new(StaticSource::new([account(A, "payments-prod")]).with_latency(Duration::from_millis(100)));
     let directory =
@@ -367,21 +377,19 @@ async fn concurrent_misses_for_one_account_collapse_into_one_lookup() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn lookups_out_of_budget_degrade_to_partial() {
     let source =
         StaticSource::new([account(A, "payments-prod"), account(B, "data-lake")]).with_latency(Duration::from_secs(10));
     let hub = Arc::new(InMemoryHub::default());
-    let directory =
-        Directory::new(Arc::new(InMemoryStore::default()), Arc::new(source), times(), 8, Duration::from_millis(50));
-    let updater = Updater::new(hub.clone(), Rate { per_second: 100.0, burst: 100 });
-    let enricher = Enricher {
-        directory,
-        updater,
-        tag_filter: TagFilter::All,
-        deadline_margin: Duration::from_millis(10),
-        fanout: None,
-    };
+    let enricher = EnricherBuilder::new()
+        .source(Arc::new(source))
+        .cache_times(times())
+        .lookups(8, Duration::from_millis(50))
+        .hub(hub.clone())
+        .rate(Rate { per_second: 100.0, burst: 100 })
+        .deadline_margin(Duration::from_millis(10))
+        .build();
     let started = Instant::now();
     let report = enricher.handle(fixture("pipe_batch.json"), soon()).await;
     assert!(started.elapsed() < Duration::from_secs(5), "the lookup budget bounds the wait");
@@ -390,7 +398,7 @@ async fn lookups_out_of_budget_degrade_to_partial() {
     assert!(failures(&report).is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn empty_batch_succeeds_with_an_empty_response() {
     let h = harness();
     let report = h.enricher.handle(serde_json::from_str("[]").unwrap(), soon()).await;
@@ -400,7 +408,7 @@ async fn empty_batch_succeeds_with_an_empty_response() {
     assert_eq!(h.hub.call_count(), 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn findings_of_one_account_share_requests_of_up_to_100() {
     let h = harness();
     let records: Vec<serde_json::Value> = (0..250)
@@ -412,8 +420,8 @@ async fn findings_of_one_account_share_requests_of_up_to_100() {
         .collect();
     let report = h.enricher.handle(serde_json::from_value(serde_json::Value::Array(records)).unwrap(), soon()).await;
     assert_eq!(report.tally.findings_enriched, 250);
-    assert_eq!(report.updates.findings_per_call.len(), 3);
-    let mut sizes = report.updates.findings_per_call.clone();
+    assert_eq!(report.writes.updates.findings_per_call.len(), 3);
+    let mut sizes = report.writes.updates.findings_per_call.clone();
     sizes.sort_unstable();
     assert_eq!(sizes, vec![50, 100, 100]);
 }
@@ -438,17 +446,15 @@ fn fixture_batches_match_their_readable_source() {
 
 /// Two environments writing at once share the quota through one ledger: each sees the other's
 /// claim while both write, and the ledger is empty once both are done.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn environments_writing_at_once_share_the_quota_through_the_ledger() {
     let ledger = Arc::new(InMemoryLedger::default());
     let pool = Rate { per_second: 1000.0, burst: 1000 };
     let environment = |holder: &str| {
         let source = StaticSource::new([account(A, "payments-prod"), account(B, "data-lake")]);
-        let mut h =
-            harness_with(source, InMemoryHub::default().with_latency(Duration::from_millis(40)), Arc::default());
         let quota = QuotaShare::shared(pool, pool, ledger.clone(), holder, Duration::from_millis(10));
-        h.enricher.updater = Updater::sharing(h.hub.clone(), quota);
-        h
+        let hub = InMemoryHub::default().with_latency(Duration::from_millis(40));
+        harness_configured(source, hub, Arc::default(), |builder| builder.quota(quota))
     };
     let (one, two) = (environment("one"), environment("two"));
     let (a, b) = tokio::join!(
@@ -457,7 +463,7 @@ async fn environments_writing_at_once_share_the_quota_through_the_ledger() {
     );
     assert_fixture_outcomes(&a);
     assert_fixture_outcomes(&b);
-    let holders = [a.updates.quota_holders, b.updates.quota_holders];
+    let holders = [a.writes.updates.quota_holders, b.writes.updates.quota_holders];
     assert!(holders.contains(&Some(2)), "each saw only itself: {holders:?}");
     assert_eq!(ledger.live(), 0, "both released their claims");
 }

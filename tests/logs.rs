@@ -5,8 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use securityhub_enricher::config::Rate;
-use securityhub_enricher::event::IncomingBatch;
+use securityhub_enricher::core::event::IncomingBatch;
+use securityhub_enricher::core::rate::Rate;
+use securityhub_enricher::telemetry::Report;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -42,6 +43,8 @@ async fn logs_never_carry_contact_details_or_whole_findings() {
     ];
     let batch: IncomingBatch = serde_json::from_value(Value::Array(records)).unwrap();
     let report = enricher.handle(batch, Instant::now() + Duration::from_secs(60)).await;
+    // What the Lambda's main does with every report: the per-batch line, then metrics.
+    report.log();
     assert_eq!(report.tally.findings_enriched, 2);
     assert!(
         hub.findings.lock().unwrap().values().any(|p| p

@@ -6,14 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use securityhub_enricher::aws::CallCount;
-use securityhub_enricher::config::{CacheTimes, Rate};
-use securityhub_enricher::enrich::TagFilter;
-use securityhub_enricher::handler::Enricher;
-use securityhub_enricher::metadata::memory::{InMemoryStore, StaticSource};
-use securityhub_enricher::metadata::{AccountMetadata, AccountRecord, Directory};
-use securityhub_enricher::securityhub::{InMemoryHub, ScriptedReply, Updater};
-use securityhub_enricher::telemetry::{self, Metric, NAMESPACE};
+use loadtest::fakes::directory::StaticSource;
+use loadtest::fakes::enricher::EnricherBuilder;
+use loadtest::fakes::hub::{InMemoryHub, ScriptedReply};
+use securityhub_enricher::core::account::{AccountMetadata, AccountRecord};
+use securityhub_enricher::core::cache_entry::CacheTimes;
+use securityhub_enricher::telemetry::{self, CallCount, Metric, NAMESPACE};
 use serde_json::Value;
 
 /// (metric name, dimension names) pairs a dashboard reads, from explicit metric arrays and from
@@ -57,19 +55,14 @@ async fn emf_documents_are_valid_and_cover_the_dashboard() {
         memory: Duration::from_secs(60),
         memory_capacity: 10,
     };
-    let enricher = Enricher {
-        directory: Directory::new(
-            Arc::new(InMemoryStore::default()),
-            Arc::new(source),
-            times,
-            4,
-            Duration::from_secs(5),
-        ),
-        updater: Updater::new(hub, Rate { per_second: 1000.0, burst: 1000 }).with_backoff(Duration::from_millis(1), 3),
-        tag_filter: TagFilter::All,
-        deadline_margin: Duration::from_millis(10),
-        fanout: None,
-    };
+    let enricher = EnricherBuilder::new()
+        .source(Arc::new(source))
+        .cache_times(times)
+        .lookups(4, Duration::from_secs(5))
+        .hub(hub)
+        .backoff(Duration::from_millis(1), 3)
+        .deadline_margin(Duration::from_millis(10))
+        .build();
     let batch = serde_json::from_str(
         &std::fs::read_to_string(format!("{}/tests/fixtures/pipe_batch.json", env!("CARGO_MANIFEST_DIR"))).unwrap(),
     )
@@ -88,7 +81,7 @@ async fn emf_documents_are_valid_and_cover_the_dashboard() {
         ),
     ]);
     telemetry::record_cold_start();
-    telemetry::record_batch(&report, &calls);
+    telemetry::publish(&report, &calls);
 
     let mut out = Vec::new();
     emf.flush(&mut out).unwrap();
@@ -118,8 +111,9 @@ async fn emf_documents_are_valid_and_cover_the_dashboard() {
             for metric in metrics {
                 let name = metric["Name"].as_str().unwrap().to_owned();
                 assert!(doc[&name].is_number() || doc[&name].is_array(), "{name} has a value");
-                let known =
-                    Metric::ALL.iter().find(|m| m.name() == name).expect("only metrics named in telemetry::Metric");
+                let known = <Metric as strum::IntoEnumIterator>::iter()
+                    .find(|m| m.name() == name)
+                    .expect("only metrics named in telemetry::Metric");
                 let labels: BTreeSet<String> =
                     std::iter::once("Function").chain(known.labels().iter().copied()).map(str::to_owned).collect();
                 assert_eq!(set, labels, "{name} carries its documented dimensions");
@@ -143,5 +137,5 @@ async fn emf_documents_are_valid_and_cover_the_dashboard() {
     // The figures are the report's, not made up.
     assert_eq!(values["RecordsIn"], report.tally.records_in as f64);
     assert_eq!(values["FindingsEnriched"], report.tally.findings_enriched as f64);
-    assert_eq!(values["UpdateCalls"], report.updates.findings_per_call.len() as f64);
+    assert_eq!(values["UpdateCalls"], report.writes.updates.findings_per_call.len() as f64);
 }

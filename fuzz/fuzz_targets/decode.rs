@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use securityhub_enricher::event::{IncomingBatch, StreamRecord, decode_event};
-use securityhub_enricher::pipeline;
+use loadtest::pipeline;
+use securityhub_enricher::core::event::{IncomingBatch, StreamRecord, decode_event};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(batch) = serde_json::from_slice::<IncomingBatch>(data) {

@@ -4,12 +4,13 @@
 //! account is enriched with what is true now rather than after the cache TTL.
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use securityhub_enricher::aws::load_sdk_config;
+use securityhub_enricher::adapters::sdk::load_sdk_config;
 use securityhub_enricher::config::AccountEventsConfig;
-use securityhub_enricher::metadata::changes::{Change, forget_changed};
-use securityhub_enricher::metadata::directory_error_chain;
-use securityhub_enricher::metadata::dynamodb::DynamoStore;
+use securityhub_enricher::core::account_change::Change;
+use securityhub_enricher::core::error::error_chain;
+use securityhub_enricher::service::account_events::forget_changed;
 use securityhub_enricher::telemetry;
+use securityhub_enricher::wiring::account_events_store;
 use serde_json::{Value, json};
 
 #[tokio::main]
@@ -17,8 +18,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_logging();
     let config =
         AccountEventsConfig::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
-    let sdk = load_sdk_config().await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.cache_table);
+    let store = account_events_store(&config, &load_sdk_config().await);
     let store = &store;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let call = event.payload["detail"]["eventName"].as_str().unwrap_or("unknown").to_owned();
@@ -33,7 +33,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             }
             Err(error) => {
                 // An error makes Lambda retry the asynchronous invocation.
-                tracing::error!(call = %call, error = %directory_error_chain(&error), "could not forget cached metadata");
+                tracing::error!(call = %call, error = %error_chain(&error), "could not forget cached metadata");
                 Err(lambda_runtime::Error::from(error))
             }
         }

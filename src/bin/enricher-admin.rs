@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use securityhub_enricher::aws::{ApiCalls, load_sdk_config};
+use securityhub_enricher::adapters::sdk::{ApiCalls, load_sdk_config};
 use securityhub_enricher::config::EnricherConfig;
-use securityhub_enricher::finding::is_account_id;
-use securityhub_enricher::handler::Enricher;
-use securityhub_enricher::metadata::{AccountRecord, Resolution};
+use securityhub_enricher::core::account::AccountRecord;
+use securityhub_enricher::core::finding::is_account_id;
+use securityhub_enricher::service::directory::Resolution;
+use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::wiring::Clients;
 
 #[derive(Parser)]
@@ -44,7 +45,7 @@ async fn main() -> Result<()> {
     let config = EnricherConfig::from_env().context("reading the enricher's configuration")?;
     let calls = ApiCalls::default();
     let sdk = load_sdk_config().await;
-    let clients = Clients::new(&config, &sdk, &calls).await;
+    let clients = Clients::for_enricher("enricher-admin", &config, &sdk, &calls).await;
     let enricher = Enricher::from_clients(&config, &clients);
     match cli.command {
         Command::Invalidate { all: true, .. } => {

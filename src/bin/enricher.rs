@@ -2,12 +2,13 @@
 //! partial-batch response out, one EMF flush per invocation.
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use securityhub_enricher::aws::{ApiCalls, load_sdk_config};
+use securityhub_enricher::adapters::sdk::{ApiCalls, load_sdk_config};
 use securityhub_enricher::config::EnricherConfig;
-use securityhub_enricher::event::IncomingBatch;
-use securityhub_enricher::handler::Enricher;
+use securityhub_enricher::core::event::IncomingBatch;
+use securityhub_enricher::core::time::lambda_deadline;
+use securityhub_enricher::service::handler::Enricher;
+use securityhub_enricher::telemetry;
 use securityhub_enricher::wiring::Clients;
-use securityhub_enricher::{lambda_deadline, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -17,13 +18,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::record_cold_start();
     let calls = ApiCalls::default();
     let sdk = load_sdk_config().await;
-    let clients = Clients::new(&config, &sdk, &calls).await;
+    let clients = Clients::for_enricher("enricher", &config, &sdk, &calls).await;
     let enricher = Enricher::from_clients(&config, &clients);
     let (enricher, calls) = (&enricher, &calls);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<IncomingBatch>| async move {
         let before = calls.snapshot();
         let report = enricher.handle(event.payload, lambda_deadline(event.context.deadline)).await;
-        telemetry::record_batch(&report, &calls.since(&before));
+        telemetry::publish(&report, &calls.since(&before));
         if let Err(e) = emf.flush(std::io::stdout().lock()) {
             tracing::warn!(error = %e, "could not write metrics");
         }

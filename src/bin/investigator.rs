@@ -2,11 +2,12 @@
 //! schedule (every minute) or the jobs table's stream invoked it. It never waits on Detective.
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use securityhub_enricher::aws::{ApiCalls, load_sdk_config};
-use securityhub_enricher::config::{InvestigatorConfig, Rate};
-use securityhub_enricher::investigate::investigator::Investigator;
+use securityhub_enricher::adapters::sdk::{ApiCalls, load_sdk_config};
+use securityhub_enricher::config::InvestigatorConfig;
+use securityhub_enricher::core::time::lambda_deadline;
+use securityhub_enricher::service::investigator::Investigator;
+use securityhub_enricher::telemetry;
 use securityhub_enricher::wiring::Clients;
-use securityhub_enricher::{lambda_deadline, telemetry};
 use serde_json::{Value, json};
 
 #[tokio::main]
@@ -19,13 +20,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let calls = ApiCalls::default();
     let sdk = load_sdk_config().await;
     let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
-    let clients = Clients::with_contact_role(None, Rate { per_second: 1.0, burst: 1 }, &sdk, &calls).await;
+    let clients = Clients::for_investigator(&sdk, &calls).await;
     let investigator = Investigator::from_clients(&config, &clients, &region);
     let (investigator, calls) = (&investigator, &calls);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let before = calls.snapshot();
         let report = investigator.run_pass(lambda_deadline(event.context.deadline)).await;
-        telemetry::record_api_calls(&calls.since(&before));
+        telemetry::publish(&report, &calls.since(&before));
         if let Err(e) = emf.flush(std::io::stdout().lock()) {
             tracing::warn!(error = %e, "could not write metrics");
         }

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use securityhub_enricher::config::{CacheTimes, Rate};
-use securityhub_enricher::enrich::TagFilter;
-use securityhub_enricher::handler::Enricher;
-use securityhub_enricher::metadata::memory::{InMemoryStore, StaticSource};
-use securityhub_enricher::metadata::{AccountMetadata, AccountRecord, Contact, ContactLookup, Directory, OrgUnit};
-use securityhub_enricher::securityhub::{InMemoryHub, Updater};
+use loadtest::fakes::directory::StaticSource;
+use loadtest::fakes::enricher::EnricherBuilder;
+use loadtest::fakes::hub::InMemoryHub;
+use securityhub_enricher::core::account::{AccountMetadata, AccountRecord, Contact, ContactLookup, OrgUnit};
+use securityhub_enricher::core::cache_entry::CacheTimes;
+use securityhub_enricher::core::rate::Rate;
+use securityhub_enricher::service::handler::Enricher;
 use serde_json::{Value, json};
 
 /// The account the in-memory organization holds.
@@ -59,18 +60,13 @@ pub fn in_memory_enricher(account: AccountRecord, rate: Rate) -> (Enricher, Arc<
         memory_capacity: 100,
     };
     let hub = Arc::new(InMemoryHub::default());
-    let enricher = Enricher {
-        directory: Directory::new(
-            Arc::new(InMemoryStore::default()),
-            Arc::new(StaticSource::new([account])),
-            times,
-            4,
-            Duration::from_secs(5),
-        ),
-        updater: Updater::new(hub.clone(), rate),
-        tag_filter: TagFilter::All,
-        deadline_margin: Duration::from_millis(10),
-        fanout: None,
-    };
+    let enricher = EnricherBuilder::new()
+        .source(Arc::new(StaticSource::new([account])))
+        .cache_times(times)
+        .lookups(4, Duration::from_secs(5))
+        .hub(hub.clone())
+        .rate(rate)
+        .deadline_margin(Duration::from_millis(10))
+        .build();
     (enricher, hub)
 }

@@ -1,0 +1,269 @@
+//! `make demo`: the enricher end to end on the local AWS stack (run under scripts/local-aws).
+//! Seeds an organization, imports findings, streams them through Kinesis in Pipe-shaped
+//! batches into the real handler, then prints what happened.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use loadtest::local::findings::{import_findings, imported_event, sample_finding};
+use loadtest::local::org::{OrgSpec, seed_organization};
+use loadtest::local::pipe::LocalPipe;
+use loadtest::local::{control_request, create_table, sdk_config_for};
+use securityhub_enricher::adapters::sdk::ApiCalls;
+use securityhub_enricher::config::{EnricherConfig, InvestigatorConfig, Vars};
+use securityhub_enricher::core::event::IncomingBatch;
+use securityhub_enricher::service::batch_report::BatchReport;
+use securityhub_enricher::service::handler::Enricher;
+use securityhub_enricher::service::investigator::Investigator;
+use securityhub_enricher::telemetry::CallCounts;
+use securityhub_enricher::wiring::Clients;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(about = "Run the enricher end to end on the local AWS stack")]
+struct Args {
+    /// Accounts in the seeded organization.
+    #[arg(long, default_value_t = 40)]
+    accounts: usize,
+    /// Findings per wave (two waves: cold cache, then warm).
+    #[arg(long, default_value_t = 600)]
+    findings: usize,
+    /// Records per batch handed to the enricher (the Pipe's BatchSize).
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+}
+
+const ADMIN_ACCOUNT: &str = "111111111111";
+const CACHE_TABLE: &str = "securityhub-enricher-cache";
+const JOBS_TABLE: &str = "securityhub-enricher-jobs";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    std::env::var("AWS_ENDPOINT_URL")
+        .context("AWS_ENDPOINT_URL is not set: run this through scripts/local-aws (make demo)")?;
+    let sdk = sdk_config_for(ADMIN_ACCOUNT).await?;
+    let calls = ApiCalls::default();
+
+    println!("== Seeding the local organization ({} accounts)", args.accounts);
+    let organizations = aws_sdk_organizations::Client::new(&sdk);
+    let account = aws_sdk_account::Client::new(&sdk);
+    let org =
+        seed_organization(&organizations, &account, &OrgSpec { accounts: args.accounts, ..OrgSpec::default() }).await?;
+    println!("   management account {}, {} OUs, {} accounts", org.management_account, org.ou_count, org.accounts.len());
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    create_table(&dynamodb, CACHE_TABLE, "AccountId").await?;
+    create_table(&dynamodb, JOBS_TABLE, "JobId").await?;
+    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").context("LOCAL_AWS_EMULATOR_URL is not set")?;
+    let graph_request = json!({"account_id": ADMIN_ACCOUNT, "region": "us-east-1", "count": 1}).to_string();
+    control_request("POST", &format!("{emulator}/_emulator/detective/graphs"), Some(graph_request)).await?;
+
+    let vars = Vars(|name: &str| match name {
+        "CACHE_TABLE" => Some(CACHE_TABLE.to_owned()),
+        "CONTACT_ROLE_ARN" => {
+            Some(format!("arn:aws:iam::{}:role/securityhub-enricher-contacts", org.management_account))
+        }
+        "ORGANIZATIONS_RPS" => Some("200".to_owned()),
+        "ORGANIZATIONS_BURST" => Some("50".to_owned()),
+        "ACCOUNT_RPS" => Some("200".to_owned()),
+        "JOBS_TABLE" => Some(JOBS_TABLE.to_owned()),
+        other => std::env::var(other).ok(),
+    });
+    let config = EnricherConfig::from_vars(&vars)?;
+    let clients = Clients::for_enricher("enricher", &config, &sdk, &calls).await;
+    let enricher = Enricher::from_clients(&config, &clients);
+    let securityhub = aws_sdk_securityhub::Client::new(&sdk);
+    let pipe = LocalPipe::create(aws_sdk_kinesis::Client::new(&sdk), "securityhub-findings", 2).await?;
+
+    for (wave, label) in [(0, "cold cache"), (1, "warm cache")] {
+        println!("\n== Wave {}: {} findings, {label}", wave + 1, args.findings);
+        // Zipf-like: a few accounts produce most findings, as in real organizations.
+        let mut findings = Vec::with_capacity(args.findings);
+        for n in 0..args.findings {
+            let rank = ((n * 7919 + wave * 31) % 1000) as f64 / 1000.0;
+            let a = &org.accounts[((rank * rank * rank) * org.accounts.len() as f64) as usize % org.accounts.len()];
+            findings.push(sample_finding(&a.id, &a.name, wave * 1_000_000 + n));
+        }
+        import_findings(&securityhub, &findings).await?;
+        let mut events: Vec<Value> =
+            findings.iter().enumerate().map(|(n, f)| imported_event(std::slice::from_ref(f), n)).collect();
+        if wave == 0 {
+            add_awkward_records(&mut events, &findings);
+            // EventBridge delivers at least once: every GuardDuty event arrives twice.
+            let again: Vec<_> =
+                events.iter().filter(|e| e["detail"]["findings"][0]["ProductName"] == "guardduty").cloned().collect();
+            println!("   {} GuardDuty events delivered twice", again.len());
+            events.extend(again);
+        }
+        pipe.put_events(&events).await?;
+        run_wave(&enricher, &pipe, &calls, args.batch_size).await?;
+    }
+
+    run_investigations(&config, &clients, &calls).await?;
+    show_enriched_finding(&securityhub).await?;
+    Ok(())
+}
+
+/// The investigator, as its schedule would run it: one pass at a time, never waiting on Detective.
+async fn run_investigations(config: &EnricherConfig, clients: &Clients, calls: &ApiCalls) -> Result<()> {
+    let vars = Vars(|name: &str| match name {
+        "JOBS_TABLE" => Some(JOBS_TABLE.to_owned()),
+        "CACHE_TABLE" => Some(config.cache_table.clone()),
+        "DETECTIVE_RPS" => Some("1".to_owned()),
+        "DETECTIVE_BURST" => Some("5".to_owned()),
+        "SECURITYHUB_RPS" => Some("5".to_owned()),
+        _ => None,
+    });
+    let investigator = Investigator::from_clients(&InvestigatorConfig::from_vars(&vars)?, clients, "us-east-1");
+    println!(
+        "\n== Investigations (investigator passes every 2 s here, every minute when deployed; Detective at 1 start/s)"
+    );
+    for pass in 1..=60 {
+        let report = investigator.run_pass(tokio::time::Instant::now() + Duration::from_secs(60)).await;
+        println!(
+            "   pass {pass}: {} jobs active: {} started, {} still running, {} complete, {} failed",
+            report.active, report.started, report.still_running, report.completed, report.failed
+        );
+        if report.active == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let jobs =
+        clients.dynamodb.scan().table_name(JOBS_TABLE).select(aws_sdk_dynamodb::types::Select::Count).send().await?;
+    println!(
+        "   StartInvestigation calls {} for {} distinct (entity, window) jobs",
+        calls.calls("Detective", "StartInvestigation"),
+        jobs.count
+    );
+    Ok(())
+}
+
+/// What real streams carry besides clean findings: a duplicate, our own update coming back,
+/// a custom action with several findings, an event from another source, and garbage.
+fn add_awkward_records(events: &mut Vec<Value>, findings: &[Value]) {
+    let mut older = findings[0].clone();
+    older["UpdatedAt"] = json!("2026-11-22T06:00:00.000Z");
+    events.push(imported_event(&[older], 900_001));
+    let mut enriched = findings[1].clone();
+    enriched["UserDefinedFields"] = json!({"findingEnriched": "True"});
+    events.push(imported_event(&[enriched], 900_002));
+    let mut action = imported_event(&findings[2..5], 900_003);
+    action["detail-type"] = json!("Security Hub Findings - Custom Action");
+    action["detail"]["actionName"] = json!("enrich-again");
+    events.push(action);
+    events.push(json!({"source": "aws.guardduty", "detail-type": "GuardDuty Finding", "detail": {}}));
+    events.push(json!("not an EventBridge event"));
+}
+
+async fn run_wave(enricher: &Enricher, pipe: &LocalPipe, calls: &ApiCalls, batch_size: usize) -> Result<()> {
+    let before = calls.snapshot();
+    let emulator_before = emulator_stats().await?;
+    let batches = pipe.read_batches(batch_size).await?;
+    let mut reports: Vec<BatchReport> = Vec::new();
+    for batch in &batches {
+        let mut records = batch.clone();
+        // Like Lambda and Pipes: failed records are delivered again, a few times at most.
+        for attempt in 0..3 {
+            let incoming: IncomingBatch = serde_json::from_value(Value::Array(records.clone()))?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            let report = enricher.handle(incoming, deadline).await;
+            let failed: Vec<String> =
+                report.response.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect();
+            println!(
+                "   batch of {:>4} records (attempt {}): {}; {} BatchUpdateFindings (bound {}); accounts {} = memory {} + table {} + lookups {}",
+                records.len(),
+                attempt + 1,
+                report.tally,
+                report.writes.updates.calls,
+                report.writes.minimum_calls,
+                report.prefetch.accounts,
+                report.prefetch.memory_hits,
+                report.prefetch.store_hits,
+                report.prefetch.lookups,
+            );
+            if !report.tally.balances() {
+                bail!("batch tally does not balance: {}", report.tally);
+            }
+            reports.push(report);
+            if failed.is_empty() {
+                break;
+            }
+            records.retain(|r| failed.iter().any(|id| r["eventID"].as_str() == Some(id)));
+        }
+    }
+    summarize(&reports, &calls.since(&before), &emulator_before, &emulator_stats().await?);
+    Ok(())
+}
+
+fn summarize(reports: &[BatchReport], calls: &CallCounts, hub_before: &Value, hub_after: &Value) {
+    let sum = |f: &dyn Fn(&BatchReport) -> usize| reports.iter().map(f).sum::<usize>();
+    let findings = sum(&|r| r.tally.findings_in);
+    let enriched = sum(&|r| r.tally.findings_enriched);
+    let updates = sum(&|r| r.writes.updates.calls);
+    let bound = sum(&|r| r.writes.minimum_calls);
+    let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
+    for r in reports {
+        for (k, v) in &r.tally.findings_skipped {
+            *skipped.entry(k.clone()).or_default() += v;
+        }
+    }
+    println!(
+        "   records {} (poison {}, skipped {}, failed {})",
+        sum(&|r| r.tally.records_in),
+        sum(&|r| r.tally.records_poison),
+        sum(&|r| r.tally.records_skipped),
+        sum(&|r| r.tally.records_failed)
+    );
+    println!("   findings {findings}: enriched {enriched}, skipped {skipped:?}");
+    let accepted = reports.iter().map(|r| r.writes.updates.findings_per_call.len()).sum::<usize>();
+    let throttled = sum(&|r| r.writes.updates.throttled);
+    println!(
+        "   BatchUpdateFindings: {accepted} accepted calls against the Σ⌈n/100⌉ bound {bound} ({updates} sent, {throttled} throttled and retried)"
+    );
+    println!("   API calls by operation (per finding):");
+    for ((service, operation), count) in calls {
+        let per_finding = if findings > 0 { count.calls as f64 / findings as f64 } else { 0.0 };
+        println!(
+            "     {:<14} {:<28} {:>6} calls  {:>8.4}/finding  throttled {}",
+            service, operation, count.calls, per_finding, count.throttled
+        );
+    }
+    let count = |stats: &Value, op: &str| stats["calls"][op].as_u64().unwrap_or(0);
+    let hub_updates = count(hub_after, "BatchUpdateFindings") - count(hub_before, "BatchUpdateFindings");
+    println!("   Security Hub emulator saw {hub_updates} BatchUpdateFindings calls");
+}
+
+async fn emulator_stats() -> Result<Value> {
+    let url = std::env::var("LOCAL_AWS_EMULATOR_URL").context("LOCAL_AWS_EMULATOR_URL is not set")?;
+    let body = control_request("GET", &format!("{url}/_emulator/stats"), None).await?;
+    Ok(serde_json::from_str(&body)?)
+}
+
+async fn show_enriched_finding(securityhub: &aws_sdk_securityhub::Client) -> Result<()> {
+    use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, MapFilter, MapFilterComparison};
+    let filter = AwsSecurityFindingFilters::builder()
+        .user_defined_fields(
+            MapFilter::builder()
+                .key("securityContact")
+                .value("Name:")
+                .comparison(MapFilterComparison::Contains)
+                .build(),
+        )
+        .build();
+    let found = securityhub.get_findings().filters(filter).max_results(1).send().await?;
+    let Some(finding) = found.findings.unwrap_or_default().into_iter().next() else {
+        bail!("no enriched finding with a security contact was found in Security Hub");
+    };
+    println!("\n== One enriched finding, as Security Hub now has it");
+    println!("   Id: {}", finding.id.unwrap_or_default());
+    if let Some(note) = finding.note {
+        println!("   Note ({}): {}", note.updated_by.unwrap_or_default(), note.text.unwrap_or_default());
+    }
+    for (k, v) in finding.user_defined_fields.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>() {
+        println!("   UserDefinedFields.{k} = {v}");
+    }
+    Ok(())
+}

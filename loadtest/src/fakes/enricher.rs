@@ -1,0 +1,147 @@
+//! `EnricherBuilder`: an enricher wired to in-memory fakes unless told otherwise, for every test
+//! and the simulator, so none of them spells out the enricher's fields.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use securityhub_enricher::core::cache_entry::CacheTimes;
+use securityhub_enricher::core::enrich::TagFilter;
+use securityhub_enricher::core::rate::Rate;
+use securityhub_enricher::ports::findings::FindingsWriter;
+use securityhub_enricher::ports::metadata::{AccountSource, MetadataStore};
+use securityhub_enricher::service::directory::Directory;
+use securityhub_enricher::service::fanout::Fanout;
+use securityhub_enricher::service::handler::Enricher;
+use securityhub_enricher::service::quota_share::QuotaShare;
+use securityhub_enricher::service::updater::Updater;
+
+use super::directory::{InMemoryStore, StaticSource};
+use super::hub::InMemoryHub;
+
+/// Cache lifetimes for tests: an hour fresh, a day of grace, a minute in memory.
+pub fn test_cache_times() -> CacheTimes {
+    CacheTimes {
+        fresh: Duration::from_secs(3600),
+        negative: Duration::from_secs(600),
+        unknown_contact: Duration::from_secs(300),
+        stale_grace: Duration::from_secs(86_400),
+        memory: Duration::from_secs(60),
+        memory_capacity: 1000,
+    }
+}
+
+/// Builds an `Enricher`. Defaults: an empty in-memory store, an organization with no accounts,
+/// an in-memory hub, 1,000 updates/s, the updater's own retry schedule, 8 lookups in flight within 5 s, every
+/// tag, a 50 ms deadline margin, no investigations.
+pub struct EnricherBuilder {
+    store: Arc<dyn MetadataStore>,
+    source: Arc<dyn AccountSource>,
+    hub: Arc<dyn FindingsWriter>,
+    quota: Option<QuotaShare>,
+    rate: Rate,
+    backoff: Option<(Duration, u32)>,
+    times: CacheTimes,
+    lookup_concurrency: usize,
+    lookup_budget: Duration,
+    tag_filter: TagFilter,
+    deadline_margin: Duration,
+    fanout: Option<Fanout>,
+}
+
+impl Default for EnricherBuilder {
+    fn default() -> Self {
+        EnricherBuilder {
+            store: Arc::new(InMemoryStore::default()),
+            source: Arc::new(StaticSource::new([])),
+            hub: Arc::new(InMemoryHub::default()),
+            quota: None,
+            rate: Rate { per_second: 1000.0, burst: 1000 },
+            backoff: None,
+            times: test_cache_times(),
+            lookup_concurrency: 8,
+            lookup_budget: Duration::from_secs(5),
+            tag_filter: TagFilter::All,
+            deadline_margin: Duration::from_millis(50),
+            fanout: None,
+        }
+    }
+}
+
+impl EnricherBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn store(mut self, store: Arc<dyn MetadataStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    pub fn source(mut self, source: Arc<dyn AccountSource>) -> Self {
+        self.source = source;
+        self
+    }
+
+    pub fn hub(mut self, hub: Arc<dyn FindingsWriter>) -> Self {
+        self.hub = hub;
+        self
+    }
+
+    /// A fixed BatchUpdateFindings rate (ignored when `quota` is set).
+    pub fn rate(mut self, rate: Rate) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    /// A share of the quota instead of a fixed rate.
+    pub fn quota(mut self, quota: QuotaShare) -> Self {
+        self.quota = Some(quota);
+        self
+    }
+
+    pub fn backoff(mut self, base: Duration, max_attempts: u32) -> Self {
+        self.backoff = Some((base, max_attempts));
+        self
+    }
+
+    pub fn cache_times(mut self, times: CacheTimes) -> Self {
+        self.times = times;
+        self
+    }
+
+    pub fn lookups(mut self, concurrency: usize, budget: Duration) -> Self {
+        self.lookup_concurrency = concurrency;
+        self.lookup_budget = budget;
+        self
+    }
+
+    pub fn tag_filter(mut self, tag_filter: TagFilter) -> Self {
+        self.tag_filter = tag_filter;
+        self
+    }
+
+    pub fn deadline_margin(mut self, margin: Duration) -> Self {
+        self.deadline_margin = margin;
+        self
+    }
+
+    pub fn fanout(mut self, fanout: Fanout) -> Self {
+        self.fanout = Some(fanout);
+        self
+    }
+
+    pub fn build(self) -> Enricher {
+        let quota = self.quota.unwrap_or_else(|| QuotaShare::fixed(self.rate));
+        let mut updater = Updater::sharing(self.hub, quota);
+        if let Some((base, max_attempts)) = self.backoff {
+            updater = updater.with_backoff(base, max_attempts);
+        }
+        Enricher {
+            directory: Directory::new(self.store, self.source, self.times, self.lookup_concurrency, self.lookup_budget),
+            updater,
+            tag_filter: self.tag_filter,
+            deadline_margin: self.deadline_margin,
+            fanout: self.fanout,
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! An in-memory Security Hub (the `FindingsWriter` port) for handler tests and the simulator.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use securityhub_enricher::core::enrich::EnrichmentPayload;
+use securityhub_enricher::core::finding::FindingId;
+use securityhub_enricher::core::plan::MAX_FINDINGS_PER_UPDATE;
+use securityhub_enricher::core::rate::Rate;
+use securityhub_enricher::limits::Limiter;
+use securityhub_enricher::ports::findings::{FindingsWriter, Unprocessed, WriteError};
+use tokio::time::Instant;
+
+/// A scripted reply for the in-memory hub's next call.
+#[derive(Debug, Clone)]
+pub enum ScriptedReply {
+    Throttle,
+    Transient,
+    /// Reports these findings (all of the call's findings when empty) unprocessed with this code.
+    Unprocessed {
+        code: String,
+        ids: Vec<FindingId>,
+    },
+    Reject {
+        code: String,
+    },
+}
+
+/// One BatchUpdateFindings call as the in-memory hub answered it.
+#[derive(Debug, Clone, Copy)]
+pub struct HubCall {
+    pub at: Instant,
+    /// Findings updated (0 for a failed call).
+    pub applied: usize,
+    pub throttled: bool,
+}
+
+/// An in-memory Security Hub for handler tests and the load-test simulator: applies updates
+/// to a map, answers FindingNotFound for unknown findings once any are registered, follows a
+/// script of replies, and can enforce a quota.
+#[derive(Default)]
+pub struct InMemoryHub {
+    pub findings: std::sync::Mutex<HashMap<FindingId, EnrichmentPayload>>,
+    known: std::sync::Mutex<Option<std::collections::HashSet<FindingId>>>,
+    script: std::sync::Mutex<std::collections::VecDeque<ScriptedReply>>,
+    /// Security Hub's own throttling, on tokio's clock (so paused-time tests drive it too).
+    quota: Option<Limiter>,
+    /// Every call as it was answered, in order (failed and throttled ones included).
+    pub call_log: std::sync::Mutex<Vec<HubCall>>,
+    /// When each finding was first updated.
+    pub first_updated: std::sync::Mutex<HashMap<FindingId, Instant>>,
+    /// Time each call takes, as the network and the service would.
+    pub latency: Duration,
+}
+
+impl InMemoryHub {
+    /// A hub that throttles past this rate, as Security Hub does per account and region.
+    pub fn with_quota(rate: Rate) -> Self {
+        InMemoryHub { quota: Some(Limiter::new(rate)), ..Default::default() }
+    }
+
+    pub fn with_latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    pub fn register(&self, ids: impl IntoIterator<Item = FindingId>) {
+        self.known.lock().unwrap().get_or_insert_with(Default::default).extend(ids);
+    }
+
+    pub fn script(&self, replies: impl IntoIterator<Item = ScriptedReply>) {
+        self.script.lock().unwrap().extend(replies);
+    }
+
+    pub fn payload(&self, id: &FindingId) -> Option<EnrichmentPayload> {
+        self.findings.lock().unwrap().get(id).cloned()
+    }
+
+    pub fn call_count(&self) -> usize {
+        self.call_log.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl FindingsWriter for InMemoryHub {
+    async fn batch_update(
+        &self,
+        ids: &[FindingId],
+        payload: &EnrichmentPayload,
+    ) -> Result<Vec<Unprocessed>, WriteError> {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        let answer = self.apply(ids, payload);
+        let now = Instant::now();
+        let (applied, throttled) = match &answer {
+            Ok(unprocessed) => {
+                let mut first = self.first_updated.lock().unwrap();
+                for id in ids.iter().filter(|id| !unprocessed.iter().any(|u| &u.id == *id)) {
+                    first.entry(id.clone()).or_insert(now);
+                }
+                (ids.len() - unprocessed.len(), false)
+            }
+            Err(error) => (0, matches!(error, WriteError::Throttled { .. })),
+        };
+        self.call_log.lock().unwrap().push(HubCall { at: now, applied, throttled });
+        answer
+    }
+}
+
+impl InMemoryHub {
+    fn apply(&self, ids: &[FindingId], payload: &EnrichmentPayload) -> Result<Vec<Unprocessed>, WriteError> {
+        if ids.is_empty() || ids.len() > MAX_FINDINGS_PER_UPDATE {
+            return Err(WriteError::Rejected {
+                code: "InvalidInputException".into(),
+                source: "1 to 100 identifiers".into(),
+            });
+        }
+        if self.quota.as_ref().is_some_and(|q| !q.try_acquire()) {
+            return Err(WriteError::Throttled { source: "TooManyRequestsException (in-memory quota)".into() });
+        }
+        let reply = self.script.lock().unwrap().pop_front();
+        let mut unprocessed = Vec::new();
+        match reply {
+            Some(ScriptedReply::Throttle) => {
+                return Err(WriteError::Throttled { source: "TooManyRequestsException (scripted)".into() });
+            }
+            Some(ScriptedReply::Transient) => {
+                return Err(WriteError::Transient { source: "InternalException (scripted)".into() });
+            }
+            Some(ScriptedReply::Reject { code }) => {
+                return Err(WriteError::Rejected { code, source: "scripted".into() });
+            }
+            Some(ScriptedReply::Unprocessed { code, ids: chosen }) => {
+                for id in ids.iter().filter(|id| chosen.is_empty() || chosen.contains(id)) {
+                    unprocessed.push(Unprocessed { id: id.clone(), code: code.clone(), message: "scripted".into() });
+                }
+            }
+            None => {}
+        }
+        let known = self.known.lock().unwrap();
+        let mut findings = self.findings.lock().unwrap();
+        for id in ids {
+            if unprocessed.iter().any(|u| &u.id == id) {
+                continue;
+            }
+            if known.as_ref().is_some_and(|k| !k.contains(id)) {
+                unprocessed.push(Unprocessed {
+                    id: id.clone(),
+                    code: "FindingNotFound".into(),
+                    message: "Finding Not Found".into(),
+                });
+                continue;
+            }
+            findings.insert(id.clone(), payload.clone());
+        }
+        Ok(unprocessed)
+    }
+}

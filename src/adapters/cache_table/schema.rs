@@ -1,0 +1,32 @@
+//! The cache table's schema, in one place: its key and attributes, and the items other than
+//! account entries that live in it (the quota ledger). Everything that reads or writes the table
+//! asks here; the template tests read `LEDGER_KEY` from this file.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::core::finding::is_account_id;
+
+/// Partition key (S): a 12-digit account id, or the key of one of the special items below.
+pub const KEY_ATTRIBUTE: &str = "AccountId";
+/// An account entry: the `CacheEntry` as JSON (S).
+pub const ENTRY_ATTRIBUTE: &str = "Entry";
+/// DynamoDB's TTL attribute (N, epoch seconds). TTL deletes up to ~48 h late: readers check it.
+pub const TTL_ATTRIBUTE: &str = "ExpiresAt";
+
+/// The quota ledger's item. Account ids are twelve digits, so it never collides with an entry.
+pub const LEDGER_KEY: &str = "quota#securityhub:BatchUpdateFindings";
+/// In the ledger item, claims are attributes `h_<holder>` holding their expiry (epoch
+/// milliseconds). Attributes rather than one map: SET on a map entry fails until the map
+/// exists, and would need a second call to create it.
+pub const HOLDER_PREFIX: &str = "h_";
+
+/// The key attribute value of an item.
+pub fn key(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+/// True when the item with this key is an account entry, not a special item: only these are
+/// read as cache entries and only these does `invalidate_all` delete.
+pub fn is_account_entry(key: &str) -> bool {
+    is_account_id(key)
+}

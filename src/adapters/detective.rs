@@ -1,0 +1,145 @@
+//! The Amazon Detective adapter: the behavior graph, starting investigations, and reading
+//! their status, severity and indicators. Nothing here waits for an investigation to finish.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_sdk_detective::error::ProvideErrorMetadata;
+use aws_smithy_types::DateTime;
+use tokio::sync::OnceCell;
+
+use crate::adapters::sdk::{ErrorClass, classify};
+use crate::ports::detective::{DetectiveError, InvestigationStatus, Investigations};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Codes that no retry can fix: validation, an unknown graph or entity, access, quota.
+const REFUSED: &[&str] =
+    &["ValidationException", "ResourceNotFoundException", "AccessDeniedException", "ServiceQuotaExceededException"];
+
+/// Maps an SDK error to the port's error through the one classifier.
+fn detective_error<E, R>(operation: &'static str, e: aws_sdk_detective::error::SdkError<E, R>) -> DetectiveError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let class = classify(&e, REFUSED);
+    let code = e.code().unwrap_or_default().to_owned();
+    let source: BoxError = Box::new(e);
+    match class {
+        ErrorClass::Throttled => DetectiveError::Throttled { operation, source },
+        ErrorClass::Refused => DetectiveError::Refused { operation, code, source },
+        ErrorClass::Transient => DetectiveError::Transient { operation, source },
+    }
+}
+
+pub struct DetectiveClient {
+    client: aws_sdk_detective::Client,
+    configured_graph: Option<String>,
+    discovered_graph: OnceCell<String>,
+}
+
+impl DetectiveClient {
+    pub fn new(client: aws_sdk_detective::Client, configured_graph: Option<String>) -> Self {
+        DetectiveClient { client, configured_graph, discovered_graph: OnceCell::new() }
+    }
+}
+
+#[async_trait]
+impl Investigations for DetectiveClient {
+    async fn graph(&self) -> Result<String, DetectiveError> {
+        if let Some(graph) = &self.configured_graph {
+            return Ok(graph.clone());
+        }
+        self.discovered_graph
+            .get_or_try_init(|| async {
+                let mut graphs = Vec::new();
+                let mut pages = self.client.list_graphs().into_paginator().send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| detective_error("ListGraphs", e))?;
+                    graphs.extend(page.graph_list.unwrap_or_default());
+                }
+                // An account administers one graph per region; should there be several, the
+                // oldest is the organization's.
+                graphs.sort_by_key(|g| g.created_time.map(|t| t.to_millis().unwrap_or(i64::MAX)));
+                if graphs.len() > 1 {
+                    tracing::warn!(
+                        graphs = graphs.len(),
+                        "several Detective graphs; using the oldest (set DETECTIVE_GRAPH_ARN to choose)"
+                    );
+                }
+                graphs.into_iter().find_map(|g| g.arn).ok_or(DetectiveError::NoGraph)
+            })
+            .await
+            .cloned()
+    }
+
+    async fn start(
+        &self,
+        graph: &str,
+        entity_arn: &str,
+        scope_start: i64,
+        scope_end: i64,
+    ) -> Result<String, DetectiveError> {
+        let out = self
+            .client
+            .start_investigation()
+            .graph_arn(graph)
+            .entity_arn(entity_arn)
+            .scope_start_time(DateTime::from_secs(scope_start))
+            .scope_end_time(DateTime::from_secs(scope_end))
+            .send()
+            .await
+            .map_err(|e| detective_error("StartInvestigation", e))?;
+        out.investigation_id.ok_or_else(|| DetectiveError::Transient {
+            operation: "StartInvestigation",
+            source: "no InvestigationId in the answer".into(),
+        })
+    }
+
+    async fn status(&self, graph: &str, investigation_id: &str) -> Result<InvestigationStatus, DetectiveError> {
+        use aws_sdk_detective::types::Status;
+        let out = self
+            .client
+            .get_investigation()
+            .graph_arn(graph)
+            .investigation_id(investigation_id)
+            .send()
+            .await
+            .map_err(|e| detective_error("GetInvestigation", e))?;
+        Ok(match out.status {
+            Some(Status::Successful) => InvestigationStatus::Successful {
+                severity: out.severity.map(|s| s.as_str().to_owned()).unwrap_or_else(|| "INFORMATIONAL".into()),
+            },
+            Some(Status::Failed) => InvestigationStatus::Failed,
+            _ => InvestigationStatus::Running,
+        })
+    }
+
+    async fn indicators(&self, graph: &str, investigation_id: &str) -> Result<BTreeMap<String, usize>, DetectiveError> {
+        let mut counts = BTreeMap::new();
+        let mut token = None;
+        // Two pages are plenty for a note; the console has the rest.
+        for _ in 0..2 {
+            let out = self
+                .client
+                .list_indicators()
+                .graph_arn(graph)
+                .investigation_id(investigation_id)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| detective_error("ListIndicators", e))?;
+            for indicator in out.indicators.unwrap_or_default() {
+                if let Some(kind) = indicator.indicator_type {
+                    *counts.entry(kind.as_str().to_owned()).or_default() += 1;
+                }
+            }
+            match out.next_token {
+                Some(next) if !next.is_empty() => token = Some(next),
+                _ => break,
+            }
+        }
+        Ok(counts)
+    }
+}

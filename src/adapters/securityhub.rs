@@ -1,0 +1,246 @@
+//! The Security Hub CSPM adapter: one BatchUpdateFindings call per request, and GetFindings
+//! for writers that were not handed the finding. Retries are the `Updater`'s, not this file's.
+
+use async_trait::async_trait;
+use aws_sdk_securityhub::error::ProvideErrorMetadata;
+use aws_sdk_securityhub::types::{AwsSecurityFindingIdentifier, NoteUpdate};
+
+use crate::adapters::sdk::{ErrorClass, classify};
+use crate::core::enrich::{EnrichmentPayload, UPDATED_BY};
+use crate::core::finding::{Finding, FindingId, Note};
+use crate::ports::findings::{FindingsReader, FindingsWriter, Unprocessed, WriteError};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// GetFindings takes at most 20 values per filter field.
+const GET_FINDINGS_FILTER_VALUES: usize = 20;
+
+/// The Security Hub adapter.
+pub struct SecurityHubWriter {
+    client: aws_sdk_securityhub::Client,
+}
+
+impl SecurityHubWriter {
+    /// The client should have SDK retries off: the `Updater` retries within the deadline and
+    /// the rate limit, which the SDK's own retry loop knows nothing of.
+    pub fn new(client: aws_sdk_securityhub::Client) -> Self {
+        SecurityHubWriter { client }
+    }
+}
+
+#[async_trait]
+impl FindingsWriter for SecurityHubWriter {
+    async fn batch_update(
+        &self,
+        ids: &[FindingId],
+        payload: &EnrichmentPayload,
+    ) -> Result<Vec<Unprocessed>, WriteError> {
+        let identifiers = ids
+            .iter()
+            .map(|f| AwsSecurityFindingIdentifier::builder().id(&f.id).product_arn(&f.product_arn).build())
+            .collect();
+        let note = payload.note.as_ref().map(|text| NoteUpdate::builder().text(text).updated_by(UPDATED_BY).build());
+        let result = self
+            .client
+            .batch_update_findings()
+            .set_finding_identifiers(Some(identifiers))
+            .set_note(note)
+            .set_user_defined_fields(Some(payload.fields.clone().into_iter().collect()))
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(output
+                .unprocessed_findings
+                .unwrap_or_default()
+                .into_iter()
+                .map(|u| Unprocessed {
+                    id: u
+                        .finding_identifier
+                        .map(|f| FindingId {
+                            id: f.id.unwrap_or_default(),
+                            product_arn: f.product_arn.unwrap_or_default(),
+                        })
+                        .unwrap_or_else(|| FindingId { id: String::new(), product_arn: String::new() }),
+                    code: u.error_code.unwrap_or_default(),
+                    message: u.error_message.unwrap_or_default(),
+                })
+                .collect()),
+            // Only a malformed request is final. AccessDenied stays retryable so that a broken
+            // permission shows up as failed records, not as silently dropped data.
+            Err(error) => Err(write_error(error, &["InvalidInputException"])),
+        }
+    }
+}
+
+#[async_trait]
+impl FindingsReader for SecurityHubWriter {
+    async fn current(&self, ids: &[FindingId]) -> Result<Vec<Finding>, WriteError> {
+        use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, StringFilter, StringFilterComparison};
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(GET_FINDINGS_FILTER_VALUES) {
+            let filters = chunk.iter().fold(AwsSecurityFindingFilters::builder(), |b, f| {
+                b.id(StringFilter::builder().value(&f.id).comparison(StringFilterComparison::Equals).build())
+            });
+            let mut pages =
+                self.client.get_findings().filters(filters.build()).max_results(100).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| write_error(e, &[]))?;
+                for f in page.findings.unwrap_or_default() {
+                    let finding = Finding {
+                        id: f.id.unwrap_or_default(),
+                        product_arn: f.product_arn.unwrap_or_default(),
+                        aws_account_id: f.aws_account_id.unwrap_or_default(),
+                        aws_account_name: f.aws_account_name,
+                        updated_at: f.updated_at,
+                        first_observed_at: f.first_observed_at,
+                        created_at: f.created_at,
+                        product_name: f.product_name,
+                        record_state: f.record_state.map(|r| r.as_str().to_owned()),
+                        severity: None,
+                        note: f.note.map(|n| Note {
+                            text: n.text.unwrap_or_default(),
+                            updated_by: n.updated_by.unwrap_or_default(),
+                        }),
+                        user_defined_fields: f.user_defined_fields.unwrap_or_default().into_iter().collect(),
+                        resources: Vec::new(),
+                    };
+                    if chunk.contains(&finding.identifier()) {
+                        found.push(finding);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Maps an SDK error to the port's error through the one classifier.
+fn write_error<E>(error: E, refused: &[&str]) -> WriteError
+where
+    E: ProvideErrorMetadata + Into<aws_sdk_securityhub::Error>,
+{
+    let class = classify(&error, refused);
+    let code = error.code().unwrap_or_default().to_owned();
+    let source: BoxError = Box::new(error.into());
+    match class {
+        ErrorClass::Throttled => WriteError::Throttled { source },
+        ErrorClass::Refused => WriteError::Rejected { code, source },
+        ErrorClass::Transient => WriteError::Transient { source },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Edge cases against mocked SDK answers (the emulator covers the wire end to end in
+    //! `tests/local_stack`): throttling then success through the updater, UnprocessedFindings,
+    //! a rejected request, GetFindings over several pages.
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use aws_sdk_securityhub::Client;
+    use aws_sdk_securityhub::operation::batch_update_findings::BatchUpdateFindingsOutput;
+    use aws_sdk_securityhub::operation::get_findings::GetFindingsOutput;
+    use aws_sdk_securityhub::types::{AwsSecurityFinding, BatchUpdateFindingsUnprocessedFinding};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::core::outcome::FindingOutcome;
+    use crate::core::plan::UpdateRequest;
+    use crate::core::rate::Rate;
+    use crate::service::updater::Updater;
+
+    fn id(name: &str) -> FindingId {
+        FindingId { id: name.into(), product_arn: "arn:aws:securityhub:us-east-1::product/aws/guardduty".into() }
+    }
+
+    fn payload() -> EnrichmentPayload {
+        EnrichmentPayload {
+            note: Some("Account a".into()),
+            fields: BTreeMap::from([("AccountName".into(), "a".into())]),
+        }
+    }
+
+    fn identifier(f: &FindingId) -> AwsSecurityFindingIdentifier {
+        AwsSecurityFindingIdentifier::builder().id(&f.id).product_arn(&f.product_arn).build()
+    }
+
+    fn ok_output() -> BatchUpdateFindingsOutput {
+        BatchUpdateFindingsOutput::builder()
+            .set_processed_findings(Some(vec![]))
+            .set_unprocessed_findings(Some(vec![]))
+            .build()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_call_is_retried_by_the_updater_and_then_lands() {
+        let rule = mock!(Client::batch_update_findings)
+            .sequence()
+            .http_status(429, Some(r#"{"__type":"TooManyRequestsException","Message":"Rate exceeded"}"#.into()))
+            .output(ok_output)
+            .build();
+        // Retries off, as `wiring` builds the client: the updater owns them.
+        let client = mock_client!(aws_sdk_securityhub, RuleMode::Sequential, [&rule], |c| c
+            .retry_config(aws_sdk_securityhub::config::retry::RetryConfig::disabled()));
+        let updater = Updater::new(Arc::new(SecurityHubWriter::new(client)), Rate { per_second: 100.0, burst: 10 });
+        let request = UpdateRequest { payload: Arc::new(payload()), findings: vec![(7, id("a"))] };
+        let (outcomes, stats) = updater.run(&[request], Instant::now() + Duration::from_secs(30)).await;
+        assert_eq!(outcomes, vec![(7, FindingOutcome::Enriched { partial: false })]);
+        assert_eq!((stats.calls, stats.throttled), (2, 1));
+        assert_eq!(rule.num_calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn unprocessed_findings_come_back_by_identifier_and_bad_requests_are_rejected() {
+        let partly = mock!(Client::batch_update_findings).then_output(|| {
+            BatchUpdateFindingsOutput::builder()
+                .set_processed_findings(Some(vec![]))
+                .unprocessed_findings(
+                    BatchUpdateFindingsUnprocessedFinding::builder()
+                        .finding_identifier(identifier(&id("b")))
+                        .error_code("ConcurrentUpdateError")
+                        .error_message("busy")
+                        .build(),
+                )
+                .build()
+        });
+        let writer = SecurityHubWriter::new(mock_client!(aws_sdk_securityhub, [&partly]));
+        let unprocessed = writer.batch_update(&[id("a"), id("b")], &payload()).await.unwrap();
+        assert_eq!(unprocessed.len(), 1);
+        assert_eq!(unprocessed[0].id, id("b"));
+        assert!(unprocessed[0].is_transient());
+
+        let invalid = mock!(Client::batch_update_findings).then_http_response(|| {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::from(r#"{"__type":"InvalidInputException","Message":"bad"}"#),
+            )
+        });
+        let writer = SecurityHubWriter::new(mock_client!(aws_sdk_securityhub, [&invalid]));
+        let error = writer.batch_update(&[id("a")], &payload()).await.unwrap_err();
+        assert!(matches!(error, WriteError::Rejected { ref code, .. } if code == "InvalidInputException"), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn current_findings_are_read_over_every_page() {
+        let finding = |name: &str| {
+            AwsSecurityFinding::builder()
+                .id(name)
+                .product_arn(id(name).product_arn)
+                .aws_account_id("111122223333")
+                .build()
+        };
+        let first = mock!(Client::get_findings)
+            .match_requests(|r| r.next_token().is_none())
+            .then_output(move || GetFindingsOutput::builder().findings(finding("a")).next_token("p2").build());
+        let second = mock!(Client::get_findings)
+            .match_requests(|r| r.next_token() == Some("p2"))
+            .then_output(move || GetFindingsOutput::builder().findings(finding("b")).findings(finding("z")).build());
+        let writer = SecurityHubWriter::new(mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, [&first, &second]));
+        let found = writer.current(&[id("a"), id("b")]).await.unwrap();
+        let ids: Vec<FindingId> = found.iter().map(Finding::identifier).collect();
+        assert_eq!(ids, vec![id("a"), id("b")], "both pages read; a finding not asked for is dropped");
+    }
+}

@@ -1,0 +1,460 @@
+//! Account metadata + finding → the Note and UserDefinedFields we write, within Security Hub's
+//! limits. Pure: no I/O, deterministic, so that equal inputs give equal payloads and group.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::core::account::{AccountMetadata, AccountRecord, Contact, ContactLookup};
+use crate::core::finding::{Finding, Note};
+
+/// `Note.UpdatedBy` of every note we write; a note by anyone else is never overwritten.
+pub const UPDATED_BY: &str = "securityhub-enricher";
+
+pub const NOTE_MAX_CHARS: usize = 512;
+pub const FIELDS_MAX_PAIRS: usize = 50;
+pub const FIELD_KEY_MAX_CHARS: usize = 128;
+pub const FIELD_VALUE_MAX_CHARS: usize = 1024;
+
+/// The UserDefinedFields keys we own. Users' insights and automation rules depend on the
+/// first five, which the account-metadata sample introduced: keep their spelling.
+pub mod keys {
+    pub const ACCOUNT_NAME: &str = "AccountName";
+    pub const OU: &str = "OU";
+    pub const SECURITY_CONTACT: &str = "securityContact";
+    pub const FINDING_ENRICHED: &str = "findingEnriched";
+    pub const OU_PATH: &str = "OUPath";
+    pub const OU_ID: &str = "OUId";
+    /// Written by the investigator; reserved so that an account tag can never forge them.
+    pub const INVESTIGATE: &str = "investigate";
+    pub const INVESTIGATION_SEVERITY: &str = "investigationSeverity";
+    pub const INVESTIGATION_ID: &str = "investigationId";
+
+    pub const RESERVED: [&str; 9] = [
+        ACCOUNT_NAME,
+        OU,
+        SECURITY_CONTACT,
+        FINDING_ENRICHED,
+        OU_PATH,
+        OU_ID,
+        INVESTIGATE,
+        INVESTIGATION_SEVERITY,
+        INVESTIGATION_ID,
+    ];
+
+    /// Keys the enricher itself writes: an existing value under one of these is replaced.
+    pub const ENRICHER_OWNED: [&str; 6] = [FINDING_ENRICHED, ACCOUNT_NAME, OU, OU_ID, OU_PATH, SECURITY_CONTACT];
+
+    pub fn is_reserved(key: &str) -> bool {
+        RESERVED.contains(&key)
+    }
+}
+
+/// `findingEnriched` values. `True` is the loop guard the EventBridge rule excludes.
+pub const ENRICHED_COMPLETE: &str = "True";
+/// Written when Organizations could not be asked in time: the finding carries what we know and
+/// is completed by the next event for it (see README, "Degraded enrichment").
+pub const ENRICHED_PARTIAL: &str = "Partial";
+
+/// Stands in for an empty tag value: Security Hub rejects values without a non-space character.
+pub const EMPTY_VALUE: &str = "(empty)";
+const ELLIPSIS: char = '…';
+
+/// How complete our knowledge of the account is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Completeness {
+    Complete,
+    Partial,
+}
+
+/// The per-account part of the enrichment, built once per account per batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountEnrichment {
+    pub account_id: String,
+    pub completeness: Completeness,
+    /// Our own fields, most important first: they are kept first when the 50-pair cap bites.
+    own_fields: Vec<(String, String)>,
+    tags: Vec<(String, String)>,
+    pub note: String,
+    /// Tags dropped for colliding with a reserved key, an invalid key, or the allowlist.
+    pub tags_dropped: usize,
+}
+
+/// Which account tags to copy: all of them, or those named in `TAG_KEYS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TagFilter {
+    #[default]
+    All,
+    Only(BTreeSet<String>),
+}
+
+impl TagFilter {
+    fn allows(&self, key: &str) -> bool {
+        match self {
+            TagFilter::All => true,
+            TagFilter::Only(keys) => keys.contains(key),
+        }
+    }
+}
+
+/// Truncates to `max` characters, marking the cut with an ellipsis. Counts Unicode scalar
+/// values, as Security Hub's length constraints do.
+pub fn truncate_chars(value: &str, max: usize) -> String {
+    if value.chars().count() <= max {
+        return value.to_owned();
+    }
+    let mut out: String = value.chars().take(max.saturating_sub(1)).collect();
+    out.push(ELLIPSIS);
+    out
+}
+
+fn field_value(value: &str) -> String {
+    if value.trim().is_empty() { EMPTY_VALUE.to_owned() } else { truncate_chars(value, FIELD_VALUE_MAX_CHARS) }
+}
+
+fn valid_key(key: &str) -> bool {
+    !key.trim().is_empty() && key.chars().count() <= FIELD_KEY_MAX_CHARS
+}
+
+/// The sample's `securityContact` format, kept byte for byte (note "Phone" has no colon).
+pub fn contact_field(contact: &Contact) -> String {
+    format!("Name:{} | Title:{} | Email:{} | Phone {}", contact.name, contact.title, contact.email, contact.phone)
+}
+
+impl AccountEnrichment {
+    pub fn new(account: &AccountMetadata, completeness: Completeness, tag_filter: &TagFilter) -> Self {
+        let mut own_fields = Vec::with_capacity(6);
+        let enriched = match completeness {
+            Completeness::Complete => ENRICHED_COMPLETE,
+            Completeness::Partial => ENRICHED_PARTIAL,
+        };
+        own_fields.push((keys::FINDING_ENRICHED.to_owned(), enriched.to_owned()));
+        if let Some(name) = &account.name {
+            own_fields.push((keys::ACCOUNT_NAME.to_owned(), field_value(name)));
+        }
+        let path = ou_path_text(account);
+        if let Some(parent) = account.parent() {
+            // The sample wrote "ROOT" for accounts directly under the root; rules match on it.
+            let ou_name = if account.ou_path.len() == 1 { "ROOT" } else { parent.name.as_str() };
+            own_fields.push((keys::OU.to_owned(), field_value(ou_name)));
+            own_fields.push((keys::OU_ID.to_owned(), field_value(&parent.id)));
+            own_fields.push((keys::OU_PATH.to_owned(), field_value(&path)));
+        }
+        if let ContactLookup::Found(contact) = &account.security_contact {
+            own_fields.push((keys::SECURITY_CONTACT.to_owned(), field_value(&contact_field(contact))));
+        }
+
+        let mut tags = Vec::new();
+        let mut tags_dropped = 0;
+        for (key, value) in &account.tags {
+            if keys::is_reserved(key) || !valid_key(key) || !tag_filter.allows(key) {
+                tags_dropped += 1;
+                continue;
+            }
+            tags.push((key.clone(), field_value(value)));
+        }
+
+        let note = account_note(account, &path, completeness);
+        AccountEnrichment { account_id: account.account_id.clone(), completeness, own_fields, tags, note, tags_dropped }
+    }
+
+    /// The keys this enrichment writes: an existing field under one of them is ours to replace.
+    fn writes_key(&self, key: &str) -> bool {
+        keys::ENRICHER_OWNED.contains(&key) || self.tags.iter().any(|(k, _)| k == key)
+    }
+
+    /// The finding's existing fields that belong to someone else and must be carried along,
+    /// because an update may replace the whole map.
+    pub fn foreign_fields(&self, existing: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        existing.iter().filter(|(k, _)| !self.writes_key(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// The update payload for findings of this account with these foreign fields.
+    pub fn payload(&self, foreign: &BTreeMap<String, String>, write_note: bool) -> RenderedPayload {
+        let mut fields = BTreeMap::new();
+        let own = self.own_fields.iter().map(|(k, v)| (k, v));
+        let foreign = foreign.iter().filter(|(k, v)| valid_key(k) && !v.trim().is_empty());
+        let tags = self.tags.iter().map(|(k, v)| (k, v));
+        let mut dropped = 0;
+        for (key, value) in own.chain(foreign).chain(tags) {
+            if fields.len() == FIELDS_MAX_PAIRS {
+                dropped += 1;
+                continue;
+            }
+            fields.entry(key.clone()).or_insert_with(|| truncate_chars(value, FIELD_VALUE_MAX_CHARS));
+        }
+        RenderedPayload {
+            payload: EnrichmentPayload { note: write_note.then(|| self.note.clone()), fields },
+            fields_dropped: dropped,
+        }
+    }
+}
+
+/// "Root/Security/Prod": OU names from the root down to the account's parent.
+fn ou_path_text(account: &AccountMetadata) -> String {
+    account.ou_path.iter().map(|ou| ou.name.as_str()).collect::<Vec<_>>().join("/")
+}
+
+fn account_note(account: &AccountMetadata, path: &str, completeness: Completeness) -> String {
+    let name = account.name.as_deref().unwrap_or("unknown name");
+    let mut note = format!("Account {name} ({})", account.account_id);
+    if !path.is_empty() {
+        note.push_str(&format!(" in {path}"));
+    }
+    note.push('.');
+    match &account.security_contact {
+        ContactLookup::Found(c) => {
+            note.push_str(&format!(" Security contact: {}, {}, {}, {}.", c.name, c.title, c.email, c.phone))
+        }
+        ContactLookup::NotSet => note.push_str(" No security contact set."),
+        ContactLookup::Unknown => {}
+    }
+    if completeness == Completeness::Partial {
+        note.push_str(" Organization details pending.");
+    }
+    truncate_chars(&note, NOTE_MAX_CHARS)
+}
+
+/// One BatchUpdateFindings payload. Findings with equal payloads share requests.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EnrichmentPayload {
+    /// `None` when the finding carries someone else's note, which we leave alone.
+    pub note: Option<String>,
+    pub fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedPayload {
+    pub payload: EnrichmentPayload,
+    /// Pairs left out by the 50-pair cap (foreign fields before tags are kept).
+    pub fields_dropped: usize,
+}
+
+impl EnrichmentPayload {
+    /// True when this payload marks its findings `Partial` (organization details pending).
+    pub fn is_partial(&self) -> bool {
+        self.fields.get(keys::FINDING_ENRICHED).map(String::as_str) == Some(ENRICHED_PARTIAL)
+    }
+}
+
+/// The fallback and completeness rule: each account of these findings enriched once, from
+/// what the directory knows (`known`): found → complete; not in the organization → complete
+/// from the finding's own `AwsAccountName`, since that is all there is to know; unknown (no
+/// answer in time) → partial from that name, to be completed later.
+pub fn account_enrichments<'a>(
+    findings: impl IntoIterator<Item = &'a Finding>,
+    known: impl Fn(&str) -> Option<&'a AccountRecord>,
+    tag_filter: &TagFilter,
+) -> HashMap<String, AccountEnrichment> {
+    let mut fallback_names: HashMap<&str, Option<&str>> = HashMap::new();
+    for finding in findings {
+        let name = fallback_names.entry(finding.aws_account_id.as_str()).or_insert(None);
+        if name.is_none() {
+            *name = finding.aws_account_name.as_deref();
+        }
+    }
+    fallback_names
+        .into_iter()
+        .map(|(account_id, fallback_name)| {
+            let from_finding = || AccountMetadata::from_finding_name(account_id, fallback_name);
+            let (metadata, completeness) = match known(account_id) {
+                Some(AccountRecord::Found(meta)) => (meta.clone(), Completeness::Complete),
+                Some(AccountRecord::NotFound) => (from_finding(), Completeness::Complete),
+                None => (from_finding(), Completeness::Partial),
+            };
+            (account_id.to_owned(), AccountEnrichment::new(&metadata, completeness, tag_filter))
+        })
+        .collect()
+}
+
+/// Whether the finding's note is ours to write: absent, or written by us before.
+pub fn note_is_ours(note: Option<&Note>) -> bool {
+    note.is_none_or(|n| n.updated_by == UPDATED_BY || n.text.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::account::OrgUnit;
+    use proptest::prelude::*;
+
+    fn account() -> AccountMetadata {
+        AccountMetadata {
+            account_id: "111122223333".into(),
+            name: Some("payments-prod".into()),
+            ou_path: vec![
+                OrgUnit { id: "r-ab12".into(), name: "Root".into() },
+                OrgUnit { id: "ou-ab12-1".into(), name: "Workloads".into() },
+                OrgUnit { id: "ou-ab12-2".into(), name: "Prod".into() },
+            ],
+            tags: BTreeMap::from([("CostCenter".into(), "42".into()), ("OU".into(), "forged".into())]),
+            security_contact: ContactLookup::Found(Contact {
+                name: "Sec Team".into(),
+                title: "CISO".into(),
+                email: "sec@example.com".into(),
+                phone: "+1 555 0100".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn renders_the_sample_compatible_fields() {
+        let enrichment = AccountEnrichment::new(&account(), Completeness::Complete, &TagFilter::All);
+        let payload = enrichment.payload(&BTreeMap::new(), true).payload;
+        let f = &payload.fields;
+        assert_eq!(f["findingEnriched"], "True");
+        assert_eq!(f["AccountName"], "payments-prod");
+        assert_eq!(f["OU"], "Prod");
+        assert_eq!(f["OUId"], "ou-ab12-2");
+        assert_eq!(f["OUPath"], "Root/Workloads/Prod");
+        assert_eq!(f["securityContact"], "Name:Sec Team | Title:CISO | Email:sec@example.com | Phone +1 555 0100");
+        assert_eq!(f["CostCenter"], "42");
+        assert_eq!(enrichment.tags_dropped, 1, "a tag named OU must not overwrite the OU field");
+        assert_eq!(
+            payload.note.as_deref(),
+            Some(
+                "Account payments-prod (111122223333) in Root/Workloads/Prod. Security contact: Sec Team, CISO, sec@example.com, +1 555 0100."
+            )
+        );
+    }
+
+    #[test]
+    fn accounts_under_the_root_say_root_like_the_sample() {
+        let mut a = account();
+        a.ou_path.truncate(1);
+        let payload =
+            AccountEnrichment::new(&a, Completeness::Complete, &TagFilter::All).payload(&BTreeMap::new(), true);
+        assert_eq!(payload.payload.fields["OU"], "ROOT");
+        assert_eq!(payload.payload.fields["OUPath"], "Root");
+    }
+
+    #[test]
+    fn foreign_fields_are_carried_and_ours_replaced() {
+        let enrichment = AccountEnrichment::new(&account(), Completeness::Complete, &TagFilter::All);
+        let existing = BTreeMap::from([
+            ("ticket".to_owned(), "SEC-1".to_owned()),
+            ("findingEnriched".to_owned(), "Partial".to_owned()),
+            ("CostCenter".to_owned(), "old".to_owned()),
+            ("investigate".to_owned(), "complete".to_owned()),
+        ]);
+        let foreign = enrichment.foreign_fields(&existing);
+        assert_eq!(foreign.keys().collect::<Vec<_>>(), ["investigate", "ticket"]);
+        let fields = enrichment.payload(&foreign, true).payload.fields;
+        assert_eq!(fields["ticket"], "SEC-1");
+        assert_eq!(fields["investigate"], "complete");
+        assert_eq!(fields["CostCenter"], "42");
+        assert_eq!(fields["findingEnriched"], "True");
+    }
+
+    #[test]
+    fn allowlist_limits_tags() {
+        let filter = TagFilter::Only(BTreeSet::from(["Owner".to_owned()]));
+        let fields =
+            AccountEnrichment::new(&account(), Completeness::Complete, &filter).payload(&BTreeMap::new(), true);
+        assert!(!fields.payload.fields.contains_key("CostCenter"));
+    }
+
+    #[test]
+    fn partial_enrichment_is_marked_and_says_so() {
+        let a = AccountMetadata::from_finding_name("111122223333", Some("from-finding"));
+        let e = AccountEnrichment::new(&a, Completeness::Partial, &TagFilter::All);
+        let p = e.payload(&BTreeMap::new(), true).payload;
+        assert_eq!(p.fields["findingEnriched"], "Partial");
+        assert_eq!(p.fields["AccountName"], "from-finding");
+        assert!(!p.fields.contains_key("OU"));
+        assert_eq!(p.note.as_deref(), Some("Account from-finding (111122223333). Organization details pending."));
+    }
+
+    #[test]
+    fn someone_elses_note_is_left_alone() {
+        let theirs = Note { text: "analyst".into(), updated_by: "alice".into() };
+        let ours = Note { text: "x".into(), updated_by: UPDATED_BY.into() };
+        assert!(!note_is_ours(Some(&theirs)));
+        assert!(note_is_ours(Some(&ours)));
+        assert!(note_is_ours(None));
+    }
+
+    #[test]
+    fn cap_keeps_our_fields_and_foreign_before_tags() {
+        let mut a = account();
+        a.tags = (0..60).map(|i| (format!("tag{i:02}"), "v".to_owned())).collect();
+        let e = AccountEnrichment::new(&a, Completeness::Complete, &TagFilter::All);
+        let foreign: BTreeMap<_, _> = (0..10).map(|i| (format!("ext{i}"), "x".to_owned())).collect();
+        let rendered = e.payload(&foreign, true);
+        assert_eq!(rendered.payload.fields.len(), 50);
+        assert_eq!(rendered.fields_dropped, 6 + 10 + 60 - 50);
+        assert!(rendered.payload.fields.contains_key("ext9"));
+        assert!(rendered.payload.fields.contains_key("securityContact"));
+        assert!(rendered.payload.fields.contains_key("tag33") && !rendered.payload.fields.contains_key("tag34"));
+    }
+
+    fn arb_text() -> impl Strategy<Value = String> {
+        prop_oneof![any::<String>(), "\\PC{0,2000}", Just(String::new()), Just("   ".to_owned())]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn limits_hold_for_any_tags_and_names(
+            name in proptest::option::of(arb_text()),
+            ou_names in proptest::collection::vec(arb_text(), 0..6),
+            tags in proptest::collection::btree_map(arb_text(), arb_text(), 0..80),
+            foreign in proptest::collection::btree_map(arb_text(), arb_text(), 0..60),
+            contact in proptest::option::of((arb_text(), arb_text(), arb_text(), arb_text())),
+        ) {
+            let account = AccountMetadata {
+                account_id: "111122223333".into(),
+                name,
+                ou_path: ou_names.into_iter().enumerate().map(|(i, name)| OrgUnit { id: format!("ou-{i}"), name }).collect(),
+                tags,
+                security_contact: match contact {
+                    Some((name, title, email, phone)) => ContactLookup::Found(Contact { name, title, email, phone }),
+                    None => ContactLookup::NotSet,
+                },
+            };
+            let enrichment = AccountEnrichment::new(&account, Completeness::Complete, &TagFilter::All);
+            let foreign = enrichment.foreign_fields(&foreign);
+            let payload = enrichment.payload(&foreign, true).payload;
+            let note = payload.note.unwrap();
+            prop_assert!((1..=NOTE_MAX_CHARS).contains(&note.chars().count()));
+            prop_assert!(payload.fields.len() <= FIELDS_MAX_PAIRS);
+            prop_assert_eq!(&payload.fields[keys::FINDING_ENRICHED], ENRICHED_COMPLETE);
+            for (key, value) in &payload.fields {
+                prop_assert!((1..=FIELD_KEY_MAX_CHARS).contains(&key.chars().count()));
+                prop_assert!((1..=FIELD_VALUE_MAX_CHARS).contains(&value.chars().count()));
+                prop_assert!(!key.trim().is_empty() && !value.trim().is_empty());
+            }
+            // Deterministic: the same input renders the same payload.
+            prop_assert_eq!(enrichment.payload(&foreign, true).payload.fields, payload.fields);
+        }
+    }
+}
+
+/// The finding's fields with `updates` applied, kept within 50 pairs: the updates and our own
+/// keys first, then the rest in key order.
+pub fn merge_fields(existing: &BTreeMap<String, String>, updates: &[(&str, String)]) -> BTreeMap<String, String> {
+    let mut fields: BTreeMap<String, String> = updates.iter().map(|(k, v)| ((*k).to_owned(), field_value(v))).collect();
+    let (ours, others): (Vec<_>, Vec<_>) = existing.iter().partition(|(k, _)| keys::is_reserved(k));
+    for (key, value) in ours.into_iter().chain(others) {
+        if fields.len() == FIELDS_MAX_PAIRS {
+            break;
+        }
+        if valid_key(key) && !value.trim().is_empty() {
+            fields.entry(key.clone()).or_insert_with(|| truncate_chars(value, FIELD_VALUE_MAX_CHARS));
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    #[test]
+    fn merge_keeps_updates_and_reserved_keys_under_the_cap() {
+        let mut existing: BTreeMap<String, String> = (0..60).map(|i| (format!("k{i:02}"), "v".to_owned())).collect();
+        existing.insert("AccountName".into(), "a".into());
+        let merged = merge_fields(&existing, &[("investigate", "complete".into())]);
+        assert_eq!(merged.len(), FIELDS_MAX_PAIRS);
+        assert_eq!(merged["investigate"], "complete");
+        assert_eq!(merged["AccountName"], "a");
+    }
+}

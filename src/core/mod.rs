@@ -1,0 +1,17 @@
+//! The pure core: what a finding, an event, an account and an update are, and every rule the
+//! enricher applies to them. No SDK crate, no network, no sleeping: plain functions over plain
+//! data, unit- and property-tested.
+
+pub mod account;
+pub mod account_change;
+pub mod cache_entry;
+pub mod enrich;
+pub mod error;
+pub mod event;
+pub mod finding;
+pub mod investigation;
+pub mod outcome;
+pub mod plan;
+pub mod rate;
+pub mod select;
+pub mod time;

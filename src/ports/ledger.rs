@@ -1,0 +1,29 @@
+//! Port: the shared ledger in which enricher environments claim shares of BatchUpdateFindings'
+//! quota (see `service::quota_share`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("DynamoDB {operation} on the quota ledger in table {table} failed")]
+    Request {
+        operation: &'static str,
+        table: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the quota ledger did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Where environments record that they are sending updates.
+#[async_trait]
+pub trait QuotaLedger: Send + Sync {
+    /// Claims a share for `holder` for `ttl` (renewing any earlier claim) and returns how many
+    /// unexpired claims the ledger holds, this one included.
+    async fn claim(&self, holder: &str, ttl: Duration) -> Result<u32, LedgerError>;
+    /// Gives the share back before the claim would lapse.
+    async fn release(&self, holder: &str) -> Result<(), LedgerError>;
+}

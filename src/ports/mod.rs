@@ -1,0 +1,9 @@
+//! Ports: the traits between the core's orchestration (`service`) and the AWS adapters, one
+//! per capability, each with the error type its callers match on. No SDK crate appears here,
+//! so the orchestration and its in-memory test doubles never see one.
+
+pub mod detective;
+pub mod findings;
+pub mod jobs;
+pub mod ledger;
+pub mod metadata;

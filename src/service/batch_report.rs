@@ -1,0 +1,119 @@
+//! The enricher's per-batch report: everything a batch did, for the response, the one log line
+//! (whose counts prove every record and finding ended in exactly one outcome), the metrics and
+//! the tests.
+
+use std::ops::AddAssign;
+
+use aws_lambda_events::streams::KinesisEventResponse;
+use serde::Serialize;
+
+use crate::core::outcome::BatchTally;
+use crate::service::directory::PrefetchStats;
+use crate::service::fanout::FanoutStats;
+use crate::service::updater::UpdateStats;
+use crate::telemetry::{Metric, Report, label};
+
+/// Everything a batch did.
+#[derive(Debug, Serialize)]
+pub struct BatchReport {
+    #[serde(skip)]
+    pub response: KinesisEventResponse,
+    pub tally: BatchTally,
+    pub prefetch: PrefetchStats,
+    pub writes: WriteStats,
+    pub investigations: FanoutStats,
+    /// Seconds between Kinesis accepting each record and this batch starting, when known.
+    #[serde(skip)]
+    pub record_ages: Vec<f64>,
+    pub duration_ms: u128,
+}
+
+/// What writing findings back did, summed over the batch's write phases.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WriteStats {
+    pub updates: UpdateStats,
+    /// Σ ⌈findings per distinct payload / 100⌉: the fewest calls any writer could make.
+    pub minimum_calls: usize,
+    pub fields_dropped: usize,
+    pub tags_dropped: usize,
+}
+
+impl AddAssign for WriteStats {
+    fn add_assign(&mut self, later: WriteStats) {
+        self.updates += later.updates;
+        self.minimum_calls += later.minimum_calls;
+        self.fields_dropped += later.fields_dropped;
+        self.tags_dropped += later.tags_dropped;
+    }
+}
+
+impl Report for BatchReport {
+    fn log(&self) {
+        let t = &self.tally;
+        if !t.balances() {
+            tracing::error!(tally = %t, "batch tally does not balance");
+        }
+        tracing::info!(
+            records_in = t.records_in,
+            records_processed = t.records_processed,
+            records_skipped = t.records_skipped,
+            records_poison = t.records_poison,
+            records_failed = t.records_failed,
+            findings_in = t.findings_in,
+            findings_enriched = t.findings_enriched,
+            findings_enriched_partial = t.findings_enriched_partial,
+            findings_skipped = ?t.findings_skipped,
+            findings_failed = ?t.findings_failed,
+            balanced = t.balances(),
+            update_calls = self.writes.updates.calls,
+            minimum_update_calls = self.writes.minimum_calls,
+            update_throttles = self.writes.updates.throttled,
+            // The environments sharing BatchUpdateFindings' quota as of the last claim (absent
+            // on a fixed or fallback share).
+            quota_holders = self.writes.updates.quota_holders,
+            accounts = self.prefetch.accounts,
+            memory_hits = self.prefetch.memory_hits,
+            store_hits = self.prefetch.store_hits,
+            lookups = self.prefetch.lookups,
+            investigation_jobs_created = self.investigations.jobs_created,
+            investigation_jobs_joined = self.investigations.jobs_joined,
+            duration_ms = self.duration_ms as u64,
+            "batch done: {t}"
+        );
+    }
+
+    /// Counters once per batch, low-cardinality labels only.
+    fn record_metrics(&self) {
+        let t = &self.tally;
+        Metric::RecordsIn.count(t.records_in);
+        Metric::RecordsProcessed.count(t.records_processed);
+        Metric::RecordsSkipped.count(t.records_skipped);
+        Metric::RecordsPoison.count(t.records_poison);
+        Metric::RecordsFailed.count(t.records_failed);
+        Metric::FindingsIn.count(t.findings_in);
+        Metric::FindingsEnriched.count(t.findings_enriched);
+        Metric::FindingsEnrichedPartial.count(t.findings_enriched_partial);
+        for (reason, n) in t.findings_skipped.iter().filter(|(_, n)| **n > 0) {
+            Metric::FindingsSkipped.count_with(&[(label::REASON, reason.clone())], *n as u64);
+        }
+        for (reason, n) in t.findings_failed.iter().filter(|(_, n)| **n > 0) {
+            Metric::FindingsFailed.count_with(&[(label::REASON, reason.clone())], *n as u64);
+        }
+        let updates = &self.writes.updates;
+        Metric::UpdateCalls.count(updates.findings_per_call.len());
+        Metric::UpdateFindings.count(updates.findings_per_call.iter().sum());
+        Metric::UpdateCallsMinimum.count(self.writes.minimum_calls);
+        let p = &self.prefetch;
+        Metric::CacheHits.count_with(&[(label::TIER, "memory".into())], p.memory_hits as u64);
+        Metric::CacheHits.count_with(&[(label::TIER, "table".into())], p.store_hits as u64);
+        Metric::CacheMisses.count(p.lookups);
+        Metric::StaleServed.count(p.stale_served);
+        Metric::LookupFailures.count(p.lookup_failures);
+        Metric::LookupsOutOfBudget.count(p.lookups_out_of_budget);
+        Metric::InvestigationsQueued.count(self.investigations.jobs_created);
+        Metric::BatchDuration.observe(self.duration_ms as f64);
+        if let Some(oldest) = self.record_ages.iter().copied().reduce(f64::max) {
+            Metric::RecordAgeSeconds.observe(oldest);
+        }
+    }
+}

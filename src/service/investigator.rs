@@ -1,0 +1,345 @@
+//! The investigator's pass over the job table: start what is pending (within the Detective
+//! quota), look once at what is running, and write finished verdicts back to the findings.
+//! A pass never waits for an investigation; the next pass (every minute, or on a table
+//! stream event) looks again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::core::account::AccountRecord;
+use crate::core::enrich::{self, AccountEnrichment, Completeness, EnrichmentPayload, TagFilter};
+use crate::core::error::error_chain;
+use crate::core::finding::FindingId;
+use crate::core::investigation::{Job, JobChange, JobStatus, Verdict, account_part_of, compose_note};
+use crate::core::outcome::FindingOutcome;
+use crate::core::plan::requests_for;
+use crate::core::time::now_epoch_seconds;
+use crate::limits::{DeadlineReached, Limiter};
+use crate::ports::detective::{DetectiveError, InvestigationStatus, Investigations};
+use crate::ports::findings::{FindingsReader, WriteError};
+use crate::ports::jobs::{JobError, JobStore};
+use crate::ports::metadata::MetadataStore;
+use crate::service::updater::Updater;
+use crate::telemetry::{Metric, Report};
+
+/// A claim older than this, without an investigation id, may or may not have started one:
+/// it is failed rather than started twice.
+const STALE_CLAIM_SECONDS: i64 = 600;
+/// Detective wants the window to end in the past.
+const SCOPE_END_LAG_SECONDS: i64 = 300;
+const ACTIVE_JOBS_PER_PASS: usize = 500;
+
+pub struct Investigator {
+    pub jobs: Arc<dyn JobStore>,
+    pub detective: Arc<dyn Investigations>,
+    pub hub: Arc<dyn FindingsReader>,
+    pub updater: Updater,
+    pub cache: Arc<dyn MetadataStore>,
+    pub tag_filter: TagFilter,
+    pub detective_limit: Limiter,
+    /// GetFindings: 3 requests/s per account and region.
+    pub read_limit: Limiter,
+    pub max_attempts: u32,
+    /// A transient failure waits this × 2^attempts (at most 64×) before the next try.
+    pub retry_base: Duration,
+    pub region: String,
+    pub deadline_margin: Duration,
+}
+
+/// Detective's transient failures are retried after a minute, then longer.
+pub const RETRY_BASE: Duration = Duration::from_secs(60);
+
+/// What a pass did to the active jobs: each ends in exactly one of the counts after `active`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PassReport {
+    pub active: usize,
+    pub started: usize,
+    pub still_running: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub retried: usize,
+    pub not_due: usize,
+    pub claims_lost: usize,
+    pub errors: usize,
+}
+
+impl PassReport {
+    /// True when every active job is counted once.
+    pub fn balances(&self) -> bool {
+        self.active
+            == self.started
+                + self.still_running
+                + self.completed
+                + self.failed
+                + self.retried
+                + self.not_due
+                + self.claims_lost
+                + self.errors
+    }
+}
+
+impl Report for PassReport {
+    fn log(&self) {
+        if !self.balances() {
+            tracing::error!(report = ?self, "investigator pass does not balance");
+        }
+        tracing::info!(
+            active = self.active,
+            started = self.started,
+            still_running = self.still_running,
+            completed = self.completed,
+            failed = self.failed,
+            retried = self.retried,
+            not_due = self.not_due,
+            claims_lost = self.claims_lost,
+            errors = self.errors,
+            balanced = self.balances(),
+            "investigator pass done: jobs {} = started {} + running {} + completed {} + failed {} + retried {} + not due {} + claims lost {} + errors {}",
+            self.active,
+            self.started,
+            self.still_running,
+            self.completed,
+            self.failed,
+            self.retried,
+            self.not_due,
+            self.claims_lost,
+            self.errors
+        );
+    }
+
+    fn record_metrics(&self) {
+        Metric::InvestigationsStarted.count(self.started);
+        Metric::InvestigationsCompleted.count(self.completed);
+        Metric::InvestigationsFailed.count(self.failed);
+    }
+}
+
+/// Why a job's step could not finish this pass (the next pass tries again). Each keeps its
+/// source, so the log line carries the whole chain.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("the jobs table failed")]
+    Jobs(#[from] JobError),
+    #[error("Detective failed")]
+    Detective(#[from] DetectiveError),
+    #[error("reading the job's findings failed")]
+    ReadFindings(#[source] WriteError),
+    #[error("the pass ran out of time")]
+    Deadline(#[from] DeadlineReached),
+    #[error("a running job has no graph or investigation id")]
+    Inconsistent,
+    #[error("{failed} findings were not updated")]
+    NotWritten { failed: usize },
+}
+
+enum Step {
+    Started,
+    StillRunning,
+    Completed,
+    Failed,
+    Retried,
+    NotDue,
+    ClaimLost,
+    Error,
+}
+
+impl Investigator {
+    pub async fn run_pass(&self, deadline: Instant) -> PassReport {
+        let deadline = deadline.checked_sub(self.deadline_margin).unwrap_or_else(Instant::now);
+        let mut report = PassReport::default();
+        let jobs = match self.jobs.active(ACTIVE_JOBS_PER_PASS).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "could not read the jobs table");
+                report.errors += 1;
+                return report;
+            }
+        };
+        report.active = jobs.len();
+        let steps: Vec<Step> =
+            futures::stream::iter(jobs).map(|job| self.advance(job, deadline)).buffer_unordered(4).collect().await;
+        for step in steps {
+            match step {
+                Step::Started => report.started += 1,
+                Step::StillRunning => report.still_running += 1,
+                Step::Completed => report.completed += 1,
+                Step::Failed => report.failed += 1,
+                Step::Retried => report.retried += 1,
+                Step::NotDue => report.not_due += 1,
+                Step::ClaimLost => report.claims_lost += 1,
+                Step::Error => report.errors += 1,
+            }
+        }
+        report
+    }
+
+    async fn advance(&self, job: Job, deadline: Instant) -> Step {
+        let now = now_epoch_seconds();
+        if Instant::now() >= deadline {
+            return Step::NotDue;
+        }
+        let result = match job.status {
+            JobStatus::Pending if job.next_attempt_at > now => return Step::NotDue,
+            JobStatus::Pending => self.start(&job, now, deadline).await,
+            JobStatus::Starting if job.claimed_at.is_some_and(|t| now - t > STALE_CLAIM_SECONDS) => {
+                let reason = "the start of this investigation was interrupted; not retried, to never start it twice";
+                self.finish(&job, Verdict::Failed { reason: reason.into() }, deadline).await.map(|_| Step::Failed)
+            }
+            JobStatus::Starting => return Step::NotDue,
+            JobStatus::Running => self.poll(&job, deadline).await,
+            JobStatus::Complete | JobStatus::Failed => return Step::NotDue,
+        };
+        result.unwrap_or_else(|error| {
+            tracing::warn!(job_id = %job.job_id, error = %error_chain(&error), "investigation job step failed; next pass retries");
+            Step::Error
+        })
+    }
+
+    fn backoff(&self, attempts: u32) -> i64 {
+        self.retry_base.as_secs() as i64 * 2i64.pow(attempts.min(6))
+    }
+
+    async fn start(&self, job: &Job, now: i64, deadline: Instant) -> Result<Step, StepError> {
+        if !self.jobs.claim(&job.job_id, now).await? {
+            return Ok(Step::ClaimLost);
+        }
+        let release = || async {
+            if let Err(e) = self.jobs.update(&job.job_id, &JobChange::Released, now_epoch_seconds()).await {
+                tracing::warn!(job_id = %job.job_id, error = %error_chain(&e), "could not release a claim");
+            }
+        };
+        let graph = match self.detective.graph().await {
+            Ok(graph) => graph,
+            Err(e) => {
+                release().await;
+                return Err(e.into());
+            }
+        };
+        if self.detective_limit.acquire(deadline).await.is_err() {
+            release().await;
+            return Ok(Step::NotDue);
+        }
+        let scope_end = (now - SCOPE_END_LAG_SECONDS).max(job.scope_start + 3600);
+        match self.detective.start(&graph, &job.entity_arn, job.scope_start, scope_end).await {
+            Ok(investigation_id) => {
+                tracing::info!(job_id = %job.job_id, %investigation_id, "investigation started");
+                let change = JobChange::Running { investigation_id, graph_arn: graph };
+                self.jobs.update(&job.job_id, &change, now_epoch_seconds()).await?;
+                Ok(Step::Started)
+            }
+            // Throttling says nothing about the job: the claim goes back and the next pass
+            // tries again, without spending an attempt.
+            Err(DetectiveError::Throttled { .. }) => {
+                release().await;
+                Ok(Step::NotDue)
+            }
+            Err(e @ DetectiveError::Transient { .. }) => self.retry_or_fail(job, &error_chain(&e), deadline).await,
+            Err(e) => {
+                let reason = error_chain(&e);
+                self.finish(job, Verdict::Failed { reason }, deadline).await?;
+                Ok(Step::Failed)
+            }
+        }
+    }
+
+    async fn retry_or_fail(&self, job: &Job, reason: &str, deadline: Instant) -> Result<Step, StepError> {
+        let attempts = job.attempts + 1;
+        if attempts >= self.max_attempts {
+            let reason = format!("gave up after {attempts} attempts: {reason}");
+            self.finish(job, Verdict::Failed { reason }, deadline).await?;
+            return Ok(Step::Failed);
+        }
+        let change = JobChange::Retry { attempts, next_attempt_at: now_epoch_seconds() + self.backoff(attempts) };
+        self.jobs.update(&job.job_id, &change, now_epoch_seconds()).await?;
+        Ok(Step::Retried)
+    }
+
+    async fn poll(&self, job: &Job, deadline: Instant) -> Result<Step, StepError> {
+        let (Some(graph), Some(id)) = (&job.graph_arn, &job.investigation_id) else {
+            return Err(StepError::Inconsistent);
+        };
+        self.detective_limit.acquire(deadline).await?;
+        match self.detective.status(graph, id).await? {
+            InvestigationStatus::Running => Ok(Step::StillRunning),
+            InvestigationStatus::Failed => {
+                self.retry_or_fail(job, "Detective reported the investigation FAILED", deadline).await
+            }
+            InvestigationStatus::Successful { severity } => {
+                self.detective_limit.acquire(deadline).await?;
+                let indicators = self.detective.indicators(graph, id).await?;
+                let verdict =
+                    Verdict::Complete { investigation_id: id.clone(), severity, indicators, graph: graph.clone() };
+                self.finish(job, verdict, deadline).await?;
+                Ok(Step::Completed)
+            }
+        }
+    }
+
+    /// Writes the verdict to the job's findings, then closes the job. If the write fails the
+    /// job stays as it was and the next pass writes again (the write is idempotent).
+    async fn finish(&self, job: &Job, verdict: Verdict, deadline: Instant) -> Result<(), StepError> {
+        self.write_back(job, &verdict, deadline).await?;
+        self.jobs.update(&job.job_id, &verdict.job_change(), now_epoch_seconds()).await?;
+        Ok(())
+    }
+
+    async fn write_back(&self, job: &Job, verdict: &Verdict, deadline: Instant) -> Result<(), StepError> {
+        if job.findings.is_empty() {
+            return Ok(());
+        }
+        let mut current = Vec::new();
+        for chunk in job.findings.chunks(20) {
+            self.read_limit.acquire(deadline).await?;
+            current.extend(self.hub.current(chunk).await.map_err(StepError::ReadFindings)?);
+        }
+        let accounts: Vec<String> = current
+            .iter()
+            .map(|f| f.aws_account_id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // The account part of the note is re-rendered from the cache; without an entry, the
+        // account part of our previous note is kept.
+        let cached = self.cache.get_many(&accounts).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %error_chain(&e), "cache unreadable; keeping the notes' account part");
+            HashMap::new()
+        });
+        let account_notes: HashMap<&str, String> = cached
+            .iter()
+            .filter_map(|(id, entry)| match &entry.record {
+                AccountRecord::Found(meta) => {
+                    Some((id.as_str(), AccountEnrichment::new(meta, Completeness::Complete, &self.tag_filter).note))
+                }
+                AccountRecord::NotFound => None,
+            })
+            .collect();
+        let text = verdict.note_text(&self.region);
+        let updates = verdict.fields();
+        let mut groups: BTreeMap<Arc<EnrichmentPayload>, Vec<(usize, FindingId)>> = BTreeMap::new();
+        for (i, finding) in current.iter().enumerate() {
+            let note = enrich::note_is_ours(finding.note.as_ref()).then(|| {
+                let account = account_notes
+                    .get(finding.aws_account_id.as_str())
+                    .cloned()
+                    .or_else(|| finding.note.as_ref().map(|n| account_part_of(&n.text).to_owned()))
+                    .unwrap_or_default();
+                compose_note(&account, &text)
+            });
+            let payload =
+                EnrichmentPayload { note, fields: enrich::merge_fields(&finding.user_defined_fields, &updates) };
+            groups.entry(Arc::new(payload)).or_default().push((i, finding.identifier()));
+        }
+        let (outcomes, _) = self.updater.run(&requests_for(groups), deadline).await;
+        let failed = outcomes.iter().filter(|(_, o)| matches!(o, FindingOutcome::Failed(_))).count();
+        if failed > 0 {
+            return Err(StepError::NotWritten { failed });
+        }
+        tracing::info!(job_id = %job.job_id, findings = current.len(), "investigation verdict written");
+        Ok(())
+    }
+}

@@ -1,0 +1,12 @@
+//! The orchestration: the enricher's batch, the directory's cache tiers, pacing and retrying
+//! updates, sharing the quota, fanning investigations out and running them. Works through the
+//! ports only, so every piece runs in tests on in-memory fakes.
+
+pub mod account_events;
+pub mod batch_report;
+pub mod directory;
+pub mod fanout;
+pub mod handler;
+pub mod investigator;
+pub mod quota_share;
+pub mod updater;

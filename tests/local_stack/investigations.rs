@@ -1,0 +1,208 @@
+//! Detective investigations on the local stack: fan-out from the enricher under duplicate
+//! events and replays, the investigator's states end to end, and the failure path.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use loadtest::local::findings::{import_findings, imported_event, sample_finding};
+use loadtest::local::org::{OrgSpec, seed_organization};
+use loadtest::local::{control_request, create_table, sdk_config_for};
+use securityhub_enricher::adapters::sdk::ApiCalls;
+use securityhub_enricher::config::{EnricherConfig, InvestigatorConfig, Vars};
+use securityhub_enricher::core::event::IncomingBatch;
+use securityhub_enricher::service::handler::Enricher;
+use securityhub_enricher::service::investigator::Investigator;
+use securityhub_enricher::wiring::Clients;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+fn vars(pairs: Vec<(&'static str, String)>) -> Vars<impl Fn(&str) -> Option<String>> {
+    let map: HashMap<&'static str, String> = pairs.into_iter().collect();
+    Vars(move |name: &str| map.get(name).cloned())
+}
+
+struct Setup {
+    enricher: Enricher,
+    investigator: Investigator,
+    calls: ApiCalls,
+    securityhub: aws_sdk_securityhub::Client,
+    findings: Vec<Value>,
+}
+
+/// An organization of two accounts, six HIGH GuardDuty findings naming one IAM user per
+/// account (so two entities), a behavior graph, the cache and jobs tables.
+async fn setup(max_attempts: u32) -> Setup {
+    assert!(std::env::var("AWS_ENDPOINT_URL").is_ok(), "run through `make test`, which starts the local AWS stack");
+    let admin = format!("{:012}", rand::random_range(100_000_000_000u64..999_999_999_999));
+    let sdk = sdk_config_for(&admin).await.unwrap();
+    let org = seed_organization(
+        &aws_sdk_organizations::Client::new(&sdk),
+        &aws_sdk_account::Client::new(&sdk),
+        &OrgSpec { accounts: 2, depth: 1, fanout: 1, seed: 9 },
+    )
+    .await
+    .unwrap();
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    create_table(&dynamodb, "cache", "AccountId").await.unwrap();
+    create_table(&dynamodb, "jobs", "JobId").await.unwrap();
+    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").unwrap();
+    control_request(
+        "POST",
+        &format!("{emulator}/_emulator/detective/graphs"),
+        Some(json!({"account_id": admin, "region": "us-east-1", "count": 1}).to_string()),
+    )
+    .await
+    .unwrap();
+
+    let calls = ApiCalls::default();
+    let config = EnricherConfig::from_vars(&vars(vec![
+        ("CACHE_TABLE", "cache".into()),
+        ("JOBS_TABLE", "jobs".into()),
+        ("ORGANIZATIONS_RPS", "1000".into()),
+        ("ACCOUNT_RPS", "1000".into()),
+    ]))
+    .unwrap();
+    let clients = Clients::for_enricher("enricher", &config, &sdk, &calls).await;
+    let enricher = Enricher::from_clients(&config, &clients);
+    let investigator_config = InvestigatorConfig::from_vars(&vars(vec![
+        ("JOBS_TABLE", "jobs".into()),
+        ("CACHE_TABLE", "cache".into()),
+        ("DETECTIVE_RPS", "100".into()),
+        ("DETECTIVE_BURST", "100".into()),
+        ("INVESTIGATION_MAX_ATTEMPTS", max_attempts.to_string()),
+        ("DEADLINE_MARGIN_MS", "10".into()),
+    ]))
+    .unwrap();
+    let investigator =
+        Investigator::from_clients(&investigator_config, &Clients::for_investigator(&sdk, &calls).await, "us-east-1");
+
+    // sample_finding(.., n) with n % 3 == 0 is GuardDuty HIGH with an IAM user's access key.
+    let findings: Vec<Value> = (0..6)
+        .map(|i| {
+            let a = &org.accounts[i % 2];
+            sample_finding(&a.id, &a.name, i * 3)
+        })
+        .collect();
+    // Set-up and checks act as the test, not as a function (the permission check skips them).
+    let securityhub = aws_sdk_securityhub::Client::new(&sdk);
+    import_findings(&securityhub, &findings).await.unwrap();
+    Setup { enricher, investigator, calls, securityhub, findings }
+}
+
+/// Every finding as its own record, each twice (EventBridge delivers at least once).
+fn duplicated_batch(findings: &[Value]) -> IncomingBatch {
+    use base64::Engine as _;
+    let records: Vec<Value> = findings
+        .iter()
+        .chain(findings)
+        .enumerate()
+        .map(|(n, f)| {
+            let data = base64::engine::general_purpose::STANDARD
+                .encode(serde_json::to_vec(&imported_event(std::slice::from_ref(f), n)).unwrap());
+            json!({"eventID": format!("shardId-0:{n}"), "data": data})
+        })
+        .collect();
+    serde_json::from_value(Value::Array(records)).unwrap()
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+async fn fields_of(hub: &aws_sdk_securityhub::Client) -> Vec<(HashMap<String, String>, String)> {
+    let found = hub.get_findings().max_results(100).send().await.unwrap();
+    found
+        .findings
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| (f.user_defined_fields.unwrap_or_default(), f.note.and_then(|n| n.text).unwrap_or_default()))
+        .collect()
+}
+
+async fn run_until(
+    investigator: &Investigator,
+    done: impl Fn(&securityhub_enricher::service::investigator::PassReport) -> bool,
+) {
+    for _ in 0..40 {
+        let report = investigator.run_pass(soon()).await;
+        if done(&report) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("the investigator did not get there in 40 passes");
+}
+
+#[tokio::test]
+async fn one_investigation_per_entity_and_window_however_often_findings_arrive() {
+    if !crate::stack_up() {
+        return;
+    }
+    let s = setup(3).await;
+    let first = s.enricher.handle(duplicated_batch(&s.findings), soon()).await;
+    assert!(first.response.batch_item_failures.is_empty(), "{}", first.tally);
+    assert_eq!(first.investigations.jobs_created, 2, "{:?}", first.investigations);
+    // A replay of the whole batch (a retry, or the Pipe's bisection) joins the same jobs.
+    let replay = s.enricher.handle(duplicated_batch(&s.findings), soon()).await;
+    assert_eq!(replay.investigations.jobs_created, 0);
+    assert_eq!(replay.investigations.jobs_joined, 2);
+
+    let started = s.investigator.run_pass(soon()).await;
+    assert_eq!(started.started, 2);
+    let mut completed = 0;
+    for _ in 0..40 {
+        completed += s.investigator.run_pass(soon()).await.completed;
+        if completed == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(completed, 2);
+    assert_eq!(s.calls.calls("Detective", "StartInvestigation"), 2, "exactly one per (entity, window)");
+
+    for (fields, note) in fields_of(&s.securityhub).await {
+        assert_eq!(fields["investigate"], "complete");
+        assert!(fields.contains_key("investigationSeverity") && fields.contains_key("investigationId"));
+        assert_eq!(fields["findingEnriched"], "True", "the account fields are kept");
+        assert!(fields.contains_key("AccountName"));
+        assert!(note.starts_with("Account ") && note.contains("Detective investigation"), "{note}");
+        assert!(note.chars().count() <= 512);
+    }
+
+    // The findings come back with investigate=complete: no job, no investigation.
+    let again = s.enricher.handle(duplicated_batch(&s.findings), soon()).await;
+    assert_eq!(again.investigations.jobs_created, 0);
+    s.investigator.run_pass(soon()).await;
+    assert_eq!(s.calls.calls("Detective", "StartInvestigation"), 2);
+}
+
+#[tokio::test]
+async fn failed_investigations_end_in_investigate_failed() {
+    if !crate::stack_up() {
+        return;
+    }
+    let s = setup(1).await;
+    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").unwrap();
+    for f in &s.findings {
+        let entity = format!("arn:aws:iam::{}:user/admin-user", f["AwsAccountId"].as_str().unwrap());
+        control_request(
+            "POST",
+            &format!("{emulator}/_emulator/detective/fail"),
+            Some(json!({"entity_arn": entity, "fail": true}).to_string()),
+        )
+        .await
+        .unwrap();
+    }
+    let report = s.enricher.handle(duplicated_batch(&s.findings), soon()).await;
+    assert_eq!(report.investigations.jobs_created, 2);
+    run_until(&s.investigator, |r| r.failed == 2 || (r.active == 0 && r.failed == 0 && r.started == 0)).await;
+    assert_eq!(
+        s.calls.calls("Detective", "StartInvestigation"),
+        2,
+        "one attempt each with INVESTIGATION_MAX_ATTEMPTS=1"
+    );
+    for (fields, note) in fields_of(&s.securityhub).await {
+        assert_eq!(fields["investigate"], "failed");
+        assert!(note.contains("Detective investigation failed"), "{note}");
+    }
+}
