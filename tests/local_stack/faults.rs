@@ -162,7 +162,7 @@ impl Scenario {
 /// Runs a scenario on its own thread with a large stack: the SDK's retry path over reset
 /// connections nests deeper than the 2 MiB of a test thread allows in unoptimized builds.
 /// Optimized builds, as deployed, pass every scenario here on 2 MiB, tokio's default worker
-/// stack (checked with the size set to `2 << 20` under `cargo test --release --test faults`).
+/// stack (checked with the size set to `2 << 20` under `cargo test --release --test local_stack faults::`).
 /// The future is built on that thread, as the handler's future is not `Send`.
 fn on_big_stack<F, Fut>(scenario: F)
 where
