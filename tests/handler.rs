@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loadtest::fakes::directory::{InMemoryStore, StaticSource};
-use loadtest::fakes::enricher::EnricherBuilder;
+use loadtest::fakes::enricher::{EnricherBuilder, test_cache_times};
 use loadtest::fakes::hub::{InMemoryHub, ScriptedReply};
 use loadtest::fakes::ledger::InMemoryLedger;
 use securityhub_enricher::core::account::{AccountMetadata, AccountRecord, Contact, ContactLookup, OrgUnit};
-use securityhub_enricher::core::cache_entry::{CacheEntry, CacheTimes};
+use securityhub_enricher::core::cache_entry::CacheEntry;
 use securityhub_enricher::core::event::IncomingBatch;
 use securityhub_enricher::core::finding::FindingId;
 use securityhub_enricher::core::rate::Rate;
@@ -51,16 +51,6 @@ fn account(id: &str, name: &str) -> AccountRecord {
     })
 }
 
-fn times() -> CacheTimes {
-    CacheTimes {
-        fresh: Duration::from_secs(3600),
-        negative: Duration::from_secs(600),
-        unknown_contact: Duration::from_secs(300),
-        stale_grace: Duration::from_secs(86_400),
-        memory: Duration::from_secs(60),
-        memory_capacity: 1000,
-    }
-}
 
 struct Harness {
     hub: Arc<InMemoryHub>,
@@ -85,7 +75,7 @@ fn harness_configured(
     let builder = EnricherBuilder::new()
         .store(store.clone())
         .source(source.clone())
-        .cache_times(times())
+        .cache_times(test_cache_times())
         .hub(hub.clone())
         .backoff(Duration::from_millis(1), 6);
     let enricher = configure(builder).build();
@@ -364,7 +354,7 @@ async fn warm_batches_skip_lookups_and_the_table_serves_a_new_environment() {
 async fn concurrent_misses_for_one_account_collapse_into_one_lookup() {
     let source = Arc::new(StaticSource::new([account(A, "payments-prod")]).with_latency(Duration::from_millis(100)));
     let directory =
-        Directory::new(Arc::new(InMemoryStore::default()), source.clone(), times(), 8, Duration::from_secs(5));
+        Directory::new(Arc::new(InMemoryStore::default()), source.clone(), test_cache_times(), 8, Duration::from_secs(5));
     let ids = vec![A.to_owned()];
     let (a, b, c) = tokio::join!(
         directory.prefetch(&ids, soon()),
@@ -384,7 +374,7 @@ async fn lookups_out_of_budget_degrade_to_partial() {
     let hub = Arc::new(InMemoryHub::default());
     let enricher = EnricherBuilder::new()
         .source(Arc::new(source))
-        .cache_times(times())
+        .cache_times(test_cache_times())
         .lookups(8, Duration::from_millis(50))
         .hub(hub.clone())
         .rate(Rate { per_second: 100.0, burst: 100 })

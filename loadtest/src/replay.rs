@@ -199,7 +199,7 @@ impl Replayer {
 fn is_retryable<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
     match error {
         SdkError::ServiceError(_) => error.code().is_some_and(|code| {
-            securityhub_enricher::adapters::sdk::THROTTLING_CODES.contains(&code)
+            securityhub_enricher::adapters::sdk::is_throttling_code(code)
                 || matches!(
                     code,
                     "KMSThrottlingException"

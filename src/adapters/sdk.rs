@@ -103,7 +103,7 @@ impl ApiCalls {
 }
 
 /// Error codes AWS uses for throttling, as the SDK's own retry classifier lists them.
-pub const THROTTLING_CODES: [&str; 8] = [
+const THROTTLING_CODES: [&str; 8] = [
     "Throttling",
     "ThrottlingException",
     "ThrottledException",
