@@ -46,7 +46,7 @@ test-permissions: $(STAMP)
 # The Lambda functions pipes/template.yaml deploys (CodeUri: ../target/lambda/<name>/) and their
 # architecture (Globals: Architectures). ARCH=x86_64 builds for x86-64 instead; the template must then
 # say x86_64 too.
-LAMBDA_BINS := enricher investigator account-events
+LAMBDA_BINS := enricher investigator account-events refresher
 ARCH ?= arm64
 PACKAGE_STAMP := $(VENV)/.package-installed
 

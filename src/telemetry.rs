@@ -60,6 +60,10 @@ pub enum Metric {
     /// The oldest record of the batch: now − approximateArrivalTimestamp.
     RecordAgeSeconds,
     ColdStart,
+    /// Findings a sweep (refresher, `enricher-admin sweep`) looked at.
+    SweepFindingsExamined,
+    /// Accounts waiting in the refresh queue as a refresher run begins.
+    RefreshQueueDepth,
     InvestigationsQueued,
     InvestigationsStarted,
     InvestigationsCompleted,
@@ -151,7 +155,7 @@ pub fn publish(report: &impl Report, calls: &CallCounts) {
 pub fn describe_metrics() {
     for metric in Metric::iter() {
         match metric {
-            Metric::BatchDuration | Metric::RecordAgeSeconds => {
+            Metric::BatchDuration | Metric::RecordAgeSeconds | Metric::RefreshQueueDepth => {
                 metrics::describe_histogram!(metric.name(), metric.unit(), "")
             }
             _ => metrics::describe_counter!(metric.name(), metric.unit(), ""),

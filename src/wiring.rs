@@ -10,19 +10,22 @@ use aws_credential_types::provider::{self, ProvideCredentials};
 
 use crate::adapters::cache_table::ledger::DynamoLedger;
 use crate::adapters::cache_table::store::DynamoStore;
+use crate::adapters::cache_table::sweep_state::DynamoSweepState;
 use crate::adapters::detective::DetectiveClient;
 use crate::adapters::jobs_table::DynamoJobs;
 use crate::adapters::organizations::OrganizationsSource;
 use crate::adapters::sdk::{ApiCalls, app_name};
 use crate::adapters::securityhub::SecurityHubWriter;
 use crate::config::{AccountEventsConfig, ContactRole, EnricherConfig, InvestigatorConfig, QuotaSharing};
-use crate::core::rate::Rate;
+use crate::core::rate::{BACKGROUND_PREFIX, Rate};
 use crate::limits::Limiter;
 use crate::service::directory::Directory;
 use crate::service::fanout::Fanout;
 use crate::service::handler::Enricher;
 use crate::service::investigator::{Investigator, RETRY_BASE};
 use crate::service::quota_share::QuotaShare;
+use crate::service::refresh::Refresher;
+use crate::service::sweep::Sweeper;
 use crate::service::updater::Updater;
 
 /// How often an environment sending updates renews its claim on the quota ledger; claims
@@ -128,58 +131,103 @@ impl Clients {
     }
 }
 
-/// The `account-events` function's one client: the cache table it forgets entries in.
-pub fn account_events_store(config: &AccountEventsConfig, sdk: &SdkConfig) -> DynamoStore {
+/// The `account-events` function's cache table: the entries it forgets, and the refresh queue
+/// it adds their accounts to.
+pub fn account_events_tables(config: &AccountEventsConfig, sdk: &SdkConfig) -> (DynamoStore, DynamoSweepState) {
     let sdk = sdk.to_builder().app_name(app_name("account-events")).build();
-    DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.cache_table)
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    (DynamoStore::new(client.clone(), &config.cache_table), DynamoSweepState::new(client, &config.cache_table))
 }
 
-impl Enricher {
-    pub fn from_clients(config: &EnricherConfig, clients: &Clients) -> Self {
-        let source = OrganizationsSource::new(
-            clients.organizations.clone(),
-            clients.account.clone(),
-            Limiter::new(config.organizations_rate),
-            Limiter::new(config.account_rate),
-            config.cache.fresh,
-            config.contact_role.is_some(),
-        );
-        let store = DynamoStore::new(clients.dynamodb.clone(), &config.cache_table);
-        let directory = Directory::new(
-            Arc::new(store),
-            Arc::new(source),
-            config.cache.clone(),
-            config.lookup_concurrency,
-            config.lookup_budget,
-        );
-        let writer = Arc::new(SecurityHubWriter::new(clients.securityhub.clone()));
-        let updater = match config.quota_sharing {
-            QuotaSharing::Static => Updater::new(writer, config.securityhub_rate),
-            QuotaSharing::Ledger => Updater::sharing(
+/// The directory of account metadata: memory, the cache table, then Organizations.
+fn directory(config: &EnricherConfig, clients: &Clients) -> Directory {
+    let source = OrganizationsSource::new(
+        clients.organizations.clone(),
+        clients.account.clone(),
+        Limiter::new(config.organizations_rate),
+        Limiter::new(config.account_rate),
+        config.cache.fresh,
+        config.contact_role.is_some(),
+    );
+    let store = DynamoStore::new(clients.dynamodb.clone(), &config.cache_table);
+    Directory::new(
+        Arc::new(store),
+        Arc::new(source),
+        config.cache.clone(),
+        config.lookup_concurrency,
+        config.lookup_budget,
+    )
+}
+
+/// BatchUpdateFindings paced at a fixed share or a share of the ledger's pool. `background`
+/// work (sweeps) claims as a background holder and yields to the stream.
+fn updater(config: &EnricherConfig, clients: &Clients, background: bool) -> Updater {
+    let writer = Arc::new(SecurityHubWriter::new(clients.securityhub.clone()));
+    match config.quota_sharing {
+        QuotaSharing::Static => Updater::new(writer, config.securityhub_rate),
+        QuotaSharing::Ledger => {
+            // One claim per environment: a new id at every cold start.
+            let id = format!("{:016x}", rand::random::<u64>());
+            let holder = if background { format!("{BACKGROUND_PREFIX}{id}") } else { id };
+            Updater::sharing(
                 writer,
                 QuotaShare::shared(
                     config.securityhub_pool,
                     config.securityhub_rate,
                     Arc::new(DynamoLedger::new(clients.dynamodb.clone(), &config.cache_table)),
-                    // One claim per environment: a new id at every cold start.
-                    format!("{:016x}", rand::random::<u64>()),
+                    holder,
                     QUOTA_RENEWAL,
                 ),
-            ),
-        };
+            )
+        }
+    }
+}
+
+impl Enricher {
+    pub fn from_clients(config: &EnricherConfig, clients: &Clients) -> Self {
         let fanout = config.investigations.as_ref().map(|inv| Fanout {
             jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), &inv.jobs_table)),
             criteria: inv.criteria.clone(),
             lookback_hours: inv.lookback_hours,
         });
         Enricher {
-            directory,
-            updater,
+            directory: directory(config, clients),
+            updater: updater(config, clients, false),
             tag_filter: config.tag_filter.clone(),
             deadline_margin: config.deadline_margin,
             fanout,
         }
     }
+}
+
+impl Sweeper {
+    /// The sweep of `enricher-admin sweep` and the refresher: the enricher's directory and
+    /// rendering, its share of the quota as background work, GetFindings at 2 requests/s (of
+    /// the 3/s quota, leaving the investigator its reads).
+    pub fn from_clients(config: &EnricherConfig, clients: &Clients) -> Self {
+        Sweeper {
+            reader: Arc::new(SecurityHubWriter::new(clients.securityhub.clone())),
+            directory: directory(config, clients),
+            updater: updater(config, clients, true),
+            tag_filter: config.tag_filter.clone(),
+            read_limit: Limiter::new(SWEEP_GET_FINDINGS_RATE),
+        }
+    }
+}
+
+/// The sweep's GetFindings rate: of the 3/s (burst 6) quota, the investigator keeps 1/s.
+pub const SWEEP_GET_FINDINGS_RATE: Rate = Rate { per_second: 2.0, burst: 4 };
+
+impl Refresher {
+    /// The refresher: the sweep, and its state in the cache table.
+    pub fn from_clients(config: &EnricherConfig, clients: &Clients) -> Self {
+        Refresher { sweeper: Sweeper::from_clients(config, clients), state: Arc::new(sweep_state(config, clients)) }
+    }
+}
+
+/// The sweep's state in the cache table: the refresher's checkpoint and the refresh queue.
+pub fn sweep_state(config: &EnricherConfig, clients: &Clients) -> DynamoSweepState {
+    DynamoSweepState::new(clients.dynamodb.clone(), &config.cache_table)
 }
 
 impl Investigator {

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use loadtest::fakes::directory::InMemoryStore;
 use loadtest::fakes::ledger::InMemoryLedger;
+use loadtest::fakes::sweep_state::InMemorySweepState;
 use securityhub_enricher::core::account::{AccountMetadata, AccountRecord};
 use securityhub_enricher::core::account_change::Change;
 use securityhub_enricher::core::cache_entry::CacheEntry;
 use securityhub_enricher::core::rate::Rate;
 use securityhub_enricher::ports::metadata::MetadataStore;
+use securityhub_enricher::ports::sweep_state::SweepState;
 use securityhub_enricher::service::account_events::forget_changed;
 use securityhub_enricher::service::quota_share::QuotaShare;
 use serde_json::json;
@@ -84,7 +86,36 @@ async fn forgetting_removes_only_the_changed_account() {
         "detail": {"eventSource": "organizations.amazonaws.com", "eventName": "MoveAccount",
                    "requestParameters": {"accountId": "222233334444"}},
     });
-    assert_eq!(forget_changed(&store, &event).await.unwrap(), Change::Accounts(vec![ids[0].clone()]));
+    let queue = InMemorySweepState::default();
+    assert_eq!(forget_changed(&store, &queue, &event).await.unwrap(), Change::Accounts(vec![ids[0].clone()]));
+    assert_eq!(queue.queued().await.unwrap(), vec![ids[0].clone()], "queued for refresh");
     let left = store.get_many(&ids).await.unwrap();
     assert!(!left.contains_key(&ids[0]) && left.contains_key(&ids[1]));
+}
+
+/// Permits a share hands out within `window`.
+async fn permits(share: &QuotaShare, window: Duration) -> usize {
+    let end = tokio::time::Instant::now() + window;
+    let mut n = 0;
+    while share.acquire(end).await.is_ok() {
+        n += 1;
+    }
+    n
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_background_sweep_yields_to_the_stream_and_takes_the_pool_when_the_stream_is_idle() {
+    let ledger = Arc::new(InMemoryLedger::default());
+    let renew = Duration::from_millis(100);
+    let stream = QuotaShare::shared(POOL, STATIC_SHARE, ledger.clone(), "environment-1", renew);
+    let sweep = QuotaShare::shared(POOL, STATIC_SHARE, ledger.clone(), "bg-refresher", renew);
+    let window = Duration::from_secs(10);
+    let (busy, ()) = tokio::join!(
+        sweep.while_active(permits(&sweep, window)),
+        stream.while_active(tokio::time::sleep(window + renew))
+    );
+    let idle = sweep.while_active(permits(&sweep, window)).await;
+    // The reserve is 1/s beside the stream; alone, the whole 9/s pool.
+    assert!(busy <= 15, "{busy} permits while the stream wrote");
+    assert!(idle >= 80, "{idle} permits with the stream idle");
 }

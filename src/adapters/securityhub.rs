@@ -8,7 +8,7 @@ use aws_sdk_securityhub::types::{AwsSecurityFindingIdentifier, NoteUpdate};
 use crate::adapters::sdk::{ErrorClass, classify};
 use crate::core::enrich::{EnrichmentPayload, UPDATED_BY};
 use crate::core::finding::{Finding, FindingId, Note};
-use crate::ports::findings::{FindingsReader, FindingsWriter, Unprocessed, WriteError};
+use crate::ports::findings::{FindingsPage, FindingsReader, FindingsWriter, Unprocessed, WriteError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -85,25 +85,7 @@ impl FindingsReader for SecurityHubWriter {
                 self.client.get_findings().filters(filters.build()).max_results(100).into_paginator().send();
             while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| write_error(e, &[]))?;
-                for f in page.findings.unwrap_or_default() {
-                    let finding = Finding {
-                        id: f.id.unwrap_or_default(),
-                        product_arn: f.product_arn.unwrap_or_default(),
-                        aws_account_id: f.aws_account_id.unwrap_or_default(),
-                        aws_account_name: f.aws_account_name,
-                        updated_at: f.updated_at,
-                        first_observed_at: f.first_observed_at,
-                        created_at: f.created_at,
-                        product_name: f.product_name,
-                        record_state: f.record_state.map(|r| r.as_str().to_owned()),
-                        severity: None,
-                        note: f.note.map(|n| Note {
-                            text: n.text.unwrap_or_default(),
-                            updated_by: n.updated_by.unwrap_or_default(),
-                        }),
-                        user_defined_fields: f.user_defined_fields.unwrap_or_default().into_iter().collect(),
-                        resources: Vec::new(),
-                    };
+                for finding in page.findings.unwrap_or_default().into_iter().map(from_asff) {
                     if chunk.contains(&finding.identifier()) {
                         found.push(finding);
                     }
@@ -111,6 +93,58 @@ impl FindingsReader for SecurityHubWriter {
             }
         }
         Ok(found)
+    }
+
+    async fn active_findings(
+        &self,
+        accounts: &[String],
+        next_token: Option<String>,
+    ) -> Result<FindingsPage, WriteError> {
+        use aws_sdk_securityhub::types::{
+            AwsSecurityFindingFilters, SortCriterion, SortOrder, StringFilter, StringFilterComparison,
+        };
+        let equals =
+            |value: &str| StringFilter::builder().value(value).comparison(StringFilterComparison::Equals).build();
+        let filters =
+            accounts.iter().fold(AwsSecurityFindingFilters::builder().record_state(equals("ACTIVE")), |b, a| {
+                b.aws_account_id(equals(a))
+            });
+        let page = self
+            .client
+            .get_findings()
+            .filters(filters.build())
+            .sort_criteria(SortCriterion::builder().field("AwsAccountId").sort_order(SortOrder::Ascending).build())
+            .max_results(MAX_FINDINGS_PER_PAGE)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| write_error(e, &["InvalidInputException"]))?;
+        Ok(FindingsPage {
+            findings: page.findings.unwrap_or_default().into_iter().map(from_asff).collect(),
+            next_token: page.next_token.filter(|t| !t.is_empty()),
+        })
+    }
+}
+
+/// GetFindings' largest page.
+const MAX_FINDINGS_PER_PAGE: i32 = 100;
+
+/// The ASFF subset we read, from the SDK's finding.
+fn from_asff(f: aws_sdk_securityhub::types::AwsSecurityFinding) -> Finding {
+    Finding {
+        id: f.id.unwrap_or_default(),
+        product_arn: f.product_arn.unwrap_or_default(),
+        aws_account_id: f.aws_account_id.unwrap_or_default(),
+        aws_account_name: f.aws_account_name,
+        updated_at: f.updated_at,
+        first_observed_at: f.first_observed_at,
+        created_at: f.created_at,
+        product_name: f.product_name,
+        record_state: f.record_state.map(|r| r.as_str().to_owned()),
+        severity: None,
+        note: f.note.map(|n| Note { text: n.text.unwrap_or_default(), updated_by: n.updated_by.unwrap_or_default() }),
+        user_defined_fields: f.user_defined_fields.unwrap_or_default().into_iter().collect(),
+        resources: Vec::new(),
     }
 }
 

@@ -10,7 +10,7 @@ use securityhub_enricher::core::account_change::Change;
 use securityhub_enricher::core::error::error_chain;
 use securityhub_enricher::service::account_events::forget_changed;
 use securityhub_enricher::telemetry;
-use securityhub_enricher::wiring::account_events_store;
+use securityhub_enricher::wiring::account_events_tables;
 use serde_json::{Value, json};
 
 #[tokio::main]
@@ -18,13 +18,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_logging();
     let config =
         AccountEventsConfig::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
-    let store = account_events_store(&config, &load_sdk_config().await);
-    let store = &store;
+    let (store, queue) = account_events_tables(&config, &load_sdk_config().await);
+    let (store, queue) = (&store, &queue);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let call = event.payload["detail"]["eventName"].as_str().unwrap_or("unknown").to_owned();
-        match forget_changed(store, &event.payload).await {
+        match forget_changed(store, queue, &event.payload).await {
             Ok(Change::Accounts(accounts)) => {
-                tracing::info!(call = %call, accounts = ?accounts, "cached account metadata forgotten");
+                tracing::info!(call = %call, accounts = ?accounts, "cached account metadata forgotten; accounts queued for refresh");
                 Ok(json!({"forgotten": accounts}))
             }
             Ok(Change::Ignored(reason)) => {

@@ -1,6 +1,7 @@
 //! `enricher-admin`: operator commands for a deployed enricher, run with the operator's AWS
 //! credentials and the enricher's configuration variables (at least CACHE_TABLE).
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -9,9 +10,13 @@ use securityhub_enricher::adapters::sdk::{ApiCalls, load_sdk_config};
 use securityhub_enricher::config::EnricherConfig;
 use securityhub_enricher::core::account::AccountRecord;
 use securityhub_enricher::core::finding::is_account_id;
+use securityhub_enricher::ports::sweep_state::SweepState;
 use securityhub_enricher::service::directory::Resolution;
 use securityhub_enricher::service::handler::Enricher;
-use securityhub_enricher::wiring::Clients;
+use securityhub_enricher::service::refresh::ACCOUNTS_PER_SWEEP;
+use securityhub_enricher::service::sweep::{SweepReport, Sweeper};
+use securityhub_enricher::telemetry::Report;
+use securityhub_enricher::wiring::{Clients, sweep_state};
 
 #[derive(Parser)]
 #[command(about = "Operator commands for securityhub-enricher")]
@@ -23,7 +28,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Forget cached metadata so the next batch looks the accounts up again (after a re-tag or
-    /// a move). Running enrichers keep their in-memory copy for up to MEMORY_CACHE_SECONDS.
+    /// a move), and queue the accounts for refresh: the refresher rewrites their findings.
+    /// Running enrichers keep their in-memory copy for up to MEMORY_CACHE_SECONDS.
     Invalidate {
         /// Account ids to forget.
         #[arg(long = "account", value_name = "ACCOUNT_ID", required_unless_present = "all")]
@@ -36,6 +42,21 @@ enum Command {
     Warm {
         #[arg(long = "account", value_name = "ACCOUNT_ID", required = true)]
         accounts: Vec<String>,
+    },
+    /// Enrich every ACTIVE finding that needs it (never enriched, Partial, or enriched from
+    /// metadata that has since changed), in every account or the given ones; findings already
+    /// current are not written. Shares BatchUpdateFindings' quota with the running enrichers
+    /// and yields to them.
+    Sweep {
+        /// Sweep only these accounts' findings (20 at a time).
+        #[arg(long = "account", value_name = "ACCOUNT_ID")]
+        accounts: Vec<String>,
+        /// Stop after this long; the summary says what is left.
+        #[arg(long, value_name = "N", default_value_t = 3600)]
+        max_seconds: u64,
+        /// Also write the summary to this file as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
     },
 }
 
@@ -55,7 +76,52 @@ async fn main() -> Result<()> {
         Command::Invalidate { accounts, .. } => {
             check_ids(&accounts)?;
             let n = enricher.directory.invalidate(&accounts).await?;
-            println!("invalidated {n} cached accounts in {}", config.cache_table);
+            sweep_state(&config, &clients).enqueue(&accounts).await?;
+            println!("invalidated {n} cached accounts in {}; queued them for refresh", config.cache_table);
+        }
+        Command::Sweep { accounts, max_seconds, json } => {
+            check_ids(&accounts)?;
+            let sweeper = Sweeper::from_clients(&config, &clients);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(max_seconds);
+            let started = std::time::Instant::now();
+            let on_terminal = std::io::stderr().is_terminal();
+            let progress = |r: &SweepReport| {
+                if on_terminal {
+                    let secs = started.elapsed().as_secs_f64().max(0.001);
+                    let written = r.enriched_complete + r.still_partial;
+                    let left = Duration::from_secs(max_seconds).saturating_sub(started.elapsed()).as_secs();
+                    eprint!(
+                        "\rexamined {} · written {written} · current {} · {:.0} findings/s · {left} s of the time budget left   ",
+                        r.examined,
+                        r.current,
+                        r.examined as f64 / secs,
+                    );
+                }
+            };
+            let mut total = SweepReport::default();
+            // GetFindings filters on at most 20 account ids: larger lists go 20 at a time.
+            let chunks: Vec<&[String]> =
+                if accounts.is_empty() { vec![&[]] } else { accounts.chunks(ACCOUNTS_PER_SWEEP).collect() };
+            for chunk in chunks {
+                let report = sweeper.run(chunk, None, deadline, &progress).await;
+                let stopped = report.stopped.is_some();
+                total += report;
+                if stopped {
+                    break;
+                }
+            }
+            if on_terminal {
+                eprintln!();
+            }
+            total.log();
+            print_summary(&total);
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&total)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if !total.balances() {
+                bail!("the sweep's counts do not balance");
+            }
         }
         Command::Warm { accounts } => {
             check_ids(&accounts)?;
@@ -79,6 +145,26 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_summary(r: &SweepReport) {
+    println!("findings examined      {}", r.examined);
+    println!("  already current      {}", r.current);
+    println!("  enriched complete    {}", r.enriched_complete);
+    println!("  still partial        {}", r.still_partial);
+    println!("  skipped              {} {:?}", r.skipped.values().sum::<usize>(), r.skipped);
+    println!("  failed (retry)       {} {:?}", r.failed.values().sum::<usize>(), r.failed);
+    println!("GetFindings calls      {}", r.get_findings_calls);
+    println!(
+        "BatchUpdateFindings    {} accepted ({} sent) against the bound Σ⌈n/100⌉ = {}",
+        r.writes.updates.findings_per_call.len(),
+        r.writes.updates.calls,
+        r.writes.minimum_calls
+    );
+    match (&r.stopped, &r.resume_token) {
+        (None, _) => println!("remaining              none: every active finding was examined"),
+        (Some(why), _) => println!("remaining              not examined yet ({why}); run the sweep again"),
+    }
 }
 
 fn check_ids(accounts: &[String]) -> Result<()> {

@@ -27,8 +27,14 @@ pub mod keys {
     pub const INVESTIGATE: &str = "investigate";
     pub const INVESTIGATION_SEVERITY: &str = "investigationSeverity";
     pub const INVESTIGATION_ID: &str = "investigationId";
+    /// A short fingerprint of the metadata the finding was enriched from: the sweep tells
+    /// current findings from stale ones by it, without rewriting the current ones.
+    pub const ENRICHED_FROM: &str = "enrichedFrom";
+    /// The account tag keys we wrote, comma-separated: they are ours, so when a tag is removed
+    /// from the account its key on the finding is ours to retire (see `TOMBSTONE`).
+    pub const ENRICHED_TAG_KEYS: &str = "enrichedTagKeys";
 
-    pub const RESERVED: [&str; 9] = [
+    pub const RESERVED: [&str; 11] = [
         ACCOUNT_NAME,
         OU,
         SECURITY_CONTACT,
@@ -38,10 +44,13 @@ pub mod keys {
         INVESTIGATE,
         INVESTIGATION_SEVERITY,
         INVESTIGATION_ID,
+        ENRICHED_FROM,
+        ENRICHED_TAG_KEYS,
     ];
 
     /// Keys the enricher itself writes: an existing value under one of these is replaced.
-    pub const ENRICHER_OWNED: [&str; 6] = [FINDING_ENRICHED, ACCOUNT_NAME, OU, OU_ID, OU_PATH, SECURITY_CONTACT];
+    pub const ENRICHER_OWNED: [&str; 8] =
+        [FINDING_ENRICHED, ENRICHED_FROM, ACCOUNT_NAME, OU, OU_ID, OU_PATH, SECURITY_CONTACT, ENRICHED_TAG_KEYS];
 
     pub fn is_reserved(key: &str) -> bool {
         RESERVED.contains(&key)
@@ -56,6 +65,11 @@ pub const ENRICHED_PARTIAL: &str = "Partial";
 
 /// Stands in for an empty tag value: Security Hub rejects values without a non-space character.
 pub const EMPTY_VALUE: &str = "(empty)";
+/// The value of a tag key we wrote earlier whose tag the account no longer has. Written rather
+/// than the key left out, because whether BatchUpdateFindings replaces or merges
+/// UserDefinedFields is not documented: under either, the old value is gone. A key holding this
+/// value is ours; if the tag comes back, its value replaces the tombstone.
+pub const TOMBSTONE: &str = "(removed)";
 const ELLIPSIS: char = '…';
 
 /// How complete our knowledge of the account is.
@@ -76,6 +90,8 @@ pub struct AccountEnrichment {
     pub note: String,
     /// Tags dropped for colliding with a reserved key, an invalid key, or the allowlist.
     pub tags_dropped: usize,
+    /// What `keys::ENRICHED_FROM` carries: equal for equal renderings of the account.
+    pub fingerprint: String,
 }
 
 /// Which account tags to copy: all of them, or those named in `TAG_KEYS`.
@@ -152,8 +168,21 @@ impl AccountEnrichment {
             tags.push((key.clone(), field_value(value)));
         }
 
+        if let Some(list) = tag_key_list(&tags) {
+            own_fields.push((keys::ENRICHED_TAG_KEYS.to_owned(), list));
+        }
         let note = account_note(account, &path, completeness);
-        AccountEnrichment { account_id: account.account_id.clone(), completeness, own_fields, tags, note, tags_dropped }
+        let fingerprint = fingerprint(&own_fields, &tags, &note);
+        own_fields.insert(1, (keys::ENRICHED_FROM.to_owned(), fingerprint.clone()));
+        AccountEnrichment {
+            account_id: account.account_id.clone(),
+            completeness,
+            own_fields,
+            tags,
+            note,
+            tags_dropped,
+            fingerprint,
+        }
     }
 
     /// The keys this enrichment writes: an existing field under one of them is ours to replace.
@@ -161,10 +190,30 @@ impl AccountEnrichment {
         keys::ENRICHER_OWNED.contains(&key) || self.tags.iter().any(|(k, _)| k == key)
     }
 
-    /// The finding's existing fields that belong to someone else and must be carried along,
-    /// because an update may replace the whole map.
+    pub fn is_complete(&self) -> bool {
+        self.completeness == Completeness::Complete
+    }
+
+    /// True when a finding already carries exactly this enrichment, complete: nothing to do.
+    pub fn is_current_on(&self, existing: &BTreeMap<String, String>) -> bool {
+        self.completeness == Completeness::Complete
+            && existing.get(keys::FINDING_ENRICHED).map(String::as_str) == Some(ENRICHED_COMPLETE)
+            && existing.get(keys::ENRICHED_FROM) == Some(&self.fingerprint)
+    }
+
+    /// The finding's existing fields to carry along, because an update may replace the whole
+    /// map: everyone else's as they are, and our own tag keys whose tag is gone as `TOMBSTONE`.
     pub fn foreign_fields(&self, existing: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-        existing.iter().filter(|(k, _)| !self.writes_key(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        let ours: BTreeSet<&str> =
+            existing.get(keys::ENRICHED_TAG_KEYS).map(|list| list.split(',').collect()).unwrap_or_default();
+        existing
+            .iter()
+            .filter(|(k, _)| !self.writes_key(k))
+            .map(|(k, v)| {
+                let retired = ours.contains(k.as_str()) || v == TOMBSTONE;
+                (k.clone(), if retired { TOMBSTONE.to_owned() } else { v.clone() })
+            })
+            .collect()
     }
 
     /// The update payload for findings of this account with these foreign fields.
@@ -186,6 +235,40 @@ impl AccountEnrichment {
             fields_dropped: dropped,
         }
     }
+}
+
+/// The tag keys we write, comma-separated, as many as fit in one value (keys cannot contain a
+/// comma). Keys that do not fit are not tracked, so they stay as they are if their tag is removed:
+/// never someone else's key taken for ours.
+fn tag_key_list(tags: &[(String, String)]) -> Option<String> {
+    let mut list = String::new();
+    for (key, _) in tags {
+        let extra = key.chars().count() + usize::from(!list.is_empty());
+        if list.chars().count() + extra > FIELD_VALUE_MAX_CHARS {
+            break;
+        }
+        if !list.is_empty() {
+            list.push(',');
+        }
+        list.push_str(key);
+    }
+    (!list.is_empty()).then_some(list)
+}
+
+/// 16 hex digits of SHA-256 (`sha2`, in the build already for the SDK's request signing) over
+/// what we write for the account. Not the standard hasher: its output is not promised to stay
+/// the same across Rust releases, and this value outlives the binary that wrote it.
+fn fingerprint(own_fields: &[(String, String)], tags: &[(String, String)], note: &str) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for (key, value) in own_fields.iter().chain(tags) {
+        hasher.update(key.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.update(note.as_bytes());
+    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// "Root/Security/Prod": OU names from the root down to the account's parent.
@@ -380,10 +463,43 @@ mod tests {
         let foreign: BTreeMap<_, _> = (0..10).map(|i| (format!("ext{i}"), "x".to_owned())).collect();
         let rendered = e.payload(&foreign, true);
         assert_eq!(rendered.payload.fields.len(), 50);
-        assert_eq!(rendered.fields_dropped, 6 + 10 + 60 - 50);
+        // Our 8 (findingEnriched, enrichedFrom, AccountName, OU, OUId, OUPath, securityContact,
+        // enrichedTagKeys) first, then the 10 foreign ones, then 32 of the 60 tags.
+        assert_eq!(rendered.fields_dropped, 8 + 10 + 60 - 50);
         assert!(rendered.payload.fields.contains_key("ext9"));
         assert!(rendered.payload.fields.contains_key("securityContact"));
-        assert!(rendered.payload.fields.contains_key("tag33") && !rendered.payload.fields.contains_key("tag34"));
+        assert!(rendered.payload.fields.contains_key("tag31") && !rendered.payload.fields.contains_key("tag32"));
+    }
+
+    #[test]
+    fn a_removed_tag_is_retired_and_someone_elses_key_is_kept() {
+        let mut a = account();
+        a.tags = BTreeMap::from([("team".into(), "payments".into()), ("env".into(), "prod".into())]);
+        let before = AccountEnrichment::new(&a, Completeness::Complete, &TagFilter::All);
+        let mut on_finding = before.payload(&BTreeMap::from([("ticket".into(), "SEC-1".into())]), true).payload.fields;
+        assert_eq!(on_finding[keys::ENRICHED_TAG_KEYS], "env,team");
+        assert!(before.is_current_on(&on_finding));
+
+        // The account loses `env` and `team` changes: ours change, the ticket stays.
+        a.tags = BTreeMap::from([("team".into(), "platform".into())]);
+        let after = AccountEnrichment::new(&a, Completeness::Complete, &TagFilter::All);
+        assert_ne!(after.fingerprint, before.fingerprint);
+        assert!(!after.is_current_on(&on_finding), "the finding is stale");
+        let foreign = after.foreign_fields(&on_finding);
+        let fields = after.payload(&foreign, true).payload.fields;
+        assert_eq!(fields["team"], "platform");
+        assert_eq!(fields["env"], TOMBSTONE);
+        assert_eq!(fields["ticket"], "SEC-1");
+        assert_eq!(fields[keys::ENRICHED_TAG_KEYS], "team");
+
+        // Written back, the tombstone stays ours (no longer listed) and the finding is current.
+        on_finding = fields;
+        assert!(after.is_current_on(&on_finding));
+        assert_eq!(after.payload(&after.foreign_fields(&on_finding), true).payload.fields, on_finding);
+        // And if the tag comes back, its value replaces the tombstone.
+        a.tags.insert("env".into(), "staging".into());
+        let back = AccountEnrichment::new(&a, Completeness::Complete, &TagFilter::All);
+        assert_eq!(back.payload(&back.foreign_fields(&on_finding), true).payload.fields["env"], "staging");
     }
 
     fn arb_text() -> impl Strategy<Value = String> {

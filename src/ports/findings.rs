@@ -23,19 +23,20 @@ impl Unprocessed {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// A failed BatchUpdateFindings or GetFindings call.
 pub enum WriteError {
-    #[error("BatchUpdateFindings was throttled")]
+    #[error("Security Hub throttled the call")]
     Throttled {
         #[source]
         source: BoxError,
     },
-    #[error("BatchUpdateFindings failed; worth retrying")]
+    #[error("the Security Hub call failed; worth retrying")]
     Transient {
         #[source]
         source: BoxError,
     },
     /// The request itself is invalid: retrying the same request cannot help.
-    #[error("BatchUpdateFindings rejected the request ({code})")]
+    #[error("Security Hub rejected the request ({code})")]
     Rejected {
         code: String,
         #[source]
@@ -53,8 +54,23 @@ pub trait FindingsWriter: Send + Sync {
     ) -> Result<Vec<Unprocessed>, WriteError>;
 }
 
+/// One page of active findings.
+#[derive(Debug, Clone, Default)]
+pub struct FindingsPage {
+    pub findings: Vec<Finding>,
+    /// Where the next page starts; `None` after the last page.
+    pub next_token: Option<String>,
+}
+
 /// Reads findings' current state (GetFindings), for writers that were not handed the finding.
 #[async_trait]
 pub trait FindingsReader: Send + Sync {
     async fn current(&self, ids: &[FindingId]) -> Result<Vec<Finding>, WriteError>;
+    /// One page (at most 100) of ACTIVE findings of these accounts (every account when empty),
+    /// in account order so that one account's findings come together.
+    async fn active_findings(
+        &self,
+        accounts: &[String],
+        next_token: Option<String>,
+    ) -> Result<FindingsPage, WriteError>;
 }

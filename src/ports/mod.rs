@@ -7,3 +7,4 @@ pub mod findings;
 pub mod jobs;
 pub mod ledger;
 pub mod metadata;
+pub mod sweep_state;

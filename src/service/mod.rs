@@ -9,4 +9,6 @@ pub mod fanout;
 pub mod handler;
 pub mod investigator;
 pub mod quota_share;
+pub mod refresh;
+pub mod sweep;
 pub mod updater;

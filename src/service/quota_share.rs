@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::core::error::error_chain;
-use crate::core::rate::{Rate, share_of};
+use crate::core::rate::{BACKGROUND_PREFIX, Holders, Rate, share_for};
 use crate::limits::{DeadlineReached, Limiter};
 use crate::ports::ledger::{LedgerError, QuotaLedger};
 
@@ -26,6 +26,8 @@ pub struct QuotaShare {
     /// The rate used until the ledger first answers and whenever it fails (the static split).
     fallback: Rate,
     sharing: Option<Sharing>,
+    /// What the stream's environments leave to background sweeps while both write.
+    reserve: Rate,
     current: Mutex<Paced>,
     /// Runs of `while_active` in progress: the claim is released when the last one ends.
     active: AtomicUsize,
@@ -39,9 +41,13 @@ struct Sharing {
 
 struct Paced {
     /// Live claims in the ledger's last answer; `None` while on the fallback rate.
-    holders: Option<u32>,
+    holders: Option<Holders>,
     limiter: Limiter,
 }
+
+/// What stream environments leave to a background sweep while both write: the investigator's
+/// share again (1 request/s, burst 3), small beside the stream's.
+pub const BACKGROUND_RESERVE: Rate = Rate { per_second: 1.0, burst: 3 };
 
 /// A claim lapses after this many missed renewals.
 const RENEWALS_PER_CLAIM: u32 = 3;
@@ -53,6 +59,7 @@ impl QuotaShare {
             pool: rate,
             fallback: rate,
             sharing: None,
+            reserve: BACKGROUND_RESERVE,
             current: Mutex::new(Paced { holders: None, limiter: Limiter::new(rate) }),
             active: Default::default(),
         }
@@ -70,6 +77,7 @@ impl QuotaShare {
             pool,
             fallback,
             sharing: Some(Sharing { ledger, holder: holder.into(), renew_every }),
+            reserve: BACKGROUND_RESERVE,
             // Drained, like every change of share: a newcomer that spent a full burst before its
             // first claim is counted would push the others over the quota.
             current: Mutex::new(Paced { holders: None, limiter: Limiter::new_drained(fallback) }),
@@ -80,7 +88,11 @@ impl QuotaShare {
     /// How many environments share the pool, this one included, as of the ledger's last
     /// answer; `None` when pacing at the fixed or fallback rate.
     pub fn holders(&self) -> Option<u32> {
-        self.current.lock().expect("quota lock").holders
+        self.current.lock().expect("quota lock").holders.map(Holders::total)
+    }
+
+    fn is_background(&self) -> bool {
+        self.sharing.as_ref().is_some_and(|s| s.holder.starts_with(BACKGROUND_PREFIX))
     }
 
     /// Waits for this environment's next permit, or gives up at `deadline`.
@@ -104,7 +116,7 @@ impl QuotaShare {
                     .await
                     .unwrap_or(Err(LedgerError::Timeout(sharing.renew_every)));
                 match answer {
-                    Ok(holders) => self.pace(Some(holders.max(1))),
+                    Ok(holders) => self.pace(Some(holders)),
                     Err(error) => {
                         tracing::warn!(error = %error_chain(&error), fallback_rps = self.fallback.per_second, "quota ledger unavailable; pacing at the static share");
                         self.pace(None);
@@ -132,10 +144,10 @@ impl QuotaShare {
         out
     }
 
-    fn pace(&self, holders: Option<u32>) {
+    fn pace(&self, holders: Option<Holders>) {
         let mut current = self.current.lock().expect("quota lock");
         if current.holders != holders {
-            let rate = holders.map_or(self.fallback, |n| share_of(self.pool, n));
+            let rate = holders.map_or(self.fallback, |h| share_for(self.pool, self.reserve, h, self.is_background()));
             // Starts with an empty bucket: a full one would hand out a whole burst at every
             // change of share and overshoot the pool.
             *current = Paced { holders, limiter: Limiter::new_drained(rate) };
@@ -155,7 +167,7 @@ mod tests {
 
     #[async_trait]
     impl QuotaLedger for Unreachable {
-        async fn claim(&self, _: &str, _: Duration) -> Result<u32, LedgerError> {
+        async fn claim(&self, _: &str, _: Duration) -> Result<Holders, LedgerError> {
             Err(LedgerError::Timeout(Duration::ZERO))
         }
         async fn release(&self, _: &str) -> Result<(), LedgerError> {
@@ -166,7 +178,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_unreachable_ledger_falls_back_to_the_static_share() {
         let share = QuotaShare::shared(POOL, STATIC_SHARE, Arc::new(Unreachable), "a", Duration::from_millis(10));
-        share.pace(Some(1));
+        share.pace(Some(Holders { foreground: 1, background: 0 }));
         share.while_active(tokio::time::sleep(Duration::from_millis(30))).await;
         assert_eq!(share.holders(), None);
     }

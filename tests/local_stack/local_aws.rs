@@ -14,6 +14,7 @@ use loadtest::local::{create_table, sdk_config_for};
 use securityhub_enricher::adapters::cache_table::ledger::DynamoLedger;
 use securityhub_enricher::adapters::cache_table::schema::LEDGER_KEY;
 use securityhub_enricher::adapters::cache_table::store::DynamoStore;
+use securityhub_enricher::adapters::cache_table::sweep_state::DynamoSweepState;
 use securityhub_enricher::adapters::sdk::ApiCalls;
 use securityhub_enricher::adapters::securityhub::SecurityHubWriter;
 use securityhub_enricher::config::AccountEventsConfig;
@@ -28,10 +29,12 @@ use securityhub_enricher::core::time::now_epoch_seconds;
 use securityhub_enricher::ports::findings::{FindingsWriter, WriteError};
 use securityhub_enricher::ports::ledger::QuotaLedger;
 use securityhub_enricher::ports::metadata::MetadataStore;
+use securityhub_enricher::ports::sweep_state::{Checkpoint, SweepState};
 use securityhub_enricher::service::account_events::forget_changed;
 use securityhub_enricher::service::directory::Resolution;
 use securityhub_enricher::service::handler::Enricher;
-use securityhub_enricher::wiring::{Clients, account_events_store};
+use securityhub_enricher::service::refresh::Refresher;
+use securityhub_enricher::wiring::{Clients, account_events_tables};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -143,9 +146,9 @@ async fn quota_ledger_counts_live_claims_in_the_cache_table() {
     let a = DynamoLedger::new(client.clone(), "cache").with_prune_after(Duration::from_millis(200));
     let b = DynamoLedger::new(client.clone(), "cache");
     let long = Duration::from_secs(60);
-    assert_eq!(a.claim("a", long).await.unwrap(), 1);
-    assert_eq!(b.claim("b", long).await.unwrap(), 2);
-    assert_eq!(a.claim("a", long).await.unwrap(), 2, "a renewal is not a second claim");
+    assert_eq!(a.claim("a", long).await.unwrap().total(), 1);
+    assert_eq!(b.claim("b", long).await.unwrap().total(), 2);
+    assert_eq!(a.claim("a", long).await.unwrap().total(), 2, "a renewal is not a second claim");
     assert_eq!(calls.calls("DynamoDB", "UpdateItem"), 3);
 
     let store = DynamoStore::new(client.clone(), "cache");
@@ -153,13 +156,13 @@ async fn quota_ledger_counts_live_claims_in_the_cache_table() {
     assert_eq!(store.invalidate_all().await.unwrap(), 1, "the ledger item is not an account");
 
     b.release("b").await.unwrap();
-    assert_eq!(a.claim("a", long).await.unwrap(), 1, "b gave its share back");
+    assert_eq!(a.claim("a", long).await.unwrap().total(), 1, "b gave its share back");
 
     // A holder that dies stops renewing; its claim lapses.
     b.claim("b", Duration::from_millis(300)).await.unwrap();
-    assert_eq!(a.claim("a", long).await.unwrap(), 2);
+    assert_eq!(a.claim("a", long).await.unwrap().total(), 2);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(a.claim("a", long).await.unwrap(), 1, "b's claim lapsed");
+    assert_eq!(a.claim("a", long).await.unwrap().total(), 1, "b's claim lapsed");
     tokio::time::sleep(Duration::from_millis(200)).await;
     a.claim("a", long).await.unwrap(); // sees b's claim long lapsed
     a.claim("a", long).await.unwrap(); // prunes it
@@ -418,7 +421,7 @@ async fn an_account_change_forgets_the_accounts_cache_entry() {
     }
     let stack = Stack::new().await;
     stack.create_cache_table("cache").await;
-    let store = account_events_store(&AccountEventsConfig { cache_table: "cache".into() }, &stack.sdk);
+    let (store, queue) = account_events_tables(&AccountEventsConfig { cache_table: "cache".into() }, &stack.sdk);
     // Seeded and checked as the test; only the forgetting is the function's.
     let table = DynamoStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), "cache");
     let ids = ["222233334444".to_owned(), "555566667777".to_owned()];
@@ -428,7 +431,68 @@ async fn an_account_change_forgets_the_accounts_cache_entry() {
         "detail": {"eventSource": "organizations.amazonaws.com", "eventName": "MoveAccount",
                    "requestParameters": {"accountId": ids[0], "sourceParentId": "r-ab12", "destinationParentId": "ou-ab12-cdef5678"}},
     });
-    assert_eq!(forget_changed(&store, &moved).await.unwrap(), Change::Accounts(vec![ids[0].clone()]));
+    assert_eq!(forget_changed(&store, &queue, &moved).await.unwrap(), Change::Accounts(vec![ids[0].clone()]));
     let left = table.get_many(&ids).await.unwrap();
     assert!(!left.contains_key(&ids[0]) && left.contains_key(&ids[1]), "{:?}", left.keys());
+    // ... and queued its account for refresh, in the cache table where the refresher reads it.
+    let seen = DynamoSweepState::new(aws_sdk_dynamodb::Client::new(&stack.sdk), "cache");
+    assert_eq!(seen.queued().await.unwrap(), vec![ids[0].clone()]);
+    seen.dequeue(&ids[..1]).await.unwrap();
+    assert!(seen.queued().await.unwrap().is_empty());
+}
+
+/// The refresher on the local stack: findings imported before any stream are enriched by its
+/// pass over GetFindings (paged and sorted by account in the emulator), in the fewest writes;
+/// a second run writes nothing; a queued account's findings are rewritten, and only those.
+#[tokio::test]
+async fn the_refresher_enriches_findings_from_before_the_stream_and_refreshes_a_queued_account() {
+    if !crate::stack_up() {
+        return;
+    }
+    let stack = Stack::new().await;
+    let org = stack.seed(OrgSpec { accounts: 6, depth: 1, fanout: 2, seed: 11 }).await;
+    stack.create_cache_table("cache").await;
+    let calls = ApiCalls::default();
+    let config = stack.config("cache", &[]);
+    let clients = Clients::for_enricher("refresher", &config, &stack.sdk, &calls).await;
+    let refresher = Refresher::from_clients(&config, &clients);
+    let findings: Vec<Value> = (0..250)
+        .map(|n| {
+            let a = &org.accounts[n % 6];
+            sample_finding(&a.id, &a.name, n)
+        })
+        .collect();
+    import_findings(&aws_sdk_securityhub::Client::new(&stack.sdk), &findings).await.unwrap();
+
+    let first = refresher.run(later(), &|_| {}).await;
+    assert!(first.pass_complete, "{first:?}");
+    let sweep = &first.sweep;
+    assert!(sweep.balances(), "{sweep:?}");
+    assert_eq!((sweep.examined, sweep.enriched_complete), (250, 250), "{sweep:?}");
+    assert_eq!(sweep.get_findings_calls, 3, "pages of 100");
+    assert_eq!(sweep.writes.updates.findings_per_call.len(), sweep.writes.minimum_calls, "Σ⌈n/100⌉ over the sweep");
+    let stored = hub_findings(&aws_sdk_securityhub::Client::new(&stack.sdk)).await;
+    assert!(stored.iter().all(|f| f.user_defined_fields.as_ref().unwrap()["findingEnriched"] == "True"));
+
+    let writes_before = calls.calls("SecurityHub", "BatchUpdateFindings");
+    let second = refresher.run(later(), &|_| {}).await;
+    assert_eq!((second.sweep.examined, second.sweep.current), (250, 250), "{:?}", second.sweep);
+    assert_eq!(calls.calls("SecurityHub", "BatchUpdateFindings"), writes_before, "nothing current is rewritten");
+
+    let changed = org.accounts[2].id.clone();
+    refresher.state.enqueue(std::slice::from_ref(&changed)).await.unwrap();
+    refresher.sweeper.directory.invalidate(std::slice::from_ref(&changed)).await.unwrap();
+    let third = refresher.run(later(), &|_| {}).await;
+    assert_eq!(third.accounts, vec![changed.clone()]);
+    let expected = findings.iter().filter(|f| f["AwsAccountId"] == changed.as_str()).count();
+    assert_eq!(third.sweep.examined, expected, "only the queued account's findings: {:?}", third.sweep);
+    assert!(refresher.state.queued().await.unwrap().is_empty(), "taken off the queue");
+
+    // The checkpoint item round-trips in DynamoDB.
+    let state = DynamoSweepState::new(aws_sdk_dynamodb::Client::new(&stack.sdk), "cache");
+    let checkpoint = Checkpoint { next_token: "t-1".into(), pass_started_at: 42 };
+    state.save_checkpoint(Some(&checkpoint)).await.unwrap();
+    assert_eq!(state.checkpoint().await.unwrap(), Some(checkpoint));
+    state.save_checkpoint(None).await.unwrap();
+    assert_eq!(state.checkpoint().await.unwrap(), None);
 }

@@ -88,7 +88,7 @@ impl MetadataStore for InMemoryStore {
 /// A fixed organization. Accounts it does not hold are `NotFound`.
 #[derive(Default)]
 pub struct StaticSource {
-    accounts: HashMap<String, AccountRecord>,
+    accounts: Mutex<HashMap<String, AccountRecord>>,
     lookups: Mutex<HashMap<String, usize>>,
     /// Accounts whose lookups fail, as under an Organizations outage.
     failing: Mutex<Vec<String>>,
@@ -105,12 +105,19 @@ impl StaticSource {
                 AccountRecord::NotFound => None,
             })
             .collect();
-        StaticSource { accounts, ..Default::default() }
+        StaticSource { accounts: Mutex::new(accounts), ..Default::default() }
     }
 
     pub fn with_latency(mut self, latency: Duration) -> Self {
         self.latency = latency;
         self
+    }
+
+    /// The organization changes an account (re-tag, move, new contact).
+    pub fn update(&self, record: AccountRecord) {
+        if let AccountRecord::Found(meta) = &record {
+            self.accounts.lock().unwrap().insert(meta.account_id.clone(), record);
+        }
     }
 
     pub fn fail(&self, account_ids: &[&str]) {
@@ -142,6 +149,6 @@ impl AccountSource for StaticSource {
                 source: "TooManyRequestsException: Rate exceeded (simulated)".into(),
             });
         }
-        Ok(self.accounts.get(account_id).cloned().unwrap_or(AccountRecord::NotFound))
+        Ok(self.accounts.lock().unwrap().get(account_id).cloned().unwrap_or(AccountRecord::NotFound))
     }
 }

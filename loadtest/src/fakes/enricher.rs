@@ -1,5 +1,5 @@
-//! `EnricherBuilder`: an enricher wired to in-memory fakes unless told otherwise, for every test
-//! and the simulator, so none of them spells out the enricher's fields.
+//! `EnricherBuilder`: an enricher (or a sweeper) wired to in-memory fakes unless told otherwise,
+//! for every test and the simulator, so none of them spells out the fields.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,12 +7,14 @@ use std::time::Duration;
 use securityhub_enricher::core::cache_entry::CacheTimes;
 use securityhub_enricher::core::enrich::TagFilter;
 use securityhub_enricher::core::rate::Rate;
-use securityhub_enricher::ports::findings::FindingsWriter;
+use securityhub_enricher::limits::Limiter;
+use securityhub_enricher::ports::findings::{FindingsReader, FindingsWriter};
 use securityhub_enricher::ports::metadata::{AccountSource, MetadataStore};
 use securityhub_enricher::service::directory::Directory;
 use securityhub_enricher::service::fanout::Fanout;
 use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::service::quota_share::QuotaShare;
+use securityhub_enricher::service::sweep::Sweeper;
 use securityhub_enricher::service::updater::Updater;
 
 use super::directory::{InMemoryStore, StaticSource};
@@ -128,6 +130,19 @@ impl EnricherBuilder {
     pub fn fanout(mut self, fanout: Fanout) -> Self {
         self.fanout = Some(fanout);
         self
+    }
+
+    /// A sweeper wired like the enricher would be, reading findings from `reader` at `reads`
+    /// GetFindings per second.
+    pub fn build_sweeper(self, reader: Arc<dyn FindingsReader>, reads: Rate) -> Sweeper {
+        let enricher = self.build();
+        Sweeper {
+            reader,
+            directory: enricher.directory,
+            updater: enricher.updater,
+            tag_filter: enricher.tag_filter,
+            read_limit: Limiter::new(reads),
+        }
     }
 
     pub fn build(self) -> Enricher {

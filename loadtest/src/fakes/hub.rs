@@ -1,15 +1,16 @@
-//! An in-memory Security Hub (the `FindingsWriter` port) for handler tests and the simulator.
+//! An in-memory Security Hub (the `FindingsWriter` and `FindingsReader` ports) for handler
+//! tests, sweeps and the simulator.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use securityhub_enricher::core::enrich::EnrichmentPayload;
-use securityhub_enricher::core::finding::FindingId;
+use securityhub_enricher::core::enrich::{EnrichmentPayload, UPDATED_BY};
+use securityhub_enricher::core::finding::{Finding, FindingId, Note};
 use securityhub_enricher::core::plan::MAX_FINDINGS_PER_UPDATE;
 use securityhub_enricher::core::rate::Rate;
 use securityhub_enricher::limits::Limiter;
-use securityhub_enricher::ports::findings::{FindingsWriter, Unprocessed, WriteError};
+use securityhub_enricher::ports::findings::{FindingsPage, FindingsReader, FindingsWriter, Unprocessed, WriteError};
 use tokio::time::Instant;
 
 /// A scripted reply for the in-memory hub's next call.
@@ -52,6 +53,11 @@ pub struct InMemoryHub {
     pub first_updated: std::sync::Mutex<HashMap<FindingId, Instant>>,
     /// Time each call takes, as the network and the service would.
     pub latency: Duration,
+    /// Whole findings, for GetFindings (`FindingsReader`): imported ones, with every update
+    /// applied to their Note and UserDefinedFields (replacing the map, as the emulator's default).
+    stored: std::sync::Mutex<std::collections::BTreeMap<(String, FindingId), Finding>>,
+    /// GetFindings calls answered.
+    pub reads: std::sync::atomic::AtomicUsize,
 }
 
 impl InMemoryHub {
@@ -75,6 +81,19 @@ impl InMemoryHub {
 
     pub fn payload(&self, id: &FindingId) -> Option<EnrichmentPayload> {
         self.findings.lock().unwrap().get(id).cloned()
+    }
+
+    /// Stores whole findings, as BatchImportFindings would, so the hub can page through them.
+    pub fn import(&self, findings: impl IntoIterator<Item = Finding>) {
+        let mut stored = self.stored.lock().unwrap();
+        for finding in findings {
+            stored.insert((finding.aws_account_id.clone(), finding.identifier()), finding);
+        }
+    }
+
+    /// A stored finding as GetFindings would return it now.
+    pub fn stored(&self, id: &FindingId) -> Option<Finding> {
+        self.stored.lock().unwrap().values().find(|f| &f.identifier() == id).cloned()
     }
 
     pub fn call_count(&self) -> usize {
@@ -154,7 +173,47 @@ impl InMemoryHub {
                 continue;
             }
             findings.insert(id.clone(), payload.clone());
+            if let Some(stored) = self.stored.lock().unwrap().values_mut().find(|f| &f.identifier() == id) {
+                stored.user_defined_fields = payload.fields.clone();
+                if let Some(text) = &payload.note {
+                    stored.note = Some(Note { text: text.clone(), updated_by: UPDATED_BY.into() });
+                }
+            }
         }
         Ok(unprocessed)
+    }
+}
+
+/// GetFindings' largest page, as the hub pages.
+const PAGE: usize = 100;
+
+#[async_trait]
+impl FindingsReader for InMemoryHub {
+    async fn current(&self, ids: &[FindingId]) -> Result<Vec<Finding>, WriteError> {
+        Ok(ids.iter().filter_map(|id| self.stored(id)).collect())
+    }
+
+    /// Pages in account order; the token is the offset of the next page.
+    async fn active_findings(
+        &self,
+        accounts: &[String],
+        next_token: Option<String>,
+    ) -> Result<FindingsPage, WriteError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let offset: usize = match next_token {
+            None => 0,
+            Some(token) => token.parse().map_err(|_| WriteError::Rejected {
+                code: "InvalidInputException".into(),
+                source: format!("bad NextToken {token:?}").into(),
+            })?,
+        };
+        let stored = self.stored.lock().unwrap();
+        let matching: Vec<&Finding> = stored
+            .values()
+            .filter(|f| !f.is_archived() && (accounts.is_empty() || accounts.contains(&f.aws_account_id)))
+            .collect();
+        let findings: Vec<Finding> = matching.iter().skip(offset).take(PAGE).map(|f| (*f).clone()).collect();
+        let next = offset + findings.len();
+        Ok(FindingsPage { findings, next_token: (next < matching.len()).then(|| next.to_string()) })
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use securityhub_enricher::core::rate::Holders;
 use securityhub_enricher::ports::ledger::{LedgerError, QuotaLedger};
 use tokio::time::Instant;
 
@@ -30,14 +31,17 @@ impl InMemoryLedger {
 
 #[async_trait]
 impl QuotaLedger for InMemoryLedger {
-    async fn claim(&self, holder: &str, ttl: Duration) -> Result<u32, LedgerError> {
+    async fn claim(&self, holder: &str, ttl: Duration) -> Result<Holders, LedgerError> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(self.latency).await;
         let now = Instant::now();
         let mut claims = self.claims.lock().expect("ledger lock");
         claims.insert(holder.to_owned(), now + ttl);
         claims.retain(|_, until| *until > now);
-        Ok(claims.len() as u32)
+        Ok(claims.keys().fold(Holders::default(), |sum, holder| {
+            let one = Holders::of(holder);
+            Holders { foreground: sum.foreground + one.foreground, background: sum.background + one.background }
+        }))
     }
 
     async fn release(&self, holder: &str) -> Result<(), LedgerError> {

@@ -5,3 +5,4 @@ pub mod directory;
 pub mod enricher;
 pub mod hub;
 pub mod ledger;
+pub mod sweep_state;

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::schema::{HOLDER_PREFIX, KEY_ATTRIBUTE, LEDGER_KEY, TTL_ATTRIBUTE, key};
+use crate::core::rate::{BACKGROUND_PREFIX, Holders};
 use crate::core::time::since_epoch;
 use crate::ports::ledger::{LedgerError, QuotaLedger};
 
@@ -47,7 +48,7 @@ impl DynamoLedger {
 
 #[async_trait]
 impl QuotaLedger for DynamoLedger {
-    async fn claim(&self, holder: &str, ttl: Duration) -> Result<u32, LedgerError> {
+    async fn claim(&self, holder: &str, ttl: Duration) -> Result<Holders, LedgerError> {
         let now = since_epoch().as_millis() as u64;
         let mine = format!("{HOLDER_PREFIX}{holder}");
         let prune: Vec<String> = {
@@ -79,7 +80,7 @@ impl QuotaLedger for DynamoLedger {
         let claims = live_claims(output.attributes.unwrap_or_default(), now, self.prune_after);
         *self.prunable.lock().expect("ledger lock") = claims.prunable;
         // Our own claim was just written; count it even if the item came back without it.
-        Ok(claims.live.max(1))
+        Ok(if claims.live.total() == 0 { Holders::of(holder) } else { claims.live })
     }
 
     async fn release(&self, holder: &str) -> Result<(), LedgerError> {
@@ -97,12 +98,12 @@ impl QuotaLedger for DynamoLedger {
 }
 
 struct Claims {
-    live: u32,
+    live: Holders,
     prunable: Vec<String>,
 }
 
 fn live_claims(item: HashMap<String, AttributeValue>, now_millis: u64, prune_after: Duration) -> Claims {
-    let mut claims = Claims { live: 0, prunable: Vec::new() };
+    let mut claims = Claims { live: Holders::default(), prunable: Vec::new() };
     for (name, value) in item {
         if !name.starts_with(HOLDER_PREFIX) {
             continue;
@@ -112,7 +113,11 @@ fn live_claims(item: HashMap<String, AttributeValue>, now_millis: u64, prune_aft
             _ => 0,
         };
         if until > now_millis {
-            claims.live += 1;
+            if name[HOLDER_PREFIX.len()..].starts_with(BACKGROUND_PREFIX) {
+                claims.live.background += 1;
+            } else {
+                claims.live.foreground += 1;
+            }
         } else if until + prune_after.as_millis() as u64 <= now_millis {
             claims.prunable.push(name);
         }
@@ -131,12 +136,13 @@ mod tests {
             (KEY_ATTRIBUTE.to_owned(), key(LEDGER_KEY)),
             (TTL_ATTRIBUTE.to_owned(), AttributeValue::N("99999999999".into())),
             ("h_live".to_owned(), AttributeValue::N((now + 500).to_string())),
+            ("h_bg-sweep".to_owned(), AttributeValue::N((now + 500).to_string())),
             ("h_just_lapsed".to_owned(), AttributeValue::N((now - 500).to_string())),
             ("h_dead".to_owned(), AttributeValue::N((now - 61_000).to_string())),
             ("h_garbled".to_owned(), AttributeValue::S("x".into())),
         ]);
         let claims = live_claims(item, now, PRUNE_AFTER);
-        assert_eq!(claims.live, 1);
+        assert_eq!(claims.live, Holders { foreground: 1, background: 1 });
         let mut prunable = claims.prunable;
         prunable.sort();
         assert_eq!(prunable, ["h_dead", "h_garbled"]);

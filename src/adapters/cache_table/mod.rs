@@ -1,6 +1,8 @@
 //! The cache table (`CACHE_TABLE`): its schema (`schema`, the one owner of keys and
-//! attributes), the account metadata tier (`store`) and the quota ledger item (`ledger`).
+//! attributes), the account metadata tier (`store`), the quota ledger item (`ledger`) and the sweep's
+//! checkpoint and refresh queue (`sweep_state`).
 
 pub mod ledger;
 pub mod schema;
 pub mod store;
+pub mod sweep_state;

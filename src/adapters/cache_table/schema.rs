@@ -1,5 +1,5 @@
 //! The cache table's schema, in one place: its key and attributes, and the items other than
-//! account entries that live in it (the quota ledger). Everything that reads or writes the table
+//! account entries that live in it (the quota ledger, the sweep's checkpoint and refresh queue). Everything that reads or writes the table
 //! asks here; the template tests read `LEDGER_KEY` from this file.
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -19,6 +19,16 @@ pub const LEDGER_KEY: &str = "quota#securityhub:BatchUpdateFindings";
 /// milliseconds). Attributes rather than one map: SET on a map entry fails until the map
 /// exists, and would need a second call to create it.
 pub const HOLDER_PREFIX: &str = "h_";
+
+/// Where the sweep of every active finding stopped (attributes below), for the refresher.
+pub const CHECKPOINT_KEY: &str = "sweep#checkpoint";
+/// The checkpoint's GetFindings NextToken (S) and the pass's start (N, epoch seconds).
+pub const TOKEN_ATTRIBUTE: &str = "Token";
+pub const PASS_STARTED_ATTRIBUTE: &str = "PassStartedAt";
+/// The accounts whose findings wait to be refreshed (`ACCOUNTS_ATTRIBUTE`, a string set that
+/// account-events and `enricher-admin invalidate` add to and the sweep takes from).
+pub const REFRESH_QUEUE_KEY: &str = "refresh#queue";
+pub const ACCOUNTS_ATTRIBUTE: &str = "Accounts";
 
 /// The key attribute value of an item.
 pub fn key(value: &str) -> AttributeValue {

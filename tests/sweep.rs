@@ -1,0 +1,191 @@
+//! The sweep and the refresher on in-memory fakes with tokio's paused clock: findings that
+//! existed before the stream are enriched, Partial ones completed, current ones left alone,
+//! groups fill across pages, a run that runs out of time resumes from its checkpoint, a changed
+//! account's findings are rewritten and no other's, and our own keys change while foreign ones
+//! stay.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use loadtest::fakes::directory::StaticSource;
+use loadtest::fakes::enricher::EnricherBuilder;
+use loadtest::fakes::hub::InMemoryHub;
+use loadtest::fakes::sweep_state::InMemorySweepState;
+use securityhub_enricher::core::account::{AccountMetadata, AccountRecord, ContactLookup, OrgUnit};
+use securityhub_enricher::core::enrich::{TOMBSTONE, keys};
+use securityhub_enricher::core::finding::{Finding, FindingId};
+use securityhub_enricher::core::rate::Rate;
+use securityhub_enricher::ports::sweep_state::SweepState;
+use securityhub_enricher::service::refresh::Refresher;
+use securityhub_enricher::service::sweep::{SweepReport, Sweeper};
+use serde_json::json;
+use tokio::time::Instant;
+
+const A: &str = "111111111111";
+const B: &str = "222222222222";
+const C: &str = "333333333333";
+const READS: Rate = Rate { per_second: 2.0, burst: 4 };
+
+fn account(id: &str, tags: &[(&str, &str)]) -> AccountRecord {
+    AccountRecord::Found(AccountMetadata {
+        account_id: id.into(),
+        name: Some(format!("name-{id}")),
+        ou_path: vec![OrgUnit { id: "r-1".into(), name: "Root".into() }],
+        tags: tags.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+        security_contact: ContactLookup::NotSet,
+    })
+}
+
+fn finding(account: &str, n: usize) -> Finding {
+    serde_json::from_value(json!({
+        "Id": format!("arn:aws:securityhub:us-east-1:{account}:finding/{n:05}"),
+        "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/guardduty",
+        "AwsAccountId": account, "RecordState": "ACTIVE", "UpdatedAt": "2026-11-30T00:00:00Z"
+    }))
+    .unwrap()
+}
+
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
+
+fn sweeper(hub: &Arc<InMemoryHub>, source: Arc<StaticSource>) -> Sweeper {
+    EnricherBuilder::new().source(source).hub(hub.clone()).build_sweeper(hub.clone(), READS)
+}
+
+fn no_progress(_: &SweepReport) {}
+
+#[tokio::test(start_paused = true)]
+async fn findings_from_before_the_stream_are_enriched_with_groups_that_fill_across_pages() {
+    // Pages of 100 in account order: [A×80, B×20] [B×20, C×80]. Page by page, B would cost two
+    // calls; across pages it costs one.
+    let hub = Arc::new(InMemoryHub::default());
+    hub.import(
+        (0..80).map(|n| finding(A, n)).chain((0..40).map(|n| finding(B, n))).chain((0..80).map(|n| finding(C, n))),
+    );
+    let source = Arc::new(StaticSource::new([account(A, &[]), account(B, &[("team", "blue")]), account(C, &[])]));
+    let report = sweeper(&hub, source).run(&[], None, far(), &no_progress).await;
+    assert!(report.balances(), "{report:?}");
+    assert!(report.complete());
+    assert_eq!((report.examined, report.enriched_complete, report.still_partial), (200, 200, 0));
+    assert_eq!(report.get_findings_calls, 2);
+    assert_eq!(report.writes.minimum_calls, 3);
+    assert_eq!(report.writes.updates.findings_per_call.len(), 3, "one call per account, B's 40 across two pages");
+    let b = hub.stored(&finding(B, 0).identifier()).unwrap();
+    assert_eq!(b.user_defined_fields["team"], "blue");
+    assert_eq!(b.user_defined_fields[keys::FINDING_ENRICHED], "True");
+
+    // A second sweep finds everything current and writes nothing.
+    let calls = hub.call_count();
+    let again =
+        sweeper(&hub, Arc::new(StaticSource::new([account(A, &[]), account(B, &[("team", "blue")]), account(C, &[])])))
+            .run(&[], None, far(), &no_progress)
+            .await;
+    assert_eq!((again.examined, again.current), (200, 200));
+    assert_eq!(hub.call_count(), calls, "no update for findings already current");
+}
+
+#[tokio::test(start_paused = true)]
+async fn partial_findings_are_completed_once_organizations_answers() {
+    let hub = Arc::new(InMemoryHub::default());
+    hub.import((0..30).map(|n| finding(A, n)));
+    let source = Arc::new(StaticSource::new([account(A, &[])]));
+    source.fail(&[A]);
+    let first = sweeper(&hub, source.clone()).run(&[], None, far(), &no_progress).await;
+    assert_eq!(first.still_partial, 30, "{first:?}");
+    assert_eq!(hub.stored(&finding(A, 0).identifier()).unwrap().user_defined_fields[keys::FINDING_ENRICHED], "Partial");
+
+    source.fail(&[]);
+    let second = sweeper(&hub, source).run(&[], None, far(), &no_progress).await;
+    assert_eq!((second.enriched_complete, second.still_partial), (30, 0), "{second:?}");
+    assert_eq!(hub.stored(&finding(A, 29).identifier()).unwrap().user_defined_fields[keys::FINDING_ENRICHED], "True");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_out_of_time_resumes_from_its_checkpoint_and_every_finding_ends_enriched() {
+    let hub = Arc::new(InMemoryHub::default());
+    let all: Vec<Finding> = (0..1000).map(|n| finding(if n < 500 { A } else { B }, n)).collect();
+    hub.import(all.clone());
+    let source = Arc::new(StaticSource::new([account(A, &[]), account(B, &[])]));
+    let state = Arc::new(InMemorySweepState::default());
+    let refresher = Refresher { sweeper: sweeper(&hub, source.clone()), state: state.clone() };
+    // 2 reads/s with a burst of 4, and 20 s kept for writing: a 22 s run reads 7 of the 10
+    // pages and stops; the next run resumes where the account it was in began.
+    let first = refresher.run(Instant::now() + Duration::from_secs(22), &no_progress).await;
+    assert!(!first.pass_complete);
+    assert!(first.sweep.examined < 1000, "{:?}", first.sweep);
+    let checkpoint = state.checkpoint().await.unwrap().expect("a checkpoint");
+    let mut runs = 1;
+    while state.checkpoint().await.unwrap().is_some() || runs == 1 {
+        let report = refresher.run(Instant::now() + Duration::from_secs(22), &no_progress).await;
+        runs += 1;
+        assert!(report.sweep.balances());
+        if report.pass_complete {
+            break;
+        }
+        assert!(runs < 10, "the pass never ends");
+    }
+    assert!(runs >= 2, "resumed from {checkpoint:?}");
+    for f in &all {
+        let stored = hub.stored(&f.identifier()).unwrap();
+        assert_eq!(stored.user_defined_fields[keys::FINDING_ENRICHED], "True", "{}", f.id);
+    }
+    assert!(state.checkpoint().await.unwrap().is_none(), "a finished pass starts over next time");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_account_gets_its_findings_rewritten_and_no_other() {
+    let hub = Arc::new(InMemoryHub::default());
+    hub.import((0..20).map(|n| finding(A, n)).chain((0..20).map(|n| finding(B, n))));
+    let source = Arc::new(StaticSource::new([
+        account(A, &[("team", "payments"), ("env", "prod")]),
+        account(B, &[("team", "data")]),
+    ]));
+    let state = Arc::new(InMemorySweepState::default());
+    let refresher = Refresher { sweeper: sweeper(&hub, source.clone()), state: state.clone() };
+    assert!(refresher.run(far(), &no_progress).await.pass_complete);
+    // Someone else's key on one of A's findings, written after we enriched it.
+    let ticketed = finding(A, 3).identifier();
+    let mut with_ticket = hub.stored(&ticketed).unwrap();
+    with_ticket.user_defined_fields.insert("ticket".into(), "SEC-42".into());
+    hub.import([with_ticket]);
+
+    // A is re-tagged: `env` removed, `team` changed. account-events forgets it and queues it.
+    source.update(account(A, &[("team", "platform")]));
+    refresher.sweeper.directory.invalidate(&[A.to_owned()]).await.unwrap();
+    state.enqueue(&[A.to_owned()]).await.unwrap();
+    let calls = hub.call_count();
+    let run = refresher.run(far(), &no_progress).await;
+    assert_eq!(run.accounts, vec![A.to_owned()]);
+    assert_eq!((run.sweep.examined, run.sweep.enriched_complete), (20, 20), "only A's findings: {:?}", run.sweep);
+    assert_eq!(hub.call_count() - calls, 2, "one payload with the ticket, one without");
+    assert!(state.queued().await.unwrap().is_empty());
+
+    let a: BTreeMap<String, String> = hub.stored(&ticketed).unwrap().user_defined_fields;
+    assert_eq!(a["team"], "platform");
+    assert_eq!(a["env"], TOMBSTONE, "the removed tag's old value is gone");
+    assert_eq!(a["ticket"], "SEC-42", "someone else's key is carried along");
+    let b = hub.stored(&finding(B, 0).identifier()).unwrap().user_defined_fields;
+    assert_eq!(b["team"], "data");
+    let untouched: FindingId = finding(B, 1).identifier();
+    assert!(hub.stored(&untouched).unwrap().user_defined_fields.contains_key(keys::ENRICHED_FROM));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_checkpoint_token_starts_the_pass_over() {
+    let hub = Arc::new(InMemoryHub::default());
+    hub.import((0..10).map(|n| finding(A, n)));
+    let state = Arc::new(InMemorySweepState::default());
+    let stale =
+        securityhub_enricher::ports::sweep_state::Checkpoint { next_token: "expired".into(), pass_started_at: 0 };
+    state.save_checkpoint(Some(&stale)).await.unwrap();
+    let refresher =
+        Refresher { sweeper: sweeper(&hub, Arc::new(StaticSource::new([account(A, &[])]))), state: state.clone() };
+    let first = refresher.run(far(), &no_progress).await;
+    assert_eq!(first.sweep.examined, 0);
+    assert!(state.checkpoint().await.unwrap().is_none(), "the refused token is dropped");
+    let second = refresher.run(far(), &no_progress).await;
+    assert!(second.pass_complete);
+    assert_eq!(second.sweep.enriched_complete, 10);
+}
