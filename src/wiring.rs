@@ -139,16 +139,22 @@ pub fn account_events_tables(config: &AccountEventsConfig, sdk: &SdkConfig) -> (
     (DynamoStore::new(client.clone(), &config.cache_table), DynamoSweepState::new(client, &config.cache_table))
 }
 
-/// The directory of account metadata: memory, the cache table, then Organizations.
-fn directory(config: &EnricherConfig, clients: &Clients) -> Directory {
-    let source = OrganizationsSource::new(
+/// Organizations and Account Management, each behind its rate limit: the directory's source of
+/// truth, and the walk of the whole organization (`enricher-admin warm --all`).
+pub fn organizations_source(config: &EnricherConfig, clients: &Clients) -> OrganizationsSource {
+    OrganizationsSource::new(
         clients.organizations.clone(),
         clients.account.clone(),
         Limiter::new(config.organizations_rate),
         Limiter::new(config.account_rate),
         config.cache.fresh,
         config.contact_role.is_some(),
-    );
+    )
+}
+
+/// The directory of account metadata: memory, the cache table, then Organizations.
+fn directory(config: &EnricherConfig, clients: &Clients) -> Directory {
+    let source = organizations_source(config, clients);
     let store = DynamoStore::new(clients.dynamodb.clone(), &config.cache_table);
     Directory::new(
         Arc::new(store),

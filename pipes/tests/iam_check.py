@@ -332,6 +332,8 @@ ORGANIZATIONS_ANY = {
     "ListTagsForResource": ["123456789012"],
     "ListParents": ["123456789012", "ou-ab12-cd34ef56"],
     "DescribeOrganizationalUnit": ["ou-ab12-cd34ef56"],
+    "ListAccountsForParent": ["r-ab12", "ou-ab12-cd34ef56"],
+    "ListOrganizationalUnitsForParent": ["r-ab12", "ou-ab12-cd34ef56"],
 }
 ORGANIZATIONS_NO_RESOURCE = {"ListRoots", "DescribeOrganization", "ListAccounts"}
 
@@ -534,10 +536,11 @@ class Checker:
         function, service, operation = record["function"], record["service"], record["operation"]
         if function == "investigator" and not variant.investigations:
             return False
-        if function == "enricher":
+        if function in ("enricher", "refresher"):  # the refresher does the enricher's work, as its role
             tables = list(record.get("tables") or []) + ([record["table"]] if record.get("table") else [])
             if any(table_logical_id(t) == "JobsTable" for t in tables) and not variant.investigations:
                 return False
+        if function in ("enricher", "refresher", "enricher-admin"):  # the enricher's account lookups
             if service == "sts" and operation == "AssumeRole" and not variant.contact_role:
                 return False
             if service == "account" and not record.get("resource") and not variant.contact_role:
@@ -574,7 +577,7 @@ class Checker:
         failures: list[tuple[str, str]] = []
         caller = stack.arn(self.roles.get("enricher", "EnricherRole"))
         management_account = MANAGEMENT_ACCOUNT
-        if record["service"] == "account" and variant.contact_role and function in ("enricher", "enricher-admin"):
+        if record["service"] == "account" and variant.contact_role and function in ("enricher", "enricher-admin", "refresher"):
             # Made with the contact role's credentials (after AssumeRole): its policy decides, in
             # the account those credentials belong to (the management account).
             management_account = record.get("account") or MANAGEMENT_ACCOUNT
@@ -595,7 +598,7 @@ class Checker:
                 continue
             if not decision.allowed:
                 failures.append((request.describe(), decision.reason))
-            if record["service"] == "sts" and record["operation"] == "AssumeRole" and decision.allowed and function == "enricher":
+            if record["service"] == "sts" and record["operation"] == "AssumeRole" and decision.allowed and function in ("enricher", "refresher"):
                 failures.extend(self._trust(record, variant, caller, stack))
         return failures
 

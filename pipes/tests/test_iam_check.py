@@ -31,6 +31,8 @@ from pipes.tests.iam_check import (
 )
 
 LEDGER = "quota#securityhub:BatchUpdateFindings"
+CHECKPOINT = "sweep#checkpoint"  # the refresher's pass over every finding (src/adapters/cache_table/schema.rs)
+QUEUE = "refresh#queue"  # accounts waiting to be refreshed
 ACCOUNT = "123456789012"
 MGMT = "210987654321"  # the test organization's management account, as moto would report it
 CONTACT_ROLE = f"arn:aws:iam::{MGMT}:role/test-contacts"
@@ -76,14 +78,37 @@ CODE_CALLS = [
     call("investigator", "detective", "StartInvestigation", resource=GRAPH),
     call("investigator", "detective", "GetInvestigation", resource=GRAPH),
     call("investigator", "detective", "ListIndicators", resource=GRAPH),
-    # account-events: forgets changed accounts
+    # refresher (as the enricher's role): its state, the sweep's reads, the enricher's lookups and
+    # writes, and a background claim on the quota ledger
+    call("refresher", "dynamodb", "GetItem", table="cache", keys=[QUEUE]),
+    call("refresher", "dynamodb", "UpdateItem", table="cache", keys=[QUEUE]),  # DELETE of refreshed accounts
+    call("refresher", "dynamodb", "GetItem", table="cache", keys=[CHECKPOINT]),
+    call("refresher", "dynamodb", "PutItem", table="cache", keys=[CHECKPOINT]),
+    call("refresher", "dynamodb", "DeleteItem", table="cache", keys=[CHECKPOINT]),
+    call("refresher", "dynamodb", "BatchGetItem", tables=["cache"], keys=["111122223333"]),
+    call("refresher", "dynamodb", "BatchWriteItem", tables=["cache"], keys=["111122223333"]),
+    call("refresher", "dynamodb", "UpdateItem", table="cache", keys=[LEDGER]),
+    call("refresher", "securityhub", "GetFindings"),
+    call("refresher", "securityhub", "BatchUpdateFindings", fields=["Note", "UserDefinedFields"]),
+    call("refresher", "organizations", "DescribeAccount", resource="111122223333"),
+    call("refresher", "organizations", "ListParents", resource="111122223333"),
+    call("refresher", "organizations", "ListTagsForResource", resource="111122223333"),
+    call("refresher", "sts", "AssumeRole", resource=CONTACT_ROLE),
+    call("refresher", "account", "GetAlternateContact", resource="111122223333", account=MGMT),
+    call("refresher", "account", "GetAlternateContact", account=MGMT),
+    # account-events: forgets changed accounts and queues them for refresh (ADD)
     call("account-events", "dynamodb", "BatchWriteItem", tables=["loadtest-cache"], keys=["111122223333"]),
-    # enricher-admin (operator): invalidate --all, invalidate, warm
+    call("account-events", "dynamodb", "UpdateItem", table="cache", keys=[QUEUE]),
+    # enricher-admin (operator): invalidate --all, invalidate (and queue), warm, sweep
     call("enricher-admin", "dynamodb", "Scan", table="cache"),
     call("enricher-admin", "dynamodb", "BatchWriteItem", tables=["cache"], keys=["111122223333"]),
+    call("enricher-admin", "dynamodb", "UpdateItem", table="cache", keys=[QUEUE]),
     call("enricher-admin", "dynamodb", "BatchGetItem", tables=["cache"], keys=["111122223333"]),
     call("enricher-admin", "organizations", "DescribeAccount", resource="111122223333"),
     call("enricher-admin", "account", "GetAlternateContact", resource="111122223333", account=MGMT),
+    call("enricher-admin", "securityhub", "GetFindings"),
+    call("enricher-admin", "dynamodb", "UpdateItem", table="cache", keys=[LEDGER]),  # sweep's background claim
+    call("enricher-admin", "securityhub", "BatchUpdateFindings", fields=["Note", "UserDefinedFields"]),
     # set-up code of the tests: not checked
     call(None, "dynamodb", "CreateTable", table="cache"),
     call(None, "organizations", "CreateOrganization"),
@@ -286,7 +311,7 @@ class ObservedCallsTest(unittest.TestCase):
         report, problems = self.violations(CODE_CALLS)
         self.assertEqual(problems, [])
         self.assertEqual(report.skipped_setup, 2)
-        self.assertEqual(set(report.by_function), {"enricher", "investigator", "account-events", "enricher-admin"})
+        self.assertEqual(set(report.by_function), {"enricher", "investigator", "refresher", "account-events", "enricher-admin"})
 
     def test_the_investigators_getfindings_gap_is_caught(self):
         """The gap this check was built for: the investigator reads findings before writing back."""
@@ -307,7 +332,7 @@ class ObservedCallsTest(unittest.TestCase):
         self.assertIn("[2 calls]", problems[0])
 
     def test_findings_fields_other_than_note_and_user_defined_fields_are_denied(self):
-        for function in ("enricher", "investigator"):
+        for function in ("enricher", "investigator", "refresher", "enricher-admin"):
             for field in ("Workflow", "Severity", "Confidence", "Criticality", "Types", "VerificationState", "RelatedFindings"):
                 with self.subTest(function=function, field=field):
                     _, problems = self.violations([call(function, "securityhub", "BatchUpdateFindings", fields=["Note", field])])
@@ -317,14 +342,19 @@ class ObservedCallsTest(unittest.TestCase):
                     self.assertIn("explicitly denied", problems[0])
 
     def test_the_quota_ledger_is_written_only_through_its_update(self):
-        ok = [call("enricher", "dynamodb", "UpdateItem", table="cache", keys=[LEDGER])]
+        # The enricher's environments, the refresher's and enricher-admin sweep's background claims.
+        ok = [call(f, "dynamodb", "UpdateItem", table="cache", keys=[LEDGER]) for f in ("enricher", "refresher", "enricher-admin")]
         self.assertEqual(self.violations(ok)[1], [])
-        for function in ("enricher", "account-events", "enricher-admin"):
+        for function in ("enricher", "refresher", "account-events", "enricher-admin"):
             with self.subTest(function):
                 _, problems = self.violations([call(function, "dynamodb", "BatchWriteItem", tables=["cache"], keys=["111122223333", LEDGER])])
                 self.assertEqual(len(problems), 1, problems)
                 self.assertIn(f"leading keys 111122223333, {LEDGER}", problems[0])
-        for function in ("investigator", "account-events", "enricher-admin"):
+            for operation in ("PutItem", "DeleteItem"):
+                with self.subTest(function, operation=operation):
+                    _, problems = self.violations([call(function, "dynamodb", operation, table="cache", keys=[LEDGER])])
+                    self.assertEqual(len(problems), 1, problems)
+        for function in ("investigator", "account-events"):
             with self.subTest(function):
                 _, problems = self.violations([call(function, "dynamodb", "UpdateItem", table="cache", keys=[LEDGER])])
                 self.assertEqual(len(problems), 1, problems)
@@ -365,7 +395,7 @@ class ObservedCallsTest(unittest.TestCase):
     def test_calls_that_cannot_be_mapped_fail(self):
         cases = [
             (call("enricher", "dynamodb", "BatchGetItem", tables=["accounts"]), "neither the cache nor the jobs table"),
-            (call("refresher", "organizations", "ListAccounts"), "has no function 'refresher'"),
+            (call("exporter", "organizations", "ListAccounts"), "has no function 'exporter'"),
             (call("enricher", "lambda", "Invoke"), "not mapped to IAM"),
             (call("enricher", "organizations", "DescribeAccount", resource="o-1234567890"), "not an account, OU or root id"),
         ]
@@ -384,11 +414,16 @@ class ObservedCallsTest(unittest.TestCase):
         self.assertEqual(len(problems), 1, "the enricher function itself may not read the stream")
 
     def test_operator_calls_are_checked_against_the_operator_policy(self):
-        ok = [call("enricher-admin", "dynamodb", "Scan", table="cache")]
+        ok = [call("enricher-admin", "dynamodb", "Scan", table="cache"),
+              call("enricher-admin", "securityhub", "BatchUpdateFindings", fields=["Note"])]
         self.assertEqual(self.violations(ok)[1], [])
-        _, problems = self.violations([call("enricher-admin", "securityhub", "BatchUpdateFindings", fields=["Note"])])
-        self.assertEqual(len(problems), 1)
-        self.assertIn("enricher-admin: securityhub:BatchUpdateFindings", problems[0])
+        # The refresher's checkpoint is the enricher role's (the refresher's) alone.
+        for operation in ("GetItem", "PutItem", "DeleteItem"):
+            with self.subTest(operation):
+                _, problems = self.violations([call("enricher-admin", "dynamodb", operation, table="cache", keys=[CHECKPOINT])])
+                self.assertEqual(len(problems), 1, problems)
+                self.assertIn(f"enricher-admin: dynamodb:{operation}", problems[0])
+                self.assertEqual(self.violations([call("refresher", "dynamodb", operation, table="cache", keys=[CHECKPOINT])])[1], [])
 
 
 class CommandLineTest(unittest.TestCase):

@@ -47,7 +47,7 @@ MAKEFILE = ROOT / "Makefile"
 # Every Rust source these tests read (the Rust layout may move: update the paths here only).
 CONFIG_RS = ROOT / "src" / "config.rs"  # ENRICHER_VARS, INVESTIGATOR_VARS, ACCOUNT_EVENTS_VARS, defaults
 SELECT_RS = ROOT / "src" / "core" / "select.rs"  # Criteria::default
-QUOTA_RS = ROOT / "src" / "adapters" / "cache_table" / "schema.rs"  # LEDGER_KEY
+QUOTA_RS = ROOT / "src" / "adapters" / "cache_table" / "schema.rs"  # LEDGER_KEY, CHECKPOINT_KEY, REFRESH_QUEUE_KEY
 CHANGES_RS = ROOT / "src" / "core" / "account_change.rs"  # WATCHED_CALLS
 TELEMETRY_RS = ROOT / "src" / "telemetry.rs"  # Metric::name(), labels(), NAMESPACE
 BIN_RS = ROOT / "src" / "bin"  # <function>.rs: install_emf("<function>")
@@ -97,6 +97,14 @@ def statements(template: dict) -> Iterator[dict]:
 
 def as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
+
+
+def schema_key(name: str) -> str:
+    """The key of one of the cache table's own items (`pub const NAME: &str = "...";` in QUOTA_RS)."""
+    found = re.search(rf'pub const {name}: &str = "([^"]+)";', QUOTA_RS.read_text())
+    if found is None:
+        raise AssertionError(f"{QUOTA_RS.relative_to(ROOT)} has no `pub const {name}: &str`")
+    return found.group(1)
 
 
 def rust_str_list(source: str, name: str) -> list[str]:
@@ -224,6 +232,8 @@ class EnvironmentTest(unittest.TestCase):
             "enricher": rust_str_list(source, "ENRICHER_VARS"),
             "investigator": rust_str_list(source, "INVESTIGATOR_VARS"),
             "account-events": rust_str_list(source, "ACCOUNT_EVENTS_VARS"),
+            # The refresher reads the enricher's configuration (src/bin/refresher.rs).
+            "refresher": rust_str_list(source, "ENRICHER_VARS"),
         }
         cls.functions = {}
         for name, function in resources(cls.template, "AWS::Serverless::Function").items():
@@ -237,7 +247,7 @@ class EnvironmentTest(unittest.TestCase):
             rust_str_list("pub const OTHER: &[&str] = &[];", "ENRICHER_VARS")
 
     def test_each_function_sets_exactly_the_variables_it_reads(self):
-        self.assertEqual(set(self.functions), {"enricher", "investigator", "account-events"})
+        self.assertEqual(set(self.functions), {"enricher", "investigator", "account-events", "refresher"})
         for binary, names in self.lists.items():
             _, properties = self.functions[binary]
             variables = properties["Environment"]["Variables"]
@@ -408,6 +418,8 @@ class IamTest(unittest.TestCase):
                 "sts:AssumeRole",  # trust policy, and the contact role when set
                 "logs:CreateLogStream", "logs:PutLogEvents",
                 "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem",
+                # the refresher runs as this role: its checkpoint and queue, and the sweep's reads
+                "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "securityhub:GetFindings",
                 "securityhub:BatchUpdateFindings",
                 "organizations:DescribeAccount", "organizations:ListTagsForResource", "organizations:ListParents",
                 "organizations:DescribeOrganizationalUnit", "organizations:ListRoots", "organizations:DescribeOrganization",
@@ -416,15 +428,25 @@ class IamTest(unittest.TestCase):
             },
         )
 
-    def test_the_enricher_updates_only_the_quota_ledger_in_the_cache_table(self):
+    def test_the_enricher_reaches_only_the_ledger_queue_and_checkpoint_items_one_by_one(self):
+        """Single-item operations on the cache table, by key: UpdateItem of the quota ledger and the
+        refresh queue only; GetItem of the refresher's checkpoint and the queue; PutItem and
+        DeleteItem of the checkpoint only (src/adapters/cache_table/{ledger,sweep_state}.rs)."""
         role = self.templates["template.yaml"]["Resources"]["EnricherRole"]
-        ledger_key = re.search(r'pub const LEDGER_KEY: &str = "([^"]+)";', QUOTA_RS.read_text()).group(1)
-        updates = [s for s in statements({"Resources": {"r": role}}) if "dynamodb:UpdateItem" in as_list(s["Action"])]
-        on_cache = [s for s in updates if s["Resource"] == {"Fn::GetAtt": ["CacheTable", "Arn"]}]
-        self.assertEqual(len(on_cache), 1, updates)
-        self.assertEqual(
-            on_cache[0]["Condition"], {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [ledger_key]}}
-        )
+        ledger, checkpoint, queue = schema_key("LEDGER_KEY"), schema_key("CHECKPOINT_KEY"), schema_key("REFRESH_QUEUE_KEY")
+        expected = {
+            "dynamodb:UpdateItem": [ledger, queue],
+            "dynamodb:GetItem": [checkpoint, queue],
+            "dynamodb:PutItem": [checkpoint],
+            "dynamodb:DeleteItem": [checkpoint],
+        }
+        for action, keys in expected.items():
+            granting = [s for s in statements({"Resources": {"r": role}}) if action in as_list(s["Action"])]
+            on_cache = [s for s in granting if s["Resource"] == {"Fn::GetAtt": ["CacheTable", "Arn"]}]
+            self.assertEqual(len(on_cache), 1, f"{action}: {granting}")
+            self.assertEqual(
+                on_cache[0]["Condition"], {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": keys}}, action
+            )
 
     def test_securityhub_is_scoped_to_the_hub(self):
         hub = {"Fn::Sub": "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:hub/default"}
@@ -433,19 +455,23 @@ class IamTest(unittest.TestCase):
             if statement["Effect"] == "Allow" and any(a.startswith("securityhub:") for a in as_list(statement["Action"])):
                 self.assertEqual(statement["Resource"], hub)
                 seen += 1
-        self.assertEqual(seen, 2)
+        # EnricherRole: BatchUpdateFindings, and GetFindings for the refresher; InvestigatorRole;
+        # OperatorPolicy (enricher-admin sweep).
+        self.assertEqual(seen, 4)
 
     def test_findings_updates_are_limited_to_note_and_user_defined_fields(self):
         """Every customer-updatable field of BatchUpdateFindings (Security Hub user guide, "Available
-        fields for BatchUpdateFindings") but Note and UserDefinedFields is denied to both writers, by
-        the documented condition: Null securityhub:ASFFSyntaxPath/<field> = "false"."""
+        fields for BatchUpdateFindings") but Note and UserDefinedFields is denied to every writer (the
+        enricher's role, which the refresher shares, the investigator's, and the operator's for
+        enricher-admin sweep), by the documented condition: Null securityhub:ASFFSyntaxPath/<field> = "false"."""
         updatable = {"Confidence", "Criticality", "Note", "RelatedFindings", "Severity", "Types",
                      "UserDefinedFields", "VerificationState", "Workflow"}
         written = {"Note", "UserDefinedFields"}
         stack = Stack(self.templates["template.yaml"], REQUIRED_PARAMETERS)
         hub = "arn:aws:securityhub:us-east-1:111122223333:hub/default"
-        for role in ("EnricherRole", "InvestigatorRole"):
-            statements = iam_check.role_statements(stack, role)
+        operator = iam_check.policy_statements(stack.resources()["OperatorPolicy"]["Properties"]["PolicyDocument"])
+        for role in ("EnricherRole", "InvestigatorRole", "OperatorPolicy"):
+            statements = operator if role == "OperatorPolicy" else iam_check.role_statements(stack, role)
             denied = {
                 key.split("/", 1)[1]
                 for s in statements if s["Effect"] == "Deny" and "securityhub:BatchUpdateFindings" in as_list(s["Action"])
@@ -461,20 +487,44 @@ class IamTest(unittest.TestCase):
                 decision = evaluate(statements, Request("securityhub:BatchUpdateFindings", [hub], context))
                 self.assertEqual(decision.allowed, allowed, f"{role} {fields}: {decision.reason}")
 
-    def test_no_role_can_overwrite_the_quota_ledger(self):
-        """Only the enricher's UpdateItem reaches the ledger's item; every other write to the cache
-        table is limited to 12-character keys (account ids), for every role and the operator policy."""
-        ledger_key = re.search(r'pub const LEDGER_KEY: &str = "([^"]+)";', QUOTA_RS.read_text()).group(1)
+    def cache_writes(self):
+        """(principal, statements, cache table ARN) of every role and the operator policy, with and without a key."""
         for kms in ("", iam_check.KMS_KEY):
             stack = Stack(self.templates["template.yaml"], {**REQUIRED_PARAMETERS, "KmsKeyArn": kms})
-            table = stack.arn("CacheTable")
             principals = {role: iam_check.role_statements(stack, role) for role in stack.resources("AWS::IAM::Role")}
             principals["OperatorPolicy"] = iam_check.policy_statements(stack.resources()["OperatorPolicy"]["Properties"]["PolicyDocument"])
             for name, statements in principals.items():
+                yield name, statements, stack.arn("CacheTable")
+
+    def test_no_role_can_overwrite_the_quota_ledger(self):
+        """Only the ledger's own update (UpdateItem: the enricher's claims, and the background claims of
+        the refresher, which runs as the enricher's role, and of enricher-admin sweep) reaches the
+        ledger's item; no principal can put, delete or batch-write it, alone or beside an account entry."""
+        ledger_key = schema_key("LEDGER_KEY")
+        for name, statements, table in self.cache_writes():
+            for action in ("BatchWriteItem", "PutItem", "DeleteItem", "UpdateItem"):
+                for keys in ([ledger_key], ["111122223333", ledger_key]):
+                    request = Request(f"dynamodb:{action}", [table], {"dynamodb:leadingkeys": keys})
+                    expected = name in ("EnricherRole", "OperatorPolicy") and action == "UpdateItem" and keys == [ledger_key]
+                    self.assertEqual(evaluate(statements, request).allowed, expected, f"{name} {action} {keys}")
+
+    def test_the_refresh_queue_and_the_checkpoint_are_written_only_as_the_code_writes_them(self):
+        """The refresh queue by UpdateItem (ADD/DELETE of its set) from those that queue accounts
+        (account-events, enricher-admin invalidate) and the refresher that takes them; the
+        refresher's checkpoint by PutItem and DeleteItem from the refresher (the enricher's role)
+        only. Nothing else writes either item, alone or beside an account entry."""
+        checkpoint, queue = schema_key("CHECKPOINT_KEY"), schema_key("REFRESH_QUEUE_KEY")
+        allowed = {
+            (queue, "UpdateItem"): {"EnricherRole", "AccountEventsRole", "OperatorPolicy"},
+            (checkpoint, "PutItem"): {"EnricherRole"},
+            (checkpoint, "DeleteItem"): {"EnricherRole"},
+        }
+        for name, statements, table in self.cache_writes():
+            for key in (checkpoint, queue):
                 for action in ("BatchWriteItem", "PutItem", "DeleteItem", "UpdateItem"):
-                    for keys in ([ledger_key], ["111122223333", ledger_key]):
+                    for keys in ([key], ["111122223333", key]):
                         request = Request(f"dynamodb:{action}", [table], {"dynamodb:leadingkeys": keys})
-                        expected = name == "EnricherRole" and action == "UpdateItem" and keys == [ledger_key]
+                        expected = keys == [key] and name in allowed.get((key, action), set())
                         self.assertEqual(evaluate(statements, request).allowed, expected, f"{name} {action} {keys}")
 
     def test_management_role_reads_contacts_only_and_trusts_only_the_enricher(self):
@@ -517,7 +567,8 @@ class IamTest(unittest.TestCase):
                 self.assertFalse(evaluate(trust, request).allowed, "the external id is required when set")
 
     def test_the_organizations_delegation_policy_is_a_resource(self):
-        """The enricher account may call exactly the Organizations reads the enricher role is granted."""
+        """The enricher account may call exactly the Organizations reads its roles are granted: the
+        enricher role's, and the operator's walk of the OU tree (enricher-admin warm --all)."""
         template = self.templates["management-account.yaml"]
         policy = template["Resources"]["OrganizationsDelegationPolicy"]
         self.assertEqual(policy["Type"], "AWS::Organizations::ResourcePolicy")
@@ -528,8 +579,9 @@ class IamTest(unittest.TestCase):
         self.assertEqual(statement["Principal"], {"AWS": "arn:aws:iam::111122223333:root"})
         self.assertEqual(statement["Effect"], "Allow")
         self.assertNotIn("Condition", statement)
-        enricher = self.templates["template.yaml"]["Resources"]["EnricherRole"]
-        needed = {a for s in statements({"Resources": {"r": enricher}}) for a in as_list(s["Action"]) if a.startswith("organizations:")}
+        resources = self.templates["template.yaml"]["Resources"]
+        roles = {"e": resources["EnricherRole"], "o": resources["OperatorPolicy"]}
+        needed = {a for s in statements({"Resources": roles}) for a in as_list(s["Action"]) if a.startswith("organizations:")}
         self.assertEqual(set(statement["Action"]), needed)
         self.assertTrue(all(a.split(":")[1].startswith(("Describe", "List")) for a in statement["Action"]), "read-only")
         off = Stack(template, {**MANAGEMENT_PARAMETERS, "CreateOrganizationsDelegationPolicy": "false"})
@@ -548,7 +600,7 @@ class IamTest(unittest.TestCase):
 DASHBOARD = ROOT / "dashboards" / "enricher.json"
 NAMESPACE = "SecurityHubEnricher"
 # The Function dimension: src/bin/<name>.rs calls telemetry::install_emf("<name>").
-FUNCTIONS = {"enricher", "investigator"}
+FUNCTIONS = {"enricher", "investigator", "refresher"}
 # Fixed values for the dashboard's two placeholders; the body must parse as JSON once they are in.
 PLACEHOLDERS = {"${AWS::Region}": "eu-west-3", "${StreamName}": "test-findings-stream"}
 
@@ -978,14 +1030,18 @@ class AccountEventsTest(unittest.TestCase):
         (forward,) = self.forwarding["Targets"]
         self.assertEqual(forward["Arn"], {"Ref": "EnricherEventBusArn"})
 
-    def test_account_events_may_only_delete_cache_entries(self):
+    def test_account_events_may_only_delete_cache_entries_and_queue_their_accounts(self):
         role = self.main["Resources"]["AccountEventsRole"]
         actions = {a for st in statements({"Resources": {"r": role}}) for a in as_list(st["Action"])}
         self.assertEqual(actions, {
             "sts:AssumeRole", "logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:BatchWriteItem",
+            "dynamodb:UpdateItem",  # the refresh queue only (below)
             "sqs:SendMessage",  # the on-failure destination
             "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey",  # customer managed key only
         })
+        (update,) = [st for st in statements({"Resources": {"r": role}}) if "dynamodb:UpdateItem" in as_list(st["Action"])]
+        self.assertEqual(update["Resource"], {"Fn::GetAtt": ["CacheTable", "Arn"]})
+        self.assertEqual(update["Condition"], {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [schema_key("REFRESH_QUEUE_KEY")]}})
 
     def test_failed_invocations_are_kept(self):
         """EventBridge invokes account-events asynchronously: a delivery failure goes to the rule
@@ -1016,6 +1072,7 @@ ENCRYPTED = {
     "EnricherLogGroup": "logs",
     "InvestigatorLogGroup": "logs",
     "AccountEventsLogGroup": "logs",
+    "RefresherLogGroup": "logs",
     "AlarmTopic": "sns",
 }
 STORING_TYPES = {"AWS::Kinesis::Stream", "AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::Logs::LogGroup", "AWS::SNS::Topic"}

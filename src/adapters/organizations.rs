@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::core::account::{AccountMetadata, AccountRecord, Contact, ContactLookup, OrgUnit};
 use crate::limits::Limiter;
-use crate::ports::metadata::{AccountSource, LookupError};
+use crate::ports::metadata::{AccountSource, LookupError, OrganizationWalk, WalkedAccount};
 
 pub struct OrganizationsSource {
     organizations: aws_sdk_organizations::Client,
@@ -195,6 +195,83 @@ impl OrganizationsSource {
                 }),
             },
         }
+    }
+}
+
+#[async_trait]
+impl OrganizationWalk for OrganizationsSource {
+    /// Breadth first from each root: ListAccountsForParent and ListOrganizationalUnitsForParent
+    /// for every parent, every page. The OU paths learned are kept for per-account lookups too.
+    async fn walk(&self, deadline: Instant) -> Result<Vec<WalkedAccount>, LookupError> {
+        let roots =
+            Self::limited(&self.organizations_limit, deadline, "ListRoots", self.organizations.list_roots().send())
+                .await?
+                .map_err(|e| Self::org_error("ListRoots", e))?;
+        let mut parents: std::collections::VecDeque<Vec<OrgUnit>> = roots
+            .roots
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| Some(vec![OrgUnit { name: r.name.unwrap_or_else(|| "Root".into()), id: r.id? }]))
+            .collect();
+        let mut accounts = Vec::new();
+        while let Some(path) = parents.pop_front() {
+            let parent = path.last().expect("paths are never empty").id.clone();
+            self.ou_paths.insert(parent.clone(), Arc::new(path.clone())).await;
+            let mut token = None;
+            loop {
+                let page = Self::limited(&self.organizations_limit, deadline, "ListAccountsForParent", {
+                    self.organizations.list_accounts_for_parent().parent_id(&parent).set_next_token(token.take()).send()
+                })
+                .await?
+                .map_err(|e| Self::org_error("ListAccountsForParent", e))?;
+                for account in page.accounts.unwrap_or_default() {
+                    if let Some(id) = account.id {
+                        accounts.push(WalkedAccount { account_id: id, name: account.name, ou_path: path.clone() });
+                    }
+                }
+                match page.next_token {
+                    Some(next) if !next.is_empty() => token = Some(next),
+                    _ => break,
+                }
+            }
+            loop {
+                let page = Self::limited(&self.organizations_limit, deadline, "ListOrganizationalUnitsForParent", {
+                    self.organizations
+                        .list_organizational_units_for_parent()
+                        .parent_id(&parent)
+                        .set_next_token(token.take())
+                        .send()
+                })
+                .await?
+                .map_err(|e| Self::org_error("ListOrganizationalUnitsForParent", e))?;
+                for ou in page.organizational_units.unwrap_or_default() {
+                    if let Some(id) = ou.id {
+                        let mut child = path.clone();
+                        child.push(OrgUnit { name: ou.name.unwrap_or_else(|| id.clone()), id });
+                        parents.push_back(child);
+                    }
+                }
+                match page.next_token {
+                    Some(next) if !next.is_empty() => token = Some(next),
+                    _ => break,
+                }
+            }
+        }
+        Ok(accounts)
+    }
+
+    async fn complete(&self, account: WalkedAccount, deadline: Instant) -> Result<AccountRecord, LookupError> {
+        let (tags, contact) = tokio::join!(
+            self.tags(&account.account_id, deadline),
+            self.security_contact(&account.account_id, deadline)
+        );
+        Ok(AccountRecord::Found(AccountMetadata {
+            account_id: account.account_id,
+            name: account.name,
+            ou_path: account.ou_path,
+            tags: tags?,
+            security_contact: contact?,
+        }))
     }
 }
 

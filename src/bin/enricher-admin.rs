@@ -16,7 +16,7 @@ use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::service::refresh::ACCOUNTS_PER_SWEEP;
 use securityhub_enricher::service::sweep::{SweepReport, Sweeper};
 use securityhub_enricher::telemetry::Report;
-use securityhub_enricher::wiring::{Clients, sweep_state};
+use securityhub_enricher::wiring::{Clients, organizations_source, sweep_state};
 
 #[derive(Parser)]
 #[command(about = "Operator commands for securityhub-enricher")]
@@ -39,9 +39,17 @@ enum Command {
         all: bool,
     },
     /// Look accounts up now and store the result: warms the cache before a large backfill.
+    /// `--all` walks the whole OU tree (about OUs + accounts ÷ 20 Organizations calls for names
+    /// and paths, then tags and contact per account) instead of about three calls per account.
     Warm {
-        #[arg(long = "account", value_name = "ACCOUNT_ID", required = true)]
+        #[arg(long = "account", value_name = "ACCOUNT_ID", required_unless_present = "all")]
         accounts: Vec<String>,
+        /// Every account of the organization.
+        #[arg(long, conflicts_with = "accounts")]
+        all: bool,
+        /// Stop after this long.
+        #[arg(long, value_name = "N", default_value_t = 3600)]
+        max_seconds: u64,
     },
     /// Enrich every ACTIVE finding that needs it (never enriched, Partial, or enriched from
     /// metadata that has since changed), in every account or the given ones; findings already
@@ -123,7 +131,25 @@ async fn main() -> Result<()> {
                 bail!("the sweep's counts do not balance");
             }
         }
-        Command::Warm { accounts } => {
+        Command::Warm { all: true, max_seconds, .. } => {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(max_seconds);
+            let walk = organizations_source(&config, &clients);
+            let before = calls.snapshot();
+            let report = enricher.directory.warm_all(&walk, deadline).await?;
+            let organizations: u64 =
+                calls.since(&before).iter().filter(|((s, _), _)| s == "Organizations").map(|(_, c)| c.calls).sum();
+            println!(
+                "warmed {} of {} accounts ({} failed) with {organizations} Organizations calls ({:.2} per account)",
+                report.cached,
+                report.accounts,
+                report.failed,
+                organizations as f64 / report.accounts.max(1) as f64
+            );
+            if report.failed > 0 {
+                bail!("{} accounts could not be warmed", report.failed);
+            }
+        }
+        Command::Warm { accounts, .. } => {
             check_ids(&accounts)?;
             enricher.directory.invalidate(&accounts).await?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(300);

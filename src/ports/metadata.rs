@@ -78,3 +78,21 @@ pub trait MetadataStore: Send + Sync {
 pub trait AccountSource: Send + Sync {
     async fn lookup(&self, account_id: &str, deadline: Instant) -> Result<AccountRecord, LookupError>;
 }
+
+/// An account as the walk of the OU tree found it: its name and OU path, before its tags and
+/// security contact (which only per-account calls can read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkedAccount {
+    pub account_id: String,
+    pub name: Option<String>,
+    /// From the root (first) to the account's parent (last).
+    pub ou_path: Vec<crate::core::account::OrgUnit>,
+}
+
+/// The whole organization at once, in the fewest calls: names and OU paths from walking the OU
+/// tree (about OUs + accounts ÷ 20 pages), then tags and contact per account.
+#[async_trait]
+pub trait OrganizationWalk: Send + Sync {
+    async fn walk(&self, deadline: Instant) -> Result<Vec<WalkedAccount>, LookupError>;
+    async fn complete(&self, account: WalkedAccount, deadline: Instant) -> Result<AccountRecord, LookupError>;
+}

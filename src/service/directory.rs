@@ -12,7 +12,7 @@ use crate::core::account::AccountRecord;
 use crate::core::cache_entry::{CacheEntry, CacheTimes, Freshness};
 use crate::core::error::error_chain;
 use crate::core::time::now_epoch_seconds;
-use crate::ports::metadata::{AccountSource, LookupError, MetadataStore, StoreError};
+use crate::ports::metadata::{AccountSource, LookupError, MetadataStore, OrganizationWalk, StoreError};
 
 type LookupResult = Result<Arc<CacheEntry>, Arc<LookupError>>;
 
@@ -47,6 +47,15 @@ pub struct PrefetchStats {
     pub stale_served: usize,
     pub unavailable: usize,
     pub store_errors: usize,
+}
+
+/// What warming the whole organization did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WarmReport {
+    /// Accounts the walk of the OU tree found.
+    pub accounts: usize,
+    pub cached: usize,
+    pub failed: usize,
 }
 
 /// Accounts the cache tiers could not answer fresh, with any stale entries to fall back on.
@@ -243,6 +252,42 @@ impl Directory {
             self.tiers.memory.invalidate(id).await;
         }
         self.tiers.store.invalidate(account_ids).await
+    }
+
+    /// Fills the table (and this process's memory) with every account of the organization,
+    /// from `walk`: names and OU paths for the whole tree in a few paged calls, then tags and
+    /// contact per account, `lookup_concurrency` at a time. Accounts the walk finds but cannot
+    /// complete are left to the per-batch lookups.
+    pub async fn warm_all(&self, walk: &dyn OrganizationWalk, deadline: Instant) -> Result<WarmReport, LookupError> {
+        let accounts = walk.walk(deadline).await?;
+        let mut report = WarmReport { accounts: accounts.len(), ..Default::default() };
+        let tiers = &self.tiers;
+        let mut completed = futures::stream::iter(accounts)
+            .map(|account| async move {
+                let id = account.account_id.clone();
+                (id, walk.complete(account, deadline).await)
+            })
+            .buffer_unordered(tiers.lookup_concurrency);
+        let mut to_store = Vec::new();
+        while let Some((id, result)) = completed.next().await {
+            match result {
+                Ok(record) => {
+                    let entry = CacheEntry::new(record, now_epoch_seconds(), &tiers.times, &mut rand::rng());
+                    tiers.memory.insert(id.clone(), Arc::new(entry.clone())).await;
+                    to_store.push((id, entry));
+                    report.cached += 1;
+                }
+                Err(error) => {
+                    report.failed += 1;
+                    tracing::warn!(account_id = %id, error = %error_chain(&error), "account not warmed");
+                }
+            }
+            if to_store.len() == STORE_CHUNK {
+                tiers.store(std::mem::take(&mut to_store)).await;
+            }
+        }
+        tiers.store(to_store).await;
+        Ok(report)
     }
 
     pub async fn invalidate_all(&self) -> Result<usize, StoreError> {

@@ -46,9 +46,10 @@ impl Refresher {
             let accounts: Vec<String> = queued.iter().take(ACCOUNTS_PER_SWEEP).cloned().collect();
             let sweep = self.sweeper.run(&accounts, None, deadline, progress).await;
             let mut state_error = None;
-            // Off the queue only once every finding of theirs was read and none failed.
+            // Off the queue once every finding of theirs was read. A finding whose write failed
+            // is still stale (its fingerprint is the old one), so the pass over every finding
+            // picks it up: an account that keeps failing never holds the queue.
             if sweep.complete()
-                && sweep.failed.is_empty()
                 && let Err(error) = self.state.dequeue(&accounts).await
             {
                 state_error = Some(error_chain(&error));

@@ -1,6 +1,8 @@
 //! `make demo`: the enricher end to end on the local AWS stack (run under scripts/local-aws).
-//! Seeds an organization, imports findings, streams them through Kinesis in Pipe-shaped
-//! batches into the real handler, then prints what happened.
+//! Seeds an organization, imports findings (some before any stream), streams them through
+//! Kinesis in Pipe-shaped batches into the real handler at a deployment's settings, completes
+//! and refreshes them with the refresher, re-tags an account, runs investigations, and prints
+//! what happened.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,17 +10,20 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use loadtest::local::findings::{import_findings, imported_event, sample_finding};
-use loadtest::local::org::{OrgSpec, seed_organization};
+use loadtest::local::org::{OrgSpec, SeededAccount, seed_organization};
 use loadtest::local::pipe::LocalPipe;
 use loadtest::local::{control_request, create_table, sdk_config_for};
 use securityhub_enricher::adapters::sdk::ApiCalls;
-use securityhub_enricher::config::{EnricherConfig, InvestigatorConfig, Vars};
+use securityhub_enricher::config::{AccountEventsConfig, EnricherConfig, InvestigatorConfig, Vars};
 use securityhub_enricher::core::event::IncomingBatch;
+use securityhub_enricher::service::account_events::forget_changed;
 use securityhub_enricher::service::batch_report::BatchReport;
 use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::service::investigator::Investigator;
+use securityhub_enricher::service::refresh::Refresher;
+use securityhub_enricher::service::sweep::SweepReport;
 use securityhub_enricher::telemetry::CallCounts;
-use securityhub_enricher::wiring::Clients;
+use securityhub_enricher::wiring::{Clients, account_events_tables, organizations_source};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -60,50 +65,192 @@ async fn main() -> Result<()> {
     let graph_request = json!({"account_id": ADMIN_ACCOUNT, "region": "us-east-1", "count": 1}).to_string();
     control_request("POST", &format!("{emulator}/_emulator/detective/graphs"), Some(graph_request)).await?;
 
+    // The settings a deployment uses: only the tables and the contact role are named; every rate
+    // and budget is the code's default (Organizations 1 call/s, burst 5; lookups wait 5 s).
     let vars = Vars(|name: &str| match name {
         "CACHE_TABLE" => Some(CACHE_TABLE.to_owned()),
         "CONTACT_ROLE_ARN" => {
             Some(format!("arn:aws:iam::{}:role/securityhub-enricher-contacts", org.management_account))
         }
-        "ORGANIZATIONS_RPS" => Some("200".to_owned()),
-        "ORGANIZATIONS_BURST" => Some("50".to_owned()),
-        "ACCOUNT_RPS" => Some("200".to_owned()),
         "JOBS_TABLE" => Some(JOBS_TABLE.to_owned()),
         other => std::env::var(other).ok(),
     });
     let config = EnricherConfig::from_vars(&vars)?;
+    println!(
+        "   deployment settings: Organizations {}/s (burst {}), lookup budget {:?} per batch",
+        config.organizations_rate.per_second, config.organizations_rate.burst, config.lookup_budget
+    );
     let clients = Clients::for_enricher("enricher", &config, &sdk, &calls).await;
     let enricher = Enricher::from_clients(&config, &clients);
+    let refresher_calls = ApiCalls::default();
+    let refresher_clients = Clients::for_enricher("refresher", &config, &sdk, &refresher_calls).await;
+    let refresher = Refresher::from_clients(&config, &refresher_clients);
     let securityhub = aws_sdk_securityhub::Client::new(&sdk);
     let pipe = LocalPipe::create(aws_sdk_kinesis::Client::new(&sdk), "securityhub-findings", 2).await?;
 
-    for (wave, label) in [(0, "cold cache"), (1, "warm cache")] {
-        println!("\n== Wave {}: {} findings, {label}", wave + 1, args.findings);
-        // Zipf-like: a few accounts produce most findings, as in real organizations.
-        let mut findings = Vec::with_capacity(args.findings);
-        for n in 0..args.findings {
-            let rank = ((n * 7919 + wave * 31) % 1000) as f64 / 1000.0;
-            let a = &org.accounts[((rank * rank * rank) * org.accounts.len() as f64) as usize % org.accounts.len()];
-            findings.push(sample_finding(&a.id, &a.name, wave * 1_000_000 + n));
-        }
-        import_findings(&securityhub, &findings).await?;
-        let mut events: Vec<Value> =
-            findings.iter().enumerate().map(|(n, f)| imported_event(std::slice::from_ref(f), n)).collect();
-        if wave == 0 {
-            add_awkward_records(&mut events, &findings);
-            // EventBridge delivers at least once: every GuardDuty event arrives twice.
-            let again: Vec<_> =
-                events.iter().filter(|e| e["detail"]["findings"][0]["ProductName"] == "guardduty").cloned().collect();
-            println!("   {} GuardDuty events delivered twice", again.len());
-            events.extend(again);
-        }
-        pipe.put_events(&events).await?;
-        run_wave(&enricher, &pipe, &calls, args.batch_size).await?;
-    }
+    println!("\n== Before the stream: 200 findings already in Security Hub, never sent to the enricher");
+    let older: Vec<Value> = (0..200)
+        .map(|n| {
+            let a = &org.accounts[n % org.accounts.len()];
+            sample_finding(&a.id, &a.name, 5_000_000 + n)
+        })
+        .collect();
+    import_findings(&securityhub, &older).await?;
 
+    println!("\n== Wave 1: {} findings through the stream, cold cache", args.findings);
+    stream_wave(&enricher, &pipe, &securityhub, &org.accounts, args.findings, 0, &calls, args.batch_size).await?;
+    count_enriched(&securityhub, "after the stream's first pass").await?;
+
+    println!("\n== Warming the cache from the OU tree (enricher-admin warm --all), at 1 Organizations call/s");
+    let admin_calls = ApiCalls::default();
+    let admin = Clients::for_enricher("enricher-admin", &config, &sdk, &admin_calls).await;
+    let warm = Enricher::from_clients(&config, &admin)
+        .directory
+        .warm_all(&organizations_source(&config, &admin), tokio::time::Instant::now() + Duration::from_secs(600))
+        .await?;
+    let organizations: u64 =
+        admin_calls.snapshot().iter().filter(|((s, _), _)| s == "Organizations").map(|(_, c)| c.calls).sum();
+    println!(
+        "   {} of {} accounts cached with {organizations} Organizations calls ({:.2} per account)",
+        warm.cached,
+        warm.accounts,
+        organizations as f64 / warm.accounts.max(1) as f64
+    );
+
+    println!("\n== Refresher run: the pass over every active finding");
+    let run = refresher.run(tokio::time::Instant::now() + Duration::from_secs(600), &|_| {}).await;
+    print_sweep(&run.sweep);
+    count_enriched(&securityhub, "after the refresher").await?;
+
+    println!("\n== Wave 2: {} findings through the stream, warm cache", args.findings);
+    stream_wave(&enricher, &pipe, &securityhub, &org.accounts, args.findings, 1, &calls, args.batch_size).await?;
+
+    retag_one_account(&sdk, &refresher, &org.accounts[0].id, &org.accounts[1].id, &securityhub).await?;
     run_investigations(&config, &clients, &calls).await?;
     show_enriched_finding(&securityhub).await?;
     Ok(())
+}
+
+/// One wave of findings: imported into Security Hub and streamed through the enricher. The first
+/// carries what real streams carry besides clean findings, and every GuardDuty event twice.
+#[allow(clippy::too_many_arguments)]
+async fn stream_wave(
+    enricher: &Enricher,
+    pipe: &LocalPipe,
+    securityhub: &aws_sdk_securityhub::Client,
+    accounts: &[SeededAccount],
+    count: usize,
+    wave: usize,
+    calls: &ApiCalls,
+    batch_size: usize,
+) -> Result<()> {
+    // Zipf-like: a few accounts produce most findings, as in real organizations.
+    let mut findings = Vec::with_capacity(count);
+    for n in 0..count {
+        let rank = ((n * 7919 + wave * 31) % 1000) as f64 / 1000.0;
+        let a = &accounts[((rank * rank * rank) * accounts.len() as f64) as usize % accounts.len()];
+        findings.push(sample_finding(&a.id, &a.name, wave * 1_000_000 + n));
+    }
+    import_findings(securityhub, &findings).await?;
+    let mut events: Vec<Value> =
+        findings.iter().enumerate().map(|(n, f)| imported_event(std::slice::from_ref(f), n)).collect();
+    if wave == 0 {
+        add_awkward_records(&mut events, &findings);
+        // EventBridge delivers at least once: every GuardDuty event arrives twice.
+        let again: Vec<_> =
+            events.iter().filter(|e| e["detail"]["findings"][0]["ProductName"] == "guardduty").cloned().collect();
+        println!("   {} GuardDuty events delivered twice", again.len());
+        events.extend(again);
+    }
+    pipe.put_events(&events).await?;
+    run_wave(enricher, pipe, calls, batch_size).await
+}
+
+/// Findings of the hub that carry complete enrichment, and those left Partial or never enriched.
+async fn count_enriched(securityhub: &aws_sdk_securityhub::Client, when: &str) -> Result<()> {
+    let (mut complete, mut partial, mut never) = (0, 0, 0);
+    let mut pages = securityhub.get_findings().max_results(100).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for f in page?.findings.unwrap_or_default() {
+            match f.user_defined_fields.unwrap_or_default().get("findingEnriched").map(String::as_str) {
+                Some("True") => complete += 1,
+                Some(_) => partial += 1,
+                None => never += 1,
+            }
+        }
+    }
+    println!("   Security Hub {when}: {complete} complete, {partial} Partial, {never} never enriched");
+    Ok(())
+}
+
+fn print_sweep(r: &SweepReport) {
+    println!(
+        "   findings examined {} = current {} + enriched {} + still partial {} + skipped {} + failed {}; {} GetFindings; {} BatchUpdateFindings (bound {})",
+        r.examined,
+        r.current,
+        r.enriched_complete,
+        r.still_partial,
+        r.skipped.values().sum::<usize>(),
+        r.failed.values().sum::<usize>(),
+        r.get_findings_calls,
+        r.writes.updates.findings_per_call.len(),
+        r.writes.minimum_calls
+    );
+}
+
+/// An account is re-tagged in Organizations; account-events forgets it and queues it; the next
+/// refresher run rewrites that account's findings and no other's.
+async fn retag_one_account(
+    sdk: &aws_config::SdkConfig,
+    refresher: &Refresher,
+    changed: &str,
+    other: &str,
+    securityhub: &aws_sdk_securityhub::Client,
+) -> Result<()> {
+    println!("\n== Account {changed} is re-tagged (Environment = quarantine)");
+    aws_sdk_organizations::Client::new(sdk)
+        .tag_resource()
+        .resource_id(changed)
+        .tags(aws_sdk_organizations::types::Tag::builder().key("Environment").value("quarantine").build()?)
+        .send()
+        .await?;
+    let event = json!({
+        "detail-type": "AWS API Call via CloudTrail", "source": "aws.organizations", "account": ADMIN_ACCOUNT,
+        "detail": {"eventSource": "organizations.amazonaws.com", "eventName": "TagResource",
+                   "requestParameters": {"resourceId": changed}},
+    });
+    let (store, queue) = account_events_tables(&AccountEventsConfig { cache_table: CACHE_TABLE.into() }, sdk);
+    let change = forget_changed(&store, &queue, &event).await?;
+    println!("   account-events: {change:?} (cache entry forgotten, account queued for refresh)");
+    // The refresher's environment drops its in-memory copy too (deployed: after MEMORY_CACHE_SECONDS).
+    refresher.sweeper.directory.invalidate(&[changed.to_owned()]).await?;
+    let run = refresher.run(tokio::time::Instant::now() + Duration::from_secs(600), &|_| {}).await;
+    println!("   refresher run for the queued accounts {:?}:", run.accounts);
+    print_sweep(&run.sweep);
+    println!("   Environment on {changed}'s findings now: {:?}", environments(securityhub, changed).await?);
+    println!("   Environment on {other}'s findings (untouched): {:?}", environments(securityhub, other).await?);
+    Ok(())
+}
+
+/// The distinct `Environment` values on one account's findings.
+async fn environments(
+    securityhub: &aws_sdk_securityhub::Client,
+    account: &str,
+) -> Result<std::collections::BTreeSet<String>> {
+    use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, StringFilter, StringFilterComparison};
+    let filter = AwsSecurityFindingFilters::builder()
+        .aws_account_id(StringFilter::builder().value(account).comparison(StringFilterComparison::Equals).build())
+        .build();
+    let mut values = std::collections::BTreeSet::new();
+    let mut pages = securityhub.get_findings().filters(filter).max_results(100).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for f in page?.findings.unwrap_or_default() {
+            if let Some(v) = f.user_defined_fields.unwrap_or_default().get("Environment") {
+                values.insert(v.clone());
+            }
+        }
+    }
+    Ok(values)
 }
 
 /// The investigator, as its schedule would run it: one pass at a time, never waiting on Detective.
