@@ -117,6 +117,8 @@ struct Pending {
     written: HashMap<Arc<EnrichmentPayload>, usize>,
     /// The page token from which this account's findings can all be read again.
     resume_from: Option<String>,
+    /// What the directory said of the accounts of the pages read, asked once per page.
+    resolutions: HashMap<String, Resolution>,
 }
 
 impl Sweeper {
@@ -155,6 +157,20 @@ impl Sweeper {
                     break;
                 }
             };
+            // One directory pass per page for the accounts it brings, not one per account: a
+            // page of a cold organization costs at most one lookup budget.
+            let new: Vec<String> = page
+                .findings
+                .iter()
+                .map(|f| f.aws_account_id.clone())
+                .filter(|a| !pending.resolutions.contains_key(a))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !new.is_empty() {
+                let (resolved, _) = self.directory.prefetch(&new, deadline).await;
+                pending.resolutions.extend(resolved);
+            }
             for finding in page.findings {
                 report.examined += 1;
                 if pending.account.as_deref() != Some(finding.aws_account_id.as_str()) {
@@ -223,7 +239,9 @@ impl Sweeper {
         if account_done {
             report.writes.minimum_calls += minimum_requests(pending.written.values().copied());
             pending.written.clear();
-            pending.account = None;
+            if let Some(account) = pending.account.take() {
+                pending.resolutions.remove(&account);
+            }
         }
     }
 
@@ -243,8 +261,7 @@ impl Sweeper {
                 eligible.push(i);
             }
         }
-        let accounts: Vec<String> = pending.account.iter().cloned().collect();
-        let (resolutions, _) = self.directory.prefetch(&accounts, deadline).await;
+        let resolutions = &pending.resolutions;
         let enrichments = account_enrichments(
             eligible.iter().map(|&i| &candidates[i].finding),
             |account| resolutions.get(account).and_then(Resolution::record),

@@ -56,6 +56,8 @@ pub struct InMemoryHub {
     /// Whole findings, for GetFindings (`FindingsReader`): imported ones, with every update
     /// applied to their Note and UserDefinedFields (replacing the map, as the emulator's default).
     stored: std::sync::Mutex<std::collections::BTreeMap<(String, FindingId), Finding>>,
+    /// Each stored finding's account, to find it by identifier alone.
+    stored_accounts: std::sync::Mutex<HashMap<FindingId, String>>,
     /// GetFindings calls answered.
     pub reads: std::sync::atomic::AtomicUsize,
 }
@@ -86,14 +88,17 @@ impl InMemoryHub {
     /// Stores whole findings, as BatchImportFindings would, so the hub can page through them.
     pub fn import(&self, findings: impl IntoIterator<Item = Finding>) {
         let mut stored = self.stored.lock().unwrap();
+        let mut accounts = self.stored_accounts.lock().unwrap();
         for finding in findings {
+            accounts.insert(finding.identifier(), finding.aws_account_id.clone());
             stored.insert((finding.aws_account_id.clone(), finding.identifier()), finding);
         }
     }
 
     /// A stored finding as GetFindings would return it now.
     pub fn stored(&self, id: &FindingId) -> Option<Finding> {
-        self.stored.lock().unwrap().values().find(|f| &f.identifier() == id).cloned()
+        let account = self.stored_accounts.lock().unwrap().get(id)?.clone();
+        self.stored.lock().unwrap().get(&(account, id.clone())).cloned()
     }
 
     pub fn call_count(&self) -> usize {
@@ -173,7 +178,10 @@ impl InMemoryHub {
                 continue;
             }
             findings.insert(id.clone(), payload.clone());
-            if let Some(stored) = self.stored.lock().unwrap().values_mut().find(|f| &f.identifier() == id) {
+            let account = self.stored_accounts.lock().unwrap().get(id).cloned();
+            if let Some(account) = account
+                && let Some(stored) = self.stored.lock().unwrap().get_mut(&(account, id.clone()))
+            {
                 stored.user_defined_fields = payload.fields.clone();
                 if let Some(text) = &payload.note {
                     stored.note = Some(Note { text: text.clone(), updated_by: UPDATED_BY.into() });
