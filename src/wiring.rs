@@ -21,7 +21,7 @@ use crate::limits::Limiter;
 use crate::service::directory::Directory;
 use crate::service::fanout::Fanout;
 use crate::service::handler::Enricher;
-use crate::service::investigator::{Investigator, RETRY_BASE};
+use crate::service::investigator::{COVERAGE_TTL, Coverage, Investigator, RETRY_BASE};
 use crate::service::quota_share::QuotaShare;
 use crate::service::updater::Updater;
 
@@ -200,6 +200,7 @@ impl Investigator {
             retry_base: RETRY_BASE,
             region: region.to_owned(),
             deadline_margin: config.deadline_margin,
+            coverage: Coverage::new(COVERAGE_TTL),
         }
     }
 }

@@ -1,7 +1,7 @@
-//! The Amazon Detective adapter: the behavior graph, starting investigations, and reading
+//! The Amazon Detective adapter: the behavior graph and its members, starting investigations, and reading
 //! their status, severity and indicators. Nothing here waits for an investigation to finish.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use aws_sdk_detective::error::ProvideErrorMetadata;
@@ -72,6 +72,27 @@ impl Investigations for DetectiveClient {
             })
             .await
             .cloned()
+    }
+
+    async fn covered_accounts(&self, graph: &str) -> Result<BTreeSet<String>, DetectiveError> {
+        use aws_sdk_detective::types::MemberStatus;
+        let mut covered = BTreeSet::new();
+        // The graph's ARN names its administrator account, which ListMembers need not list.
+        if let Some(admin) = graph.split(':').nth(4).filter(|a| !a.is_empty()) {
+            covered.insert(admin.to_owned());
+        }
+        let mut pages = self.client.list_members().graph_arn(graph).max_results(200).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| detective_error("ListMembers", e))?;
+            for member in page.member_details.unwrap_or_default() {
+                if member.status == Some(MemberStatus::Enabled)
+                    && let Some(account) = member.account_id
+                {
+                    covered.insert(account);
+                }
+            }
+        }
+        Ok(covered)
     }
 
     async fn start(

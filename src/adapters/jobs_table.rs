@@ -67,6 +67,13 @@ impl DynamoJobs {
             claimed_at: number("ClaimedAt"),
             investigation_id: text("InvestigationId"),
             graph_arn: text("GraphArn"),
+            // A number set: ADD is a union, so the highest priority any enqueue asked for is
+            // kept without a read (DynamoDB's update expressions have no max).
+            priority: item
+                .get("Priorities")
+                .and_then(|v| v.as_ns().ok())
+                .and_then(|ns| ns.iter().filter_map(|p| p.parse::<u8>().ok()).max())
+                .unwrap_or(0),
         })
     }
 }
@@ -87,7 +94,7 @@ impl JobStore for DynamoJobs {
                 "SET EntityArn = if_not_exists(EntityArn, :entity), ScopeStart = if_not_exists(ScopeStart, :start), \
                  #status = if_not_exists(#status, :pending), Attempts = if_not_exists(Attempts, :zero), \
                  NextAttemptAt = if_not_exists(NextAttemptAt, :zero), CreatedAt = if_not_exists(CreatedAt, :now), \
-                 ExpiresAt = :expires ADD Findings :ids",
+                 ExpiresAt = :expires ADD Findings :ids, Priorities :priority",
             )
             .condition_expression("attribute_not_exists(JobId) OR size(Findings) < :max")
             .expression_attribute_names("#status", "Status")
@@ -99,6 +106,7 @@ impl JobStore for DynamoJobs {
             .expression_attribute_values(":expires", n(now + JOB_TTL_SECONDS))
             .expression_attribute_values(":ids", AttributeValue::Ss(ids))
             .expression_attribute_values(":max", n(MAX_FINDINGS_PER_JOB))
+            .expression_attribute_values(":priority", AttributeValue::Ns(vec![request.priority.to_string()]))
             .return_values(ReturnValue::AllOld)
             .send()
             .await;
@@ -113,8 +121,9 @@ impl JobStore for DynamoJobs {
                     .update_item()
                     .table_name(&self.table)
                     .key("JobId", s(&job_id))
-                    .update_expression("ADD FindingsOverflow :n")
+                    .update_expression("ADD FindingsOverflow :n, Priorities :priority")
                     .expression_attribute_values(":n", n(request.findings.len()))
+                    .expression_attribute_values(":priority", AttributeValue::Ns(vec![request.priority.to_string()]))
                     .send()
                     .await
                     .map_err(|e| Self::error("UpdateItem", e))?;
@@ -204,6 +213,10 @@ impl JobStore for DynamoJobs {
             JobChange::Failed { reason } => request
                 .update_expression("SET #status = :to, FailureReason = :reason, UpdatedAt = :now")
                 .expression_attribute_values(":to", s(JobStatus::Failed.as_str()))
+                .expression_attribute_values(":reason", s(reason)),
+            JobChange::NotCovered { reason } => request
+                .update_expression("SET #status = :to, FailureReason = :reason, UpdatedAt = :now")
+                .expression_attribute_values(":to", s(JobStatus::NotCovered.as_str()))
                 .expression_attribute_values(":reason", s(reason)),
         };
         match request.send().await {

@@ -93,6 +93,7 @@ impl FindingsReader for SecurityHubWriter {
                         aws_account_name: f.aws_account_name,
                         updated_at: f.updated_at,
                         first_observed_at: f.first_observed_at,
+                        last_observed_at: f.last_observed_at,
                         created_at: f.created_at,
                         product_name: f.product_name,
                         record_state: f.record_state.map(|r| r.as_str().to_owned()),
@@ -103,6 +104,7 @@ impl FindingsReader for SecurityHubWriter {
                         }),
                         user_defined_fields: f.user_defined_fields.unwrap_or_default().into_iter().collect(),
                         resources: Vec::new(),
+                        detection: None,
                     };
                     if chunk.contains(&finding.identifier()) {
                         found.push(finding);

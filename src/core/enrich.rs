@@ -27,8 +27,9 @@ pub mod keys {
     pub const INVESTIGATE: &str = "investigate";
     pub const INVESTIGATION_SEVERITY: &str = "investigationSeverity";
     pub const INVESTIGATION_ID: &str = "investigationId";
+    pub const INVESTIGATION_INDICATORS: &str = "investigationIndicators";
 
-    pub const RESERVED: [&str; 9] = [
+    pub const RESERVED: [&str; 10] = [
         ACCOUNT_NAME,
         OU,
         SECURITY_CONTACT,
@@ -38,6 +39,7 @@ pub mod keys {
         INVESTIGATE,
         INVESTIGATION_SEVERITY,
         INVESTIGATION_ID,
+        INVESTIGATION_INDICATORS,
     ];
 
     /// Keys the enricher itself writes: an existing value under one of these is replaced.
