@@ -37,11 +37,11 @@ const ACTIVE_JOBS_PER_PASS: usize = 500;
 /// StartInvestigation's answers for an entity the graph cannot investigate.
 const ENTITY_REJECTED: [&str; 2] = ["ResourceNotFoundException", "ValidationException"];
 
-/// Pending jobs first, highest priority first (then oldest window), so a short quota goes to
-/// explicit requests and the most severe findings; then the running ones to look at.
+/// Highest priority first (then oldest window), so a short quota goes to explicit requests
+/// and the most severe findings.
 fn by_priority(mut jobs: Vec<Job>) -> Vec<Job> {
     jobs.sort_by(|a, b| {
-        let key = |j: &Job| (j.status != JobStatus::Pending, std::cmp::Reverse(j.priority), j.scope_start);
+        let key = |j: &Job| (std::cmp::Reverse(j.priority), j.scope_start);
         key(a).cmp(&key(b)).then_with(|| a.job_id.cmp(&b.job_id))
     });
     jobs
@@ -54,7 +54,11 @@ pub struct Investigator {
     pub updater: Updater,
     pub cache: Arc<dyn MetadataStore>,
     pub tag_filter: TagFilter,
+    /// StartInvestigation (`DETECTIVE_RPS`): the quota that decides how many jobs start.
     pub detective_limit: Limiter,
+    /// GetInvestigation and ListIndicators, apart from the starts so that looking at running
+    /// investigations never takes a start's place.
+    pub detective_read_limit: Limiter,
     /// GetFindings: 3 requests/s per account and region.
     pub read_limit: Limiter,
     pub max_attempts: u32,
@@ -226,10 +230,16 @@ impl Investigator {
             }
         };
         report.active = jobs.len();
-        let jobs = by_priority(jobs);
-        // `buffered`, not `buffer_unordered`: jobs reach the Detective limiter in priority order.
-        let steps: Vec<Step> =
-            futures::stream::iter(jobs).map(|job| self.advance(job, deadline)).buffered(4).collect().await;
+        let (pending, others): (Vec<Job>, Vec<Job>) =
+            by_priority(jobs).into_iter().partition(|j| j.status == JobStatus::Pending);
+        // Pending jobs start one after the other, in priority order, so the Detective quota
+        // goes to the first ones (starting is paced by DETECTIVE_RPS anyway); the running
+        // ones are looked at meanwhile.
+        let (started, looked_at): (Vec<Step>, Vec<Step>) = tokio::join!(
+            futures::stream::iter(pending).then(|job| self.advance(job, deadline)).collect(),
+            futures::stream::iter(others).map(|job| self.advance(job, deadline)).buffer_unordered(4).collect(),
+        );
+        let steps = started.into_iter().chain(looked_at);
         for step in steps {
             match step {
                 Step::Started => report.started += 1,
@@ -250,7 +260,9 @@ impl Investigator {
     async fn advance(&self, job: Job, deadline: Instant) -> Step {
         let now = now_epoch_seconds();
         if Instant::now() >= deadline {
-            return Step::NotDue;
+            // A due job the pass had no time (no quota) left for waits for the next pass.
+            let due = job.status == JobStatus::Pending && job.next_attempt_at <= now;
+            return if due { Step::Waiting } else { Step::NotDue };
         }
         let result = match job.status {
             JobStatus::Pending if job.next_attempt_at > now => return Step::NotDue,
@@ -353,14 +365,14 @@ impl Investigator {
         let (Some(graph), Some(id)) = (&job.graph_arn, &job.investigation_id) else {
             return Err(StepError::Inconsistent);
         };
-        self.detective_limit.acquire(deadline).await?;
+        self.detective_read_limit.acquire(deadline).await?;
         match self.detective.status(graph, id).await? {
             InvestigationStatus::Running => Ok(Step::StillRunning),
             InvestigationStatus::Failed => {
                 self.retry_or_fail(job, "Detective reported the investigation FAILED", deadline).await
             }
             InvestigationStatus::Successful { severity } => {
-                self.detective_limit.acquire(deadline).await?;
+                self.detective_read_limit.acquire(deadline).await?;
                 let indicators = self.detective.indicators(graph, id).await?;
                 let verdict =
                     Verdict::Complete { investigation_id: id.clone(), severity, indicators, graph: graph.clone() };
