@@ -146,11 +146,20 @@ pub fn account_part_of(note: &str) -> &str {
 /// What a finished job writes to its findings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Complete { investigation_id: String, severity: String, indicators: BTreeMap<String, usize>, graph: String },
-    Failed { reason: String },
+    Complete {
+        investigation_id: String,
+        severity: String,
+        indicators: BTreeMap<String, usize>,
+        graph: String,
+    },
+    Failed {
+        reason: String,
+    },
     /// The entity's account is outside the behavior graph (found before calling, or Detective
     /// said so): no investigation can succeed, and none is retried.
-    NotCovered { reason: String },
+    NotCovered {
+        reason: String,
+    },
 }
 
 /// Between the note's lines (severity, each indicator, the link).

@@ -651,10 +651,26 @@ mod tests {
         let alice = "arn:aws:iam::111122223333:user/alice";
         let bob = "arn:aws:iam::111122223333:user/bob";
         let c = vec![
-            candidate(0, guardduty("a1", alice, "2026-01-03T01:10:00Z", "2026-01-03T02:00:00Z", "HIGH"), EventKind::Imported),
-            candidate(1, guardduty("a2", alice, "2026-01-03T09:40:00Z", "2026-01-03T10:00:00Z", "MEDIUM"), EventKind::Imported),
-            candidate(2, guardduty("a3", alice, "2026-01-04T03:00:00Z", "2026-01-04T04:00:00Z", "CRITICAL"), EventKind::Imported),
-            candidate(3, guardduty("b1", bob, "2026-01-03T01:10:00Z", "2026-01-03T02:00:00Z", "HIGH"), EventKind::Imported),
+            candidate(
+                0,
+                guardduty("a1", alice, "2026-01-03T01:10:00Z", "2026-01-03T02:00:00Z", "HIGH"),
+                EventKind::Imported,
+            ),
+            candidate(
+                1,
+                guardduty("a2", alice, "2026-01-03T09:40:00Z", "2026-01-03T10:00:00Z", "MEDIUM"),
+                EventKind::Imported,
+            ),
+            candidate(
+                2,
+                guardduty("a3", alice, "2026-01-04T03:00:00Z", "2026-01-04T04:00:00Z", "CRITICAL"),
+                EventKind::Imported,
+            ),
+            candidate(
+                3,
+                guardduty("b1", bob, "2026-01-03T01:10:00Z", "2026-01-03T02:00:00Z", "HIGH"),
+                EventKind::Imported,
+            ),
         ];
         let selection = plan(&c);
         assert_eq!(selection.findings_selected, 4);
@@ -670,15 +686,31 @@ mod tests {
     fn windows_that_do_not_overlap_or_outgrow_the_scope_limit_stay_apart() {
         let alice = "arn:aws:iam::111122223333:user/alice";
         let c = vec![
-            candidate(0, guardduty("old", alice, "2025-11-01T00:00:00Z", "2025-11-01T01:00:00Z", "HIGH"), EventKind::Imported),
-            candidate(1, guardduty("new", alice, "2026-01-04T00:00:00Z", "2026-01-04T01:00:00Z", "HIGH"), EventKind::Imported),
+            candidate(
+                0,
+                guardduty("old", alice, "2025-11-01T00:00:00Z", "2025-11-01T01:00:00Z", "HIGH"),
+                EventKind::Imported,
+            ),
+            candidate(
+                1,
+                guardduty("new", alice, "2026-01-04T00:00:00Z", "2026-01-04T01:00:00Z", "HIGH"),
+                EventKind::Imported,
+            ),
         ];
         let selection = plan(&c);
         assert_eq!(selection.jobs.len(), 2);
         assert_eq!(selection.findings_joined, 0);
         let long = vec![
-            candidate(0, guardduty("long", alice, "2025-11-01T00:00:00Z", "2026-01-04T00:00:00Z", "HIGH"), EventKind::Imported),
-            candidate(1, guardduty("late", alice, "2026-01-03T00:00:00Z", "2026-01-04T01:00:00Z", "HIGH"), EventKind::Imported),
+            candidate(
+                0,
+                guardduty("long", alice, "2025-11-01T00:00:00Z", "2026-01-04T00:00:00Z", "HIGH"),
+                EventKind::Imported,
+            ),
+            candidate(
+                1,
+                guardduty("late", alice, "2026-01-03T00:00:00Z", "2026-01-04T01:00:00Z", "HIGH"),
+                EventKind::Imported,
+            ),
         ];
         assert_eq!(plan(&long).jobs.len(), 2, "a joined window would exceed {MAX_SCOPE_SECONDS} s");
     }
@@ -718,7 +750,10 @@ mod tests {
         let selection = plan(&c);
         let jobs: Vec<(&str, usize)> =
             selection.jobs.iter().map(|(r, _)| (r.entity_arn.as_str(), r.findings.len())).collect();
-        assert_eq!(jobs, vec![("arn:aws:iam::111122223333:role/deploy", 3), ("arn:aws:iam::111122223333:user/carol", 2)]);
+        assert_eq!(
+            jobs,
+            vec![("arn:aws:iam::111122223333:role/deploy", 3), ("arn:aws:iam::111122223333:user/carol", 2)]
+        );
     }
 
     /// The copies of one finding a batch can carry: the Imported event, its redelivery, an
@@ -741,7 +776,11 @@ mod tests {
             candidate(4, inspector("y", "2026-01-04T02:00:00Z", json!({"investigate": "true"})), EventKind::Imported),
             candidate(5, inspector("y", "2026-01-04T02:00:00Z", json!({"investigate": "true"})), EventKind::Imported),
             candidate(6, inspector("z", "2026-01-04T01:00:00Z", json!({"findingEnriched": "True"})), action),
-            candidate(7, inspector("z", "2026-01-04T01:00:00Z", json!({"findingEnriched": "True"})), EventKind::Imported),
+            candidate(
+                7,
+                inspector("z", "2026-01-04T01:00:00Z", json!({"findingEnriched": "True"})),
+                EventKind::Imported,
+            ),
         ]
     }
 
@@ -751,7 +790,11 @@ mod tests {
         let triage = crate::core::plan::triage(batch);
         let mut eligible = triage.kept.clone();
         eligible.extend(
-            triage.skipped.iter().filter(|(_, r)| may_investigate(&FindingOutcome::Skipped(r.clone()))).map(|(i, _)| *i),
+            triage
+                .skipped
+                .iter()
+                .filter(|(_, r)| may_investigate(&FindingOutcome::Skipped(r.clone())))
+                .map(|(i, _)| *i),
         );
         let kept: BTreeSet<String> = triage.kept.iter().map(|&i| batch[i].finding.id.clone()).collect();
         let selection = plan_jobs(batch, &eligible, &triage.asks, &Criteria::default(), 24, NOW);

@@ -78,8 +78,11 @@ pub const COVERAGE_TTL: Duration = Duration::from_secs(15 * 60);
 /// administrator), cached with an expiry.
 pub struct Coverage {
     ttl: Duration,
-    cached: tokio::sync::Mutex<Option<(Instant, String, Arc<BTreeSet<String>>)>>,
+    cached: tokio::sync::Mutex<Option<CoverageEntry>>,
 }
+
+/// When the member list was read, for which graph, and the covered accounts.
+type CoverageEntry = (Instant, String, Arc<BTreeSet<String>>);
 
 impl Coverage {
     pub fn new(ttl: Duration) -> Self {
@@ -399,12 +402,8 @@ impl Investigator {
             self.read_limit.acquire(deadline).await?;
             current.extend(self.hub.current(chunk).await.map_err(StepError::ReadFindings)?);
         }
-        let accounts: Vec<String> = current
-            .iter()
-            .map(|f| f.aws_account_id.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let accounts: Vec<String> =
+            current.iter().map(|f| f.aws_account_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
         // The account part of the note is re-rendered from the cache; without an entry, the
         // account part of our previous note is kept.
         let cached = self.cache.get_many(&accounts).await.unwrap_or_else(|e| {

@@ -346,7 +346,10 @@ fn detective_failures_never_start_an_investigation_twice() {
         control_request(
             "POST",
             &format!("{emulator}/_emulator/detective/graphs"),
-            Some(json!({"account_id": s.admin, "region": "us-east-1", "count": 1, "members": s.account_ids()}).to_string()),
+            Some(
+                json!({"account_id": s.admin, "region": "us-east-1", "count": 1, "members": s.account_ids()})
+                    .to_string(),
+            ),
         )
         .await
         .unwrap();

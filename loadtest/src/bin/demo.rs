@@ -15,6 +15,7 @@ use securityhub_enricher::adapters::sdk::ApiCalls;
 use securityhub_enricher::config::{EnricherConfig, InvestigatorConfig, Vars};
 use securityhub_enricher::core::event::IncomingBatch;
 use securityhub_enricher::service::batch_report::BatchReport;
+use securityhub_enricher::service::fanout::FanoutStats;
 use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::service::investigator::Investigator;
 use securityhub_enricher::telemetry::CallCounts;
@@ -38,6 +39,8 @@ struct Args {
 const ADMIN_ACCOUNT: &str = "111111111111";
 const CACHE_TABLE: &str = "securityhub-enricher-cache";
 const JOBS_TABLE: &str = "securityhub-enricher-jobs";
+/// The wave-1 finding an analyst chooses the `investigate` custom action on (an Inspector one).
+const EXPLICIT: usize = 2;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -56,9 +59,6 @@ async fn main() -> Result<()> {
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     create_table(&dynamodb, CACHE_TABLE, "AccountId").await?;
     create_table(&dynamodb, JOBS_TABLE, "JobId").await?;
-    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").context("LOCAL_AWS_EMULATOR_URL is not set")?;
-    let graph_request = json!({"account_id": ADMIN_ACCOUNT, "region": "us-east-1", "count": 1}).to_string();
-    control_request("POST", &format!("{emulator}/_emulator/detective/graphs"), Some(graph_request)).await?;
 
     let vars = Vars(|name: &str| match name {
         "CACHE_TABLE" => Some(CACHE_TABLE.to_owned()),
@@ -77,6 +77,8 @@ async fn main() -> Result<()> {
     let securityhub = aws_sdk_securityhub::Client::new(&sdk);
     let pipe = LocalPipe::create(aws_sdk_kinesis::Client::new(&sdk), "securityhub-findings", 2).await?;
 
+    let mut explicit: Option<Value> = None;
+    let mut selected = FanoutStats::default();
     for (wave, label) in [(0, "cold cache"), (1, "warm cache")] {
         println!("\n== Wave {}: {} findings, {label}", wave + 1, args.findings);
         // Zipf-like: a few accounts produce most findings, as in real organizations.
@@ -85,6 +87,15 @@ async fn main() -> Result<()> {
             let rank = ((n * 7919 + wave * 31) % 1000) as f64 / 1000.0;
             let a = &org.accounts[((rank * rank * rank) * org.accounts.len() as f64) as usize % org.accounts.len()];
             findings.push(sample_finding(&a.id, &a.name, wave * 1_000_000 + n));
+        }
+        if wave == 0 {
+            // The analyst's request: an Inspector finding that names a deployment role, which
+            // only the custom action selects.
+            let account = findings[EXPLICIT].clone();
+            findings[EXPLICIT]["Resources"].as_array_mut().context("resources")?.push(json!({
+                "Type": "AwsIamRole", "Id": format!("arn:aws:iam::{}:role/ci-deployer", account["AwsAccountId"].as_str().unwrap_or_default()),
+                "Partition": "aws", "Region": "us-east-1"}));
+            explicit = Some(findings[EXPLICIT].clone());
         }
         import_findings(&securityhub, &findings).await?;
         let mut events: Vec<Value> =
@@ -98,10 +109,35 @@ async fn main() -> Result<()> {
             events.extend(again);
         }
         pipe.put_events(&events).await?;
-        run_wave(&enricher, &pipe, &calls, args.batch_size).await?;
+        let stats = run_wave(&enricher, &pipe, &calls, args.batch_size).await?;
+        selected.findings_selected += stats.findings_selected;
+        selected.explicit_requests += stats.explicit_requests;
+        selected.findings_joined += stats.findings_joined;
     }
+    println!(
+        "\n   investigations asked for: {} findings selected, {} of them explicit requests, {} joined another finding's job",
+        selected.findings_selected, selected.explicit_requests, selected.findings_joined
+    );
+
+    // The behavior graph covers part of the organization, as one of at most 1,200 members
+    // does in a large one: every fourth account is left out (never the explicit request's).
+    let explicit = explicit.context("the explicit request")?;
+    let explicit_account = explicit["AwsAccountId"].as_str().unwrap_or_default().to_owned();
+    let members: Vec<&str> = org
+        .accounts
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| i % 4 != 3 || a.id == explicit_account)
+        .map(|(_, a)| a.id.as_str())
+        .collect();
+    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").context("LOCAL_AWS_EMULATOR_URL is not set")?;
+    let graph_request =
+        json!({"account_id": ADMIN_ACCOUNT, "region": "us-east-1", "count": 1, "members": members}).to_string();
+    control_request("POST", &format!("{emulator}/_emulator/detective/graphs"), Some(graph_request)).await?;
+    println!("   behavior graph: {} of {} accounts are members", members.len(), org.accounts.len());
 
     run_investigations(&config, &clients, &calls).await?;
+    show_explicit_request(&securityhub, &explicit).await?;
     show_enriched_finding(&securityhub).await?;
     Ok(())
 }
@@ -123,26 +159,73 @@ async fn run_investigations(config: &EnricherConfig, clients: &Clients, calls: &
     for pass in 1..=60 {
         let report = investigator.run_pass(tokio::time::Instant::now() + Duration::from_secs(60)).await;
         println!(
-            "   pass {pass}: {} jobs active: {} started, {} still running, {} complete, {} failed",
-            report.active, report.started, report.still_running, report.completed, report.failed
+            "   pass {pass}: {} jobs active: {} started, {} waiting for quota, {} not covered, {} still running, {} complete, {} failed",
+            report.active,
+            report.started,
+            report.waiting,
+            report.not_covered,
+            report.still_running,
+            report.completed,
+            report.failed
         );
         if report.active == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let jobs =
-        clients.dynamodb.scan().table_name(JOBS_TABLE).select(aws_sdk_dynamodb::types::Select::Count).send().await?;
+    let items = clients.dynamodb.scan().table_name(JOBS_TABLE).send().await?.items.unwrap_or_default();
+    let status = |item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| {
+        item.get("Status").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
+    };
+    let findings_of = |item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| {
+        item.get("Findings").and_then(|v| v.as_ss().ok()).map_or(0, Vec::len)
+    };
+    let not_covered = items.iter().filter(|i| status(i) == "NOT_COVERED").count();
+    let joined: Vec<usize> = items.iter().map(findings_of).filter(|&n| n > 1).collect();
+    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").context("LOCAL_AWS_EMULATOR_URL is not set")?;
+    let dump =
+        control_request("GET", &format!("{emulator}/_emulator/detective/investigations?account={ADMIN_ACCOUNT}"), None)
+            .await?;
+    let investigations: Vec<Value> = serde_json::from_str(&dump)?;
+    let actors: std::collections::BTreeSet<&str> =
+        investigations.iter().filter_map(|i| i["EntityArn"].as_str()).collect();
     println!(
-        "   StartInvestigation calls {} for {} distinct (entity, window) jobs",
+        "   StartInvestigation calls {} against {} distinct actors; {} jobs: {} not covered (no call), {} joined by several findings ({} findings), ListMembers calls {}",
         calls.calls("Detective", "StartInvestigation"),
-        jobs.count
+        actors.len(),
+        items.len(),
+        not_covered,
+        joined.len(),
+        joined.iter().sum::<usize>(),
+        calls.calls("Detective", "ListMembers"),
     );
     Ok(())
 }
 
+/// The custom action's finding after the investigator: its request was honoured.
+async fn show_explicit_request(securityhub: &aws_sdk_securityhub::Client, explicit: &Value) -> Result<()> {
+    use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, StringFilter, StringFilterComparison};
+    let id = explicit["Id"].as_str().unwrap_or_default();
+    let filter = AwsSecurityFindingFilters::builder()
+        .id(StringFilter::builder().value(id).comparison(StringFilterComparison::Equals).build())
+        .build();
+    let found = securityhub.get_findings().filters(filter).max_results(10).send().await?;
+    let Some(finding) = found.findings.unwrap_or_default().into_iter().find(|f| f.id.as_deref() == Some(id)) else {
+        bail!("the explicit request's finding {id} is not in Security Hub");
+    };
+    let fields: BTreeMap<String, String> = finding.user_defined_fields.unwrap_or_default().into_iter().collect();
+    println!("\n== The explicit request (custom action `investigate`, delivered beside an Imported duplicate)");
+    println!("   Id: {id}");
+    println!("   investigate = {}", fields.get("investigate").map_or("(not set)", String::as_str));
+    if let Some(note) = finding.note {
+        println!("   Note: {}", note.text.unwrap_or_default());
+    }
+    Ok(())
+}
+
 /// What real streams carry besides clean findings: a duplicate, our own update coming back,
-/// a custom action with several findings, an event from another source, and garbage.
+/// a custom action with several findings, the analyst's `investigate` custom action beside an
+/// Imported duplicate, an event from another source, and garbage.
 fn add_awkward_records(events: &mut Vec<Value>, findings: &[Value]) {
     let mut older = findings[0].clone();
     older["UpdatedAt"] = json!("2026-11-22T06:00:00.000Z");
@@ -154,11 +237,19 @@ fn add_awkward_records(events: &mut Vec<Value>, findings: &[Value]) {
     action["detail-type"] = json!("Security Hub Findings - Custom Action");
     action["detail"]["actionName"] = json!("enrich-again");
     events.push(action);
+    // The analyst's custom action, then the same finding's Imported event again (a redelivery
+    // with the same UpdatedAt): dedup keeps the later copy, and the request must survive it.
+    let mut investigate = imported_event(&findings[EXPLICIT..=EXPLICIT], 900_004);
+    investigate["detail-type"] = json!("Security Hub Findings - Custom Action");
+    investigate["detail"]["actionName"] = json!("investigate");
+    events.push(investigate);
+    events.push(imported_event(&findings[EXPLICIT..=EXPLICIT], 900_005));
     events.push(json!({"source": "aws.guardduty", "detail-type": "GuardDuty Finding", "detail": {}}));
     events.push(json!("not an EventBridge event"));
 }
 
-async fn run_wave(enricher: &Enricher, pipe: &LocalPipe, calls: &ApiCalls, batch_size: usize) -> Result<()> {
+/// Runs one wave through the enricher; returns what its batches asked of the investigator.
+async fn run_wave(enricher: &Enricher, pipe: &LocalPipe, calls: &ApiCalls, batch_size: usize) -> Result<FanoutStats> {
     let before = calls.snapshot();
     let emulator_before = emulator_stats().await?;
     let batches = pipe.read_batches(batch_size).await?;
@@ -195,7 +286,13 @@ async fn run_wave(enricher: &Enricher, pipe: &LocalPipe, calls: &ApiCalls, batch
         }
     }
     summarize(&reports, &calls.since(&before), &emulator_before, &emulator_stats().await?);
-    Ok(())
+    let mut stats = FanoutStats::default();
+    for r in &reports {
+        stats.findings_selected += r.investigations.findings_selected;
+        stats.explicit_requests += r.investigations.explicit_requests;
+        stats.findings_joined += r.investigations.findings_joined;
+    }
+    Ok(stats)
 }
 
 fn summarize(reports: &[BatchReport], calls: &CallCounts, hub_before: &Value, hub_after: &Value) {
