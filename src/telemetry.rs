@@ -68,7 +68,8 @@ pub enum Metric {
     InvestigationsPending,
     /// Jobs ended without a call: the entity's account is outside the behavior graph.
     InvestigationsNotCovered,
-    /// Findings that joined another finding's job in the same batch (same actor and window).
+    /// Enricher: findings that joined another finding's job in the same batch (same actor and window).
+    /// Investigator: pending jobs joined to an earlier pending job of the same actor.
     InvestigationsJoined,
 }
 

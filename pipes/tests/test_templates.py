@@ -664,12 +664,13 @@ class DashboardTest(unittest.TestCase):
         self.assertGreater(searches, 3)
 
     def test_the_dashboard_shows_every_investigation_outcome(self):
-        series = {row[1]: row[3] for title, row in dashboard_series(fill(self.file_text))
+        series = {(row[1], row[3]) for title, row in dashboard_series(fill(self.file_text))
                   if title.startswith("Investigations") and isinstance(row[0], str)}
         self.assertEqual(series, {
-            "InvestigationsJoined": "enricher", "InvestigationsPending": "investigator",
-            "InvestigationsNotCovered": "investigator", "InvestigationsStarted": "investigator",
-            "InvestigationsCompleted": "investigator", "InvestigationsFailed": "investigator"})
+            ("InvestigationsJoined", "enricher"), ("InvestigationsJoined", "investigator"),
+            ("InvestigationsPending", "investigator"), ("InvestigationsNotCovered", "investigator"),
+            ("InvestigationsStarted", "investigator"), ("InvestigationsCompleted", "investigator"),
+            ("InvestigationsFailed", "investigator")})
 
     def test_math_expressions_use_ids_of_their_widget(self):
         for widget in fill(self.file_text)["widgets"]:

@@ -180,6 +180,44 @@ impl JobStore for DynamoJobs {
         }
     }
 
+    async fn absorb(&self, lead: &str, job: &Job, now: i64) -> Result<bool, JobError> {
+        // The lead first: should the second write fail, the job stays pending with its
+        // findings and is joined (or started) later; nothing is lost.
+        let ids: Vec<String> = job.findings.iter().map(encode_finding).collect();
+        let mut update = "ADD Priorities :priority, FindingsOverflow :overflow".to_owned();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("JobId", s(lead))
+            .expression_attribute_values(":priority", AttributeValue::Ns(vec![job.priority.to_string()]))
+            .expression_attribute_values(":overflow", n(job.findings_overflow));
+        if !ids.is_empty() {
+            update.push_str(", Findings :ids");
+            request = request.expression_attribute_values(":ids", AttributeValue::Ss(ids));
+        }
+        request.update_expression(update).send().await.map_err(|e| Self::error("UpdateItem", e))?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("JobId", s(&job.job_id))
+            .update_expression("SET #status = :to, JoinedTo = :lead, UpdatedAt = :now")
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "Status")
+            .expression_attribute_values(":to", s(JobStatus::Joined.as_str()))
+            .expression_attribute_values(":pending", s(JobStatus::Pending.as_str()))
+            .expression_attribute_values(":lead", s(lead))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => Ok(false),
+            Err(e) => Err(Self::error("UpdateItem", e)),
+        }
+    }
+
     async fn update(&self, job_id: &str, change: &JobChange, now: i64) -> Result<(), JobError> {
         let request = self
             .client

@@ -10,6 +10,15 @@ use crate::core::finding::FindingId;
 /// Findings a job remembers; more are counted, not stored. One BatchUpdateFindings' worth.
 pub const MAX_FINDINGS_PER_JOB: usize = 100;
 
+/// The `investigate` value of a finding whose account is outside the behavior graph.
+pub const NOT_COVERED: &str = "not-covered";
+
+/// Detective's limit on an investigation's scope window. Not stated in the API reference we
+/// could read: 30 days is the lookback this project already allows
+/// (`INVESTIGATION_LOOKBACK_HOURS` ≤ 720), and windows are kept within it, so either answer
+/// is safe as long as Detective accepts at least that.
+pub const MAX_SCOPE_SECONDS: i64 = 30 * 24 * 3600;
+
 /// A request to investigate an entity over a window, on behalf of some findings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRequest {
@@ -38,6 +47,8 @@ pub enum JobStatus {
     Failed,
     /// The entity's account is not a member of the behavior graph: ended without a call.
     NotCovered,
+    /// Its findings went to an earlier pending job of the same entity, whose window covers it.
+    Joined,
 }
 
 impl JobStatus {
@@ -49,6 +60,7 @@ impl JobStatus {
             JobStatus::Complete => "COMPLETE",
             JobStatus::Failed => "FAILED",
             JobStatus::NotCovered => "NOT_COVERED",
+            JobStatus::Joined => "JOINED",
         }
     }
 
@@ -60,6 +72,7 @@ impl JobStatus {
             "COMPLETE" => JobStatus::Complete,
             "FAILED" => JobStatus::Failed,
             "NOT_COVERED" => JobStatus::NotCovered,
+            "JOINED" => JobStatus::Joined,
             _ => return None,
         })
     }
@@ -87,6 +100,45 @@ impl Job {
     pub fn entity_account(&self) -> Option<&str> {
         self.entity_arn.split(':').nth(4).filter(|a| crate::core::finding::is_account_id(a))
     }
+}
+
+/// Joins pending jobs of one entity that different batches queued (their windows start on
+/// different days): the earliest leads, and its window, ending now, covers the later ones as
+/// long as it stays within [`MAX_SCOPE_SECONDS`]. Returns the jobs to advance, leads carrying
+/// their followers' findings and priority, and each follower with its lead's id.
+pub fn join_pending(jobs: Vec<Job>, now: i64) -> (Vec<Job>, Vec<(String, Job)>) {
+    let mut kept: Vec<Job> = Vec::with_capacity(jobs.len());
+    let mut followers = Vec::new();
+    let mut lead_of: BTreeMap<String, usize> = BTreeMap::new();
+    let mut jobs = jobs;
+    jobs.sort_by(|a, b| (a.scope_start, &a.job_id).cmp(&(b.scope_start, &b.job_id)));
+    for job in jobs {
+        let due = job.status == JobStatus::Pending && job.next_attempt_at <= now;
+        if !due {
+            kept.push(job);
+            continue;
+        }
+        match lead_of.get(&job.entity_arn) {
+            Some(&i) if now - kept[i].scope_start <= MAX_SCOPE_SECONDS => {
+                let lead = &mut kept[i];
+                lead.priority = lead.priority.max(job.priority);
+                for finding in &job.findings {
+                    if lead.findings.len() >= MAX_FINDINGS_PER_JOB {
+                        lead.findings_overflow += 1;
+                    } else if !lead.findings.contains(finding) {
+                        lead.findings.push(finding.clone());
+                    }
+                }
+                lead.findings_overflow += job.findings_overflow;
+                followers.push((lead.job_id.clone(), job));
+            }
+            _ => {
+                lead_of.insert(job.entity_arn.clone(), kept.len());
+                kept.push(job);
+            }
+        }
+    }
+    (kept, followers)
 }
 
 /// What enqueueing did.
@@ -229,7 +281,7 @@ impl Verdict {
                 ]
             }
             Verdict::Failed { .. } => vec![(keys::INVESTIGATE, "failed".into())],
-            Verdict::NotCovered { .. } => vec![(keys::INVESTIGATE, crate::core::select::NOT_COVERED.into())],
+            Verdict::NotCovered { .. } => vec![(keys::INVESTIGATE, NOT_COVERED.into())],
         }
     }
 
@@ -247,6 +299,44 @@ impl Verdict {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn job(id: &str, entity: &str, start: i64, status: JobStatus, findings: &[&str], priority: u8) -> Job {
+        Job {
+            job_id: id.into(),
+            entity_arn: entity.into(),
+            scope_start: start,
+            status,
+            findings: findings.iter().map(|f| FindingId { id: (*f).into(), product_arn: "p".into() }).collect(),
+            findings_overflow: 0,
+            attempts: 0,
+            next_attempt_at: 0,
+            claimed_at: None,
+            investigation_id: None,
+            graph_arn: None,
+            priority,
+        }
+    }
+
+    #[test]
+    fn pending_jobs_of_one_entity_join_the_earliest_within_the_scope_limit() {
+        let day = 86_400;
+        let now = 40 * day;
+        let jobs = vec![
+            job("a2", "alice", 35 * day, JobStatus::Pending, &["f2", "f3"], 12),
+            job("a1", "alice", 34 * day, JobStatus::Pending, &["f1"], 3),
+            job("a0", "alice", 5 * day, JobStatus::Pending, &["f0"], 3),
+            job("b1", "bob", 36 * day, JobStatus::Pending, &["g1"], 3),
+            job("b0", "bob", 35 * day, JobStatus::Running, &["g0"], 3),
+        ];
+        let (kept, followers) = join_pending(jobs, now);
+        let ids: Vec<&str> = kept.iter().map(|j| j.job_id.as_str()).collect();
+        assert_eq!(ids, ["a0", "a1", "b0", "b1"], "too old to lead, and a running job leads nothing");
+        assert_eq!(followers.len(), 1);
+        assert_eq!((followers[0].0.as_str(), followers[0].1.job_id.as_str()), ("a1", "a2"));
+        let lead = &kept[1];
+        assert_eq!(lead.findings.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["f1", "f2", "f3"]);
+        assert_eq!(lead.priority, 12);
+    }
 
     #[test]
     fn account_part_survives_a_round_trip() {

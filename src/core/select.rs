@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::core::enrich::keys;
 use crate::core::event::{Candidate, EventKind};
 use crate::core::finding::{Finding, FindingId};
-use crate::core::investigation::JobRequest;
+use crate::core::investigation::{JobRequest, MAX_SCOPE_SECONDS, NOT_COVERED};
 use crate::core::outcome::{FindingOutcome, SkipReason};
 use crate::core::time::parse_timestamp_millis;
 
@@ -45,8 +45,6 @@ impl Trigger {
 
 /// `investigate` values that say the finding's investigation has ended.
 const SETTLED: [&str; 3] = ["complete", "failed", NOT_COVERED];
-/// The `investigate` value of a finding whose account is outside the behavior graph.
-pub const NOT_COVERED: &str = "not-covered";
 
 /// What all the copies of one finding in a batch ask for, whichever copy dedup keeps and in
 /// whatever order they arrived. A custom action is an event, not state: the analyst's request
@@ -346,12 +344,6 @@ pub fn attack_sequence(finding: &Finding) -> Option<AttackSequence> {
 fn is_signal_of(finding: &Finding, signals: &BTreeSet<String>) -> bool {
     signals.contains(&finding.id) || finding.id.rsplit_once("/finding/").is_some_and(|(_, id)| signals.contains(id))
 }
-
-/// Detective's limit on an investigation's scope window. Not stated in the API reference we
-/// could read: 30 days is the lookback this project already allows
-/// (`INVESTIGATION_LOOKBACK_HOURS` ≤ 720), and windows are kept within it, so either answer
-/// is safe as long as Detective accepts at least that.
-pub const MAX_SCOPE_SECONDS: i64 = 30 * 24 * 3600;
 
 /// A finding's window: from the lookback before its first observation (snapped to the UTC
 /// day, so that later batches seeing the same actor the same day join the same job) to its

@@ -15,10 +15,11 @@ use crate::core::account::AccountRecord;
 use crate::core::enrich::{self, AccountEnrichment, Completeness, EnrichmentPayload, TagFilter};
 use crate::core::error::error_chain;
 use crate::core::finding::FindingId;
-use crate::core::investigation::{Job, JobChange, JobStatus, Verdict, account_part_of, compose_note};
+use crate::core::investigation::{
+    Job, JobChange, JobStatus, MAX_SCOPE_SECONDS, Verdict, account_part_of, compose_note, join_pending,
+};
 use crate::core::outcome::FindingOutcome;
 use crate::core::plan::requests_for;
-use crate::core::select::MAX_SCOPE_SECONDS;
 use crate::core::time::now_epoch_seconds;
 use crate::limits::{DeadlineReached, Limiter};
 use crate::ports::detective::{DetectiveError, InvestigationStatus, Investigations};
@@ -121,6 +122,8 @@ pub struct PassReport {
     pub waiting: usize,
     /// Ended without a StartInvestigation call: the entity's account is outside the graph.
     pub not_covered: usize,
+    /// Pending jobs whose findings went to an earlier pending job of the same entity.
+    pub joined: usize,
     pub still_running: usize,
     pub completed: usize,
     pub failed: usize,
@@ -137,6 +140,7 @@ impl PassReport {
             == self.started
                 + self.waiting
                 + self.not_covered
+                + self.joined
                 + self.still_running
                 + self.completed
                 + self.failed
@@ -157,6 +161,7 @@ impl Report for PassReport {
             started = self.started,
             waiting = self.waiting,
             not_covered = self.not_covered,
+            joined = self.joined,
             still_running = self.still_running,
             completed = self.completed,
             failed = self.failed,
@@ -165,11 +170,12 @@ impl Report for PassReport {
             claims_lost = self.claims_lost,
             errors = self.errors,
             balanced = self.balances(),
-            "investigator pass done: jobs {} = started {} + waiting {} + not covered {} + running {} + completed {} + failed {} + retried {} + not due {} + claims lost {} + errors {}",
+            "investigator pass done: jobs {} = started {} + waiting {} + not covered {} + joined {} + running {} + completed {} + failed {} + retried {} + not due {} + claims lost {} + errors {}",
             self.active,
             self.started,
             self.waiting,
             self.not_covered,
+            self.joined,
             self.still_running,
             self.completed,
             self.failed,
@@ -184,6 +190,7 @@ impl Report for PassReport {
         Metric::InvestigationsStarted.count(self.started);
         Metric::InvestigationsPending.count(self.waiting);
         Metric::InvestigationsNotCovered.count(self.not_covered);
+        Metric::InvestigationsJoined.count(self.joined);
         Metric::InvestigationsCompleted.count(self.completed);
         Metric::InvestigationsFailed.count(self.failed);
     }
@@ -233,6 +240,19 @@ impl Investigator {
             }
         };
         report.active = jobs.len();
+        let (jobs, followers) = join_pending(jobs, now_epoch_seconds());
+        for (lead, follower) in &followers {
+            match self.jobs.absorb(lead, follower, now_epoch_seconds()).await {
+                Ok(true) => report.joined += 1,
+                Ok(false) => report.claims_lost += 1,
+                Err(e) => {
+                    // The lead still writes its verdict to the follower's findings; the
+                    // follower stays pending and the next pass joins it again.
+                    tracing::warn!(job_id = %follower.job_id, error = %error_chain(&e), "could not join a job to its lead");
+                    report.errors += 1;
+                }
+            }
+        }
         let (pending, others): (Vec<Job>, Vec<Job>) =
             by_priority(jobs).into_iter().partition(|j| j.status == JobStatus::Pending);
         // Pending jobs start one after the other, in priority order, so the Detective quota
@@ -276,7 +296,9 @@ impl Investigator {
             }
             JobStatus::Starting => return Step::NotDue,
             JobStatus::Running => self.poll(&job, deadline).await,
-            JobStatus::Complete | JobStatus::Failed | JobStatus::NotCovered => return Step::NotDue,
+            JobStatus::Complete | JobStatus::Failed | JobStatus::NotCovered | JobStatus::Joined => {
+                return Step::NotDue;
+            }
         };
         result.unwrap_or_else(|error| {
             tracing::warn!(job_id = %job.job_id, error = %error_chain(&error), "investigation job step failed; next pass retries");

@@ -338,3 +338,33 @@ async fn a_short_quota_goes_to_explicit_requests_then_severity() {
     let order = investigated_entities(&s.admin).await;
     assert_eq!(order[..2], [user("asked"), user("critical")], "{order:?}");
 }
+
+#[tokio::test]
+async fn jobs_of_one_actor_from_different_batches_join_one_investigation() {
+    if !crate::stack_up() {
+        return;
+    }
+    fn two_days(accounts: &[(String, String)]) -> Vec<Value> {
+        let (id, name) = &accounts[0];
+        let mut second = user_finding(id, name, 1, "traveller", "HIGH", json!({}));
+        second["FirstObservedAt"] = json!("2026-11-23T09:00:00.000Z");
+        second["UpdatedAt"] = json!("2026-11-23T09:00:00.000Z");
+        vec![user_finding(id, name, 0, "traveller", "HIGH", json!({})), second]
+    }
+    let s = setup_world(World { max_attempts: 3, members: 2, detective_rps: "100", findings: two_days }).await;
+    // A day apart, in two batches: two jobs (their windows start on different days).
+    for finding in &s.findings {
+        let report = s.enricher.handle(duplicated_batch(std::slice::from_ref(finding)), soon()).await;
+        assert_eq!(report.investigations.jobs_created, 1, "{:?}", report.investigations);
+    }
+    let pass = s.investigator.run_pass(soon()).await;
+    assert_eq!((pass.started, pass.joined), (1, 1), "{pass:?}");
+    assert!(pass.balances());
+    run_until(&s.investigator, |r| r.completed == 1).await;
+    assert_eq!(s.calls.calls("Detective", "StartInvestigation"), 1, "one investigation for the actor");
+    let fields = fields_of(&s.securityhub).await;
+    assert_eq!(fields.len(), 2);
+    for (fields, note) in fields {
+        assert_eq!(fields["investigate"], "complete", "{note}");
+    }
+}
