@@ -4,4 +4,5 @@
 pub mod directory;
 pub mod enricher;
 pub mod hub;
+pub mod jobs;
 pub mod ledger;
