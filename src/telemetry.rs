@@ -68,6 +68,13 @@ pub enum Metric {
     InvestigationsStarted,
     InvestigationsCompleted,
     InvestigationsFailed,
+    /// Jobs due but left for a later pass: the pass's Detective quota went to higher priorities.
+    InvestigationsPending,
+    /// Jobs ended without a call: the entity's account is outside the behavior graph.
+    InvestigationsNotCovered,
+    /// Enricher: findings that joined another finding's job in the same batch (same actor and window).
+    /// Investigator: pending jobs joined to an earlier pending job of the same actor.
+    InvestigationsJoined,
 }
 
 impl Metric {

@@ -22,7 +22,7 @@ use crate::limits::Limiter;
 use crate::service::directory::Directory;
 use crate::service::fanout::Fanout;
 use crate::service::handler::Enricher;
-use crate::service::investigator::{Investigator, RETRY_BASE};
+use crate::service::investigator::{COVERAGE_TTL, Coverage, Investigator, RETRY_BASE};
 use crate::service::quota_share::QuotaShare;
 use crate::service::refresh::Refresher;
 use crate::service::sweep::Sweeper;
@@ -249,11 +249,15 @@ impl Investigator {
             cache: Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.cache_table)),
             tag_filter: config.tag_filter.clone(),
             detective_limit: Limiter::new(config.detective_rate),
+            // Detective publishes no request-rate quotas for its read operations (the
+            // emulator assumes 10/s); 5/s keeps well inside that for one investigator.
+            detective_read_limit: Limiter::new(Rate { per_second: 5.0, burst: 10 }),
             read_limit: Limiter::new(Rate { per_second: 3.0, burst: 6 }),
             max_attempts: config.max_attempts,
             retry_base: RETRY_BASE,
             region: region.to_owned(),
             deadline_margin: config.deadline_margin,
+            coverage: Coverage::new(COVERAGE_TTL),
         }
     }
 }

@@ -461,3 +461,61 @@ async fn environments_writing_at_once_share_the_quota_through_the_ledger() {
     assert!(holders.contains(&Some(2)), "each saw only itself: {holders:?}");
     assert_eq!(ledger.live(), 0, "both released their claims");
 }
+
+/// The analyst's custom action on an Inspector finding arrives beside the finding's Imported
+/// event and its redelivery; two GuardDuty findings of one user arrive hours apart.
+#[tokio::test(start_paused = true)]
+async fn an_explicit_request_survives_its_duplicates_and_one_actor_gets_one_job() {
+    use base64::Engine as _;
+    use loadtest::fakes::jobs::InMemoryJobs;
+    use securityhub_enricher::core::select::Criteria;
+    use securityhub_enricher::service::fanout::Fanout;
+    use serde_json::{Value, json};
+
+    let jobs = Arc::new(InMemoryJobs::default());
+    let fanout = Fanout { jobs: jobs.clone(), criteria: Criteria::default(), lookback_hours: 24 };
+    let source = StaticSource::new([account(A, "payments-prod")]);
+    let h = harness_configured(source, InMemoryHub::default(), Arc::default(), |b| b.fanout(fanout));
+    let role = format!("arn:aws:iam::{A}:role/ci-deployer");
+    let alice = format!("arn:aws:iam::{A}:user/alice");
+    let inspector = json!({
+        "Id": "inspector-1", "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/inspector",
+        "AwsAccountId": A, "UpdatedAt": "2026-11-22T07:00:00Z", "FirstObservedAt": "2026-11-22T06:00:00Z",
+        "Severity": {"Label": "LOW"}, "Resources": [{"Type": "AwsIamRole", "Id": role}]});
+    let guardduty = |name: &str, first: &str| {
+        json!({"Id": id(name, A).id, "ProductArn": GUARDDUTY, "AwsAccountId": A, "UpdatedAt": first,
+               "FirstObservedAt": first, "Severity": {"Label": "HIGH"},
+               "Resources": [{"Type": "AwsIamUser", "Id": alice}]})
+    };
+    let imported = |f: &Value| json!({"source": "aws.securityhub", "detail-type": "Security Hub Findings - Imported", "detail": {"findings": [f]}});
+    let action = json!({"source": "aws.securityhub", "detail-type": "Security Hub Findings - Custom Action",
+                        "detail": {"actionName": "investigate", "findings": [inspector]}});
+    let events = [
+        imported(&inspector),
+        action,
+        imported(&inspector),
+        imported(&guardduty("g1", "2026-11-22T01:10:00Z")),
+        imported(&guardduty("g2", "2026-11-22T09:40:00Z")),
+    ];
+    let records: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(n, e)| {
+            let data = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(e).unwrap());
+            json!({"eventID": format!("s:{n}"), "data": data})
+        })
+        .collect();
+    let batch: IncomingBatch = serde_json::from_value(Value::Array(records)).unwrap();
+    let report = h.enricher.handle(batch, soon()).await;
+    assert!(report.tally.balances(), "{}", report.tally);
+    let stats = &report.investigations;
+    assert_eq!((stats.findings_selected, stats.explicit_requests, stats.findings_joined), (3, 1, 1), "{stats:?}");
+    assert_eq!(stats.jobs_created, 2);
+    let queued: BTreeMap<String, (Vec<String>, u8)> = jobs
+        .jobs()
+        .into_values()
+        .map(|j| (j.entity_arn, (j.findings.into_iter().map(|f| f.id).collect(), j.priority)))
+        .collect();
+    assert_eq!(queued[&role], (vec!["inspector-1".to_owned()], 11), "the request, ahead of any severity");
+    assert_eq!(queued[&alice], (vec![id("g1", A).id, id("g2", A).id], 3));
+}

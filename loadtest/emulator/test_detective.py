@@ -167,6 +167,49 @@ class GraphTests(DetectiveTestCase):
             self.assertEqual(headers.get("x-amzn-ErrorType"), "InvalidInputException")
 
 
+class MemberTests(DetectiveTestCase):
+    def test_list_members_pages_and_entities_outside_the_graph_are_rejected(self):
+        members = [new_account() for _ in range(5)]
+        spec = members[:4] + [{"account_id": members[4], "status": "ACCEPTED_BUT_DISABLED"}]
+        status, _, body = control(self.plain, "/_emulator/detective/graphs",
+                                  {"account_id": self.acct, "region": REGION, "members": spec})
+        self.assertEqual(status, 200, body)
+        graph = body["graph_arns"][0]
+        listed, token = [], None
+        while True:
+            page = self.c.list_members(GraphArn=graph, MaxResults=2, **({"NextToken": token} if token else {}))
+            self.assertLessEqual(len(page["MemberDetails"]), 2)
+            listed += [(m["AccountId"], m["Status"]) for m in page["MemberDetails"]]
+            token = page.get("NextToken")
+            if not token:
+                break
+        self.assertEqual(sorted(listed), sorted([(a, "ENABLED") for a in members[:4]] + [(members[4], "ACCEPTED_BUT_DISABLED")]))
+        self.start(user(members[0], "alice"), graph=graph)
+        self.start(user(self.acct, "admin-user"), graph=graph)
+        for outside in (user(members[4], "disabled"), user(new_account(), "stranger")):
+            with self.assertRaises(ClientError) as ctx:
+                self.start(outside, graph=graph)
+            self.assertClientError(ctx, "ResourceNotFoundException", 404, "not in behavior graph")
+
+    def test_members_can_leave_a_graph(self):
+        member = new_account()
+        status, _, body = control(self.plain, "/_emulator/detective/graphs",
+                                  {"account_id": self.acct, "region": REGION, "members": [member]})
+        graph = body["graph_arns"][0]
+        self.start(user(member, "alice"), graph=graph)
+        status, _, body = control(self.plain, "/_emulator/detective/members", {"graph_arn": graph, "members": []})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(self.c.list_members(GraphArn=graph)["MemberDetails"], [])
+        with self.assertRaises(ClientError) as ctx:
+            self.start(user(member, "alice"), graph=graph)
+        self.assertClientError(ctx, "ResourceNotFoundException", 404)
+
+    def test_member_spec_validation(self):
+        for bad in ("x", ["123"], [{"account_id": self.acct, "status": "MAYBE"}]):
+            status, _, _ = control(self.plain, "/_emulator/detective/graphs", {"account_id": self.acct, "members": bad})
+            self.assertEqual(status, 400, bad)
+
+
 class StartValidationTests(DetectiveTestCase):
     def test_entity_arn_must_be_iam_user_or_role(self):
         for bad in ("arn:aws:sts::%s:assumed-role/admin/session" % self.acct,

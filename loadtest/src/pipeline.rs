@@ -33,7 +33,7 @@ pub fn run(
 /// does once it has deserialized the event).
 pub fn run_parsed(batch: IncomingBatch, enrichments: &HashMap<String, AccountEnrichment>) -> PurePathOutput {
     let candidates = decode_batch(batch, 0.0).candidates;
-    let (kept, _) = plan::triage(&candidates);
+    let kept = plan::triage(&candidates).kept;
     let grouped = plan::group_updates(&candidates, &kept, enrichments);
     let mut encoded_bytes = 0;
     for request in &grouped.requests {

@@ -684,8 +684,9 @@ class DashboardTest(unittest.TestCase):
             code_metrics("fn name(self) -> &str { match self { Metric::A => a } }")
 
     def test_dashboard_metrics_are_the_enrichers(self):
-        """Each SecurityHubEnricher series is the code's metric, with Function = enricher and its full dimension set
-        (CloudWatch matches dimension sets exactly: a missing label shows no data)."""
+        """Each SecurityHubEnricher series is the code's metric, with Function = one of the functions (enricher, or
+        investigator for the investigator's passes) and its full dimension set (CloudWatch matches dimension sets
+        exactly: a missing label shows no data)."""
         seen = searches = 0
         for title, row in dashboard_series(fill(self.file_text)):
             if isinstance(row[0], dict):
@@ -708,11 +709,20 @@ class DashboardTest(unittest.TestCase):
             seen += 1
             self.assertEqual(len(pairs) % 2, 0, f"{title}: {row}")
             dimensions = dict(zip(pairs[::2], pairs[1::2]))
-            self.assertEqual(dimensions.get("Function"), "enricher", f"{title}: {row}")
+            self.assertIn(dimensions.get("Function"), FUNCTIONS, f"{title}: {row}")
             self.assertIn(name, self.metrics, f"{title}: {name} is not a Metric::name() of src/telemetry.rs")
             self.assertEqual(set(dimensions), self.metrics[name], f"{title}: {row}")
         self.assertGreater(seen, 10)
         self.assertGreater(searches, 3)
+
+    def test_the_dashboard_shows_every_investigation_outcome(self):
+        series = {(row[1], row[3]) for title, row in dashboard_series(fill(self.file_text))
+                  if title.startswith("Investigations") and isinstance(row[0], str)}
+        self.assertEqual(series, {
+            ("InvestigationsJoined", "enricher"), ("InvestigationsJoined", "investigator"),
+            ("InvestigationsPending", "investigator"), ("InvestigationsNotCovered", "investigator"),
+            ("InvestigationsStarted", "investigator"), ("InvestigationsCompleted", "investigator"),
+            ("InvestigationsFailed", "investigator")})
 
     def test_math_expressions_use_ids_of_their_widget(self):
         for widget in fill(self.file_text)["widgets"]:

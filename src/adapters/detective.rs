@@ -1,7 +1,7 @@
-//! The Amazon Detective adapter: the behavior graph, starting investigations, and reading
+//! The Amazon Detective adapter: the behavior graph and its members, starting investigations, and reading
 //! their status, severity and indicators. Nothing here waits for an investigation to finish.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use aws_sdk_detective::error::ProvideErrorMetadata;
@@ -74,6 +74,27 @@ impl Investigations for DetectiveClient {
             .cloned()
     }
 
+    async fn covered_accounts(&self, graph: &str) -> Result<BTreeSet<String>, DetectiveError> {
+        use aws_sdk_detective::types::MemberStatus;
+        let mut covered = BTreeSet::new();
+        // The graph's ARN names its administrator account, which ListMembers need not list.
+        if let Some(admin) = graph.split(':').nth(4).filter(|a| !a.is_empty()) {
+            covered.insert(admin.to_owned());
+        }
+        let mut pages = self.client.list_members().graph_arn(graph).max_results(200).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| detective_error("ListMembers", e))?;
+            for member in page.member_details.unwrap_or_default() {
+                if member.status == Some(MemberStatus::Enabled)
+                    && let Some(account) = member.account_id
+                {
+                    covered.insert(account);
+                }
+            }
+        }
+        Ok(covered)
+    }
+
     async fn start(
         &self,
         graph: &str,
@@ -141,5 +162,66 @@ impl Investigations for DetectiveClient {
             }
         }
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_detective::Client;
+    use aws_sdk_detective::operation::list_members::ListMembersOutput;
+    use aws_sdk_detective::operation::start_investigation::StartInvestigationError;
+    use aws_sdk_detective::types::error::ResourceNotFoundException;
+    use aws_sdk_detective::types::{MemberDetail, MemberStatus};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_types::error::ErrorMetadata;
+
+    use super::*;
+
+    const GRAPH: &str = "arn:aws:detective:us-east-1:999988887777:graph:0123456789abcdef0123456789abcdef";
+
+    fn member(account: &str, status: MemberStatus) -> MemberDetail {
+        MemberDetail::builder().account_id(account).status(status).build()
+    }
+
+    #[tokio::test]
+    async fn coverage_reads_every_page_and_keeps_enabled_members_and_the_administrator() {
+        let first = mock!(Client::list_members).match_requests(|r| r.next_token().is_none()).then_output(|| {
+            ListMembersOutput::builder()
+                .member_details(member("111111111111", MemberStatus::Enabled))
+                .member_details(member("222222222222", MemberStatus::Invited))
+                .next_token("p2")
+                .build()
+        });
+        let second = mock!(Client::list_members).match_requests(|r| r.next_token() == Some("p2")).then_output(|| {
+            ListMembersOutput::builder()
+                .member_details(member("333333333333", MemberStatus::Enabled))
+                .member_details(member("444444444444", MemberStatus::AcceptedButDisabled))
+                .member_details(member("555555555555", MemberStatus::VerificationFailed))
+                .build()
+        });
+        let client = mock_client!(aws_sdk_detective, RuleMode::MatchAny, [&first, &second]);
+        let detective = DetectiveClient::new(client, Some(GRAPH.into()));
+        let covered = detective.covered_accounts(GRAPH).await.unwrap();
+        assert_eq!(covered, BTreeSet::from(["111111111111", "333333333333", "999988887777"].map(String::from)));
+        assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_entity_is_refused_with_its_code() {
+        let start = mock!(Client::start_investigation).then_error(|| {
+            StartInvestigationError::ResourceNotFoundException(
+                ResourceNotFoundException::builder()
+                    .message("no such entity")
+                    .meta(ErrorMetadata::builder().code("ResourceNotFoundException").build())
+                    .build(),
+            )
+        });
+        let client = mock_client!(aws_sdk_detective, [&start]);
+        let detective = DetectiveClient::new(client, Some(GRAPH.into()));
+        let error = detective.start(GRAPH, "arn:aws:iam::123456789012:user/x", 0, 3600).await.unwrap_err();
+        assert!(
+            matches!(&error, DetectiveError::Refused { code, .. } if code == "ResourceNotFoundException"),
+            "{error:?}"
+        );
     }
 }

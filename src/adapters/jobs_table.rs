@@ -67,6 +67,13 @@ impl DynamoJobs {
             claimed_at: number("ClaimedAt"),
             investigation_id: text("InvestigationId"),
             graph_arn: text("GraphArn"),
+            // A number set: ADD is a union, so the highest priority any enqueue asked for is
+            // kept without a read (DynamoDB's update expressions have no max).
+            priority: item
+                .get("Priorities")
+                .and_then(|v| v.as_ns().ok())
+                .and_then(|ns| ns.iter().filter_map(|p| p.parse::<u8>().ok()).max())
+                .unwrap_or(0),
         })
     }
 }
@@ -87,7 +94,7 @@ impl JobStore for DynamoJobs {
                 "SET EntityArn = if_not_exists(EntityArn, :entity), ScopeStart = if_not_exists(ScopeStart, :start), \
                  #status = if_not_exists(#status, :pending), Attempts = if_not_exists(Attempts, :zero), \
                  NextAttemptAt = if_not_exists(NextAttemptAt, :zero), CreatedAt = if_not_exists(CreatedAt, :now), \
-                 ExpiresAt = :expires ADD Findings :ids",
+                 ExpiresAt = :expires ADD Findings :ids, Priorities :priority",
             )
             .condition_expression("attribute_not_exists(JobId) OR size(Findings) < :max")
             .expression_attribute_names("#status", "Status")
@@ -99,6 +106,7 @@ impl JobStore for DynamoJobs {
             .expression_attribute_values(":expires", n(now + JOB_TTL_SECONDS))
             .expression_attribute_values(":ids", AttributeValue::Ss(ids))
             .expression_attribute_values(":max", n(MAX_FINDINGS_PER_JOB))
+            .expression_attribute_values(":priority", AttributeValue::Ns(vec![request.priority.to_string()]))
             .return_values(ReturnValue::AllOld)
             .send()
             .await;
@@ -113,8 +121,9 @@ impl JobStore for DynamoJobs {
                     .update_item()
                     .table_name(&self.table)
                     .key("JobId", s(&job_id))
-                    .update_expression("ADD FindingsOverflow :n")
+                    .update_expression("ADD FindingsOverflow :n, Priorities :priority")
                     .expression_attribute_values(":n", n(request.findings.len()))
+                    .expression_attribute_values(":priority", AttributeValue::Ns(vec![request.priority.to_string()]))
                     .send()
                     .await
                     .map_err(|e| Self::error("UpdateItem", e))?;
@@ -171,6 +180,44 @@ impl JobStore for DynamoJobs {
         }
     }
 
+    async fn absorb(&self, lead: &str, job: &Job, now: i64) -> Result<bool, JobError> {
+        // The lead first: should the second write fail, the job stays pending with its
+        // findings and is joined (or started) later; nothing is lost.
+        let ids: Vec<String> = job.findings.iter().map(encode_finding).collect();
+        let mut update = "ADD Priorities :priority, FindingsOverflow :overflow".to_owned();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("JobId", s(lead))
+            .expression_attribute_values(":priority", AttributeValue::Ns(vec![job.priority.to_string()]))
+            .expression_attribute_values(":overflow", n(job.findings_overflow));
+        if !ids.is_empty() {
+            update.push_str(", Findings :ids");
+            request = request.expression_attribute_values(":ids", AttributeValue::Ss(ids));
+        }
+        request.update_expression(update).send().await.map_err(|e| Self::error("UpdateItem", e))?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("JobId", s(&job.job_id))
+            .update_expression("SET #status = :to, JoinedTo = :lead, UpdatedAt = :now")
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "Status")
+            .expression_attribute_values(":to", s(JobStatus::Joined.as_str()))
+            .expression_attribute_values(":pending", s(JobStatus::Pending.as_str()))
+            .expression_attribute_values(":lead", s(lead))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => Ok(false),
+            Err(e) => Err(Self::error("UpdateItem", e)),
+        }
+    }
+
     async fn update(&self, job_id: &str, change: &JobChange, now: i64) -> Result<(), JobError> {
         let request = self
             .client
@@ -204,6 +251,10 @@ impl JobStore for DynamoJobs {
             JobChange::Failed { reason } => request
                 .update_expression("SET #status = :to, FailureReason = :reason, UpdatedAt = :now")
                 .expression_attribute_values(":to", s(JobStatus::Failed.as_str()))
+                .expression_attribute_values(":reason", s(reason)),
+            JobChange::NotCovered { reason } => request
+                .update_expression("SET #status = :to, FailureReason = :reason, UpdatedAt = :now")
+                .expression_attribute_values(":to", s(JobStatus::NotCovered.as_str()))
                 .expression_attribute_values(":reason", s(reason)),
         };
         match request.send().await {

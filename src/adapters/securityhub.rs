@@ -138,6 +138,7 @@ fn from_asff(f: aws_sdk_securityhub::types::AwsSecurityFinding) -> Finding {
         aws_account_name: f.aws_account_name,
         updated_at: f.updated_at,
         first_observed_at: f.first_observed_at,
+        last_observed_at: f.last_observed_at,
         created_at: f.created_at,
         product_name: f.product_name,
         record_state: f.record_state.map(|r| r.as_str().to_owned()),
@@ -145,6 +146,7 @@ fn from_asff(f: aws_sdk_securityhub::types::AwsSecurityFinding) -> Finding {
         note: f.note.map(|n| Note { text: n.text.unwrap_or_default(), updated_by: n.updated_by.unwrap_or_default() }),
         user_defined_fields: f.user_defined_fields.unwrap_or_default().into_iter().collect(),
         resources: Vec::new(),
+        detection: None,
     }
 }
 

@@ -27,6 +27,7 @@ pub mod keys {
     pub const INVESTIGATE: &str = "investigate";
     pub const INVESTIGATION_SEVERITY: &str = "investigationSeverity";
     pub const INVESTIGATION_ID: &str = "investigationId";
+    pub const INVESTIGATION_INDICATORS: &str = "investigationIndicators";
     /// A short fingerprint of the metadata the finding was enriched from: the sweep tells
     /// current findings from stale ones by it, without rewriting the current ones.
     pub const ENRICHED_FROM: &str = "enrichedFrom";
@@ -34,7 +35,7 @@ pub mod keys {
     /// from the account its key on the finding is ours to retire (see `TOMBSTONE`).
     pub const ENRICHED_TAG_KEYS: &str = "enrichedTagKeys";
 
-    pub const RESERVED: [&str; 11] = [
+    pub const RESERVED: [&str; 12] = [
         ACCOUNT_NAME,
         OU,
         SECURITY_CONTACT,
@@ -44,6 +45,7 @@ pub mod keys {
         INVESTIGATE,
         INVESTIGATION_SEVERITY,
         INVESTIGATION_ID,
+        INVESTIGATION_INDICATORS,
         ENRICHED_FROM,
         ENRICHED_TAG_KEYS,
     ];

@@ -58,6 +58,8 @@ pub struct Finding {
     #[serde(default)]
     pub first_observed_at: Option<String>,
     #[serde(default)]
+    pub last_observed_at: Option<String>,
+    #[serde(default)]
     pub created_at: Option<String>,
     #[serde(default)]
     pub product_name: Option<String>,
@@ -71,6 +73,10 @@ pub struct Finding {
     pub user_defined_fields: BTreeMap<String, String>,
     #[serde(default)]
     pub resources: Vec<Resource>,
+    /// GuardDuty Extended Threat Detection's attack sequence, kept raw: only sequence findings
+    /// carry it, and only the investigation selection reads it.
+    #[serde(default)]
+    pub detection: Option<Box<RawValue>>,
 }
 
 impl Finding {

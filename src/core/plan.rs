@@ -8,6 +8,7 @@ use crate::core::enrich::{self, AccountEnrichment, EnrichmentPayload};
 use crate::core::event::Candidate;
 use crate::core::finding::{self, Finding, FindingId};
 use crate::core::outcome::SkipReason;
+use crate::core::select::{self, Asks};
 
 /// Security Hub's cap on FindingIdentifiers per BatchUpdateFindings request.
 pub const MAX_FINDINGS_PER_UPDATE: usize = 100;
@@ -58,20 +59,33 @@ pub fn dedup(candidates: &[Candidate], eligible: impl IntoIterator<Item = usize>
     (kept, superseded)
 }
 
-/// Screens and dedups a batch's candidates: the ones to keep, and a skip reason for each of the
-/// others.
-pub fn triage(candidates: &[Candidate]) -> (Vec<usize>, Vec<(usize, SkipReason)>) {
+/// What triage decided for a batch.
+#[derive(Debug, Default)]
+pub struct Triage {
+    pub kept: Vec<usize>,
+    pub skipped: Vec<(usize, SkipReason)>,
+    /// What every copy of each finding asked for, whichever copy was kept.
+    pub asks: HashMap<FindingId, Asks>,
+}
+
+/// Screens and dedups a batch's candidates: the ones to keep, a skip reason for each of the
+/// others, and what all copies of each finding asked for. A finding an analyst chose a custom
+/// action on is re-enriched even if already enriched, whichever of its copies is kept.
+pub fn triage(candidates: &[Candidate]) -> Triage {
+    let asks = select::asks(candidates);
     let mut skipped = Vec::new();
     let mut eligible = Vec::with_capacity(candidates.len());
     for (i, candidate) in candidates.iter().enumerate() {
+        let reenrich = || asks.get(&candidate.finding.identifier()).is_some_and(Asks::by_custom_action);
         match screen(&candidate.finding) {
+            Some(SkipReason::AlreadyEnriched) if reenrich() => eligible.push(i),
             Some(reason) => skipped.push((i, reason)),
             None => eligible.push(i),
         }
     }
     let (kept, superseded) = dedup(candidates, eligible);
     skipped.extend(superseded.into_iter().map(|i| (i, SkipReason::Superseded)));
-    (kept, skipped)
+    Triage { kept, skipped, asks }
 }
 
 /// One BatchUpdateFindings request, from plan to writer: a payload and at most 100 findings,

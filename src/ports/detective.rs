@@ -1,7 +1,7 @@
 //! Port: Amazon Detective, as the investigator uses it. Nothing here waits for an
 //! investigation to finish.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 
@@ -43,6 +43,9 @@ pub enum InvestigationStatus {
 #[async_trait]
 pub trait Investigations: Send + Sync {
     async fn graph(&self) -> Result<String, DetectiveError>;
+    /// The accounts whose entities the graph can investigate: its members whose status is
+    /// ENABLED (the only status in which a member contributes data), and its administrator.
+    async fn covered_accounts(&self, graph: &str) -> Result<BTreeSet<String>, DetectiveError>;
     async fn start(
         &self,
         graph: &str,

@@ -24,4 +24,7 @@ pub trait JobStore: Send + Sync {
     /// PENDING and due → STARTING. False when another runner got it first or it is not due.
     async fn claim(&self, job_id: &str, now: i64) -> Result<bool, JobError>;
     async fn update(&self, job_id: &str, change: &JobChange, now: i64) -> Result<(), JobError>;
+    /// Adds a pending job's findings and priority to `lead`, then marks it JOINED. False when
+    /// the job was no longer pending (another runner took it; the lead has its findings too).
+    async fn absorb(&self, lead: &str, job: &Job, now: i64) -> Result<bool, JobError>;
 }

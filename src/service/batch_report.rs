@@ -77,6 +77,8 @@ impl Report for BatchReport {
             lookups = self.prefetch.lookups,
             investigation_jobs_created = self.investigations.jobs_created,
             investigation_jobs_joined = self.investigations.jobs_joined,
+            investigation_findings_joined = self.investigations.findings_joined,
+            investigation_explicit_requests = self.investigations.explicit_requests,
             duration_ms = self.duration_ms as u64,
             "batch done: {t}"
         );
@@ -111,6 +113,7 @@ impl Report for BatchReport {
         Metric::LookupFailures.count(p.lookup_failures);
         Metric::LookupsOutOfBudget.count(p.lookups_out_of_budget);
         Metric::InvestigationsQueued.count(self.investigations.jobs_created);
+        Metric::InvestigationsJoined.count(self.investigations.findings_joined);
         Metric::BatchDuration.observe(self.duration_ms as f64);
         if let Some(oldest) = self.record_ages.iter().copied().reduce(f64::max) {
             Metric::RecordAgeSeconds.observe(oldest);

@@ -1,7 +1,7 @@
-//! The enricher's side of investigations: select findings, resolve their entities, and queue one
-//! job per (entity, scope window) in the job table. Never waits on Detective.
+//! The enricher's side of investigations: select findings (`core::select::plan_jobs`) and queue
+//! one job per actor and window in the job table. Never waits on Detective.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -10,8 +10,9 @@ use tokio::time::Instant;
 
 use crate::core::error::error_chain;
 use crate::core::event::Candidate;
-use crate::core::investigation::{Enqueued, JobRequest};
-use crate::core::select::{Criteria, entities, scope_start, trigger};
+use crate::core::finding::FindingId;
+use crate::core::investigation::Enqueued;
+use crate::core::select::{Asks, Criteria, plan_jobs};
 use crate::core::time::now_epoch_seconds;
 use crate::ports::jobs::JobStore;
 
@@ -24,9 +25,14 @@ pub struct Fanout {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FanoutStats {
     pub findings_selected: usize,
+    /// Of the selected findings, those a person asked for (custom action, `investigate=true`).
+    pub explicit_requests: usize,
     pub entities_unresolved: usize,
     pub jobs_created: usize,
     pub jobs_joined: usize,
+    /// Findings that joined a job another finding of the batch asked for (same actor,
+    /// overlapping window).
+    pub findings_joined: usize,
     pub findings_overflow: usize,
     pub enqueue_failures: usize,
 }
@@ -38,33 +44,25 @@ impl Fanout {
         &self,
         candidates: &[Candidate],
         eligible: &[usize],
+        asks: &HashMap<FindingId, Asks>,
         deadline: Instant,
     ) -> (FanoutStats, BTreeSet<usize>) {
-        let mut stats = FanoutStats::default();
         let now_millis = now_epoch_seconds() * 1000;
-        let mut requests: BTreeMap<String, (JobRequest, Vec<usize>)> = BTreeMap::new();
-        for &i in eligible {
-            let candidate = &candidates[i];
-            if trigger(&candidate.finding, &candidate.kind, &self.criteria).is_none() {
-                continue;
-            }
-            stats.findings_selected += 1;
-            let (found, unresolved) = entities(&candidate.finding);
-            stats.entities_unresolved += unresolved.len();
-            for reason in &unresolved {
-                tracing::info!(finding_id = %candidate.finding.id, ?reason, "IAM entity not investigated");
-            }
-            let start = scope_start(&candidate.finding, self.lookback_hours, now_millis);
-            for entity in found {
-                let request = JobRequest { entity_arn: entity.arn, scope_start: start, findings: BTreeSet::new() };
-                let slot = requests.entry(request.job_id()).or_insert_with(|| (request, Vec::new()));
-                slot.0.findings.insert(candidate.finding.identifier());
-                slot.1.push(i);
-            }
+        let selection = plan_jobs(candidates, eligible, asks, &self.criteria, self.lookback_hours, now_millis);
+        let mut stats = FanoutStats {
+            findings_selected: selection.findings_selected,
+            explicit_requests: selection.explicit,
+            entities_unresolved: selection.unresolved.len(),
+            findings_joined: selection.findings_joined,
+            ..FanoutStats::default()
+        };
+        for (i, reason) in &selection.unresolved {
+            tracing::info!(finding_id = %candidates[*i].finding.id, ?reason, "IAM entity not investigated");
         }
+        let requests = selection.jobs;
 
         let now = now_millis / 1000;
-        let results: Vec<_> = futures::stream::iter(requests.into_values())
+        let results: Vec<_> = futures::stream::iter(requests)
             .map(|(request, members)| async move {
                 let result = match tokio::time::timeout_at(deadline, self.jobs.enqueue(&request, now)).await {
                     Ok(result) => result.map_err(|e| error_chain(&e)),

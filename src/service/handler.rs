@@ -35,7 +35,7 @@ impl Enricher {
 
         let Decoded { mut tally, records, candidates, record_ages } = decode_batch(batch, since_epoch().as_secs_f64());
         let mut outcomes: Vec<Option<FindingOutcome>> = vec![None; candidates.len()];
-        let (kept, skipped) = plan::triage(&candidates);
+        let plan::Triage { kept, skipped, asks } = plan::triage(&candidates);
         for (i, reason) in skipped {
             outcomes[i] = Some(FindingOutcome::Skipped(reason));
         }
@@ -67,7 +67,7 @@ impl Enricher {
         if let Some(fanout) = &self.fanout {
             let eligible: Vec<usize> =
                 (0..candidates.len()).filter(|&i| outcomes[i].as_ref().is_none_or(may_investigate)).collect();
-            let (stats, failed) = fanout.queue(&candidates, &eligible, work_deadline).await;
+            let (stats, failed) = fanout.queue(&candidates, &eligible, &asks, work_deadline).await;
             for i in failed {
                 outcomes[i] = Some(FindingOutcome::Failed(FailReason::Transient));
             }

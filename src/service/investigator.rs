@@ -3,7 +3,7 @@
 //! A pass never waits for an investigation; the next pass (every minute, or on a table
 //! stream event) looks again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,9 @@ use crate::core::account::AccountRecord;
 use crate::core::enrich::{self, AccountEnrichment, Completeness, EnrichmentPayload, TagFilter};
 use crate::core::error::error_chain;
 use crate::core::finding::FindingId;
-use crate::core::investigation::{Job, JobChange, JobStatus, Verdict, account_part_of, compose_note};
+use crate::core::investigation::{
+    Job, JobChange, JobStatus, MAX_SCOPE_SECONDS, Verdict, account_part_of, compose_note, join_pending,
+};
 use crate::core::outcome::FindingOutcome;
 use crate::core::plan::requests_for;
 use crate::core::time::now_epoch_seconds;
@@ -33,6 +35,18 @@ const STALE_CLAIM_SECONDS: i64 = 600;
 /// Detective wants the window to end in the past.
 const SCOPE_END_LAG_SECONDS: i64 = 300;
 const ACTIVE_JOBS_PER_PASS: usize = 500;
+/// StartInvestigation's answers for an entity the graph cannot investigate.
+const ENTITY_REJECTED: [&str; 2] = ["ResourceNotFoundException", "ValidationException"];
+
+/// Highest priority first (then oldest window), so a short quota goes to explicit requests
+/// and the most severe findings.
+fn by_priority(mut jobs: Vec<Job>) -> Vec<Job> {
+    jobs.sort_by(|a, b| {
+        let key = |j: &Job| (std::cmp::Reverse(j.priority), j.scope_start);
+        key(a).cmp(&key(b)).then_with(|| a.job_id.cmp(&b.job_id))
+    });
+    jobs
+}
 
 pub struct Investigator {
     pub jobs: Arc<dyn JobStore>,
@@ -41,7 +55,11 @@ pub struct Investigator {
     pub updater: Updater,
     pub cache: Arc<dyn MetadataStore>,
     pub tag_filter: TagFilter,
+    /// StartInvestigation (`DETECTIVE_RPS`): the quota that decides how many jobs start.
     pub detective_limit: Limiter,
+    /// GetInvestigation and ListIndicators, apart from the starts so that looking at running
+    /// investigations never takes a start's place.
+    pub detective_read_limit: Limiter,
     /// GetFindings: 3 requests/s per account and region.
     pub read_limit: Limiter,
     pub max_attempts: u32,
@@ -49,6 +67,47 @@ pub struct Investigator {
     pub retry_base: Duration,
     pub region: String,
     pub deadline_margin: Duration,
+    /// Which accounts the graph covers, read once per `COVERAGE_TTL`.
+    pub coverage: Coverage,
+}
+
+/// How long the graph's member list is trusted. Membership changes when an administrator
+/// enables an account, which is rare next to the investigator's minute-by-minute passes.
+pub const COVERAGE_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// The graph's covered accounts (ListMembers, every page, ENABLED members and the
+/// administrator), cached with an expiry.
+pub struct Coverage {
+    ttl: Duration,
+    cached: tokio::sync::Mutex<Option<CoverageEntry>>,
+}
+
+/// When the member list was read, for which graph, and the covered accounts.
+type CoverageEntry = (Instant, String, Arc<BTreeSet<String>>);
+
+impl Coverage {
+    pub fn new(ttl: Duration) -> Self {
+        Coverage { ttl, cached: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The covered accounts of `graph`, from the cache while it is fresh. One caller reads
+    /// the member list at a time; the others wait for its answer.
+    async fn accounts(
+        &self,
+        detective: &dyn Investigations,
+        graph: &str,
+    ) -> Result<Arc<BTreeSet<String>>, DetectiveError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((at, for_graph, accounts)) = cached.as_ref()
+            && for_graph == graph
+            && at.elapsed() < self.ttl
+        {
+            return Ok(Arc::clone(accounts));
+        }
+        let accounts = Arc::new(detective.covered_accounts(graph).await?);
+        *cached = Some((Instant::now(), graph.to_owned(), Arc::clone(&accounts)));
+        Ok(accounts)
+    }
 }
 
 /// Detective's transient failures are retried after a minute, then longer.
@@ -59,6 +118,12 @@ pub const RETRY_BASE: Duration = Duration::from_secs(60);
 pub struct PassReport {
     pub active: usize,
     pub started: usize,
+    /// Due, but the pass's Detective quota went to jobs of higher priority: they wait.
+    pub waiting: usize,
+    /// Ended without a StartInvestigation call: the entity's account is outside the graph.
+    pub not_covered: usize,
+    /// Pending jobs whose findings went to an earlier pending job of the same entity.
+    pub joined: usize,
     pub still_running: usize,
     pub completed: usize,
     pub failed: usize,
@@ -73,6 +138,9 @@ impl PassReport {
     pub fn balances(&self) -> bool {
         self.active
             == self.started
+                + self.waiting
+                + self.not_covered
+                + self.joined
                 + self.still_running
                 + self.completed
                 + self.failed
@@ -91,6 +159,9 @@ impl Report for PassReport {
         tracing::info!(
             active = self.active,
             started = self.started,
+            waiting = self.waiting,
+            not_covered = self.not_covered,
+            joined = self.joined,
             still_running = self.still_running,
             completed = self.completed,
             failed = self.failed,
@@ -99,9 +170,12 @@ impl Report for PassReport {
             claims_lost = self.claims_lost,
             errors = self.errors,
             balanced = self.balances(),
-            "investigator pass done: jobs {} = started {} + running {} + completed {} + failed {} + retried {} + not due {} + claims lost {} + errors {}",
+            "investigator pass done: jobs {} = started {} + waiting {} + not covered {} + joined {} + running {} + completed {} + failed {} + retried {} + not due {} + claims lost {} + errors {}",
             self.active,
             self.started,
+            self.waiting,
+            self.not_covered,
+            self.joined,
             self.still_running,
             self.completed,
             self.failed,
@@ -114,6 +188,9 @@ impl Report for PassReport {
 
     fn record_metrics(&self) {
         Metric::InvestigationsStarted.count(self.started);
+        Metric::InvestigationsPending.count(self.waiting);
+        Metric::InvestigationsNotCovered.count(self.not_covered);
+        Metric::InvestigationsJoined.count(self.joined);
         Metric::InvestigationsCompleted.count(self.completed);
         Metric::InvestigationsFailed.count(self.failed);
     }
@@ -139,6 +216,8 @@ pub enum StepError {
 
 enum Step {
     Started,
+    Waiting,
+    NotCovered,
     StillRunning,
     Completed,
     Failed,
@@ -161,11 +240,34 @@ impl Investigator {
             }
         };
         report.active = jobs.len();
-        let steps: Vec<Step> =
-            futures::stream::iter(jobs).map(|job| self.advance(job, deadline)).buffer_unordered(4).collect().await;
+        let (jobs, followers) = join_pending(jobs, now_epoch_seconds());
+        for (lead, follower) in &followers {
+            match self.jobs.absorb(lead, follower, now_epoch_seconds()).await {
+                Ok(true) => report.joined += 1,
+                Ok(false) => report.claims_lost += 1,
+                Err(e) => {
+                    // The lead still writes its verdict to the follower's findings; the
+                    // follower stays pending and the next pass joins it again.
+                    tracing::warn!(job_id = %follower.job_id, error = %error_chain(&e), "could not join a job to its lead");
+                    report.errors += 1;
+                }
+            }
+        }
+        let (pending, others): (Vec<Job>, Vec<Job>) =
+            by_priority(jobs).into_iter().partition(|j| j.status == JobStatus::Pending);
+        // Pending jobs start one after the other, in priority order, so the Detective quota
+        // goes to the first ones (starting is paced by DETECTIVE_RPS anyway); the running
+        // ones are looked at meanwhile.
+        let (started, looked_at): (Vec<Step>, Vec<Step>) = tokio::join!(
+            futures::stream::iter(pending).then(|job| self.advance(job, deadline)).collect(),
+            futures::stream::iter(others).map(|job| self.advance(job, deadline)).buffer_unordered(4).collect(),
+        );
+        let steps = started.into_iter().chain(looked_at);
         for step in steps {
             match step {
                 Step::Started => report.started += 1,
+                Step::Waiting => report.waiting += 1,
+                Step::NotCovered => report.not_covered += 1,
                 Step::StillRunning => report.still_running += 1,
                 Step::Completed => report.completed += 1,
                 Step::Failed => report.failed += 1,
@@ -181,7 +283,9 @@ impl Investigator {
     async fn advance(&self, job: Job, deadline: Instant) -> Step {
         let now = now_epoch_seconds();
         if Instant::now() >= deadline {
-            return Step::NotDue;
+            // A due job the pass had no time (no quota) left for waits for the next pass.
+            let due = job.status == JobStatus::Pending && job.next_attempt_at <= now;
+            return if due { Step::Waiting } else { Step::NotDue };
         }
         let result = match job.status {
             JobStatus::Pending if job.next_attempt_at > now => return Step::NotDue,
@@ -192,7 +296,9 @@ impl Investigator {
             }
             JobStatus::Starting => return Step::NotDue,
             JobStatus::Running => self.poll(&job, deadline).await,
-            JobStatus::Complete | JobStatus::Failed => return Step::NotDue,
+            JobStatus::Complete | JobStatus::Failed | JobStatus::NotCovered | JobStatus::Joined => {
+                return Step::NotDue;
+            }
         };
         result.unwrap_or_else(|error| {
             tracing::warn!(job_id = %job.job_id, error = %error_chain(&error), "investigation job step failed; next pass retries");
@@ -220,11 +326,25 @@ impl Investigator {
                 return Err(e.into());
             }
         };
+        let covered = match self.coverage.accounts(self.detective.as_ref(), &graph).await {
+            Ok(covered) => covered,
+            Err(e) => {
+                release().await;
+                return Err(e.into());
+            }
+        };
+        if !job.entity_account().is_some_and(|a| covered.contains(a)) {
+            let account = job.entity_account().unwrap_or("unknown");
+            let reason = format!("account {account} is not a member of Detective graph {graph}");
+            self.finish(job, Verdict::NotCovered { reason }, deadline).await?;
+            return Ok(Step::NotCovered);
+        }
         if self.detective_limit.acquire(deadline).await.is_err() {
             release().await;
-            return Ok(Step::NotDue);
+            return Ok(Step::Waiting);
         }
-        let scope_end = (now - SCOPE_END_LAG_SECONDS).max(job.scope_start + 3600);
+        let scope_end =
+            (now - SCOPE_END_LAG_SECONDS).max(job.scope_start + 3600).min(job.scope_start + MAX_SCOPE_SECONDS);
         match self.detective.start(&graph, &job.entity_arn, job.scope_start, scope_end).await {
             Ok(investigation_id) => {
                 tracing::info!(job_id = %job.job_id, %investigation_id, "investigation started");
@@ -239,6 +359,13 @@ impl Investigator {
                 Ok(Step::NotDue)
             }
             Err(e @ DetectiveError::Transient { .. }) => self.retry_or_fail(job, &error_chain(&e), deadline).await,
+            // The graph does not know the entity (its account left, or was never enabled):
+            // as final as a job found uncovered before calling, and never retried.
+            Err(DetectiveError::Refused { code, .. }) if ENTITY_REJECTED.contains(&code.as_str()) => {
+                let reason = format!("Detective graph {graph} rejected the entity ({code})");
+                self.finish(job, Verdict::NotCovered { reason }, deadline).await?;
+                Ok(Step::NotCovered)
+            }
             Err(e) => {
                 let reason = error_chain(&e);
                 self.finish(job, Verdict::Failed { reason }, deadline).await?;
@@ -263,14 +390,14 @@ impl Investigator {
         let (Some(graph), Some(id)) = (&job.graph_arn, &job.investigation_id) else {
             return Err(StepError::Inconsistent);
         };
-        self.detective_limit.acquire(deadline).await?;
+        self.detective_read_limit.acquire(deadline).await?;
         match self.detective.status(graph, id).await? {
             InvestigationStatus::Running => Ok(Step::StillRunning),
             InvestigationStatus::Failed => {
                 self.retry_or_fail(job, "Detective reported the investigation FAILED", deadline).await
             }
             InvestigationStatus::Successful { severity } => {
-                self.detective_limit.acquire(deadline).await?;
+                self.detective_read_limit.acquire(deadline).await?;
                 let indicators = self.detective.indicators(graph, id).await?;
                 let verdict =
                     Verdict::Complete { investigation_id: id.clone(), severity, indicators, graph: graph.clone() };
@@ -297,12 +424,8 @@ impl Investigator {
             self.read_limit.acquire(deadline).await?;
             current.extend(self.hub.current(chunk).await.map_err(StepError::ReadFindings)?);
         }
-        let accounts: Vec<String> = current
-            .iter()
-            .map(|f| f.aws_account_id.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let accounts: Vec<String> =
+            current.iter().map(|f| f.aws_account_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
         // The account part of the note is re-rendered from the cache; without an entry, the
         // account part of our previous note is kept.
         let cached = self.cache.get_many(&accounts).await.unwrap_or_else(|e| {

@@ -52,6 +52,11 @@ struct Scenario {
 }
 
 impl Scenario {
+    /// Every account of the organization, as behavior graph members.
+    fn account_ids(&self) -> Vec<String> {
+        self.org.accounts.iter().map(|a| a.id.clone()).collect()
+    }
+
     async fn new() -> Self {
         clear_faults().await;
         let admin = format!("{:012}", rand::random_range(100_000_000_000u64..999_999_999_999));
@@ -341,7 +346,10 @@ fn detective_failures_never_start_an_investigation_twice() {
         control_request(
             "POST",
             &format!("{emulator}/_emulator/detective/graphs"),
-            Some(json!({"account_id": s.admin, "region": "us-east-1", "count": 1}).to_string()),
+            Some(
+                json!({"account_id": s.admin, "region": "us-east-1", "count": 1, "members": s.account_ids()})
+                    .to_string(),
+            ),
         )
         .await
         .unwrap();

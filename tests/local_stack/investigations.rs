@@ -27,11 +27,41 @@ struct Setup {
     calls: ApiCalls,
     securityhub: aws_sdk_securityhub::Client,
     findings: Vec<Value>,
+    admin: String,
+    graph: String,
+    /// The organization's accounts, the graph's members first.
+    accounts: Vec<String>,
+}
+
+/// How a test's world differs from the default one.
+struct World {
+    max_attempts: u32,
+    /// How many of the organization's accounts are members of the behavior graph.
+    members: usize,
+    detective_rps: &'static str,
+    /// The findings, from the organization's (account id, name) pairs.
+    findings: fn(&[(String, String)]) -> Vec<Value>,
+}
+
+/// sample_finding(.., n) with n % 3 == 0 is GuardDuty HIGH with an IAM user's access key.
+fn six_findings(accounts: &[(String, String)]) -> Vec<Value> {
+    (0..6)
+        .map(|i| {
+            let (id, name) = &accounts[i % 2];
+            sample_finding(id, name, i * 3)
+        })
+        .collect()
+}
+
+async fn setup(max_attempts: u32) -> Setup {
+    setup_world(World { max_attempts, members: 2, detective_rps: "100", findings: six_findings }).await
 }
 
 /// An organization of two accounts, six HIGH GuardDuty findings naming one IAM user per
-/// account (so two entities), a behavior graph, the cache and jobs tables.
-async fn setup(max_attempts: u32) -> Setup {
+/// account (so two entities) unless the world says otherwise, a behavior graph, the cache and
+/// jobs tables.
+async fn setup_world(world: World) -> Setup {
+    let max_attempts = world.max_attempts;
     assert!(std::env::var("AWS_ENDPOINT_URL").is_ok(), "run through `make test`, which starts the local AWS stack");
     let admin = format!("{:012}", rand::random_range(100_000_000_000u64..999_999_999_999));
     let sdk = sdk_config_for(&admin).await.unwrap();
@@ -46,13 +76,16 @@ async fn setup(max_attempts: u32) -> Setup {
     create_table(&dynamodb, "cache", "AccountId").await.unwrap();
     create_table(&dynamodb, "jobs", "JobId").await.unwrap();
     let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").unwrap();
-    control_request(
+    let member_ids: Vec<&str> = org.accounts.iter().take(world.members).map(|a| a.id.as_str()).collect();
+    let created = control_request(
         "POST",
         &format!("{emulator}/_emulator/detective/graphs"),
-        Some(json!({"account_id": admin, "region": "us-east-1", "count": 1}).to_string()),
+        Some(json!({"account_id": admin, "region": "us-east-1", "count": 1, "members": member_ids}).to_string()),
     )
     .await
     .unwrap();
+    let created: Value = serde_json::from_str(&created).unwrap();
+    let graph = created["graph_arns"][0].as_str().unwrap().to_owned();
 
     let calls = ApiCalls::default();
     let config = EnricherConfig::from_vars(&vars(vec![
@@ -67,8 +100,8 @@ async fn setup(max_attempts: u32) -> Setup {
     let investigator_config = InvestigatorConfig::from_vars(&vars(vec![
         ("JOBS_TABLE", "jobs".into()),
         ("CACHE_TABLE", "cache".into()),
-        ("DETECTIVE_RPS", "100".into()),
-        ("DETECTIVE_BURST", "100".into()),
+        ("DETECTIVE_RPS", world.detective_rps.into()),
+        ("DETECTIVE_BURST", if world.detective_rps == "100" { "100" } else { "1" }.into()),
         ("INVESTIGATION_MAX_ATTEMPTS", max_attempts.to_string()),
         ("DEADLINE_MARGIN_MS", "10".into()),
     ]))
@@ -76,17 +109,13 @@ async fn setup(max_attempts: u32) -> Setup {
     let investigator =
         Investigator::from_clients(&investigator_config, &Clients::for_investigator(&sdk, &calls).await, "us-east-1");
 
-    // sample_finding(.., n) with n % 3 == 0 is GuardDuty HIGH with an IAM user's access key.
-    let findings: Vec<Value> = (0..6)
-        .map(|i| {
-            let a = &org.accounts[i % 2];
-            sample_finding(&a.id, &a.name, i * 3)
-        })
-        .collect();
+    let accounts: Vec<(String, String)> = org.accounts.iter().map(|a| (a.id.clone(), a.name.clone())).collect();
+    let findings = (world.findings)(&accounts);
     // Set-up and checks act as the test, not as a function (the permission check skips them).
     let securityhub = aws_sdk_securityhub::Client::new(&sdk);
     import_findings(&securityhub, &findings).await.unwrap();
-    Setup { enricher, investigator, calls, securityhub, findings }
+    let accounts = accounts.into_iter().map(|(id, _)| id).collect();
+    Setup { enricher, investigator, calls, securityhub, findings, admin, graph, accounts }
 }
 
 /// Every finding as its own record, each twice (EventBridge delivers at least once).
@@ -165,7 +194,7 @@ async fn one_investigation_per_entity_and_window_however_often_findings_arrive()
         assert!(fields.contains_key("investigationSeverity") && fields.contains_key("investigationId"));
         assert_eq!(fields["findingEnriched"], "True", "the account fields are kept");
         assert!(fields.contains_key("AccountName"));
-        assert!(note.starts_with("Account ") && note.contains("Detective investigation"), "{note}");
+        assert!(note.starts_with("Account ") && note.contains(": severity "), "{note}");
         assert!(note.chars().count() <= 512);
     }
 
@@ -204,5 +233,138 @@ async fn failed_investigations_end_in_investigate_failed() {
     for (fields, note) in fields_of(&s.securityhub).await {
         assert_eq!(fields["investigate"], "failed");
         assert!(note.contains("Detective investigation failed"), "{note}");
+    }
+}
+
+/// A finding of `account` naming the IAM user `user`, with this severity and fields.
+fn user_finding(account: &str, name: &str, n: usize, user: &str, severity: &str, fields: Value) -> Value {
+    let mut f = sample_finding(account, name, n * 3);
+    f["Resources"] = json!([{"Type": "AwsIamUser", "Id": format!("arn:aws:iam::{account}:user/{user}")}]);
+    f["Severity"] = json!({"Label": severity, "Original": severity});
+    f["UserDefinedFields"] = fields;
+    f
+}
+
+async fn investigated_entities(admin: &str) -> Vec<String> {
+    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").unwrap();
+    let dump = control_request("GET", &format!("{emulator}/_emulator/detective/investigations?account={admin}"), None)
+        .await
+        .unwrap();
+    let mut found: Vec<Value> = serde_json::from_str(&dump).unwrap();
+    found.sort_by(|a, b| a["CreatedTime"].as_str().cmp(&b["CreatedTime"].as_str()));
+    found.iter().map(|i| i["EntityArn"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn accounts_outside_the_graph_end_not_covered_without_a_call() {
+    if !crate::stack_up() {
+        return;
+    }
+    // Of two accounts, only the first is a member of the graph.
+    let s = setup_world(World { max_attempts: 3, members: 1, detective_rps: "100", findings: six_findings }).await;
+    let report = s.enricher.handle(duplicated_batch(&s.findings), soon()).await;
+    assert_eq!(report.investigations.jobs_created, 2, "{:?}", report.investigations);
+    let pass = s.investigator.run_pass(soon()).await;
+    assert_eq!((pass.started, pass.not_covered), (1, 1), "{pass:?}");
+    assert!(pass.balances());
+    assert_eq!(s.calls.calls("Detective", "StartInvestigation"), 1, "never called for the uncovered account");
+    run_until(&s.investigator, |r| r.completed == 1).await;
+    assert_eq!(s.calls.calls("Detective", "ListMembers"), 1, "the member list is cached between passes");
+    let outside = &s.accounts[1];
+    for (fields, note) in fields_of(&s.securityhub).await {
+        if note.contains(outside.as_str()) {
+            assert_eq!(fields["investigate"], "not-covered");
+            assert!(note.contains(&format!("account {outside} is not a member of Detective graph")), "{note}");
+        } else {
+            assert_eq!(fields["investigate"], "complete", "{note}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_entity_the_graph_rejects_ends_not_covered_and_is_not_retried() {
+    if !crate::stack_up() {
+        return;
+    }
+    let s = setup(3).await;
+    let (first, second): (Vec<Value>, Vec<Value>) =
+        s.findings.iter().cloned().partition(|f| f["AwsAccountId"] == s.accounts[0].as_str());
+    s.enricher.handle(duplicated_batch(&first), soon()).await;
+    assert_eq!(s.investigator.run_pass(soon()).await.started, 1);
+    // The second account leaves the graph after the investigator cached the member list.
+    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").unwrap();
+    let body = json!({"graph_arn": s.graph, "members": [s.accounts[0]]}).to_string();
+    control_request("POST", &format!("{emulator}/_emulator/detective/members"), Some(body)).await.unwrap();
+    s.enricher.handle(duplicated_batch(&second), soon()).await;
+    let pass = s.investigator.run_pass(soon()).await;
+    assert_eq!(pass.not_covered, 1, "{pass:?}");
+    assert_eq!(pass.retried, 0);
+    assert_eq!(s.calls.calls("Detective", "StartInvestigation"), 2, "one call, rejected, never retried");
+    s.investigator.run_pass(soon()).await;
+    assert_eq!(s.calls.calls("Detective", "StartInvestigation"), 2);
+}
+
+#[tokio::test]
+async fn a_short_quota_goes_to_explicit_requests_then_severity() {
+    if !crate::stack_up() {
+        return;
+    }
+    fn three_priorities(accounts: &[(String, String)]) -> Vec<Value> {
+        let (id, name) = &accounts[0];
+        let mut asked = user_finding(id, name, 1, "asked", "LOW", json!({"investigate": "true"}));
+        // Not GuardDuty: only the automation rule's investigate=true selects it.
+        asked["ProductArn"] = json!("arn:aws:securityhub:us-east-1::product/aws/inspector");
+        asked["ProductName"] = json!("inspector");
+        vec![
+            user_finding(id, name, 0, "high", "HIGH", json!({})),
+            asked,
+            user_finding(id, name, 2, "critical", "CRITICAL", json!({})),
+        ]
+    }
+    // One start per two seconds: a pass of a second starts one job.
+    let s = setup_world(World { max_attempts: 3, members: 2, detective_rps: "0.5", findings: three_priorities }).await;
+    let report = s.enricher.handle(duplicated_batch(&s.findings), soon()).await;
+    assert_eq!(report.investigations.jobs_created, 3, "{:?}", report.investigations);
+    assert_eq!(report.investigations.explicit_requests, 1);
+    let short = || Instant::now() + Duration::from_millis(1200);
+    let first = s.investigator.run_pass(short()).await;
+    assert_eq!((first.started, first.waiting), (1, 2), "{first:?}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(s.investigator.run_pass(short()).await.started, 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let _ = s.investigator.run_pass(short()).await;
+    let account = &s.accounts[0];
+    let user = |name: &str| format!("arn:aws:iam::{account}:user/{name}");
+    let order = investigated_entities(&s.admin).await;
+    assert_eq!(order[..2], [user("asked"), user("critical")], "{order:?}");
+}
+
+#[tokio::test]
+async fn jobs_of_one_actor_from_different_batches_join_one_investigation() {
+    if !crate::stack_up() {
+        return;
+    }
+    fn two_days(accounts: &[(String, String)]) -> Vec<Value> {
+        let (id, name) = &accounts[0];
+        let mut second = user_finding(id, name, 1, "traveller", "HIGH", json!({}));
+        second["FirstObservedAt"] = json!("2026-11-23T09:00:00.000Z");
+        second["UpdatedAt"] = json!("2026-11-23T09:00:00.000Z");
+        vec![user_finding(id, name, 0, "traveller", "HIGH", json!({})), second]
+    }
+    let s = setup_world(World { max_attempts: 3, members: 2, detective_rps: "100", findings: two_days }).await;
+    // A day apart, in two batches: two jobs (their windows start on different days).
+    for finding in &s.findings {
+        let report = s.enricher.handle(duplicated_batch(std::slice::from_ref(finding)), soon()).await;
+        assert_eq!(report.investigations.jobs_created, 1, "{:?}", report.investigations);
+    }
+    let pass = s.investigator.run_pass(soon()).await;
+    assert_eq!((pass.started, pass.joined), (1, 1), "{pass:?}");
+    assert!(pass.balances());
+    run_until(&s.investigator, |r| r.completed == 1).await;
+    assert_eq!(s.calls.calls("Detective", "StartInvestigation"), 1, "one investigation for the actor");
+    let fields = fields_of(&s.securityhub).await;
+    assert_eq!(fields.len(), 2);
+    for (fields, note) in fields {
+        assert_eq!(fields["investigate"], "complete", "{note}");
     }
 }

@@ -31,6 +31,9 @@ DT_SEVERITIES = ("INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 DT_INDICATOR_TYPES = ("TTP_OBSERVED", "IMPOSSIBLE_TRAVEL", "FLAGGED_IP_ADDRESS", "NEW_GEOLOCATION", "NEW_ASO",
                       "NEW_USER_AGENT", "RELATED_FINDING", "RELATED_FINDING_GROUP")
 DT_GRAPHS_MAX_RESULTS = 200      # MemberResultsLimit
+DT_MEMBERS_MAX_RESULTS = 200     # MemberResultsLimit (ListMembers)
+# MemberStatus. Only ENABLED members contribute data to the graph (MemberDetail.Status).
+DT_MEMBER_STATUSES = ("INVITED", "VERIFICATION_IN_PROGRESS", "VERIFICATION_FAILED", "ENABLED", "ACCEPTED_BUT_DISABLED")
 DT_INDICATORS_MAX_RESULTS = 100  # MaxResults
 DT_TAGS_MAX = 50
 
@@ -151,6 +154,7 @@ class DetectiveService(Service):
         ("POST", "/investigations/startInvestigation", "StartInvestigation"),
         ("POST", "/investigations/getInvestigation", "GetInvestigation"),
         ("POST", "/investigations/listIndicators", "ListIndicators"),
+        ("POST", "/graph/members/list", "ListMembers"),
     )
     # The Detective quotas page (AWS General Reference, "Amazon Detective
     # endpoints and quotas") publishes no API request-rate quotas, so these
@@ -161,6 +165,7 @@ class DetectiveService(Service):
         "ListIndicators": (10.0, 20),
         "ListGraphs": (10.0, 20),
         "CreateGraph": (10.0, 20),
+        "ListMembers": (10.0, 20),
     }
     sample_names: list[str] = []
 
@@ -184,6 +189,7 @@ class DetectiveService(Service):
         return {
             ("POST", "/_emulator/detective/graphs"): self.control_create_graphs,
             ("POST", "/_emulator/detective/fail"): self.control_fail,
+            ("POST", "/_emulator/detective/members"): self.control_members,
             ("GET", "/_emulator/detective/investigations"): self.control_dump_investigations,
         }
 
@@ -212,7 +218,10 @@ class DetectiveService(Service):
         created = max(time.time(), st.last_created + 0.001)
         st.last_created = created
         arn = f"arn:aws:detective:{region}:{account}:graph:{uuid.uuid4().hex}"
-        g = {"Arn": arn, "CreatedTime": created, "Tags": dict(tags or {}), "investigations": {}}
+        # members: AccountId -> MemberStatus. The administrator (the graph's own account) is
+        # not a member; it always contributes to its graph.
+        g = {"Arn": arn, "CreatedTime": created, "Tags": dict(tags or {}), "investigations": {}, "members": {},
+             "admin": account}
         st.graphs[arn] = g
         return g
 
@@ -290,6 +299,23 @@ class DetectiveService(Service):
                 return {"GraphArn": next(iter(st.graphs))}
             return {"GraphArn": self._new_graph(st, ctx.account, ctx.region, tags)["Arn"]}
 
+    def list_members(self, ctx: RequestContext, body: dict) -> dict:
+        max_results = self._max_results(body, DT_MEMBERS_MAX_RESULTS)
+        with self.store.lock:
+            g = self._graph(ctx, body)
+            offset = self._offset(body, "members:" + g["Arn"], 1024)
+            members = sorted(g["members"].items())
+            page = [{"AccountId": acct, "AdministratorId": g["admin"], "GraphArn": g["Arn"], "Status": status,
+                     "InvitationType": "ORGANIZATION"} for acct, status in members[offset:offset + max_results]]
+        resp: dict[str, Any] = {"MemberDetails": page}
+        if offset + max_results < len(members):
+            resp["NextToken"] = encode_token(offset + max_results, "members:" + g["Arn"])
+        return resp
+
+    @staticmethod
+    def _covers(g: dict, account: str) -> bool:
+        return account == g["admin"] or g["members"].get(account) == "ENABLED"
+
     # ---------------------------------------------------------- investigations
     def start_investigation(self, ctx: RequestContext, body: dict) -> dict:
         entity = body.get("EntityArn")
@@ -309,6 +335,12 @@ class DetectiveService(Service):
             raise dt_validation("ScopeStartTime must be earlier than ScopeEndTime", "INVALID_REQUEST_BODY")
         with self.store.lock:
             g = self._graph(ctx, body)
+            if not self._covers(g, m.group(1)):
+                # The graph holds no data for an account that is not an enabled member, so
+                # the entity is unknown to it. Which error the service returns is not
+                # documented; ResourceNotFoundException is one StartInvestigation declares.
+                raise dt_not_found(f"The request refers to a nonexistent resource: entity {entity} "
+                                   f"is not in behavior graph {g['Arn']}")
             with self._lock:
                 failing = entity in self._failing
                 draw = self._rng.random() if self.failure_rate > 0 else 1.0
@@ -365,14 +397,17 @@ class DetectiveService(Service):
 
     # ---------------------------------------------------------------- control
     def control_create_graphs(self, _query: dict[str, list[str]], body: dict) -> dict:
-        """POST /_emulator/detective/graphs {"account_id", "region", "count"} -> {"graph_arns": [...]}.
+        """POST /_emulator/detective/graphs {"account_id", "region", "count", "members"} -> {"graph_arns": [...]}.
 
         Unlike CreateGraph (one graph per account and region) this adds
-        ``count`` new graphs, e.g. to exercise ListGraphs paging.
+        ``count`` new graphs, e.g. to exercise ListGraphs paging. ``members`` (account ids,
+        or {"account_id", "status"}) are the graphs' member accounts; StartInvestigation
+        rejects entities of any other account but the administrator's.
         """
         account = body.get("account_id", DEFAULT_ACCOUNT)
         region = body.get("region", DEFAULT_REGION)
         count = body.get("count", 1)
+        members = self._member_spec(body.get("members", []))
         if not is_account_id(account):
             raise invalid_input("'account_id' must be a 12-digit account id")
         if not isinstance(region, str) or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
@@ -381,8 +416,39 @@ class DetectiveService(Service):
             raise invalid_input("'count' must be an integer between 1 and 1000")
         with self.store.lock:
             st = self._state(account, region)
-            arns = [self._new_graph(st, account, region)["Arn"] for _ in range(count)]
-        return {"graph_arns": arns}
+            graphs = [self._new_graph(st, account, region) for _ in range(count)]
+            for g in graphs:
+                g["members"].update(members)
+        return {"graph_arns": [g["Arn"] for g in graphs]}
+
+    @staticmethod
+    def _member_spec(spec: Any) -> dict[str, str]:
+        """``members``: account ids (ENABLED) or {"account_id", "status"} objects."""
+        if not isinstance(spec, list):
+            raise invalid_input("'members' must be a list")
+        out: dict[str, str] = {}
+        for item in spec:
+            acct, status = (item, "ENABLED") if isinstance(item, str) else (
+                (item.get("account_id"), item.get("status", "ENABLED")) if isinstance(item, dict) else (None, None))
+            if not isinstance(acct, str) or not is_account_id(acct):
+                raise invalid_input("'members' entries must be 12-digit account ids or {\"account_id\", \"status\"}")
+            if status not in DT_MEMBER_STATUSES:
+                raise invalid_input(f"'status' must be one of {', '.join(DT_MEMBER_STATUSES)}")
+            out[acct] = status
+        return out
+
+    def control_members(self, _query: dict[str, list[str]], body: dict) -> dict:
+        """POST /_emulator/detective/members {"graph_arn", "members"}: the graph's members become
+        exactly these (as in control_create_graphs), e.g. an account leaving the graph."""
+        arn = body.get("graph_arn")
+        members = self._member_spec(body.get("members", []))
+        with self.store.lock:
+            for _acct, _region, st in self.store.items(self.name):
+                g = st.graphs.get(arn)
+                if g is not None:
+                    g["members"] = members
+                    return {"ok": True, "members": len(members)}
+        raise invalid_input(f"no graph {arn!r}")
 
     def control_fail(self, _query: dict[str, list[str]], body: dict) -> dict:
         """POST /_emulator/detective/fail {"entity_arn", "fail": true|false}: future

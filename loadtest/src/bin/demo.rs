@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use loadtest::local::findings::{import_findings, imported_event, sample_finding};
-use loadtest::local::org::{OrgSpec, SeededAccount, seed_organization};
+use loadtest::local::org::{OrgSpec, seed_organization};
 use loadtest::local::pipe::LocalPipe;
 use loadtest::local::{control_request, create_table, sdk_config_for};
 use securityhub_enricher::adapters::sdk::ApiCalls;
@@ -18,6 +18,7 @@ use securityhub_enricher::config::{AccountEventsConfig, EnricherConfig, Investig
 use securityhub_enricher::core::event::IncomingBatch;
 use securityhub_enricher::service::account_events::forget_changed;
 use securityhub_enricher::service::batch_report::BatchReport;
+use securityhub_enricher::service::fanout::FanoutStats;
 use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::service::investigator::Investigator;
 use securityhub_enricher::service::refresh::Refresher;
@@ -43,6 +44,8 @@ struct Args {
 const ADMIN_ACCOUNT: &str = "111111111111";
 const CACHE_TABLE: &str = "securityhub-enricher-cache";
 const JOBS_TABLE: &str = "securityhub-enricher-jobs";
+/// The wave-1 finding an analyst chooses the `investigate` custom action on (an Inspector one).
+const EXPLICIT: usize = 2;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -61,9 +64,6 @@ async fn main() -> Result<()> {
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     create_table(&dynamodb, CACHE_TABLE, "AccountId").await?;
     create_table(&dynamodb, JOBS_TABLE, "JobId").await?;
-    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").context("LOCAL_AWS_EMULATOR_URL is not set")?;
-    let graph_request = json!({"account_id": ADMIN_ACCOUNT, "region": "us-east-1", "count": 1}).to_string();
-    control_request("POST", &format!("{emulator}/_emulator/detective/graphs"), Some(graph_request)).await?;
 
     // The settings a deployment uses: only the tables and the contact role are named; every rate
     // and budget is the code's default (Organizations 1 call/s, burst 5; lookups wait 5 s).
@@ -97,73 +97,95 @@ async fn main() -> Result<()> {
         .collect();
     import_findings(&securityhub, &older).await?;
 
-    println!("\n== Wave 1: {} findings through the stream, cold cache", args.findings);
-    stream_wave(&enricher, &pipe, &securityhub, &org.accounts, args.findings, 0, &calls, args.batch_size).await?;
-    count_enriched(&securityhub, "after the stream's first pass").await?;
+    let mut explicit: Option<Value> = None;
+    let mut selected = FanoutStats::default();
+    for (wave, label) in [(0, "cold cache"), (1, "warm cache")] {
+        println!("\n== Wave {}: {} findings, {label}", wave + 1, args.findings);
+        // Zipf-like: a few accounts produce most findings, as in real organizations.
+        let mut findings = Vec::with_capacity(args.findings);
+        for n in 0..args.findings {
+            let rank = ((n * 7919 + wave * 31) % 1000) as f64 / 1000.0;
+            let a = &org.accounts[((rank * rank * rank) * org.accounts.len() as f64) as usize % org.accounts.len()];
+            findings.push(sample_finding(&a.id, &a.name, wave * 1_000_000 + n));
+        }
+        if wave == 0 {
+            // The analyst's request: an Inspector finding that names a deployment role, which
+            // only the custom action selects.
+            let account = findings[EXPLICIT].clone();
+            findings[EXPLICIT]["Resources"].as_array_mut().context("resources")?.push(json!({
+                "Type": "AwsIamRole", "Id": format!("arn:aws:iam::{}:role/ci-deployer", account["AwsAccountId"].as_str().unwrap_or_default()),
+                "Partition": "aws", "Region": "us-east-1"}));
+            explicit = Some(findings[EXPLICIT].clone());
+        }
+        import_findings(&securityhub, &findings).await?;
+        let mut events: Vec<Value> =
+            findings.iter().enumerate().map(|(n, f)| imported_event(std::slice::from_ref(f), n)).collect();
+        if wave == 0 {
+            add_awkward_records(&mut events, &findings);
+            // EventBridge delivers at least once: every GuardDuty event arrives twice.
+            let again: Vec<_> =
+                events.iter().filter(|e| e["detail"]["findings"][0]["ProductName"] == "guardduty").cloned().collect();
+            println!("   {} GuardDuty events delivered twice", again.len());
+            events.extend(again);
+        }
+        pipe.put_events(&events).await?;
+        let stats = run_wave(&enricher, &pipe, &calls, args.batch_size).await?;
+        selected.findings_selected += stats.findings_selected;
+        selected.explicit_requests += stats.explicit_requests;
+        selected.findings_joined += stats.findings_joined;
+        if wave == 0 {
+            count_enriched(&securityhub, "after the stream's first pass").await?;
+            println!("\n== Warming the cache from the OU tree (enricher-admin warm --all), at 1 Organizations call/s");
+            let admin_calls = ApiCalls::default();
+            let admin = Clients::for_enricher("enricher-admin", &config, &sdk, &admin_calls).await;
+            let warm = Enricher::from_clients(&config, &admin)
+                .directory
+                .warm_all(
+                    &organizations_source(&config, &admin),
+                    tokio::time::Instant::now() + Duration::from_secs(600),
+                )
+                .await?;
+            let organizations: u64 =
+                admin_calls.snapshot().iter().filter(|((s, _), _)| s == "Organizations").map(|(_, c)| c.calls).sum();
+            println!(
+                "   {} of {} accounts cached with {organizations} Organizations calls ({:.2} per account)",
+                warm.cached,
+                warm.accounts,
+                organizations as f64 / warm.accounts.max(1) as f64
+            );
 
-    println!("\n== Warming the cache from the OU tree (enricher-admin warm --all), at 1 Organizations call/s");
-    let admin_calls = ApiCalls::default();
-    let admin = Clients::for_enricher("enricher-admin", &config, &sdk, &admin_calls).await;
-    let warm = Enricher::from_clients(&config, &admin)
-        .directory
-        .warm_all(&organizations_source(&config, &admin), tokio::time::Instant::now() + Duration::from_secs(600))
-        .await?;
-    let organizations: u64 =
-        admin_calls.snapshot().iter().filter(|((s, _), _)| s == "Organizations").map(|(_, c)| c.calls).sum();
+            println!("\n== Refresher run: the pass over every active finding");
+            let run = refresher.run(tokio::time::Instant::now() + Duration::from_secs(600), &|_| {}).await;
+            print_sweep(&run.sweep);
+            count_enriched(&securityhub, "after the refresher").await?;
+        }
+    }
     println!(
-        "   {} of {} accounts cached with {organizations} Organizations calls ({:.2} per account)",
-        warm.cached,
-        warm.accounts,
-        organizations as f64 / warm.accounts.max(1) as f64
+        "\n   investigations asked for: {} findings selected, {} of them explicit requests, {} joined another finding's job",
+        selected.findings_selected, selected.explicit_requests, selected.findings_joined
     );
 
-    println!("\n== Refresher run: the pass over every active finding");
-    let run = refresher.run(tokio::time::Instant::now() + Duration::from_secs(600), &|_| {}).await;
-    print_sweep(&run.sweep);
-    count_enriched(&securityhub, "after the refresher").await?;
-
-    println!("\n== Wave 2: {} findings through the stream, warm cache", args.findings);
-    stream_wave(&enricher, &pipe, &securityhub, &org.accounts, args.findings, 1, &calls, args.batch_size).await?;
-
+    // The behavior graph covers part of the organization, as one of at most 1,200 members
+    // does in a large one: every fourth account is left out (never the explicit request's).
+    let explicit = explicit.context("the explicit request")?;
+    let explicit_account = explicit["AwsAccountId"].as_str().unwrap_or_default().to_owned();
+    let members: Vec<&str> = org
+        .accounts
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| i % 4 != 3 || a.id == explicit_account)
+        .map(|(_, a)| a.id.as_str())
+        .collect();
+    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").context("LOCAL_AWS_EMULATOR_URL is not set")?;
+    let graph_request =
+        json!({"account_id": ADMIN_ACCOUNT, "region": "us-east-1", "count": 1, "members": members}).to_string();
+    control_request("POST", &format!("{emulator}/_emulator/detective/graphs"), Some(graph_request)).await?;
+    println!("   behavior graph: {} of {} accounts are members", members.len(), org.accounts.len());
     retag_one_account(&sdk, &refresher, &org.accounts[0].id, &org.accounts[1].id, &securityhub).await?;
     run_investigations(&config, &clients, &calls).await?;
+    show_explicit_request(&securityhub, &explicit).await?;
     show_enriched_finding(&securityhub).await?;
     Ok(())
-}
-
-/// One wave of findings: imported into Security Hub and streamed through the enricher. The first
-/// carries what real streams carry besides clean findings, and every GuardDuty event twice.
-#[allow(clippy::too_many_arguments)]
-async fn stream_wave(
-    enricher: &Enricher,
-    pipe: &LocalPipe,
-    securityhub: &aws_sdk_securityhub::Client,
-    accounts: &[SeededAccount],
-    count: usize,
-    wave: usize,
-    calls: &ApiCalls,
-    batch_size: usize,
-) -> Result<()> {
-    // Zipf-like: a few accounts produce most findings, as in real organizations.
-    let mut findings = Vec::with_capacity(count);
-    for n in 0..count {
-        let rank = ((n * 7919 + wave * 31) % 1000) as f64 / 1000.0;
-        let a = &accounts[((rank * rank * rank) * accounts.len() as f64) as usize % accounts.len()];
-        findings.push(sample_finding(&a.id, &a.name, wave * 1_000_000 + n));
-    }
-    import_findings(securityhub, &findings).await?;
-    let mut events: Vec<Value> =
-        findings.iter().enumerate().map(|(n, f)| imported_event(std::slice::from_ref(f), n)).collect();
-    if wave == 0 {
-        add_awkward_records(&mut events, &findings);
-        // EventBridge delivers at least once: every GuardDuty event arrives twice.
-        let again: Vec<_> =
-            events.iter().filter(|e| e["detail"]["findings"][0]["ProductName"] == "guardduty").cloned().collect();
-        println!("   {} GuardDuty events delivered twice", again.len());
-        events.extend(again);
-    }
-    pipe.put_events(&events).await?;
-    run_wave(enricher, pipe, calls, batch_size).await
 }
 
 /// Findings of the hub that carry complete enrichment, and those left Partial or never enriched.
@@ -270,26 +292,73 @@ async fn run_investigations(config: &EnricherConfig, clients: &Clients, calls: &
     for pass in 1..=60 {
         let report = investigator.run_pass(tokio::time::Instant::now() + Duration::from_secs(60)).await;
         println!(
-            "   pass {pass}: {} jobs active: {} started, {} still running, {} complete, {} failed",
-            report.active, report.started, report.still_running, report.completed, report.failed
+            "   pass {pass}: {} jobs active: {} started, {} waiting for quota, {} not covered, {} still running, {} complete, {} failed",
+            report.active,
+            report.started,
+            report.waiting,
+            report.not_covered,
+            report.still_running,
+            report.completed,
+            report.failed
         );
         if report.active == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let jobs =
-        clients.dynamodb.scan().table_name(JOBS_TABLE).select(aws_sdk_dynamodb::types::Select::Count).send().await?;
+    let items = clients.dynamodb.scan().table_name(JOBS_TABLE).send().await?.items.unwrap_or_default();
+    let status = |item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| {
+        item.get("Status").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
+    };
+    let findings_of = |item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| {
+        item.get("Findings").and_then(|v| v.as_ss().ok()).map_or(0, Vec::len)
+    };
+    let not_covered = items.iter().filter(|i| status(i) == "NOT_COVERED").count();
+    let joined: Vec<usize> = items.iter().map(findings_of).filter(|&n| n > 1).collect();
+    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").context("LOCAL_AWS_EMULATOR_URL is not set")?;
+    let dump =
+        control_request("GET", &format!("{emulator}/_emulator/detective/investigations?account={ADMIN_ACCOUNT}"), None)
+            .await?;
+    let investigations: Vec<Value> = serde_json::from_str(&dump)?;
+    let actors: std::collections::BTreeSet<&str> =
+        investigations.iter().filter_map(|i| i["EntityArn"].as_str()).collect();
     println!(
-        "   StartInvestigation calls {} for {} distinct (entity, window) jobs",
+        "   StartInvestigation calls {} against {} distinct actors; {} jobs: {} not covered (no call), {} joined by several findings ({} findings), ListMembers calls {}",
         calls.calls("Detective", "StartInvestigation"),
-        jobs.count
+        actors.len(),
+        items.len(),
+        not_covered,
+        joined.len(),
+        joined.iter().sum::<usize>(),
+        calls.calls("Detective", "ListMembers"),
     );
     Ok(())
 }
 
+/// The custom action's finding after the investigator: its request was honoured.
+async fn show_explicit_request(securityhub: &aws_sdk_securityhub::Client, explicit: &Value) -> Result<()> {
+    use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, StringFilter, StringFilterComparison};
+    let id = explicit["Id"].as_str().unwrap_or_default();
+    let filter = AwsSecurityFindingFilters::builder()
+        .id(StringFilter::builder().value(id).comparison(StringFilterComparison::Equals).build())
+        .build();
+    let found = securityhub.get_findings().filters(filter).max_results(10).send().await?;
+    let Some(finding) = found.findings.unwrap_or_default().into_iter().find(|f| f.id.as_deref() == Some(id)) else {
+        bail!("the explicit request's finding {id} is not in Security Hub");
+    };
+    let fields: BTreeMap<String, String> = finding.user_defined_fields.unwrap_or_default().into_iter().collect();
+    println!("\n== The explicit request (custom action `investigate`, delivered beside an Imported duplicate)");
+    println!("   Id: {id}");
+    println!("   investigate = {}", fields.get("investigate").map_or("(not set)", String::as_str));
+    if let Some(note) = finding.note {
+        println!("   Note: {}", note.text.unwrap_or_default());
+    }
+    Ok(())
+}
+
 /// What real streams carry besides clean findings: a duplicate, our own update coming back,
-/// a custom action with several findings, an event from another source, and garbage.
+/// a custom action with several findings, the analyst's `investigate` custom action beside an
+/// Imported duplicate, an event from another source, and garbage.
 fn add_awkward_records(events: &mut Vec<Value>, findings: &[Value]) {
     let mut older = findings[0].clone();
     older["UpdatedAt"] = json!("2026-11-22T06:00:00.000Z");
@@ -301,11 +370,19 @@ fn add_awkward_records(events: &mut Vec<Value>, findings: &[Value]) {
     action["detail-type"] = json!("Security Hub Findings - Custom Action");
     action["detail"]["actionName"] = json!("enrich-again");
     events.push(action);
+    // The analyst's custom action, then the same finding's Imported event again (a redelivery
+    // with the same UpdatedAt): dedup keeps the later copy, and the request must survive it.
+    let mut investigate = imported_event(&findings[EXPLICIT..=EXPLICIT], 900_004);
+    investigate["detail-type"] = json!("Security Hub Findings - Custom Action");
+    investigate["detail"]["actionName"] = json!("investigate");
+    events.push(investigate);
+    events.push(imported_event(&findings[EXPLICIT..=EXPLICIT], 900_005));
     events.push(json!({"source": "aws.guardduty", "detail-type": "GuardDuty Finding", "detail": {}}));
     events.push(json!("not an EventBridge event"));
 }
 
-async fn run_wave(enricher: &Enricher, pipe: &LocalPipe, calls: &ApiCalls, batch_size: usize) -> Result<()> {
+/// Runs one wave through the enricher; returns what its batches asked of the investigator.
+async fn run_wave(enricher: &Enricher, pipe: &LocalPipe, calls: &ApiCalls, batch_size: usize) -> Result<FanoutStats> {
     let before = calls.snapshot();
     let emulator_before = emulator_stats().await?;
     let batches = pipe.read_batches(batch_size).await?;
@@ -342,7 +419,13 @@ async fn run_wave(enricher: &Enricher, pipe: &LocalPipe, calls: &ApiCalls, batch
         }
     }
     summarize(&reports, &calls.since(&before), &emulator_before, &emulator_stats().await?);
-    Ok(())
+    let mut stats = FanoutStats::default();
+    for r in &reports {
+        stats.findings_selected += r.investigations.findings_selected;
+        stats.explicit_requests += r.investigations.explicit_requests;
+        stats.findings_joined += r.investigations.findings_joined;
+    }
+    Ok(stats)
 }
 
 fn summarize(reports: &[BatchReport], calls: &CallCounts, hub_before: &Value, hub_after: &Value) {

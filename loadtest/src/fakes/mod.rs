@@ -4,5 +4,6 @@
 pub mod directory;
 pub mod enricher;
 pub mod hub;
+pub mod jobs;
 pub mod ledger;
 pub mod sweep_state;
