@@ -11,6 +11,7 @@ use aws_credential_types::provider::{self, ProvideCredentials};
 use crate::adapters::cache_table::ledger::DynamoLedger;
 use crate::adapters::cache_table::store::DynamoStore;
 use crate::adapters::detective::DetectiveClient;
+use crate::adapters::eventbridge::EventBridgePublisher;
 use crate::adapters::jobs_table::DynamoJobs;
 use crate::adapters::organizations::OrganizationsSource;
 use crate::adapters::sdk::{ApiCalls, app_name};
@@ -22,6 +23,7 @@ use crate::service::directory::Directory;
 use crate::service::fanout::Fanout;
 use crate::service::handler::Enricher;
 use crate::service::investigator::{Investigator, RETRY_BASE};
+use crate::service::publisher::Publisher;
 use crate::service::quota_share::QuotaShare;
 use crate::service::updater::Updater;
 
@@ -37,6 +39,8 @@ pub struct Clients {
     pub account: aws_sdk_account::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub securityhub: aws_sdk_securityhub::Client,
+    /// PutEvents for enriched-finding events; retries are the `Publisher`'s.
+    pub eventbridge: aws_sdk_eventbridge::Client,
 }
 
 /// AssumeRole behind the STS rate limit. The SDK's identity cache in front of it asks for new
@@ -124,6 +128,12 @@ impl Clients {
                     .interceptor(calls.clone())
                     .build(),
             ),
+            eventbridge: aws_sdk_eventbridge::Client::from_conf(
+                aws_sdk_eventbridge::config::Builder::from(sdk)
+                    .retry_config(RetryConfig::disabled())
+                    .interceptor(calls.clone())
+                    .build(),
+            ),
         }
     }
 }
@@ -154,9 +164,9 @@ impl Enricher {
         );
         let writer = Arc::new(SecurityHubWriter::new(clients.securityhub.clone()));
         let updater = match config.quota_sharing {
-            QuotaSharing::Static => Updater::new(writer, config.securityhub_rate),
+            QuotaSharing::Static => Updater::new(writer.clone(), config.securityhub_rate),
             QuotaSharing::Ledger => Updater::sharing(
-                writer,
+                writer.clone(),
                 QuotaShare::shared(
                     config.securityhub_pool,
                     config.securityhub_rate,
@@ -166,7 +176,12 @@ impl Enricher {
                     QUOTA_RENEWAL,
                 ),
             ),
-        };
+        }
+        .with_v2_writer(writer);
+        let publisher = config
+            .events_bus
+            .as_deref()
+            .map(|bus| Publisher::new(Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), bus))));
         let fanout = config.investigations.as_ref().map(|inv| Fanout {
             jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), &inv.jobs_table)),
             criteria: inv.criteria.clone(),
@@ -178,6 +193,8 @@ impl Enricher {
             tag_filter: config.tag_filter.clone(),
             deadline_margin: config.deadline_margin,
             fanout,
+            routing: config.routing.clone(),
+            publisher,
         }
     }
 }

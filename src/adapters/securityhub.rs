@@ -1,5 +1,6 @@
-//! The Security Hub CSPM adapter: one BatchUpdateFindings call per request, and GetFindings
-//! for writers that were not handed the finding. Retries are the `Updater`'s, not this file's.
+//! The Security Hub adapter: one BatchUpdateFindings call per request, GetFindings for writers
+//! that were not handed the finding (CSPM), and one BatchUpdateFindingsV2 call per request (the
+//! new hub, `Comment` only). Retries are the `Updater`'s, not this file's.
 
 use async_trait::async_trait;
 use aws_sdk_securityhub::error::ProvideErrorMetadata;
@@ -8,7 +9,8 @@ use aws_sdk_securityhub::types::{AwsSecurityFindingIdentifier, NoteUpdate};
 use crate::adapters::sdk::{ErrorClass, classify};
 use crate::core::enrich::{EnrichmentPayload, UPDATED_BY};
 use crate::core::finding::{Finding, FindingId, Note};
-use crate::ports::findings::{FindingsReader, FindingsWriter, Unprocessed, WriteError};
+use crate::core::ocsf::OcsfFindingId;
+use crate::ports::findings::{FindingsReader, FindingsWriter, FindingsWriterV2, Unprocessed, WriteError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -95,6 +97,7 @@ impl FindingsReader for SecurityHubWriter {
                         first_observed_at: f.first_observed_at,
                         created_at: f.created_at,
                         product_name: f.product_name,
+                        title: f.title,
                         record_state: f.record_state.map(|r| r.as_str().to_owned()),
                         severity: None,
                         note: f.note.map(|n| Note {
@@ -103,6 +106,7 @@ impl FindingsReader for SecurityHubWriter {
                         }),
                         user_defined_fields: f.user_defined_fields.unwrap_or_default().into_iter().collect(),
                         resources: Vec::new(),
+                        ocsf: None,
                     };
                     if chunk.contains(&finding.identifier()) {
                         found.push(finding);
@@ -111,6 +115,68 @@ impl FindingsReader for SecurityHubWriter {
             }
         }
         Ok(found)
+    }
+}
+
+#[async_trait]
+impl FindingsWriterV2 for SecurityHubWriter {
+    /// Names the findings by `MetadataUids` when every one has a metadata.uid, else by
+    /// `FindingIdentifiers`: the API refuses both lists in one request, and the plan never
+    /// mixes them.
+    async fn batch_update_v2(
+        &self,
+        ids: &[OcsfFindingId],
+        comment: &str,
+    ) -> Result<Vec<Unprocessed<OcsfFindingId>>, WriteError> {
+        use aws_sdk_securityhub::types::OcsfFindingIdentifier;
+        let mut metadata_uids = Vec::new();
+        let mut identifiers = Vec::new();
+        for id in ids {
+            match id {
+                OcsfFindingId::MetadataUid(uid) => metadata_uids.push(uid.clone()),
+                OcsfFindingId::Triple { cloud_account_uid, finding_info_uid, metadata_product_uid } => identifiers.push(
+                    OcsfFindingIdentifier::builder()
+                        .cloud_account_uid(cloud_account_uid)
+                        .finding_info_uid(finding_info_uid)
+                        .metadata_product_uid(metadata_product_uid)
+                        .build(),
+                ),
+            }
+        }
+        let mut request = self.client.batch_update_findings_v2().comment(comment);
+        if !metadata_uids.is_empty() {
+            request = request.set_metadata_uids(Some(metadata_uids));
+        }
+        let by_triple = !identifiers.is_empty();
+        if by_triple {
+            request = request.set_finding_identifiers(Some(identifiers));
+        }
+        match request.send().await {
+            Ok(output) => Ok(output
+                .unprocessed_findings
+                .unwrap_or_default()
+                .into_iter()
+                .map(|u| {
+                    // Named back the way the request named it, so the updater can match it.
+                    let triple = u.finding_identifier.map(|f| OcsfFindingId::Triple {
+                        cloud_account_uid: f.cloud_account_uid.unwrap_or_default(),
+                        finding_info_uid: f.finding_info_uid.unwrap_or_default(),
+                        metadata_product_uid: f.metadata_product_uid.unwrap_or_default(),
+                    });
+                    let by_uid = u.metadata_uid.map(OcsfFindingId::MetadataUid);
+                    let id = if by_triple { triple.or(by_uid) } else { by_uid.or(triple) }
+                        .unwrap_or_else(|| OcsfFindingId::MetadataUid(String::new()));
+                    Unprocessed {
+                        id,
+                        code: u.error_code.map(|c| c.as_str().to_owned()).unwrap_or_default(),
+                        message: u.error_message.unwrap_or_default(),
+                    }
+                })
+                .collect()),
+            // ValidationException is the V2 API's malformed request; AccessDenied stays
+            // retryable, as for V1.
+            Err(error) => Err(write_error(error, &["ValidationException"])),
+        }
     }
 }
 

@@ -8,5 +8,6 @@ pub mod directory;
 pub mod fanout;
 pub mod handler;
 pub mod investigator;
+pub mod publisher;
 pub mod quota_share;
 pub mod updater;
