@@ -51,7 +51,6 @@ fn account(id: &str, name: &str) -> AccountRecord {
     })
 }
 
-
 struct Harness {
     hub: Arc<InMemoryHub>,
     store: Arc<InMemoryStore>,
@@ -353,8 +352,13 @@ async fn warm_batches_skip_lookups_and_the_table_serves_a_new_environment() {
 #[tokio::test(start_paused = true)]
 async fn concurrent_misses_for_one_account_collapse_into_one_lookup() {
     let source = Arc::new(StaticSource::new([account(A, "payments-prod")]).with_latency(Duration::from_millis(100)));
-    let directory =
-        Directory::new(Arc::new(InMemoryStore::default()), source.clone(), test_cache_times(), 8, Duration::from_secs(5));
+    let directory = Directory::new(
+        Arc::new(InMemoryStore::default()),
+        source.clone(),
+        test_cache_times(),
+        8,
+        Duration::from_secs(5),
+    );
     let ids = vec![A.to_owned()];
     let (a, b, c) = tokio::join!(
         directory.prefetch(&ids, soon()),

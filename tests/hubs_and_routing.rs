@@ -161,7 +161,9 @@ async fn both_hubs_in_one_batch_are_enriched_routed_and_published() {
     // The same batch again: our V2 comments would be rewritten identically, so nothing is sent.
     let replay: Vec<Value> = [("m1", A), ("m3", B)]
         .iter()
-        .map(|(uid, acct)| v2_event(ocsf(uid, acct, 3_000, Some(&comments[&OcsfFindingId::MetadataUid((*uid).into())]))))
+        .map(|(uid, acct)| {
+            v2_event(ocsf(uid, acct, 3_000, Some(&comments[&OcsfFindingId::MetadataUid((*uid).into())])))
+        })
         .collect();
     let again = e.handle(batch(&replay), soon()).await;
     assert_eq!(again.tally.findings_skipped.get("already_enriched"), Some(&2), "the marker is the loop guard");

@@ -134,13 +134,14 @@ impl FindingsWriterV2 for SecurityHubWriter {
         for id in ids {
             match id {
                 OcsfFindingId::MetadataUid(uid) => metadata_uids.push(uid.clone()),
-                OcsfFindingId::Triple { cloud_account_uid, finding_info_uid, metadata_product_uid } => identifiers.push(
-                    OcsfFindingIdentifier::builder()
-                        .cloud_account_uid(cloud_account_uid)
-                        .finding_info_uid(finding_info_uid)
-                        .metadata_product_uid(metadata_product_uid)
-                        .build(),
-                ),
+                OcsfFindingId::Triple { cloud_account_uid, finding_info_uid, metadata_product_uid } => identifiers
+                    .push(
+                        OcsfFindingIdentifier::builder()
+                            .cloud_account_uid(cloud_account_uid)
+                            .finding_info_uid(finding_info_uid)
+                            .metadata_product_uid(metadata_product_uid)
+                            .build(),
+                    ),
             }
         }
         let mut request = self.client.batch_update_findings_v2().comment(comment);

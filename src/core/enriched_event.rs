@@ -141,8 +141,10 @@ mod tests {
     }
 
     fn finding() -> Finding {
-        serde_json::from_str(r#"{"Id":"f","ProductArn":"p","AwsAccountId":"111122223333","Title":"t","Severity":{"Label":"HIGH"}}"#)
-            .unwrap()
+        serde_json::from_str(
+            r#"{"Id":"f","ProductArn":"p","AwsAccountId":"111122223333","Title":"t","Severity":{"Label":"HIGH"}}"#,
+        )
+        .unwrap()
     }
 
     #[test]

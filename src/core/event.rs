@@ -178,7 +178,9 @@ pub enum EventKind {
     Imported,
     /// "Findings Imported V2": OCSF findings of the new Security Hub.
     ImportedV2,
-    CustomAction { action_name: String },
+    CustomAction {
+        action_name: String,
+    },
 }
 
 /// The EventBridge envelope, as far as we read it.

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use crate::core::comment::{self, CommentOwner};
 use crate::core::enrich::{self, AccountEnrichment, EnrichmentPayload};
-use crate::core::ocsf::OcsfFindingId;
 use crate::core::event::Candidate;
 use crate::core::finding::{self, Finding, FindingId, Hub};
+use crate::core::ocsf::OcsfFindingId;
 use crate::core::outcome::SkipReason;
 
 /// Security Hub's cap on FindingIdentifiers per BatchUpdateFindings request.
@@ -212,7 +212,9 @@ pub fn group_comments(
             grouped.unchanged.push(index);
             continue;
         }
-        let comment = Arc::clone(comments.entry(account.account_id.as_str()).or_insert_with(|| Arc::from(account.comment.as_str())));
+        let comment = Arc::clone(
+            comments.entry(account.account_id.as_str()).or_insert_with(|| Arc::from(account.comment.as_str())),
+        );
         let by_metadata_uid = matches!(ocsf.id, OcsfFindingId::MetadataUid(_));
         let partial = account.completeness == enrich::Completeness::Partial;
         groups.entry((comment, by_metadata_uid, partial)).or_default().push((index, ocsf.id.clone()));

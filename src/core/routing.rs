@@ -98,9 +98,11 @@ impl RoutingPolicy {
                 return Err(PolicyError::EmptySet { rule });
             }
             let blank = |v: &Option<String>| v.as_deref().is_some_and(|v| v.trim().is_empty());
-            for (field, value) in
-                [("set.owner", &set.owner), ("set.environment", &set.environment), ("set.criticality", &set.criticality)]
-            {
+            for (field, value) in [
+                ("set.owner", &set.owner),
+                ("set.environment", &set.environment),
+                ("set.criticality", &set.criticality),
+            ] {
                 if blank(value) {
                     return Err(PolicyError::Blank { rule, field });
                 }
@@ -135,8 +137,7 @@ impl RoutingPolicy {
         }
         matching.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
         let best = |pick: fn(&Routing) -> &Option<String>| matching.iter().find_map(|m| pick(&m.3.set).clone());
-        let owner = best(|s| &s.owner)
-            .or_else(|| tags.get(owner_tag_key).filter(|v| !v.trim().is_empty()).cloned());
+        let owner = best(|s| &s.owner).or_else(|| tags.get(owner_tag_key).filter(|v| !v.trim().is_empty()).cloned());
         Routing { owner, environment: best(|s| &s.environment), criticality: best(|s| &s.criticality) }
     }
 }

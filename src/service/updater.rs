@@ -135,7 +135,10 @@ impl Updater {
             return (Vec::new(), UpdateStats::default());
         }
         let Some(writer) = &self.writer_v2 else {
-            tracing::error!(findings = requests.iter().map(|r| r.findings.len()).sum::<usize>(), "no BatchUpdateFindingsV2 writer is wired; failing OCSF findings for retry");
+            tracing::error!(
+                findings = requests.iter().map(|r| r.findings.len()).sum::<usize>(),
+                "no BatchUpdateFindingsV2 writer is wired; failing OCSF findings for retry"
+            );
             let outcomes =
                 requests.iter().flat_map(|r| r.members()).map(|m| (m, FindingOutcome::Failed(FailReason::Transient)));
             return (outcomes.collect(), UpdateStats::default());

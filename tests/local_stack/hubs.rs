@@ -67,11 +67,13 @@ async fn both_hubs_are_enriched_and_routed_events_reach_the_owners_rule() {
     let enricher = Enricher::from_clients(&config, &clients);
 
     // 60 CSPM findings and 240 OCSF findings over the six accounts.
-    let v1: Vec<Value> = (0..60).map(|n| sample_finding(&org.accounts[n % 6].id, &org.accounts[n % 6].name, n)).collect();
+    let v1: Vec<Value> =
+        (0..60).map(|n| sample_finding(&org.accounts[n % 6].id, &org.accounts[n % 6].name, n)).collect();
     import_findings(&aws_sdk_securityhub::Client::new(&sdk), &v1).await.unwrap();
     let v2: Vec<Value> = (0..240).map(|n| sample_ocsf_finding(&org.accounts[n % 6].id, n)).collect();
     seed_ocsf_findings(&account, &v2).await.unwrap();
-    let mut events: Vec<Value> = v1.iter().enumerate().map(|(n, f)| imported_event(std::slice::from_ref(f), n)).collect();
+    let mut events: Vec<Value> =
+        v1.iter().enumerate().map(|(n, f)| imported_event(std::slice::from_ref(f), n)).collect();
     events.extend(v2.iter().enumerate().map(|(n, f)| imported_v2_event(f, n)));
     let pipe = LocalPipe::create(aws_sdk_kinesis::Client::new(&sdk), "findings", 1).await.unwrap();
     pipe.put_events(&events).await.unwrap();

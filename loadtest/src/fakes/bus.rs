@@ -43,13 +43,21 @@ impl EventPublisher for InMemoryBus {
     async fn put_events(&self, entries: &[EventEntry]) -> Result<Vec<FailedEntry>, PublishError> {
         self.calls.lock().unwrap().push(entries.len());
         if entries.is_empty() || entries.len() > MAX_ENTRIES_PER_CALL {
-            return Err(PublishError::Rejected { code: "ValidationException".into(), source: "1 to 10 entries".into() });
+            return Err(PublishError::Rejected {
+                code: "ValidationException".into(),
+                source: "1 to 10 entries".into(),
+            });
         }
         let mut failed: Vec<FailedEntry> = Vec::new();
         match self.script.lock().unwrap().pop_front() {
-            Some(BusReply::Throttle) => return Err(PublishError::Throttled { source: "ThrottlingException (scripted)".into() }),
+            Some(BusReply::Throttle) => {
+                return Err(PublishError::Throttled { source: "ThrottlingException (scripted)".into() });
+            }
             Some(BusReply::Reject) => {
-                return Err(PublishError::Rejected { code: "ResourceNotFoundException".into(), source: "scripted".into() });
+                return Err(PublishError::Rejected {
+                    code: "ResourceNotFoundException".into(),
+                    source: "scripted".into(),
+                });
             }
             Some(BusReply::FailEntries { indices, code }) => {
                 failed.extend(indices.into_iter().filter(|&i| i < entries.len()).map(|index| FailedEntry {

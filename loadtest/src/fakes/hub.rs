@@ -7,11 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use securityhub_enricher::core::enrich::EnrichmentPayload;
 use securityhub_enricher::core::finding::FindingId;
+use securityhub_enricher::core::ocsf::OcsfFindingId;
 use securityhub_enricher::core::plan::MAX_FINDINGS_PER_UPDATE;
+use securityhub_enricher::core::plan::MAX_FINDINGS_PER_UPDATE_V2;
 use securityhub_enricher::core::rate::Rate;
 use securityhub_enricher::limits::Limiter;
-use securityhub_enricher::core::ocsf::OcsfFindingId;
-use securityhub_enricher::core::plan::MAX_FINDINGS_PER_UPDATE_V2;
 use securityhub_enricher::ports::findings::{FindingsWriter, FindingsWriterV2, Unprocessed, WriteError};
 use tokio::time::Instant;
 
@@ -136,11 +136,15 @@ impl FindingsWriterV2 for InMemoryHub {
             return Err(WriteError::Rejected { code: "ValidationException".into(), source: "both lists".into() });
         }
         match self.script.lock().unwrap().pop_front() {
-            Some(ScriptedReply::Throttle) => return Err(WriteError::Throttled { source: "ThrottlingException (scripted)".into() }),
+            Some(ScriptedReply::Throttle) => {
+                return Err(WriteError::Throttled { source: "ThrottlingException (scripted)".into() });
+            }
             Some(ScriptedReply::Transient) => {
                 return Err(WriteError::Transient { source: "InternalServerException (scripted)".into() });
             }
-            Some(ScriptedReply::Reject { code }) => return Err(WriteError::Rejected { code, source: "scripted".into() }),
+            Some(ScriptedReply::Reject { code }) => {
+                return Err(WriteError::Rejected { code, source: "scripted".into() });
+            }
             Some(ScriptedReply::Unprocessed { code, .. }) => {
                 return Ok(ids
                     .iter()

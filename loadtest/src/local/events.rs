@@ -14,7 +14,12 @@ pub struct EventTap {
 
 impl EventTap {
     /// Creates the bus (if new), a queue and a rule with `pattern` from the bus to the queue.
-    pub async fn create(sdk: &aws_config::SdkConfig, bus: &str, rule: &str, pattern: &Value) -> Result<Self, LocalError> {
+    pub async fn create(
+        sdk: &aws_config::SdkConfig,
+        bus: &str,
+        rule: &str,
+        pattern: &Value,
+    ) -> Result<Self, LocalError> {
         let events = aws_sdk_eventbridge::Client::new(sdk);
         let sqs = aws_sdk_sqs::Client::new(sdk);
         if events.describe_event_bus().name(bus).send().await.is_err() {
@@ -55,7 +60,9 @@ impl EventTap {
             .put_targets()
             .rule(rule)
             .event_bus_name(bus)
-            .targets(aws_sdk_eventbridge::types::Target::builder().id("tap").arn(queue_arn).build().expect("id and arn"))
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder().id("tap").arn(queue_arn).build().expect("id and arn"),
+            )
             .send()
             .await
             .map_err(|e| LocalError::new("PutTargets", aws_sdk_eventbridge::Error::from(e)))?;

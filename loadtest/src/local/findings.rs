@@ -109,17 +109,16 @@ pub fn imported_v2_event(finding: &Value, n: usize) -> Value {
 /// Puts OCSF findings into the emulator's new hub for `account` (the new hub has no customer
 /// import API, so the emulator's control API stands in for the AWS services that produce them).
 pub async fn seed_ocsf_findings(account: &str, findings: &[Value]) -> Result<(), LocalError> {
-    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL")
-        .map_err(|e| LocalError::new("LOCAL_AWS_EMULATOR_URL", e))?;
+    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").map_err(|e| LocalError::new("LOCAL_AWS_EMULATOR_URL", e))?;
     let url = format!("{emulator}/_emulator/findingsv2?account={account}&region={REGION}");
     super::control_request("POST", &url, Some(json!({"Findings": findings}).to_string())).await.map(|_| ())
 }
 
 /// The emulator's OCSF findings of `account`, as BatchUpdateFindingsV2 left them.
 pub async fn stored_ocsf_findings(account: &str) -> Result<Vec<Value>, LocalError> {
-    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL")
-        .map_err(|e| LocalError::new("LOCAL_AWS_EMULATOR_URL", e))?;
-    let body = super::control_request("GET", &format!("{emulator}/_emulator/findingsv2?account={account}"), None).await?;
+    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").map_err(|e| LocalError::new("LOCAL_AWS_EMULATOR_URL", e))?;
+    let body =
+        super::control_request("GET", &format!("{emulator}/_emulator/findingsv2?account={account}"), None).await?;
     serde_json::from_str(&body).map_err(|e| LocalError::new("findingsv2 body", e))
 }
 
