@@ -37,11 +37,14 @@ pub fn screen(finding: &Finding) -> Option<SkipReason> {
     None
 }
 
+/// (hub, account, id, product): what "the same finding" means for dedup.
+type DedupKey<'a> = (Hub, &'a str, &'a str, &'a str);
+
 /// Splits candidates into the ones to keep and the superseded ones. For each (ProductArn, Id)
 /// the latest UpdatedAt wins; on a tie, or without timestamps, the later one in the batch wins,
 /// since Kinesis keeps order within an account's shard.
 pub fn dedup(candidates: &[Candidate], eligible: impl IntoIterator<Item = usize>) -> (Vec<usize>, Vec<usize>) {
-    let mut latest: HashMap<(Hub, &str, &str, &str), (usize, Option<i64>)> = HashMap::new();
+    let mut latest: HashMap<DedupKey, (usize, Option<i64>)> = HashMap::new();
     let mut superseded = Vec::new();
     for index in eligible {
         let finding = &candidates[index].finding;
@@ -200,7 +203,9 @@ pub fn group_comments(
     kept: &[usize],
     enrichments: &HashMap<String, AccountEnrichment>,
 ) -> GroupedComments {
-    let mut groups: BTreeMap<(Arc<str>, bool, bool), Vec<(usize, OcsfFindingId)>> = BTreeMap::new();
+    // (comment, named by metadata.uid, partial) → the findings that share one request.
+    type CommentKey = (Arc<str>, bool, bool);
+    let mut groups: BTreeMap<CommentKey, Vec<(usize, OcsfFindingId)>> = BTreeMap::new();
     let mut comments: HashMap<&str, Arc<str>> = HashMap::new();
     let mut grouped = GroupedComments::default();
     for &index in kept {
