@@ -163,6 +163,31 @@ mod tests {
         assert!(!e.detail.contains("sec@example.com") && !e.detail.contains("CISO"));
     }
 
+    /// The README documents schema version 1 ("Enriched-finding events"): the same objects and
+    /// fields as a fully populated V2 event (`tags_omitted` appears only when tags are cut).
+    #[test]
+    fn the_documented_schema_is_the_published_one() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Enriched-finding events").unwrap()..];
+        let start = section.find("```json\n").unwrap() + 8;
+        let end = start + section[start..].find("```").unwrap();
+        let documented: serde_json::Value = serde_json::from_str(&section[start..end]).unwrap();
+        let v2 = crate::core::ocsf::decode(
+            r#"{"metadata":{"uid":"m","product":{"uid":"p","name":"GuardDuty"}},"cloud":{"account":{"uid":"111122223333"}},
+                "finding_info":{"uid":"f","title":"t"},"severity":"High"}"#,
+        )
+        .unwrap();
+        let mut e = enrichment(BTreeMap::from([("team".into(), "payments".into())]));
+        e.routing = Routing { owner: Some("o".into()), environment: Some("e".into()), criticality: Some("c".into()) };
+        let published: serde_json::Value = serde_json::from_str(&event_for(&v2, &e).unwrap().detail).unwrap();
+        let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&documented), keys(&published));
+        for object in ["finding", "account", "routing"] {
+            assert_eq!(keys(&documented[object]), keys(&published[object]), "{object}");
+        }
+        assert_eq!(documented["schema_version"], SCHEMA_VERSION);
+    }
+
     #[test]
     fn an_oversized_entry_loses_its_tags_and_stays_within_the_limit() {
         let tags: BTreeMap<String, String> = (0..400).map(|i| (format!("k{i}"), "v".repeat(1000))).collect();

