@@ -291,6 +291,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn v2_names_findings_one_way_per_request_and_maps_unprocessed_back() {
+        use aws_sdk_securityhub::operation::batch_update_findings_v2::BatchUpdateFindingsV2Output;
+        use aws_sdk_securityhub::types::{
+            BatchUpdateFindingsV2UnprocessedFinding, BatchUpdateFindingsV2UnprocessedFindingErrorCode,
+        };
+        let by_uid = mock!(Client::batch_update_findings_v2)
+            .match_requests(|r| {
+                r.metadata_uids() == ["m1", "m2"] && r.finding_identifiers().is_empty() && r.comment() == Some("c")
+            })
+            .then_output(|| {
+                BatchUpdateFindingsV2Output::builder()
+                    .set_processed_findings(Some(vec![]))
+                    .unprocessed_findings(
+                        BatchUpdateFindingsV2UnprocessedFinding::builder()
+                            .metadata_uid("m2")
+                            .error_code(BatchUpdateFindingsV2UnprocessedFindingErrorCode::ConflictException)
+                            .error_message("busy")
+                            .build(),
+                    )
+                    .build()
+            });
+        let writer = SecurityHubWriter::new(mock_client!(aws_sdk_securityhub, [&by_uid]));
+        let ids = [OcsfFindingId::MetadataUid("m1".into()), OcsfFindingId::MetadataUid("m2".into())];
+        let unprocessed = writer.batch_update_v2(&ids, "c").await.unwrap();
+        assert_eq!(unprocessed.len(), 1);
+        assert_eq!(unprocessed[0].id, OcsfFindingId::MetadataUid("m2".into()));
+        assert!(unprocessed[0].is_transient(), "ConflictException is retried");
+
+        let invalid = mock!(Client::batch_update_findings_v2).then_http_response(|| {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::from(r#"{"__type":"ValidationException","Message":"bad"}"#),
+            )
+        });
+        let writer = SecurityHubWriter::new(mock_client!(aws_sdk_securityhub, [&invalid]));
+        let triple = OcsfFindingId::Triple {
+            cloud_account_uid: "111122223333".into(),
+            finding_info_uid: "f".into(),
+            metadata_product_uid: "p".into(),
+        };
+        let error = writer.batch_update_v2(&[triple], "c").await.unwrap_err();
+        assert!(matches!(error, WriteError::Rejected { ref code, .. } if code == "ValidationException"), "{error:?}");
+    }
+
+    #[tokio::test]
     async fn current_findings_are_read_over_every_page() {
         let finding = |name: &str| {
             AwsSecurityFinding::builder()
