@@ -43,6 +43,11 @@ fn is_guardduty(finding: &Finding) -> bool {
 /// ended is not investigated again, unless an analyst asks through the custom action (the job
 /// table still holds one investigation per entity and window).
 pub fn trigger(finding: &Finding, kind: &EventKind, criteria: &Criteria) -> Option<Trigger> {
+    // OCSF findings of the new hub are not investigated: their resources are not decoded, and
+    // the investigator writes its verdict with BatchUpdateFindings, which cannot reach them.
+    if finding.ocsf.is_some() {
+        return None;
+    }
     if let EventKind::CustomAction { action_name } = kind {
         return (action_name == &criteria.action).then_some(Trigger::CustomAction);
     }
@@ -261,6 +266,16 @@ mod tests {
         assert_eq!(trigger(&plain, &imported, &criteria), Some(Trigger::GuardDutySeverity));
         let low = finding(json!([]), json!({"Severity": {"Label": "LOW"}}));
         assert_eq!(trigger(&low, &imported, &criteria), None);
+        let ocsf = crate::core::ocsf::decode(
+            r#"{"metadata":{"uid":"m","product":{"uid":"arn:aws:securityhub:us-east-1::productv2/aws/guardduty","name":"GuardDuty"}},
+                "cloud":{"account":{"uid":"111122223333"}},"severity":"High"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            trigger(&ocsf, &EventKind::ImportedV2, &criteria),
+            None,
+            "the new hub's findings are not investigated"
+        );
         let inspector =
             finding(json!([]), json!({"ProductArn": "arn:aws:securityhub:us-east-1::product/aws/inspector"}));
         assert_eq!(trigger(&inspector, &imported, &criteria), None);
