@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::core::cache_entry::CacheTimes;
 use crate::core::enrich::TagFilter;
 use crate::core::rate::{Rate, share_of};
+use crate::core::routing::{DEFAULT_OWNER_TAG_KEY, RoutingPolicy, RoutingRules};
 use crate::core::select::Criteria;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -48,6 +49,49 @@ pub struct EnricherConfig {
     pub deadline_margin: Duration,
     /// Detective fan-out, when `JOBS_TABLE` is set.
     pub investigations: Option<InvestigationConfig>,
+    /// `ROUTING_POLICY` and `OWNER_TAG_KEY`.
+    pub routing: RoutingRules,
+    /// `ENRICHED_EVENTS_BUS`: the bus (name or ARN) enriched-finding events go to; unset, none
+    /// are published.
+    pub events_bus: Option<String>,
+}
+
+/// `ROUTING_POLICY` (a JSON document) and `OWNER_TAG_KEY`, validated at start.
+fn routing_rules<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<RoutingRules, ConfigError> {
+    let policy = match vars.optional("ROUTING_POLICY") {
+        None => RoutingPolicy::default(),
+        Some(document) => RoutingPolicy::parse(&document).map_err(|e| ConfigError::Invalid {
+            var: "ROUTING_POLICY",
+            value: document.chars().take(200).collect(),
+            reason: format!(
+                "{e} (expected {{\"rules\":[{{\"ou_path_prefix\":\"Root/...\",\"account_tags\":{{\"k\":\"v\"}},\"set\":{{\"owner\":\"...\",\"environment\":\"...\",\"criticality\":\"...\"}}}}]}})"
+            ),
+        })?,
+    };
+    let owner_tag_key = vars.optional("OWNER_TAG_KEY").unwrap_or_else(|| DEFAULT_OWNER_TAG_KEY.to_owned());
+    if owner_tag_key.chars().count() > 128 {
+        return Err(ConfigError::Invalid {
+            var: "OWNER_TAG_KEY",
+            value: owner_tag_key,
+            reason: "an account tag key has at most 128 characters".into(),
+        });
+    }
+    Ok(RoutingRules { policy, owner_tag_key })
+}
+
+/// `ENRICHED_EVENTS_BUS`: a bus name (1–256 of `[A-Za-z0-9._-/]`) or an event bus ARN.
+fn events_bus<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Option<String>, ConfigError> {
+    let Some(bus) = vars.optional("ENRICHED_EVENTS_BUS") else { return Ok(None) };
+    let is_arn = bus.starts_with("arn:") && bus.contains(":events:") && bus.contains(":event-bus/");
+    let is_name = bus.len() <= 256 && bus.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
+    if !(is_arn || is_name) {
+        return Err(ConfigError::Invalid {
+            var: "ENRICHED_EVENTS_BUS",
+            value: bus,
+            reason: "expected an event bus name or arn:aws:events:<region>:<account>:event-bus/<name>".into(),
+        });
+    }
+    Ok(Some(bus))
 }
 
 /// How enricher environments divide BatchUpdateFindings' quota (`SECURITYHUB_QUOTA_SHARING`).
@@ -250,6 +294,9 @@ pub const ENRICHER_VARS: &[&str] = &[
     "INVESTIGATE_SEVERITIES",
     "INVESTIGATE_ACTION",
     "INVESTIGATION_LOOKBACK_HOURS",
+    "ROUTING_POLICY",
+    "OWNER_TAG_KEY",
+    "ENRICHED_EVENTS_BUS",
 ];
 
 /// Variables the investigator reads.
@@ -360,6 +407,8 @@ impl EnricherConfig {
             lookup_budget: vars.seconds("LOOKUP_BUDGET_SECONDS", 5)?,
             deadline_margin: Duration::from_millis(vars.parsed("DEADLINE_MARGIN_MS", 3000, |_| true)?),
             investigations,
+            routing: routing_rules(vars)?,
+            events_bus: events_bus(vars)?,
         })
     }
 }
@@ -423,6 +472,9 @@ mod tests {
             ("CONTACT_ROLE_ARN", "not-an-arn"),
             ("LOOKUP_CONCURRENCY", "0"),
             ("SECURITYHUB_QUOTA_SHARING", "fair"),
+            ("ROUTING_POLICY", "{\"rules\":[{\"set\":{}}]}"),
+            ("ROUTING_POLICY", "not json"),
+            ("ENRICHED_EVENTS_BUS", "bus with spaces"),
         ] {
             let err = EnricherConfig::from_vars(&vars(&[("CACHE_TABLE", "t"), (var, value)])).unwrap_err();
             assert!(err.to_string().contains(var), "{var}: {err}");
@@ -481,6 +533,23 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("DETECTIVE_GRAPH_ARN"));
+    }
+
+    #[test]
+    fn routing_policy_owner_tag_and_bus_are_read() {
+        let config = EnricherConfig::from_vars(&vars(&[
+            ("CACHE_TABLE", "t"),
+            ("ROUTING_POLICY", r#"{"rules":[{"ou_path_prefix":"Root/Workloads/Prod","account_tags":{"team":"payments"},"set":{"owner":"payments","criticality":"high"}}]}"#),
+            ("OWNER_TAG_KEY", "Team"),
+            ("ENRICHED_EVENTS_BUS", "arn:aws:events:us-east-1:111122223333:event-bus/findings"),
+        ]))
+        .unwrap();
+        assert_eq!(config.routing.policy.rules.len(), 1);
+        assert_eq!(config.routing.owner_tag_key, "Team");
+        assert_eq!(config.events_bus.as_deref(), Some("arn:aws:events:us-east-1:111122223333:event-bus/findings"));
+        let defaults = EnricherConfig::from_vars(&vars(&[("CACHE_TABLE", "t")])).unwrap();
+        assert_eq!(defaults.routing, RoutingRules::default());
+        assert_eq!(defaults.events_bus, None);
     }
 
     #[test]

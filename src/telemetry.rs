@@ -43,6 +43,16 @@ pub enum Metric {
     UpdateFindings,
     /// Σ ⌈findings per distinct payload / 100⌉: what a perfect writer would have used.
     UpdateCallsMinimum,
+    /// BatchUpdateFindingsV2 calls the new Security Hub accepted.
+    UpdateV2Calls,
+    /// OCSF findings carried by accepted BatchUpdateFindingsV2 calls.
+    UpdateV2Findings,
+    /// PutEvents calls for enriched-finding events, retries included.
+    PutEventsCalls,
+    /// Enriched-finding events the bus accepted.
+    EventsPublished,
+    /// Enriched-finding events not published after every retry (their records are retried).
+    EventsFailed,
     /// Dimension `Tier` (`label::TIER`: `memory`, `table`).
     CacheHits,
     /// Accounts looked up in Organizations.

@@ -12,6 +12,7 @@ use crate::adapters::cache_table::ledger::DynamoLedger;
 use crate::adapters::cache_table::store::DynamoStore;
 use crate::adapters::cache_table::sweep_state::DynamoSweepState;
 use crate::adapters::detective::DetectiveClient;
+use crate::adapters::eventbridge::EventBridgePublisher;
 use crate::adapters::jobs_table::DynamoJobs;
 use crate::adapters::organizations::OrganizationsSource;
 use crate::adapters::sdk::{ApiCalls, app_name};
@@ -23,6 +24,7 @@ use crate::service::directory::Directory;
 use crate::service::fanout::Fanout;
 use crate::service::handler::Enricher;
 use crate::service::investigator::{COVERAGE_TTL, Coverage, Investigator, RETRY_BASE};
+use crate::service::publisher::Publisher;
 use crate::service::quota_share::QuotaShare;
 use crate::service::refresh::Refresher;
 use crate::service::sweep::Sweeper;
@@ -40,6 +42,8 @@ pub struct Clients {
     pub account: aws_sdk_account::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub securityhub: aws_sdk_securityhub::Client,
+    /// PutEvents for enriched-finding events; retries are the `Publisher`'s.
+    pub eventbridge: aws_sdk_eventbridge::Client,
 }
 
 /// AssumeRole behind the STS rate limit. The SDK's identity cache in front of it asks for new
@@ -127,6 +131,12 @@ impl Clients {
                     .interceptor(calls.clone())
                     .build(),
             ),
+            eventbridge: aws_sdk_eventbridge::Client::from_conf(
+                aws_sdk_eventbridge::config::Builder::from(sdk)
+                    .retry_config(RetryConfig::disabled())
+                    .interceptor(calls.clone())
+                    .build(),
+            ),
         }
     }
 }
@@ -169,14 +179,14 @@ fn directory(config: &EnricherConfig, clients: &Clients) -> Directory {
 /// work (sweeps) claims as a background holder and yields to the stream.
 fn updater(config: &EnricherConfig, clients: &Clients, background: bool) -> Updater {
     let writer = Arc::new(SecurityHubWriter::new(clients.securityhub.clone()));
-    match config.quota_sharing {
-        QuotaSharing::Static => Updater::new(writer, config.securityhub_rate),
+    let updater = match config.quota_sharing {
+        QuotaSharing::Static => Updater::new(writer.clone(), config.securityhub_rate),
         QuotaSharing::Ledger => {
             // One claim per environment: a new id at every cold start.
             let id = format!("{:016x}", rand::random::<u64>());
             let holder = if background { format!("{BACKGROUND_PREFIX}{id}") } else { id };
             Updater::sharing(
-                writer,
+                writer.clone(),
                 QuotaShare::shared(
                     config.securityhub_pool,
                     config.securityhub_rate,
@@ -186,11 +196,17 @@ fn updater(config: &EnricherConfig, clients: &Clients, background: bool) -> Upda
                 ),
             )
         }
-    }
+    };
+    // One writer for both hubs: BatchUpdateFindings and BatchUpdateFindingsV2 draw on one share.
+    updater.with_v2_writer(writer)
 }
 
 impl Enricher {
     pub fn from_clients(config: &EnricherConfig, clients: &Clients) -> Self {
+        let publisher = config
+            .events_bus
+            .as_deref()
+            .map(|bus| Publisher::new(Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), bus))));
         let fanout = config.investigations.as_ref().map(|inv| Fanout {
             jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), &inv.jobs_table)),
             criteria: inv.criteria.clone(),
@@ -202,6 +218,8 @@ impl Enricher {
             tag_filter: config.tag_filter.clone(),
             deadline_margin: config.deadline_margin,
             fanout,
+            routing: config.routing.clone(),
+            publisher,
         }
     }
 }

@@ -25,10 +25,13 @@ pub struct StreamEntry {
 }
 
 impl StreamEntry {
-    /// Keyed as the template's rule keys it: `$.detail.findings[0].AwsAccountId`.
+    /// Keyed as the template's rules key them: `$.detail.findings[0].AwsAccountId` (CSPM), or
+    /// `$.detail.findings[0].cloud.account.uid` (the new hub's OCSF findings).
     pub fn for_event(event: &Value) -> Self {
-        let partition_key = event["detail"]["findings"][0]["AwsAccountId"]
+        let first = &event["detail"]["findings"][0];
+        let partition_key = first["AwsAccountId"]
             .as_str()
+            .or_else(|| first["cloud"]["account"]["uid"].as_str())
             .filter(|k| !k.is_empty())
             .unwrap_or("unknown")
             .to_owned();

@@ -499,8 +499,11 @@ class Checker:
         self.roles = function_roles(main)
         self._stacks: dict[tuple, Stack] = {}
 
-    def stack(self, variant: Variant, account: str, region: str, contact_role: str | None, graph: str | None) -> Stack:
-        key = (variant, account, region, contact_role, graph)
+    def stack(
+        self, variant: Variant, account: str, region: str, contact_role: str | None, graph: str | None,
+        bus: str | None = None,
+    ) -> Stack:
+        key = (variant, account, region, contact_role, graph, bus)
         if key not in self._stacks:
             parameters = {
                 "ManagementAccountId": MANAGEMENT_ACCOUNT,
@@ -511,6 +514,8 @@ class Checker:
                 "EnableInvestigations": "true" if variant.investigations else "false",
                 "DetectiveGraphArn": (graph or DEFAULT_GRAPH) if variant.graph_given else "",
                 "AccountEventsFromManagement": "true",
+                # The enriched-events bus the call named (a call to it exists only when it is set).
+                "EnrichedEventsBusName": bus or "",
             }
             parameters = {k: v for k, v in parameters.items() if k in self.main.get("Parameters", {})}
             self._stacks[key] = Stack(self.main, parameters, account=account, region=region)
@@ -556,7 +561,10 @@ class Checker:
         region = record.get("region") or DEFAULT_REGION
         contact = record["resource"] if record["service"] == "sts" and record["operation"] == "AssumeRole" else None
         graph = record.get("resource") if record["service"] == "detective" else None
-        stack = self.stack(variant, account, region, contact, graph)
+        bus = record.get("resource") if record["service"] == "events" and record["operation"] == "PutEvents" else None
+        if bus and bus.startswith("arn:"):
+            bus = bus.rsplit("/", 1)[-1]
+        stack = self.stack(variant, account, region, contact, graph, bus)
 
         if function in OPERATOR_FUNCTIONS:
             policy = OPERATOR_FUNCTIONS[function]

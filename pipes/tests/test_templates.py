@@ -56,6 +56,9 @@ ORGANIZATIONS_RS = ROOT / "src" / "adapters" / "organizations.rs"  # the "access
 CARGO_TOML = ROOT / "Cargo.toml"  # rust-version, edition
 
 PARTITION_KEY_PATH = "$.detail.findings[0].AwsAccountId"
+# The new hub's OCSF findings name their account at cloud.account.uid.
+V2_PARTITION_KEY_PATH = "$.detail.findings[0].cloud.account.uid"
+PARTITION_KEY_PATHS = {"FindingsImportedV2Rule": V2_PARTITION_KEY_PATH}
 
 # Values for the parameters without a default (any valid values do).
 REQUIRED_PARAMETERS = {"ManagementAccountId": iam_check.MANAGEMENT_ACCOUNT, "OrganizationId": iam_check.ORGANIZATION_ID}
@@ -425,8 +428,18 @@ class IamTest(unittest.TestCase):
                 "organizations:DescribeOrganizationalUnit", "organizations:ListRoots", "organizations:DescribeOrganization",
                 "account:GetAlternateContact",
                 "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey",  # customer managed key only
+                "events:PutEvents",  # ENRICHED_EVENTS_BUS only
             },
         )
+
+    def test_put_events_is_granted_on_the_configured_bus_only(self):
+        for bus, granted in [("", []), ("findings", ["arn:aws:events:us-east-1:111122223333:event-bus/findings"])]:
+            stack = Stack(self.templates["template.yaml"], {**REQUIRED_PARAMETERS, "EnrichedEventsBusName": bus})
+            resources_ = [
+                stack.resolve(s["Resource"]) for s in iam_check.role_statements(stack, "EnricherRole")
+                if "events:PutEvents" in as_list(s["Action"])
+            ]
+            self.assertEqual(resources_, granted, bus)
 
     def test_the_enricher_reaches_only_the_ledger_queue_and_checkpoint_items_one_by_one(self):
         """Single-item operations on the cache table, by key: UpdateItem of the quota ledger and the
@@ -450,14 +463,28 @@ class IamTest(unittest.TestCase):
 
     def test_securityhub_is_scoped_to_the_hub(self):
         hub = {"Fn::Sub": "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:hub/default"}
+        # The new hub (BatchUpdateFindingsV2): the enricher only, and only when it sets Comment.
+        hub_v2 = {"Fn::Sub": "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:hubv2/*"}
         seen = 0
         for _, statement in self.each_statement():
             if statement["Effect"] == "Allow" and any(a.startswith("securityhub:") for a in as_list(statement["Action"])):
-                self.assertEqual(statement["Resource"], hub)
+                if statement["Resource"] == hub_v2:
+                    self.assertEqual(statement["Condition"], {"Null": {"securityhub:OCSFSyntaxPath/Comment": "false"}})
+                else:
+                    self.assertEqual(statement["Resource"], hub)
                 seen += 1
         # EnricherRole: BatchUpdateFindings, and GetFindings for the refresher; InvestigatorRole;
         # OperatorPolicy (enricher-admin sweep).
-        self.assertEqual(seen, 4)
+        self.assertEqual(seen, 5)
+    def test_v2_updates_are_limited_to_comment(self):
+        """BatchUpdateFindingsV2 takes Comment, SeverityId and StatusId; the enricher may set Comment only."""
+        stack = Stack(self.templates["template.yaml"], REQUIRED_PARAMETERS)
+        statements = iam_check.role_statements(stack, "EnricherRole")
+        hub = "arn:aws:securityhub:us-east-1:111122223333:hubv2/unknown"
+        for fields, allowed in [(["Comment"], True), ([], False), (["Comment", "SeverityId"], False), (["Comment", "StatusId"], False)]:
+            context = {f"securityhub:ocsfsyntaxpath/{f.lower()}": [iam_check.UnknownValue(f)] for f in fields}
+            decision = evaluate(statements, Request("securityhub:BatchUpdateFindings", [hub], context))
+            self.assertEqual(decision.allowed, allowed, f"{fields}: {decision.reason}")
 
     def test_findings_updates_are_limited_to_note_and_user_defined_fields(self):
         """Every customer-updatable field of BatchUpdateFindings (Security Hub user guide, "Available
@@ -477,6 +504,7 @@ class IamTest(unittest.TestCase):
                 for s in statements if s["Effect"] == "Deny" and "securityhub:BatchUpdateFindings" in as_list(s["Action"])
                 for key, value in s["Condition"]["Null"].items()
                 if value == "false" and len(s["Condition"]) == 1 and len(s["Condition"]["Null"]) == 1
+                and key.startswith("securityhub:ASFFSyntaxPath/")
             }
             self.assertEqual({f.split(".")[0] for f in denied}, updatable - written, role)
             self.assertTrue({"Workflow.Status", "Severity.Label"} <= denied, role)
@@ -782,6 +810,18 @@ def finding(account: str = "111122223333", **fields: str) -> dict:
     return f
 
 
+def ocsf_finding(account: str = "111122223333", region: str = "us-east-1", comment: str | None = None) -> dict:
+    f = {
+        "metadata": {"uid": "m-1", "product": {"uid": "arn:aws:securityhub:us-east-1::productv2/aws/guardduty"}},
+        "cloud": {"account": {"uid": account}, "region": region, "provider": "AWS"},
+        "finding_info": {"uid": "gd-1", "title": "t", "modified_time": 1767225600000},
+        "severity": "High", "severity_id": 4,
+    }
+    if comment is not None:
+        f["comment"] = comment
+    return f
+
+
 def event(detail_type: str, *findings: dict, source: str = "aws.securityhub", **detail: Any) -> dict:
     return {
         "version": "0",
@@ -816,7 +856,9 @@ CASES: list[tuple[str, dict, set[str]]] = [
     ("investigation done", event(IMPORTED, finding(findingEnriched="True", investigate="complete")), set()),
     ("another source", {**event(IMPORTED, finding()), "source": "aws.guardduty"}, set()),
     ("another source and type", event("GuardDuty Finding", finding(), source="aws.guardduty"), set()),
-    ("Security Hub V2 (OCSF) is out of scope", event("Findings Imported V2", finding()), set()),
+    ("the new hub's OCSF finding", event("Findings Imported V2", ocsf_finding()), {"FindingsImportedV2Rule"}),
+    # The loop guard for the new hub is the enricher's (the comment's marker), not the pattern's.
+    ("the new hub's finding with our comment", event("Findings Imported V2", ocsf_finding(comment="[securityhub-enricher] x")), {"FindingsImportedV2Rule"}),
     ("insight results", event("Security Hub Insight Results", finding()), set()),
     # Two findings, only the second unenriched. Value matches are per element (any element
     # matching is enough: see the Partial case), but "exists": false asks whether the field is
@@ -872,7 +914,8 @@ class PatternTest(unittest.TestCase):
     def test_the_four_rules(self):
         self.assertEqual(
             set(self.rules),
-            {"UnenrichedFindingsRule", "PartiallyEnrichedFindingsRule", "CustomActionRule", "InvestigationRequestedRule"},
+            {"UnenrichedFindingsRule", "PartiallyEnrichedFindingsRule", "CustomActionRule", "InvestigationRequestedRule",
+             "FindingsImportedV2Rule"},
         )
 
     def test_samples_match_exactly_the_expected_rules(self):
@@ -894,13 +937,16 @@ class PatternTest(unittest.TestCase):
         for name, rule in self.raw_rules.items():
             (target,) = rule["Targets"]
             self.assertEqual(target["Arn"], {"Fn::GetAtt": ["FindingsStream", "Arn"]}, name)
-            self.assertEqual(target["KinesisParameters"]["PartitionKeyPath"], PARTITION_KEY_PATH, name)
+            path = PARTITION_KEY_PATHS.get(name, PARTITION_KEY_PATH)
+            self.assertEqual(target["KinesisParameters"]["PartitionKeyPath"], path, name)
             self.assertEqual(target["RoleArn"], {"Fn::GetAtt": ["EventsToStreamRole", "Arn"]}, name)
 
     def test_the_partition_key_is_the_first_findings_account(self):
         for about, sample, expected in CASES:
-            if expected:
-                self.assertEqual(resolve(PARTITION_KEY_PATH, sample), sample["detail"]["findings"][0]["AwsAccountId"], about)
+            for rule in expected:
+                first = sample["detail"]["findings"][0]
+                account = first["cloud"]["account"]["uid"] if "cloud" in first else first["AwsAccountId"]
+                self.assertEqual(resolve(PARTITION_KEY_PATHS.get(rule, PARTITION_KEY_PATH), sample), account, about)
 
     def test_investigator_stream_filter_passes_new_jobs_only(self):
         template = load(MAIN)

@@ -3,6 +3,7 @@
 
 pub mod cache_table;
 pub mod detective;
+pub mod eventbridge;
 pub mod jobs_table;
 pub mod organizations;
 pub mod sdk;

@@ -1,5 +1,6 @@
-//! The Security Hub CSPM adapter: one BatchUpdateFindings call per request, and GetFindings
-//! for writers that were not handed the finding. Retries are the `Updater`'s, not this file's.
+//! The Security Hub adapter: one BatchUpdateFindings call per request, GetFindings for writers
+//! that were not handed the finding (CSPM), and one BatchUpdateFindingsV2 call per request (the
+//! new hub, `Comment` only). Retries are the `Updater`'s, not this file's.
 
 use async_trait::async_trait;
 use aws_sdk_securityhub::error::ProvideErrorMetadata;
@@ -8,7 +9,8 @@ use aws_sdk_securityhub::types::{AwsSecurityFindingIdentifier, NoteUpdate};
 use crate::adapters::sdk::{ErrorClass, classify};
 use crate::core::enrich::{EnrichmentPayload, UPDATED_BY};
 use crate::core::finding::{Finding, FindingId, Note};
-use crate::ports::findings::{FindingsPage, FindingsReader, FindingsWriter, Unprocessed, WriteError};
+use crate::core::ocsf::OcsfFindingId;
+use crate::ports::findings::{FindingsPage, FindingsReader, FindingsWriter, FindingsWriterV2, Unprocessed, WriteError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -141,12 +143,77 @@ fn from_asff(f: aws_sdk_securityhub::types::AwsSecurityFinding) -> Finding {
         last_observed_at: f.last_observed_at,
         created_at: f.created_at,
         product_name: f.product_name,
+        title: f.title,
         record_state: f.record_state.map(|r| r.as_str().to_owned()),
         severity: None,
         note: f.note.map(|n| Note { text: n.text.unwrap_or_default(), updated_by: n.updated_by.unwrap_or_default() }),
         user_defined_fields: f.user_defined_fields.unwrap_or_default().into_iter().collect(),
         resources: Vec::new(),
         detection: None,
+        ocsf: None,
+    }
+}
+
+#[async_trait]
+impl FindingsWriterV2 for SecurityHubWriter {
+    /// Names the findings by `MetadataUids` when every one has a metadata.uid, else by
+    /// `FindingIdentifiers`: the API refuses both lists in one request, and the plan never
+    /// mixes them.
+    async fn batch_update_v2(
+        &self,
+        ids: &[OcsfFindingId],
+        comment: &str,
+    ) -> Result<Vec<Unprocessed<OcsfFindingId>>, WriteError> {
+        use aws_sdk_securityhub::types::OcsfFindingIdentifier;
+        let mut metadata_uids = Vec::new();
+        let mut identifiers = Vec::new();
+        for id in ids {
+            match id {
+                OcsfFindingId::MetadataUid(uid) => metadata_uids.push(uid.clone()),
+                OcsfFindingId::Triple { cloud_account_uid, finding_info_uid, metadata_product_uid } => identifiers
+                    .push(
+                        OcsfFindingIdentifier::builder()
+                            .cloud_account_uid(cloud_account_uid)
+                            .finding_info_uid(finding_info_uid)
+                            .metadata_product_uid(metadata_product_uid)
+                            .build(),
+                    ),
+            }
+        }
+        let mut request = self.client.batch_update_findings_v2().comment(comment);
+        if !metadata_uids.is_empty() {
+            request = request.set_metadata_uids(Some(metadata_uids));
+        }
+        let by_triple = !identifiers.is_empty();
+        if by_triple {
+            request = request.set_finding_identifiers(Some(identifiers));
+        }
+        match request.send().await {
+            Ok(output) => Ok(output
+                .unprocessed_findings
+                .unwrap_or_default()
+                .into_iter()
+                .map(|u| {
+                    // Named back the way the request named it, so the updater can match it.
+                    let triple = u.finding_identifier.map(|f| OcsfFindingId::Triple {
+                        cloud_account_uid: f.cloud_account_uid.unwrap_or_default(),
+                        finding_info_uid: f.finding_info_uid.unwrap_or_default(),
+                        metadata_product_uid: f.metadata_product_uid.unwrap_or_default(),
+                    });
+                    let by_uid = u.metadata_uid.map(OcsfFindingId::MetadataUid);
+                    let id = if by_triple { triple.or(by_uid) } else { by_uid.or(triple) }
+                        .unwrap_or_else(|| OcsfFindingId::MetadataUid(String::new()));
+                    Unprocessed {
+                        id,
+                        code: u.error_code.map(|c| c.as_str().to_owned()).unwrap_or_default(),
+                        message: u.error_message.unwrap_or_default(),
+                    }
+                })
+                .collect()),
+            // ValidationException is the V2 API's malformed request; AccessDenied stays
+            // retryable, as for V1.
+            Err(error) => Err(write_error(error, &["ValidationException"])),
+        }
     }
 }
 
@@ -257,6 +324,51 @@ mod tests {
         let writer = SecurityHubWriter::new(mock_client!(aws_sdk_securityhub, [&invalid]));
         let error = writer.batch_update(&[id("a")], &payload()).await.unwrap_err();
         assert!(matches!(error, WriteError::Rejected { ref code, .. } if code == "InvalidInputException"), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn v2_names_findings_one_way_per_request_and_maps_unprocessed_back() {
+        use aws_sdk_securityhub::operation::batch_update_findings_v2::BatchUpdateFindingsV2Output;
+        use aws_sdk_securityhub::types::{
+            BatchUpdateFindingsV2UnprocessedFinding, BatchUpdateFindingsV2UnprocessedFindingErrorCode,
+        };
+        let by_uid = mock!(Client::batch_update_findings_v2)
+            .match_requests(|r| {
+                r.metadata_uids() == ["m1", "m2"] && r.finding_identifiers().is_empty() && r.comment() == Some("c")
+            })
+            .then_output(|| {
+                BatchUpdateFindingsV2Output::builder()
+                    .set_processed_findings(Some(vec![]))
+                    .unprocessed_findings(
+                        BatchUpdateFindingsV2UnprocessedFinding::builder()
+                            .metadata_uid("m2")
+                            .error_code(BatchUpdateFindingsV2UnprocessedFindingErrorCode::ConflictException)
+                            .error_message("busy")
+                            .build(),
+                    )
+                    .build()
+            });
+        let writer = SecurityHubWriter::new(mock_client!(aws_sdk_securityhub, [&by_uid]));
+        let ids = [OcsfFindingId::MetadataUid("m1".into()), OcsfFindingId::MetadataUid("m2".into())];
+        let unprocessed = writer.batch_update_v2(&ids, "c").await.unwrap();
+        assert_eq!(unprocessed.len(), 1);
+        assert_eq!(unprocessed[0].id, OcsfFindingId::MetadataUid("m2".into()));
+        assert!(unprocessed[0].is_transient(), "ConflictException is retried");
+
+        let invalid = mock!(Client::batch_update_findings_v2).then_http_response(|| {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::from(r#"{"__type":"ValidationException","Message":"bad"}"#),
+            )
+        });
+        let writer = SecurityHubWriter::new(mock_client!(aws_sdk_securityhub, [&invalid]));
+        let triple = OcsfFindingId::Triple {
+            cloud_account_uid: "111122223333".into(),
+            finding_info_uid: "f".into(),
+            metadata_product_uid: "p".into(),
+        };
+        let error = writer.batch_update_v2(&[triple], "c").await.unwrap_err();
+        assert!(matches!(error, WriteError::Rejected { ref code, .. } if code == "ValidationException"), "{error:?}");
     }
 
     #[tokio::test]

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::core::account::{AccountMetadata, AccountRecord, Contact, ContactLookup};
+use crate::core::comment;
 use crate::core::finding::{Finding, Note};
+use crate::core::routing::{Routing, RoutingRules};
 
 /// `Note.UpdatedBy` of every note we write; a note by anyone else is never overwritten.
 pub const UPDATED_BY: &str = "securityhub-enricher";
@@ -23,6 +25,10 @@ pub mod keys {
     pub const FINDING_ENRICHED: &str = "findingEnriched";
     pub const OU_PATH: &str = "OUPath";
     pub const OU_ID: &str = "OUId";
+    /// Routing (`ROUTING_POLICY`): ours only when the policy or the owner tag sets them.
+    pub const OWNER: &str = "owner";
+    pub const ENVIRONMENT: &str = "environment";
+    pub const CRITICALITY: &str = "criticality";
     /// Written by the investigator; reserved so that an account tag can never forge them.
     pub const INVESTIGATE: &str = "investigate";
     pub const INVESTIGATION_SEVERITY: &str = "investigationSeverity";
@@ -94,6 +100,24 @@ pub struct AccountEnrichment {
     pub tags_dropped: usize,
     /// What `keys::ENRICHED_FROM` carries: equal for equal renderings of the account.
     pub fingerprint: String,
+    /// `owner`, `environment`, `criticality` as `ROUTING_POLICY` decides them for this account.
+    pub routing: Routing,
+    /// The new hub's `Comment` for this account's OCSF findings (marked as ours, ≤ 512).
+    pub comment: String,
+    /// What the enriched-finding event says about the account (no contact details).
+    pub summary: AccountSummary,
+}
+
+/// The `account` object of an enriched-finding event: identity, place and allowlisted tags,
+/// and whether a security contact exists, never who it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AccountSummary {
+    pub id: String,
+    pub name: Option<String>,
+    pub ou_id: Option<String>,
+    pub ou_path: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub has_security_contact: bool,
 }
 
 /// Which account tags to copy: all of them, or those named in `TAG_KEYS`.
@@ -139,7 +163,18 @@ pub fn contact_field(contact: &Contact) -> String {
 
 impl AccountEnrichment {
     pub fn new(account: &AccountMetadata, completeness: Completeness, tag_filter: &TagFilter) -> Self {
-        let mut own_fields = Vec::with_capacity(6);
+        Self::routed(account, completeness, tag_filter, &RoutingRules::default())
+    }
+
+    /// As `new`, with `owner`, `environment` and `criticality` decided by these rules and
+    /// written as our own fields (and into the comment and the event).
+    pub fn routed(
+        account: &AccountMetadata,
+        completeness: Completeness,
+        tag_filter: &TagFilter,
+        rules: &RoutingRules,
+    ) -> Self {
+        let mut own_fields = Vec::with_capacity(9);
         let enriched = match completeness {
             Completeness::Complete => ENRICHED_COMPLETE,
             Completeness::Partial => ENRICHED_PARTIAL,
@@ -170,12 +205,27 @@ impl AccountEnrichment {
             tags.push((key.clone(), field_value(value)));
         }
 
+        // Routing reads every tag of the account, not only the allowlisted ones: the owner tag
+        // decides routing even when it is not copied.
+        let routing = rules.route(&path, &account.tags);
+        for (key, value) in routing.pairs() {
+            own_fields.push((key.to_owned(), field_value(value)));
+        }
         if let Some(list) = tag_key_list(&tags) {
             own_fields.push((keys::ENRICHED_TAG_KEYS.to_owned(), list));
         }
         let note = account_note(account, &path, completeness);
         let fingerprint = fingerprint(&own_fields, &tags, &note);
         own_fields.insert(1, (keys::ENRICHED_FROM.to_owned(), fingerprint.clone()));
+        let comment = comment::render(account, &path, &routing, completeness);
+        let summary = AccountSummary {
+            id: account.account_id.clone(),
+            name: account.name.clone(),
+            ou_id: account.parent().map(|p| p.id.clone()),
+            ou_path: (!path.is_empty()).then(|| path.clone()),
+            tags: tags.iter().cloned().collect(),
+            has_security_contact: matches!(account.security_contact, ContactLookup::Found(_)),
+        };
         AccountEnrichment {
             account_id: account.account_id.clone(),
             completeness,
@@ -184,12 +234,17 @@ impl AccountEnrichment {
             note,
             tags_dropped,
             fingerprint,
+            routing,
+            comment,
+            summary,
         }
     }
 
     /// The keys this enrichment writes: an existing field under one of them is ours to replace.
     fn writes_key(&self, key: &str) -> bool {
-        keys::ENRICHER_OWNED.contains(&key) || self.tags.iter().any(|(k, _)| k == key)
+        keys::ENRICHER_OWNED.contains(&key)
+            || self.own_fields.iter().any(|(k, _)| k == key)
+            || self.tags.iter().any(|(k, _)| k == key)
     }
 
     pub fn is_complete(&self) -> bool {
@@ -329,6 +384,16 @@ pub fn account_enrichments<'a>(
     known: impl Fn(&str) -> Option<&'a AccountRecord>,
     tag_filter: &TagFilter,
 ) -> HashMap<String, AccountEnrichment> {
+    routed_account_enrichments(findings, known, tag_filter, &RoutingRules::default())
+}
+
+/// `account_enrichments` with routing decided by these rules.
+pub fn routed_account_enrichments<'a>(
+    findings: impl IntoIterator<Item = &'a Finding>,
+    known: impl Fn(&str) -> Option<&'a AccountRecord>,
+    tag_filter: &TagFilter,
+    rules: &RoutingRules,
+) -> HashMap<String, AccountEnrichment> {
     let mut fallback_names: HashMap<&str, Option<&str>> = HashMap::new();
     for finding in findings {
         let name = fallback_names.entry(finding.aws_account_id.as_str()).or_insert(None);
@@ -345,7 +410,7 @@ pub fn account_enrichments<'a>(
                 Some(AccountRecord::NotFound) => (from_finding(), Completeness::Complete),
                 None => (from_finding(), Completeness::Partial),
             };
-            (account_id.to_owned(), AccountEnrichment::new(&metadata, completeness, tag_filter))
+            (account_id.to_owned(), AccountEnrichment::routed(&metadata, completeness, tag_filter, rules))
         })
         .collect()
 }

@@ -168,13 +168,19 @@ impl StreamRecord {
 
 pub const DETAIL_TYPE_IMPORTED: &str = "Security Hub Findings - Imported";
 pub const DETAIL_TYPE_CUSTOM_ACTION: &str = "Security Hub Findings - Custom Action";
+/// The new Security Hub's event: one OCSF finding in `detail.findings`.
+pub const DETAIL_TYPE_IMPORTED_V2: &str = "Findings Imported V2";
 pub const SOURCE_SECURITY_HUB: &str = "aws.securityhub";
 
 /// What kind of Security Hub event a record carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
     Imported,
-    CustomAction { action_name: String },
+    /// "Findings Imported V2": OCSF findings of the new Security Hub.
+    ImportedV2,
+    CustomAction {
+        action_name: String,
+    },
 }
 
 /// The EventBridge envelope, as far as we read it.
@@ -196,17 +202,26 @@ struct Detail {
     action_name: Option<String>,
 }
 
+/// Why one finding of an event cannot be read: a counted skip, never a failed batch.
+#[derive(Debug, thiserror::Error)]
+pub enum BadFinding {
+    #[error("ASFF finding is malformed: {0}")]
+    Asff(#[source] serde_json::Error),
+    #[error("OCSF finding is unusable: {0}")]
+    Ocsf(#[source] crate::core::ocsf::OcsfDecodeError),
+}
+
 /// A decoded Security Hub event: its kind and each finding, parsed or not.
 #[derive(Debug)]
 pub struct SecurityHubEvent {
     pub kind: EventKind,
-    pub findings: Vec<Result<Finding, serde_json::Error>>,
+    pub findings: Vec<Result<Finding, BadFinding>>,
 }
 
 /// Why a well-formed event is not ours to process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotOurs {
-    /// Another source or detail-type, including the OCSF "Findings Imported V2" events.
+    /// Another source or detail-type.
     UnsupportedEvent { source: String, detail_type: String },
 }
 
@@ -218,9 +233,10 @@ pub fn decode_event(data: &[u8]) -> Result<Result<SecurityHubEvent, NotOurs>, Po
     if envelope.source != SOURCE_SECURITY_HUB {
         return Ok(Err(not_ours()));
     }
-    let is_custom_action = match envelope.detail_type.as_str() {
-        DETAIL_TYPE_IMPORTED => false,
-        DETAIL_TYPE_CUSTOM_ACTION => true,
+    let (is_custom_action, is_v2) = match envelope.detail_type.as_str() {
+        DETAIL_TYPE_IMPORTED => (false, false),
+        DETAIL_TYPE_CUSTOM_ACTION => (true, false),
+        DETAIL_TYPE_IMPORTED_V2 => (false, true),
         _ => return Ok(Err(not_ours())),
     };
     let detail: Detail = match &envelope.detail {
@@ -229,10 +245,22 @@ pub fn decode_event(data: &[u8]) -> Result<Result<SecurityHubEvent, NotOurs>, Po
     };
     let kind = if is_custom_action {
         EventKind::CustomAction { action_name: detail.action_name.unwrap_or_default() }
+    } else if is_v2 {
+        EventKind::ImportedV2
     } else {
         EventKind::Imported
     };
-    let findings = detail.findings.iter().map(|raw| serde_json::from_str::<Finding>(raw.get())).collect();
+    let findings = detail
+        .findings
+        .iter()
+        .map(|raw| {
+            if is_v2 {
+                crate::core::ocsf::decode(raw.get()).map_err(BadFinding::Ocsf)
+            } else {
+                serde_json::from_str::<Finding>(raw.get()).map_err(BadFinding::Asff)
+            }
+        })
+        .collect();
     Ok(Ok(SecurityHubEvent { kind, findings }))
 }
 
@@ -377,9 +405,24 @@ mod tests {
     }
 
     #[test]
-    fn other_sources_and_v2_events_are_not_ours() {
-        let v2 = r#"{"source":"aws.securityhub","detail-type":"Findings Imported V2","detail":{}}"#;
-        assert!(matches!(decode_event(v2.as_bytes()).unwrap(), Err(NotOurs::UnsupportedEvent { .. })));
+    fn v2_events_carry_ocsf_findings_and_a_bad_one_is_a_finding_error() {
+        let v2 = r#"{"source":"aws.securityhub","detail-type":"Findings Imported V2","detail":{"findings":[
+            {"metadata":{"uid":"m1","product":{"uid":"p"}},"cloud":{"account":{"uid":"111122223333"}},"finding_info":{"uid":"f"}},
+            {"metadata":{"product":{"uid":"p"}}}, {"metadata":"x"}]}}"#;
+        let event = decode_event(v2.as_bytes()).unwrap().unwrap();
+        assert_eq!(event.kind, EventKind::ImportedV2);
+        assert_eq!(event.findings.len(), 3);
+        let first = event.findings[0].as_ref().unwrap();
+        assert_eq!(first.hub(), crate::core::finding::Hub::V2);
+        assert_eq!(first.aws_account_id, "111122223333");
+        assert!(matches!(event.findings[1], Err(BadFinding::Ocsf(_))));
+        assert!(matches!(event.findings[2], Err(BadFinding::Ocsf(_))));
+    }
+
+    #[test]
+    fn other_sources_are_not_ours() {
+        let v2_insight = r#"{"source":"aws.securityhub","detail-type":"Security Hub Insight Results","detail":{}}"#;
+        assert!(matches!(decode_event(v2_insight.as_bytes()).unwrap(), Err(NotOurs::UnsupportedEvent { .. })));
         let other = r#"{"source":"aws.guardduty","detail-type":"GuardDuty Finding","detail":{}}"#;
         assert!(decode_event(other.as_bytes()).unwrap().is_err());
         assert!(matches!(decode_event(b"{not json"), Err(PoisonRecord::NotAnEvent { .. })));

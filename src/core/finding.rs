@@ -64,6 +64,8 @@ pub struct Finding {
     #[serde(default)]
     pub product_name: Option<String>,
     #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
     pub record_state: Option<String>,
     #[serde(default)]
     pub severity: Option<Severity>,
@@ -77,9 +79,34 @@ pub struct Finding {
     /// carry it, and only the investigation selection reads it.
     #[serde(default)]
     pub detection: Option<Box<RawValue>>,
+    /// Set for findings of the new Security Hub (OCSF, "Findings Imported V2"), which are
+    /// written back with BatchUpdateFindingsV2; `None` for ASFF findings.
+    #[serde(skip)]
+    pub ocsf: Option<Box<crate::core::ocsf::OcsfPart>>,
+}
+
+/// Which hub a finding came from and is written back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Hub {
+    /// Security Hub CSPM: ASFF findings, BatchUpdateFindings.
+    #[serde(rename = "cspm")]
+    Cspm,
+    /// The new Security Hub: OCSF findings, BatchUpdateFindingsV2.
+    #[serde(rename = "v2")]
+    V2,
 }
 
 impl Finding {
+    pub fn hub(&self) -> Hub {
+        if self.ocsf.is_some() { Hub::V2 } else { Hub::Cspm }
+    }
+
+    /// What "the same finding" means for dedup across both hubs: the hub, the account and the
+    /// identifier (for OCSF: metadata.uid or finding_info.uid, and the product uid).
+    pub fn dedup_key(&self) -> (Hub, &str, &str, &str) {
+        (self.hub(), self.aws_account_id.as_str(), self.id.as_str(), self.product_arn.as_str())
+    }
+
     pub fn identifier(&self) -> FindingId {
         FindingId { id: self.id.clone(), product_arn: self.product_arn.clone() }
     }

@@ -5,13 +5,17 @@
 pub mod account;
 pub mod account_change;
 pub mod cache_entry;
+pub mod comment;
 pub mod enrich;
+pub mod enriched_event;
 pub mod error;
 pub mod event;
 pub mod finding;
 pub mod investigation;
+pub mod ocsf;
 pub mod outcome;
 pub mod plan;
 pub mod rate;
+pub mod routing;
 pub mod select;
 pub mod time;

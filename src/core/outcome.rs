@@ -23,6 +23,9 @@ pub enum SkipReason {
     InvalidAccountId,
     /// Security Hub refused the update for good (FindingNotFound, InvalidInput, ...).
     Rejected(String),
+    /// An OCSF finding whose `comment` is someone else's (an analyst's, another tool's): the
+    /// new hub has one comment per finding and we never overwrite text that is not ours.
+    ForeignComment,
 }
 
 impl SkipReason {
@@ -35,6 +38,7 @@ impl SkipReason {
             SkipReason::MalformedFinding => "malformed_finding",
             SkipReason::InvalidAccountId => "invalid_account_id",
             SkipReason::Rejected(code) => code.as_str(),
+            SkipReason::ForeignComment => "foreign_comment",
         }
     }
 }
@@ -67,7 +71,7 @@ pub enum FindingOutcome {
 /// Why a record carried no finding for us. Final: never retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RecordSkip {
-    /// Another source or detail-type (including OCSF V2 events).
+    /// Another source or detail-type.
     UnsupportedEvent,
     /// A Security Hub event with an empty findings list.
     NoFindings,

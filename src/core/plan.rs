@@ -4,9 +4,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::core::comment::{self, CommentOwner};
 use crate::core::enrich::{self, AccountEnrichment, EnrichmentPayload};
 use crate::core::event::Candidate;
-use crate::core::finding::{self, Finding, FindingId};
+use crate::core::finding::{self, Finding, FindingId, Hub};
+use crate::core::ocsf::OcsfFindingId;
 use crate::core::outcome::SkipReason;
 use crate::core::select::{self, Asks};
 
@@ -15,6 +17,13 @@ pub const MAX_FINDINGS_PER_UPDATE: usize = 100;
 
 /// Findings that need no work at all, before any lookup is spent on them.
 pub fn screen(finding: &Finding) -> Option<SkipReason> {
+    if let Some(ocsf) = &finding.ocsf {
+        match comment::owner(ocsf.comment.as_deref()) {
+            CommentOwner::OursComplete => return Some(SkipReason::AlreadyEnriched),
+            CommentOwner::Foreign => return Some(SkipReason::ForeignComment),
+            CommentOwner::Empty | CommentOwner::OursPending => {}
+        }
+    }
     if finding.user_defined_fields.get(enrich::keys::FINDING_ENRICHED).map(String::as_str)
         == Some(enrich::ENRICHED_COMPLETE)
     {
@@ -29,16 +38,19 @@ pub fn screen(finding: &Finding) -> Option<SkipReason> {
     None
 }
 
+/// (hub, account, id, product): what "the same finding" means for dedup.
+type DedupKey<'a> = (Hub, &'a str, &'a str, &'a str);
+
 /// Splits candidates into the ones to keep and the superseded ones. For each (ProductArn, Id)
 /// the latest UpdatedAt wins; on a tie, or without timestamps, the later one in the batch wins,
 /// since Kinesis keeps order within an account's shard.
 pub fn dedup(candidates: &[Candidate], eligible: impl IntoIterator<Item = usize>) -> (Vec<usize>, Vec<usize>) {
-    let mut latest: HashMap<FindingId, (usize, Option<i64>)> = HashMap::new();
+    let mut latest: HashMap<DedupKey, (usize, Option<i64>)> = HashMap::new();
     let mut superseded = Vec::new();
     for index in eligible {
         let finding = &candidates[index].finding;
         let updated = finding.updated_at_millis();
-        match latest.entry(finding.identifier()) {
+        match latest.entry(finding.dedup_key()) {
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert((index, updated));
             }
@@ -165,6 +177,73 @@ pub fn group_updates(
     }
     grouped.minimum_calls = minimum_requests(groups.values().map(Vec::len));
     grouped.requests = requests_for(groups);
+    grouped
+}
+
+/// One BatchUpdateFindingsV2 request: one comment and at most 100 findings, all named the same
+/// way (the API takes `MetadataUids` or `FindingIdentifiers`, never both).
+#[derive(Debug, Clone)]
+pub struct UpdateRequestV2 {
+    pub comment: Arc<str>,
+    /// The comment carries the pending marker (organization details to come).
+    pub partial: bool,
+    pub findings: Vec<(usize, OcsfFindingId)>,
+}
+
+impl UpdateRequestV2 {
+    pub fn members(&self) -> impl Iterator<Item = usize> + '_ {
+        self.findings.iter().map(|(member, _)| *member)
+    }
+}
+
+/// BatchUpdateFindingsV2's cap on MetadataUids and on FindingIdentifiers (the service model's
+/// list `max`).
+pub const MAX_FINDINGS_PER_UPDATE_V2: usize = 100;
+
+/// What grouping decided for kept OCSF findings.
+#[derive(Debug, Default)]
+pub struct GroupedComments {
+    pub requests: Vec<UpdateRequestV2>,
+    pub unchanged: Vec<usize>,
+    /// Σ ⌈findings per distinct (comment, identifier kind) / 100⌉.
+    pub minimum_calls: usize,
+}
+
+/// Groups kept OCSF findings by identical comment (one per account) and identifier kind, and
+/// cuts each group into requests of ≤ 100. A finding that already carries the comment we would
+/// write is not sent again (the loop guard for pending comments).
+pub fn group_comments(
+    candidates: &[Candidate],
+    kept: &[usize],
+    enrichments: &HashMap<String, AccountEnrichment>,
+) -> GroupedComments {
+    // (comment, named by metadata.uid, partial) → the findings that share one request.
+    type CommentKey = (Arc<str>, bool, bool);
+    let mut groups: BTreeMap<CommentKey, Vec<(usize, OcsfFindingId)>> = BTreeMap::new();
+    let mut comments: HashMap<&str, Arc<str>> = HashMap::new();
+    let mut grouped = GroupedComments::default();
+    for &index in kept {
+        let finding = &candidates[index].finding;
+        let (Some(ocsf), Some(account)) = (&finding.ocsf, enrichments.get(&finding.aws_account_id)) else {
+            continue;
+        };
+        if ocsf.comment.as_deref() == Some(account.comment.as_str()) {
+            grouped.unchanged.push(index);
+            continue;
+        }
+        let comment = Arc::clone(
+            comments.entry(account.account_id.as_str()).or_insert_with(|| Arc::from(account.comment.as_str())),
+        );
+        let by_metadata_uid = matches!(ocsf.id, OcsfFindingId::MetadataUid(_));
+        let partial = account.completeness == enrich::Completeness::Partial;
+        groups.entry((comment, by_metadata_uid, partial)).or_default().push((index, ocsf.id.clone()));
+    }
+    grouped.minimum_calls = groups.values().map(|g| g.len().div_ceil(MAX_FINDINGS_PER_UPDATE_V2)).sum();
+    for ((comment, _, partial), findings) in groups {
+        for chunk in findings.chunks(MAX_FINDINGS_PER_UPDATE_V2) {
+            grouped.requests.push(UpdateRequestV2 { comment: Arc::clone(&comment), partial, findings: chunk.to_vec() });
+        }
+    }
     grouped
 }
 

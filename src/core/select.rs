@@ -110,6 +110,11 @@ fn is_guardduty(finding: &Finding) -> bool {
 /// whose investigation already ended is not investigated again, unless an analyst asks through
 /// the custom action (the job table still holds one investigation per entity and window).
 pub fn trigger(finding: &Finding, asks: &Asks, criteria: &Criteria) -> Option<Trigger> {
+    // OCSF findings of the new hub are not investigated: their resources are not decoded, and
+    // the investigator writes its verdict with BatchUpdateFindings, which cannot reach them.
+    if finding.ocsf.is_some() {
+        return None;
+    }
     if asks.actions.contains(&criteria.action) {
         return Some(Trigger::CustomAction);
     }
@@ -586,6 +591,12 @@ mod tests {
         assert_eq!(t(&plain, &imported), Some(Trigger::GuardDutySeverity));
         let low = finding(json!([]), json!({"Severity": {"Label": "LOW"}}));
         assert_eq!(t(&low, &imported), None);
+        let ocsf = crate::core::ocsf::decode(
+            r#"{"metadata":{"uid":"m","product":{"uid":"arn:aws:securityhub:us-east-1::productv2/aws/guardduty","name":"GuardDuty"}},
+                "cloud":{"account":{"uid":"111122223333"}},"severity":"High"}"#,
+        )
+        .unwrap();
+        assert_eq!(t(&ocsf, &imported), None, "the new hub's findings are not investigated");
         let inspector =
             finding(json!([]), json!({"ProductArn": "arn:aws:securityhub:us-east-1::product/aws/inspector"}));
         assert_eq!(t(&inspector, &imported), None);

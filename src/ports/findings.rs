@@ -1,24 +1,32 @@
-//! Port: writing enrichment to findings and reading findings back (Security Hub CSPM).
+//! Port: writing enrichment to findings and reading findings back: Security Hub CSPM
+//! (BatchUpdateFindings, GetFindings) and the new Security Hub (BatchUpdateFindingsV2).
 
 use async_trait::async_trait;
 
 use crate::core::enrich::EnrichmentPayload;
 use crate::core::finding::{Finding, FindingId};
+use crate::core::ocsf::OcsfFindingId;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A finding Security Hub did not update, as UnprocessedFindings reports it.
+/// A finding Security Hub did not update, as UnprocessedFindings reports it (`I` is how the
+/// hub names findings: `FindingId` for CSPM, `OcsfFindingId` for the new hub).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unprocessed {
-    pub id: FindingId,
+pub struct Unprocessed<I = FindingId> {
+    pub id: I,
     pub code: String,
     pub message: String,
 }
 
-impl Unprocessed {
+impl<I> Unprocessed<I> {
     /// UnprocessedFindings codes worth another try; the others never succeed on retry.
+    /// CSPM: ConcurrentUpdateError, InternalFailure; V2: ConflictException,
+    /// InternalServerException (ResourceNotFoundException and ValidationException are final).
     pub fn is_transient(&self) -> bool {
-        matches!(self.code.as_str(), "ConcurrentUpdateError" | "InternalFailure")
+        matches!(
+            self.code.as_str(),
+            "ConcurrentUpdateError" | "InternalFailure" | "ConflictException" | "InternalServerException"
+        )
     }
 }
 
@@ -60,6 +68,17 @@ pub struct FindingsPage {
     pub findings: Vec<Finding>,
     /// Where the next page starts; `None` after the last page.
     pub next_token: Option<String>,
+}
+
+/// One BatchUpdateFindingsV2 call: one comment for every finding named (≤ 100, all named the
+/// same way).
+#[async_trait]
+pub trait FindingsWriterV2: Send + Sync {
+    async fn batch_update_v2(
+        &self,
+        ids: &[OcsfFindingId],
+        comment: &str,
+    ) -> Result<Vec<Unprocessed<OcsfFindingId>>, WriteError>;
 }
 
 /// Reads findings' current state (GetFindings), for writers that were not handed the finding.

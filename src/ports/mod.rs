@@ -3,6 +3,7 @@
 //! so the orchestration and its in-memory test doubles never see one.
 
 pub mod detective;
+pub mod events;
 pub mod findings;
 pub mod jobs;
 pub mod ledger;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::core::outcome::BatchTally;
 use crate::service::directory::PrefetchStats;
 use crate::service::fanout::FanoutStats;
+use crate::service::publisher::PublishStats;
 use crate::service::updater::UpdateStats;
 use crate::telemetry::{Metric, Report, label};
 
@@ -34,6 +35,12 @@ pub struct WriteStats {
     pub updates: UpdateStats,
     /// Σ ⌈findings per distinct payload / 100⌉: the fewest calls any writer could make.
     pub minimum_calls: usize,
+    /// BatchUpdateFindingsV2 (OCSF findings of the new hub).
+    pub updates_v2: UpdateStats,
+    /// Σ ⌈findings per distinct comment / 100⌉.
+    pub minimum_calls_v2: usize,
+    /// Enriched-finding events (PutEvents).
+    pub events: PublishStats,
     pub fields_dropped: usize,
     pub tags_dropped: usize,
 }
@@ -42,6 +49,9 @@ impl AddAssign for WriteStats {
     fn add_assign(&mut self, later: WriteStats) {
         self.updates += later.updates;
         self.minimum_calls += later.minimum_calls;
+        self.updates_v2 += later.updates_v2;
+        self.minimum_calls_v2 += later.minimum_calls_v2;
+        self.events += later.events;
         self.fields_dropped += later.fields_dropped;
         self.tags_dropped += later.tags_dropped;
     }
@@ -68,6 +78,11 @@ impl Report for BatchReport {
             update_calls = self.writes.updates.calls,
             minimum_update_calls = self.writes.minimum_calls,
             update_throttles = self.writes.updates.throttled,
+            update_v2_calls = self.writes.updates_v2.calls,
+            minimum_update_v2_calls = self.writes.minimum_calls_v2,
+            put_events_calls = self.writes.events.calls,
+            events_published = self.writes.events.published,
+            events_failed = self.writes.events.failed,
             // The environments sharing BatchUpdateFindings' quota as of the last claim (absent
             // on a fixed or fallback share).
             quota_holders = self.writes.updates.quota_holders,
@@ -105,6 +120,13 @@ impl Report for BatchReport {
         Metric::UpdateCalls.count(updates.findings_per_call.len());
         Metric::UpdateFindings.count(updates.findings_per_call.iter().sum());
         Metric::UpdateCallsMinimum.count(self.writes.minimum_calls);
+        let v2 = &self.writes.updates_v2;
+        Metric::UpdateV2Calls.count(v2.findings_per_call.len());
+        Metric::UpdateV2Findings.count(v2.findings_per_call.iter().sum());
+        let events = &self.writes.events;
+        Metric::PutEventsCalls.count(events.calls);
+        Metric::EventsPublished.count(events.published);
+        Metric::EventsFailed.count(events.failed);
         let p = &self.prefetch;
         Metric::CacheHits.count_with(&[(label::TIER, "memory".into())], p.memory_hits as u64);
         Metric::CacheHits.count_with(&[(label::TIER, "table".into())], p.store_hits as u64);

@@ -298,6 +298,7 @@ impl Sweeper {
             minimum_calls: 0,
             fields_dropped: grouped.fields_dropped,
             tags_dropped: enrichments.values().map(|e| e.tags_dropped).sum(),
+            ..Default::default()
         };
     }
 }

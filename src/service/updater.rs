@@ -1,4 +1,4 @@
-//! The `Updater`: sends a batch's BatchUpdateFindings requests within this environment's share
+//! The `Updater`: sends a batch's BatchUpdateFindings (and BatchUpdateFindingsV2) requests within this environment's share
 //! of the quota and the invocation's deadline, retrying throttles and transient
 //! UnprocessedFindings with backoff. One outcome per finding comes back, keyed as the request
 //! keyed it.
@@ -13,12 +13,11 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::core::error::error_chain;
-use crate::core::finding::FindingId;
 use crate::core::outcome::{FailReason, FindingOutcome, SkipReason};
-use crate::core::plan::UpdateRequest;
+use crate::core::plan::{UpdateRequest, UpdateRequestV2};
 use crate::core::rate::Rate;
 use crate::limits::backoff;
-use crate::ports::findings::{FindingsWriter, Unprocessed, WriteError};
+use crate::ports::findings::{FindingsWriter, FindingsWriterV2, Unprocessed, WriteError};
 use crate::service::quota_share::QuotaShare;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -48,6 +47,10 @@ impl AddAssign for UpdateStats {
 
 pub struct Updater {
     writer: Arc<dyn FindingsWriter>,
+    /// BatchUpdateFindingsV2 for OCSF findings. It shares the CSPM quota: both operations are
+    /// the one IAM action `securityhub:BatchUpdateFindings`, and V2's own rate is unpublished,
+    /// so sharing is the safe reading either way.
+    writer_v2: Option<Arc<dyn FindingsWriterV2>>,
     quota: QuotaShare,
     max_attempts: u32,
     concurrency: usize,
@@ -62,7 +65,20 @@ impl Updater {
 
     /// An updater paced at its share of a pool (see `quota_share`).
     pub fn sharing(writer: Arc<dyn FindingsWriter>, quota: QuotaShare) -> Self {
-        Updater { writer, quota, max_attempts: 8, concurrency: 4, base_backoff: Duration::from_millis(100) }
+        Updater {
+            writer,
+            writer_v2: None,
+            quota,
+            max_attempts: 8,
+            concurrency: 4,
+            base_backoff: Duration::from_millis(100),
+        }
+    }
+
+    /// Writes OCSF findings with this BatchUpdateFindingsV2 writer.
+    pub fn with_v2_writer(mut self, writer: Arc<dyn FindingsWriterV2>) -> Self {
+        self.writer_v2 = Some(writer);
+        self
     }
 
     pub fn with_backoff(mut self, base: Duration, max_attempts: u32) -> Self {
@@ -100,10 +116,75 @@ impl Updater {
     }
 
     async fn send(&self, request: &UpdateRequest, deadline: Instant) -> (Vec<(usize, FindingOutcome)>, UpdateStats) {
+        let writer = &self.writer;
+        let payload = &request.payload;
+        self.send_with(&request.findings, payload.is_partial(), deadline, |ids| async move {
+            writer.batch_update(&ids, payload).await
+        })
+        .await
+    }
+
+    /// Sends every BatchUpdateFindingsV2 request within the same quota and deadline, with the
+    /// same retries. Without a V2 writer (a wiring bug) the findings fail for retry, not lost.
+    pub async fn run_v2(
+        &self,
+        requests: &[UpdateRequestV2],
+        deadline: Instant,
+    ) -> (Vec<(usize, FindingOutcome)>, UpdateStats) {
+        if requests.is_empty() {
+            return (Vec::new(), UpdateStats::default());
+        }
+        let Some(writer) = &self.writer_v2 else {
+            tracing::error!(
+                findings = requests.iter().map(|r| r.findings.len()).sum::<usize>(),
+                "no BatchUpdateFindingsV2 writer is wired; failing OCSF findings for retry"
+            );
+            let outcomes =
+                requests.iter().flat_map(|r| r.members()).map(|m| (m, FindingOutcome::Failed(FailReason::Transient)));
+            return (outcomes.collect(), UpdateStats::default());
+        };
+        let results: Vec<(Vec<(usize, FindingOutcome)>, UpdateStats)> = self
+            .quota
+            .while_active(
+                futures::stream::iter(requests)
+                    .map(|request| {
+                        let comment = &request.comment;
+                        self.send_with(&request.findings, request.partial, deadline, move |ids| async move {
+                            writer.batch_update_v2(&ids, comment).await
+                        })
+                    })
+                    .buffer_unordered(self.concurrency)
+                    .collect(),
+            )
+            .await;
+        let mut outcomes = Vec::new();
+        let mut total = UpdateStats::default();
+        for (o, stats) in results {
+            outcomes.extend(o);
+            total += stats;
+        }
+        total.quota_holders = self.quota.holders();
+        (outcomes, total)
+    }
+
+    /// The one pacing and retry loop of both hubs: `call` sends the still pending identifiers
+    /// and answers with the ones the hub did not process.
+    async fn send_with<I, F, Fut>(
+        &self,
+        findings: &[(usize, I)],
+        partial: bool,
+        deadline: Instant,
+        call: F,
+    ) -> (Vec<(usize, FindingOutcome)>, UpdateStats)
+    where
+        I: Clone + Eq + std::hash::Hash + std::fmt::Debug,
+        F: Fn(Vec<I>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Unprocessed<I>>, WriteError>>,
+    {
         let mut stats = UpdateStats::default();
-        let mut outcomes: Vec<Option<FindingOutcome>> = vec![None; request.findings.len()];
-        let mut pending: Vec<usize> = (0..request.findings.len()).collect();
-        let enriched = FindingOutcome::Enriched { partial: request.payload.is_partial() };
+        let mut outcomes: Vec<Option<FindingOutcome>> = vec![None; findings.len()];
+        let mut pending: Vec<usize> = (0..findings.len()).collect();
+        let enriched = FindingOutcome::Enriched { partial };
         let mut attempt = 0;
         while !pending.is_empty() {
             if attempt == self.max_attempts {
@@ -124,25 +205,26 @@ impl Updater {
                 mark(&mut outcomes, &pending, FindingOutcome::Failed(FailReason::Deadline));
                 break;
             }
-            let ids: Vec<FindingId> = pending.iter().map(|&i| request.findings[i].1.clone()).collect();
+            let ids: Vec<I> = pending.iter().map(|&i| findings[i].1.clone()).collect();
+            let sent = ids.len();
             stats.calls += 1;
-            let call = tokio::time::timeout_at(deadline, self.writer.batch_update(&ids, &request.payload)).await;
-            match call {
+            let result = tokio::time::timeout_at(deadline, call(ids)).await;
+            match result {
                 Err(_elapsed) => {
                     // The call may or may not have landed; a retry rewrites the same payload.
                     mark(&mut outcomes, &pending, FindingOutcome::Failed(FailReason::Deadline));
                     break;
                 }
                 Ok(Ok(unprocessed)) => {
-                    stats.findings_per_call.push(ids.len());
-                    let by_id: HashMap<&FindingId, &Unprocessed> = unprocessed.iter().map(|u| (&u.id, u)).collect();
+                    stats.findings_per_call.push(sent);
+                    let by_id: HashMap<&I, &Unprocessed<I>> = unprocessed.iter().map(|u| (&u.id, u)).collect();
                     let mut retry = Vec::new();
                     for &i in &pending {
-                        match by_id.get(&request.findings[i].1) {
+                        match by_id.get(&findings[i].1) {
                             None => outcomes[i] = Some(enriched.clone()),
                             Some(u) if u.is_transient() => retry.push(i),
                             Some(u) => {
-                                tracing::warn!(finding_id = %u.id.id, code = %u.code, message = %u.message, "Security Hub did not update a finding");
+                                tracing::warn!(finding_id = ?u.id, code = %u.code, message = %u.message, "Security Hub did not update a finding");
                                 outcomes[i] = Some(FindingOutcome::Skipped(SkipReason::Rejected(u.code.clone())));
                             }
                         }
@@ -150,19 +232,20 @@ impl Updater {
                     pending = retry;
                 }
                 Ok(Err(WriteError::Rejected { code, source })) => {
-                    tracing::error!(code = %code, error = %error_chain(&*source), findings = pending.len(), "BatchUpdateFindings rejected a request");
+                    tracing::error!(code = %code, error = %error_chain(&*source), findings = pending.len(), "Security Hub rejected an update request");
                     mark(&mut outcomes, &pending, FindingOutcome::Skipped(SkipReason::Rejected(code)));
                     break;
                 }
                 Ok(Err(WriteError::Throttled { .. })) => stats.throttled += 1,
                 Ok(Err(WriteError::Transient { source })) => {
                     stats.transient_errors += 1;
-                    tracing::warn!(error = %error_chain(&*source), "BatchUpdateFindings failed; retrying");
+                    tracing::warn!(error = %error_chain(&*source), "Security Hub update failed; retrying");
                 }
             }
         }
-        let outcomes = request
-            .members()
+        let outcomes = findings
+            .iter()
+            .map(|(member, _)| *member)
             .zip(outcomes)
             .map(|(member, o)| (member, o.unwrap_or(FindingOutcome::Failed(FailReason::Transient))))
             .collect();

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 /// The proxies hold one rule set each: scenarios take turns.
-static PROXIES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static PROXIES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn env(name: &str) -> String {
     std::env::var(name)

@@ -5,8 +5,10 @@
 //! - `local_aws`: each adapter against moto and the emulator, call counts, end to end.
 //! - `investigations`: one StartInvestigation per (entity, window); the investigator's states.
 //! - `faults`: throttling storms, outages, resets, AccessDenied, Detective failures.
+//! - `hubs`: both hubs in one run, routing, enriched-finding events through an EventBridge rule.
 
 mod faults;
+mod hubs;
 mod investigations;
 mod local_aws;
 

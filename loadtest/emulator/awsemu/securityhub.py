@@ -1,4 +1,4 @@
-"""Owns the Security Hub service (signing name ``securityhub``): BatchImportFindings, BatchUpdateFindings, GetFindings.
+"""Owns the Security Hub service (signing name ``securityhub``): BatchImportFindings, BatchUpdateFindings, GetFindings, and the new hub's BatchUpdateFindingsV2 and GetFindingsV2 (OCSF findings).
 
 Shapes, limits and HTTP bindings from botocore's
 securityhub/2018-10-26/service-2.json; ASFF validation and the GetFindings
@@ -15,7 +15,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from awsemu.errors import invalid_input
+from awsemu.errors import ApiError, invalid_input
 from awsemu.paging import decode_token, encode_token
 from awsemu.routing import RequestContext, Service
 from awsemu.state import StateStore, Stats
@@ -351,6 +351,41 @@ class SecurityHubState:
     def __init__(self) -> None:
         # (ProductArn, Id) -> {"finding": dict, "customer": set of fields set by BatchUpdateFindings}
         self.findings: dict[tuple[str, str], dict] = {}
+        # OCSF findings of the new hub, by metadata.uid (seeded with POST /_emulator/findingsv2:
+        # the new hub has no customer import API).
+        self.findings_v2: dict[str, dict] = {}
+
+
+# ---------------------------------------------------------------- V2 (OCSF)
+# From botocore's service model: MetadataUidList and OcsfFindingIdentifierList have max 100;
+# Comment is a NonEmptyString documented as 1-512 characters; the allowed enum values of
+# SeverityId and StatusId; GetFindingsV2 MaxResults 1-100; OcsfStringField's enum.
+V2_MAX_IDENTIFIERS = 100
+V2_COMMENT_MAX = 512
+V2_SEVERITY_IDS = {0: "Unknown", 1: "Informational", 2: "Low", 3: "Medium", 4: "High", 5: "Critical", 6: "Fatal", 99: "Other"}
+V2_STATUS_IDS = {0: "Unknown", 1: "New", 2: "In Progress", 3: "Suppressed", 4: "Resolved", 5: "Archived", 99: "Other"}
+OCSF_STRING_FIELDS = frozenset([
+    "metadata.uid", "activity_name", "cloud.account.uid", "cloud.provider", "cloud.region", "cloud.account.name",
+    "compliance.assessments.category", "compliance.assessments.name", "compliance.control", "compliance.status",
+    "compliance.standards", "finding_info.desc", "finding_info.src_url", "finding_info.title", "finding_info.types",
+    "finding_info.uid", "impact", "likelihood", "metadata.product.name", "metadata.product.uid",
+    "metadata.product.vendor_name", "remediation.desc", "resources.name", "resources.owner.account.uid",
+    "resources.region", "resources.type", "resources.uid", "severity", "status", "comment", "class_name",
+])
+V2_STRING_COMPARISONS = ("EQUALS", "PREFIX", "NOT_EQUALS", "PREFIX_NOT_EQUALS", "CONTAINS", "NOT_CONTAINS", "CONTAINS_WORD")
+
+
+def validation_error(message: str) -> ApiError:
+    # ValidationException: httpStatusCode 400 in the model; the V2 operations' input error.
+    return ApiError(400, "ValidationException", message)
+
+
+def _v2_triple(f: dict) -> tuple[str, str, str]:
+    return (
+        str(((f.get("cloud") or {}).get("account") or {}).get("uid") or ""),
+        str((f.get("finding_info") or {}).get("uid") or ""),
+        str(((f.get("metadata") or {}).get("product") or {}).get("uid") or ""),
+    )
 
 
 class SecurityHubService(Service):
@@ -362,6 +397,8 @@ class SecurityHubService(Service):
         ("POST", "/findings/import", "BatchImportFindings"),
         ("PATCH", "/findings/batchupdate", "BatchUpdateFindings"),
         ("POST", "/findings", "GetFindings"),
+        ("PATCH", "/findingsv2/batchupdatev2", "BatchUpdateFindingsV2"),
+        ("POST", "/findingsv2", "GetFindingsV2"),
     )
     # Published Security Hub API quotas: BatchImportFindings and
     # BatchUpdateFindings 10 rps burst 30; GetFindings 3 rps burst 6.
@@ -369,8 +406,11 @@ class SecurityHubService(Service):
         "BatchImportFindings": (10.0, 30),
         "BatchUpdateFindings": (10.0, 30),
         "GetFindings": (3.0, 6),
+        # V2 rates are not published: assumed equal to V1's (an --rate override changes them).
+        "BatchUpdateFindingsV2": (10.0, 30),
+        "GetFindingsV2": (3.0, 6),
     }
-    sample_names = ["findings_per_update"]
+    sample_names = ["findings_per_update", "findings_per_update_v2"]
 
     def __init__(self, store: StateStore, stats: Stats, udf_mode: str = "replace") -> None:
         if udf_mode not in ("replace", "merge"):
@@ -381,7 +421,11 @@ class SecurityHubService(Service):
 
 
     def control_routes(self):
-        return {("GET", "/_emulator/findings"): self.dump_findings}
+        return {
+            ("GET", "/_emulator/findings"): self.dump_findings,
+            ("POST", "/_emulator/findingsv2"): self.seed_findings_v2,
+            ("GET", "/_emulator/findingsv2"): self.dump_findings_v2,
+        }
 
     def _state(self, ctx: RequestContext) -> SecurityHubState:
         return self.store.get(self.name, ctx.account, ctx.region, SecurityHubState)
@@ -810,6 +854,176 @@ class SecurityHubService(Service):
             return any(v in wanted for v in vals)
 
         return pred
+
+    # ------------------------------------------------------------- V2
+    def batch_update_findings_v2(self, ctx: RequestContext, body: dict) -> dict:
+        uids = body.get("MetadataUids")
+        idents = body.get("FindingIdentifiers")
+        if uids and idents:
+            raise validation_error("MetadataUids and FindingIdentifiers cannot be used together")
+        if not uids and not idents:
+            raise validation_error("one of MetadataUids or FindingIdentifiers is required")
+        listed = uids or idents
+        if not isinstance(listed, list):
+            raise validation_error("MetadataUids or FindingIdentifiers must be a list")
+        if len(listed) > V2_MAX_IDENTIFIERS:
+            raise validation_error(f"at most {V2_MAX_IDENTIFIERS} findings per request, got {len(listed)}")
+        if uids:
+            for i, uid in enumerate(uids):
+                if not is_nonempty_str(uid):
+                    raise validation_error(f"MetadataUids[{i}] must be a non-empty string")
+        else:
+            for i, ident in enumerate(idents):
+                if not isinstance(ident, dict) or not all(
+                        is_nonempty_str(ident.get(k)) for k in ("CloudAccountUid", "FindingInfoUid", "MetadataProductUid")):
+                    raise validation_error(
+                        f"FindingIdentifiers[{i}]: CloudAccountUid, FindingInfoUid and MetadataProductUid are required")
+        updates = {k: body[k] for k in ("Comment", "SeverityId", "StatusId") if k in body}
+        if not updates:
+            raise validation_error("at least one of Comment, SeverityId or StatusId is required")
+        if "Comment" in updates:
+            c = updates["Comment"]
+            if not is_nonempty_str(c) or len(c) > V2_COMMENT_MAX:
+                raise validation_error(f"Comment must be between 1 and {V2_COMMENT_MAX} characters and not blank")
+        for name, allowed in (("SeverityId", V2_SEVERITY_IDS), ("StatusId", V2_STATUS_IDS)):
+            if name in updates and (isinstance(updates[name], bool) or updates[name] not in allowed):
+                raise validation_error(f"{name} must be one of {sorted(allowed)}")
+        processed, unprocessed = [], []
+        with self.store.lock:
+            st = self._state(ctx)
+            by_triple = {_v2_triple(f): f for f in st.findings_v2.values()}
+            for item in listed:
+                if uids:
+                    f = st.findings_v2.get(item)
+                    out = {"MetadataUid": item}
+                else:
+                    key = (item["CloudAccountUid"], item["FindingInfoUid"], item["MetadataProductUid"])
+                    f = by_triple.get(key)
+                    out = {"FindingIdentifier": dict(zip(("CloudAccountUid", "FindingInfoUid", "MetadataProductUid"), key))}
+                if f is None:
+                    unprocessed.append({**out, "ErrorCode": "ResourceNotFoundException", "ErrorMessage": "Finding not found"})
+                    continue
+                if "Comment" in updates:
+                    f["comment"] = updates["Comment"]
+                if "SeverityId" in updates:
+                    f["severity_id"] = updates["SeverityId"]
+                    f["severity"] = V2_SEVERITY_IDS[updates["SeverityId"]]
+                if "StatusId" in updates:
+                    f["status_id"] = updates["StatusId"]
+                    f["status"] = V2_STATUS_IDS[updates["StatusId"]]
+                # finding_info.modified_time and time are not changed by BatchUpdateFindingsV2.
+                processed.append(out)
+        self.stats.sample(ctx.account, "findings_per_update_v2", len(listed))
+        return {"ProcessedFindings": processed, "UnprocessedFindings": unprocessed}
+
+    def get_findings_v2(self, ctx: RequestContext, body: dict) -> dict:
+        max_results = body.get("MaxResults", 100)
+        if isinstance(max_results, bool) or not isinstance(max_results, int) or not (1 <= max_results <= 100):
+            raise validation_error("MaxResults must be between 1 and 100")
+        if body.get("Scopes"):
+            raise validation_error("Scopes is not supported by this emulator")
+        predicate = self._compile_v2_filters(body.get("Filters") or {})
+        fingerprint = hashlib.sha256(json.dumps(body.get("Filters") or {}, sort_keys=True).encode()).hexdigest()[:16]
+        offset = 0
+        token = body.get("NextToken")
+        if token:
+            offset, fp = decode_token(token)
+            if fp != fingerprint:
+                raise validation_error("NextToken does not match the request's filters")
+        with self.store.lock:
+            matched = [f for f in self._state(ctx).findings_v2.values() if predicate(f)]
+            page = copy.deepcopy(matched[offset:offset + max_results])
+        resp: dict[str, Any] = {"Findings": page}
+        if offset + max_results < len(matched):
+            resp["NextToken"] = encode_token(offset + max_results, fingerprint)
+        return resp
+
+    def _compile_v2_filters(self, filters: dict) -> Callable[[dict], bool]:
+        if not isinstance(filters, dict):
+            raise validation_error("Filters must be an object")
+        composites = filters.get("CompositeFilters") or []
+        operator = filters.get("CompositeOperator", "AND")
+        if operator not in ("AND", "OR"):
+            raise validation_error("CompositeOperator must be AND or OR")
+        if len(composites) > 10:
+            raise validation_error("at most 10 composite filters")
+        preds = []
+        for ci, comp in enumerate(composites):
+            if not isinstance(comp, dict):
+                raise validation_error(f"CompositeFilters[{ci}] must be an object")
+            unsupported = [k for k in comp if k not in ("StringFilters", "Operator")]
+            if unsupported:
+                raise validation_error(f"CompositeFilters[{ci}]: {unsupported[0]} is not supported by this emulator")
+            strings = comp.get("StringFilters") or []
+            if len(strings) > 20:
+                raise validation_error(f"CompositeFilters[{ci}]: at most 20 string filters")
+            inner_op = comp.get("Operator", "AND")
+            if inner_op not in ("AND", "OR"):
+                raise validation_error(f"CompositeFilters[{ci}].Operator must be AND or OR")
+            tests = []
+            for flt in strings:
+                name = flt.get("FieldName") if isinstance(flt, dict) else None
+                if name not in OCSF_STRING_FIELDS:
+                    raise validation_error(f"CompositeFilters[{ci}].StringFilters: unknown FieldName {name!r}")
+                f = flt.get("Filter") or {}
+                cmp_, val = f.get("Comparison"), f.get("Value")
+                if cmp_ not in V2_STRING_COMPARISONS or not is_nonempty_str(val):
+                    raise validation_error(f"CompositeFilters[{ci}].StringFilters: bad Filter for {name}")
+                tests.append((tuple(name.split(".")), cmp_, val))
+
+            def comp_pred(finding: dict, tests=tests, inner_op=inner_op) -> bool:
+                results = []
+                for path, cmp_, val in tests:
+                    actual = [v for v in values_at(finding, path) if isinstance(v, str)]
+                    if cmp_ == "EQUALS":
+                        r = val in actual
+                    elif cmp_ == "NOT_EQUALS":
+                        r = val not in actual
+                    elif cmp_ == "PREFIX":
+                        r = any(a.startswith(val) for a in actual)
+                    elif cmp_ == "PREFIX_NOT_EQUALS":
+                        r = not any(a.startswith(val) for a in actual)
+                    elif cmp_ == "CONTAINS":
+                        r = any(val in a for a in actual)
+                    elif cmp_ == "NOT_CONTAINS":
+                        r = not any(val in a for a in actual)
+                    else:  # CONTAINS_WORD
+                        r = any(val in a.split() for a in actual)
+                    results.append(r)
+                return (all(results) if inner_op == "AND" else any(results)) if results else True
+
+            preds.append(comp_pred)
+        if not preds:
+            return lambda f: True
+        if operator == "AND":
+            return lambda f: all(p(f) for p in preds)
+        return lambda f: any(p(f) for p in preds)
+
+    def seed_findings_v2(self, query: dict[str, list[str]], body: dict | None = None) -> Any:
+        account = (query.get("account") or [""])[0]
+        region = (query.get("region") or ["us-east-1"])[0]
+        findings = (body or {}).get("Findings")
+        if not account or not isinstance(findings, list):
+            raise invalid_input("query parameter 'account' and body {\"Findings\": [...]} are required")
+        with self.store.lock:
+            st = self.store.get(self.name, account, region, SecurityHubState)
+            for f in findings:
+                uid = ((f or {}).get("metadata") or {}).get("uid") if isinstance(f, dict) else None
+                if not is_nonempty_str(uid) or not all(_v2_triple(f)):
+                    raise invalid_input("each OCSF finding needs metadata.uid, cloud.account.uid, finding_info.uid, metadata.product.uid")
+                st.findings_v2[uid] = copy.deepcopy(f)
+        return {"Seeded": len(findings)}
+
+    def dump_findings_v2(self, query: dict[str, list[str]], _body: dict | None = None) -> Any:
+        account = (query.get("account") or [""])[0]
+        if not account:
+            raise invalid_input("query parameter 'account' is required")
+        with self.store.lock:
+            out = []
+            for acct, _region, st in self.store.items(self.name):
+                if acct == account:
+                    out.extend(copy.deepcopy(f) for f in st.findings_v2.values())
+        return out
 
     # ------------------------------------------------------------ control
     def dump_findings(self, query: dict[str, list[str]], _body: dict | None = None) -> Any:

@@ -2,15 +2,20 @@
 //! Seeds an organization, imports findings (some before any stream), streams them through
 //! Kinesis in Pipe-shaped batches into the real handler at a deployment's settings, completes
 //! and refreshes them with the refresher, re-tags an account, runs investigations, and prints
-//! what happened.
+//! what happened; last, one OCSF finding of the new Security Hub enriched and its routed
+//! "Finding Enriched" event.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use loadtest::local::findings::{import_findings, imported_event, sample_finding};
-use loadtest::local::org::{OrgSpec, seed_organization};
+use loadtest::local::events::EventTap;
+use loadtest::local::findings::{
+    import_findings, imported_event, imported_v2_event, sample_finding, sample_ocsf_finding, seed_ocsf_findings,
+    stored_ocsf_findings,
+};
+use loadtest::local::org::{OrgSpec, SeededOrg, seed_organization};
 use loadtest::local::pipe::LocalPipe;
 use loadtest::local::{control_request, create_table, sdk_config_for};
 use securityhub_enricher::adapters::sdk::ApiCalls;
@@ -185,6 +190,69 @@ async fn main() -> Result<()> {
     run_investigations(&config, &clients, &calls).await?;
     show_explicit_request(&securityhub, &explicit).await?;
     show_enriched_finding(&securityhub).await?;
+    show_new_hub_and_routing(&org, &sdk, &calls).await?;
+    Ok(())
+}
+
+/// The new Security Hub and routing: one OCSF finding ("Findings Imported V2") enriched with a
+/// BatchUpdateFindingsV2 comment, routed by ROUTING_POLICY, and its "Finding Enriched" event as
+/// an owner's EventBridge rule delivers it.
+async fn show_new_hub_and_routing(org: &SeededOrg, sdk: &aws_config::SdkConfig, calls: &ApiCalls) -> Result<()> {
+    const BUS: &str = "securityhub-enricher-findings";
+    let account = org.accounts.iter().max_by_key(|a| a.ou_path.len()).context("no accounts")?;
+    let prefix = account.ou_path.join("/");
+    let policy = json!({"rules": [
+        {"ou_path_prefix": "Root", "set": {"owner": "platform", "environment": "prod"}},
+        {"ou_path_prefix": prefix, "set": {"owner": "payments", "criticality": "high"}}
+    ]})
+    .to_string();
+    println!(
+        "
+== The new Security Hub (OCSF) and routing"
+    );
+    println!("   ROUTING_POLICY = {policy}");
+    let rule = json!({"source": ["securityhub-enricher"], "detail-type": ["Finding Enriched"],
+                      "detail": {"routing": {"owner": ["payments"]}}});
+    println!("   EventBridge rule on bus {BUS}: {rule} -> SQS queue payments-findings");
+    let tap = EventTap::create(sdk, BUS, "payments-findings", &rule).await?;
+    let vars = Vars(|name: &str| match name {
+        "CACHE_TABLE" => Some(CACHE_TABLE.to_owned()),
+        "CONTACT_ROLE_ARN" => {
+            Some(format!("arn:aws:iam::{}:role/securityhub-enricher-contacts", org.management_account))
+        }
+        "ROUTING_POLICY" => Some(policy.clone()),
+        "ENRICHED_EVENTS_BUS" => Some(BUS.to_owned()),
+        _ => None,
+    });
+    let config = EnricherConfig::from_vars(&vars)?;
+    let clients = Clients::for_enricher("enricher", &config, sdk, calls).await;
+    let enricher = Enricher::from_clients(&config, &clients);
+
+    let finding = sample_ocsf_finding(&account.id, 1);
+    seed_ocsf_findings(ADMIN_ACCOUNT, std::slice::from_ref(&finding)).await?;
+    let pipe = LocalPipe::create(aws_sdk_kinesis::Client::new(sdk), "securityhub-findings-v2", 1).await?;
+    pipe.put_events(&[imported_v2_event(&finding, 1)]).await?;
+    for batch in pipe.read_batches(10).await? {
+        let incoming: IncomingBatch = serde_json::from_value(Value::Array(batch))?;
+        let report = enricher.handle(incoming, tokio::time::Instant::now() + Duration::from_secs(60)).await;
+        println!(
+            "   batch: {}; {} BatchUpdateFindingsV2, {} PutEvents ({} published)",
+            report.tally, report.writes.updates_v2.calls, report.writes.events.calls, report.writes.events.published
+        );
+    }
+    let uid = finding["metadata"]["uid"].as_str().unwrap_or_default();
+    let stored = stored_ocsf_findings(ADMIN_ACCOUNT).await?;
+    let enriched = stored.iter().find(|f| f["metadata"]["uid"] == uid).context("the OCSF finding is gone")?;
+    println!("   OCSF finding {uid} of account {} ({prefix}):", account.id);
+    println!("   comment: {}", enriched["comment"].as_str().unwrap_or("(none)"));
+    let routed = tap.received().await?;
+    println!("   the payments rule delivered {} event(s):", routed.len());
+    for event in &routed {
+        println!("   {}", serde_json::to_string_pretty(&event["detail"])?.replace('\n', "\n   "));
+    }
+    if routed.is_empty() {
+        bail!("the routed event did not arrive");
+    }
     Ok(())
 }
 

@@ -7,12 +7,15 @@ use std::time::Duration;
 use securityhub_enricher::core::cache_entry::CacheTimes;
 use securityhub_enricher::core::enrich::TagFilter;
 use securityhub_enricher::core::rate::Rate;
+use securityhub_enricher::core::routing::RoutingRules;
 use securityhub_enricher::limits::Limiter;
-use securityhub_enricher::ports::findings::{FindingsReader, FindingsWriter};
+use securityhub_enricher::ports::events::EventPublisher;
+use securityhub_enricher::ports::findings::{FindingsReader, FindingsWriter, FindingsWriterV2};
 use securityhub_enricher::ports::metadata::{AccountSource, MetadataStore};
 use securityhub_enricher::service::directory::Directory;
 use securityhub_enricher::service::fanout::Fanout;
 use securityhub_enricher::service::handler::Enricher;
+use securityhub_enricher::service::publisher::Publisher;
 use securityhub_enricher::service::quota_share::QuotaShare;
 use securityhub_enricher::service::sweep::Sweeper;
 use securityhub_enricher::service::updater::Updater;
@@ -39,6 +42,9 @@ pub struct EnricherBuilder {
     store: Arc<dyn MetadataStore>,
     source: Arc<dyn AccountSource>,
     hub: Arc<dyn FindingsWriter>,
+    hub_v2: Arc<dyn FindingsWriterV2>,
+    routing: RoutingRules,
+    events: Option<Arc<dyn EventPublisher>>,
     quota: Option<QuotaShare>,
     rate: Rate,
     backoff: Option<(Duration, u32)>,
@@ -56,6 +62,9 @@ impl Default for EnricherBuilder {
             store: Arc::new(InMemoryStore::default()),
             source: Arc::new(StaticSource::new([])),
             hub: Arc::new(InMemoryHub::default()),
+            hub_v2: Arc::new(InMemoryHub::default()),
+            routing: RoutingRules::default(),
+            events: None,
             quota: None,
             rate: Rate { per_second: 1000.0, burst: 1000 },
             backoff: None,
@@ -86,6 +95,23 @@ impl EnricherBuilder {
 
     pub fn hub(mut self, hub: Arc<dyn FindingsWriter>) -> Self {
         self.hub = hub;
+        self
+    }
+
+    /// The new hub's writer (BatchUpdateFindingsV2); by default a hub of its own.
+    pub fn hub_v2(mut self, hub: Arc<dyn FindingsWriterV2>) -> Self {
+        self.hub_v2 = hub;
+        self
+    }
+
+    pub fn routing(mut self, routing: RoutingRules) -> Self {
+        self.routing = routing;
+        self
+    }
+
+    /// Publishes enriched-finding events here (as `ENRICHED_EVENTS_BUS` does); none by default.
+    pub fn events(mut self, bus: Arc<dyn EventPublisher>) -> Self {
+        self.events = Some(bus);
         self
     }
 
@@ -147,9 +173,11 @@ impl EnricherBuilder {
 
     pub fn build(self) -> Enricher {
         let quota = self.quota.unwrap_or_else(|| QuotaShare::fixed(self.rate));
-        let mut updater = Updater::sharing(self.hub, quota);
+        let mut updater = Updater::sharing(self.hub, quota).with_v2_writer(self.hub_v2);
+        let mut publisher = self.events.map(Publisher::new);
         if let Some((base, max_attempts)) = self.backoff {
             updater = updater.with_backoff(base, max_attempts);
+            publisher = publisher.map(|p| p.with_backoff(base, max_attempts));
         }
         Enricher {
             directory: Directory::new(self.store, self.source, self.times, self.lookup_concurrency, self.lookup_budget),
@@ -157,6 +185,8 @@ impl EnricherBuilder {
             tag_filter: self.tag_filter,
             deadline_margin: self.deadline_margin,
             fanout: self.fanout,
+            routing: self.routing,
+            publisher,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! An in-memory Security Hub (the `FindingsWriter` and `FindingsReader` ports) for handler
-//! tests, sweeps and the simulator.
+//! An in-memory Security Hub (the `FindingsWriter`, `FindingsWriterV2` and `FindingsReader`
+//! ports) for handler tests, sweeps and the simulator.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,10 +7,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use securityhub_enricher::core::enrich::{EnrichmentPayload, UPDATED_BY};
 use securityhub_enricher::core::finding::{Finding, FindingId, Note};
+use securityhub_enricher::core::ocsf::OcsfFindingId;
 use securityhub_enricher::core::plan::MAX_FINDINGS_PER_UPDATE;
+use securityhub_enricher::core::plan::MAX_FINDINGS_PER_UPDATE_V2;
 use securityhub_enricher::core::rate::Rate;
 use securityhub_enricher::limits::Limiter;
-use securityhub_enricher::ports::findings::{FindingsPage, FindingsReader, FindingsWriter, Unprocessed, WriteError};
+use securityhub_enricher::ports::findings::{
+    FindingsPage, FindingsReader, FindingsWriter, FindingsWriterV2, Unprocessed, WriteError,
+};
 use tokio::time::Instant;
 
 /// A scripted reply for the in-memory hub's next call.
@@ -60,6 +64,10 @@ pub struct InMemoryHub {
     stored_accounts: std::sync::Mutex<HashMap<FindingId, String>>,
     /// GetFindings calls answered.
     pub reads: std::sync::atomic::AtomicUsize,
+    /// OCSF findings' comments as BatchUpdateFindingsV2 left them.
+    pub comments: std::sync::Mutex<HashMap<OcsfFindingId, String>>,
+    /// BatchUpdateFindingsV2 calls, each with the number of findings it named.
+    pub v2_calls: std::sync::Mutex<Vec<usize>>,
 }
 
 impl InMemoryHub {
@@ -130,6 +138,51 @@ impl FindingsWriter for InMemoryHub {
         };
         self.call_log.lock().unwrap().push(HubCall { at: now, applied, throttled });
         answer
+    }
+}
+
+#[async_trait]
+impl FindingsWriterV2 for InMemoryHub {
+    /// Follows the same script as V1 calls (an `Unprocessed` reply names every finding of the
+    /// call); refuses more than 100 identifiers or a comment outside 1–512 characters.
+    async fn batch_update_v2(
+        &self,
+        ids: &[OcsfFindingId],
+        comment: &str,
+    ) -> Result<Vec<Unprocessed<OcsfFindingId>>, WriteError> {
+        self.v2_calls.lock().unwrap().push(ids.len());
+        let chars = comment.chars().count();
+        if ids.is_empty() || ids.len() > MAX_FINDINGS_PER_UPDATE_V2 || chars == 0 || chars > 512 {
+            return Err(WriteError::Rejected { code: "ValidationException".into(), source: "limits".into() });
+        }
+        let mixed = ids.iter().any(|i| matches!(i, OcsfFindingId::MetadataUid(_)))
+            && ids.iter().any(|i| matches!(i, OcsfFindingId::Triple { .. }));
+        if mixed {
+            return Err(WriteError::Rejected { code: "ValidationException".into(), source: "both lists".into() });
+        }
+        match self.script.lock().unwrap().pop_front() {
+            Some(ScriptedReply::Throttle) => {
+                return Err(WriteError::Throttled { source: "ThrottlingException (scripted)".into() });
+            }
+            Some(ScriptedReply::Transient) => {
+                return Err(WriteError::Transient { source: "InternalServerException (scripted)".into() });
+            }
+            Some(ScriptedReply::Reject { code }) => {
+                return Err(WriteError::Rejected { code, source: "scripted".into() });
+            }
+            Some(ScriptedReply::Unprocessed { code, .. }) => {
+                return Ok(ids
+                    .iter()
+                    .map(|id| Unprocessed { id: id.clone(), code: code.clone(), message: "scripted".into() })
+                    .collect());
+            }
+            None => {}
+        }
+        let mut comments = self.comments.lock().unwrap();
+        for id in ids {
+            comments.insert(id.clone(), comment.to_owned());
+        }
+        Ok(Vec::new())
     }
 }
 

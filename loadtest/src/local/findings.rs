@@ -78,6 +78,50 @@ pub fn imported_event(findings: &[Value], n: usize) -> Value {
     })
 }
 
+/// An OCSF finding of the new Security Hub for this account (a GuardDuty-like detection).
+pub fn sample_ocsf_finding(account_id: &str, n: usize) -> Value {
+    json!({
+        "metadata": {"uid": format!("ocsf-{account_id}-{n}"), "version": "1.6.0",
+                     "product": {"uid": format!("arn:aws:securityhub:{REGION}::productv2/aws/guardduty"), "name": "GuardDuty"}},
+        "cloud": {"account": {"uid": account_id}, "provider": "AWS", "region": REGION},
+        "finding_info": {"uid": format!("gd-{n}"), "title": format!("Unusual API calls {n}"),
+                         "modified_time": 1_795_000_000_000i64 + n as i64},
+        "severity": "High", "severity_id": 4, "status": "New", "status_id": 1,
+        "class_name": "Detection Finding"
+    })
+}
+
+/// The "Findings Imported V2" event the new hub emits: one OCSF finding.
+pub fn imported_v2_event(finding: &Value, n: usize) -> Value {
+    json!({
+        "version": "0",
+        "id": format!("00000000-0000-4000-9000-{n:012}"),
+        "detail-type": securityhub_enricher::core::event::DETAIL_TYPE_IMPORTED_V2,
+        "source": SOURCE_SECURITY_HUB,
+        "account": finding["cloud"]["account"]["uid"],
+        "time": "2026-11-22T07:00:00Z",
+        "region": REGION,
+        "resources": [finding["metadata"]["uid"]],
+        "detail": {"findings": [finding]},
+    })
+}
+
+/// Puts OCSF findings into the emulator's new hub for `account` (the new hub has no customer
+/// import API, so the emulator's control API stands in for the AWS services that produce them).
+pub async fn seed_ocsf_findings(account: &str, findings: &[Value]) -> Result<(), LocalError> {
+    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").map_err(|e| LocalError::new("LOCAL_AWS_EMULATOR_URL", e))?;
+    let url = format!("{emulator}/_emulator/findingsv2?account={account}&region={REGION}");
+    super::control_request("POST", &url, Some(json!({"Findings": findings}).to_string())).await.map(|_| ())
+}
+
+/// The emulator's OCSF findings of `account`, as BatchUpdateFindingsV2 left them.
+pub async fn stored_ocsf_findings(account: &str) -> Result<Vec<Value>, LocalError> {
+    let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").map_err(|e| LocalError::new("LOCAL_AWS_EMULATOR_URL", e))?;
+    let body =
+        super::control_request("GET", &format!("{emulator}/_emulator/findingsv2?account={account}"), None).await?;
+    serde_json::from_str(&body).map_err(|e| LocalError::new("findingsv2 body", e))
+}
+
 /// Imports findings into Security Hub, 100 per call as the API allows.
 pub async fn import_findings(client: &aws_sdk_securityhub::Client, findings: &[Value]) -> Result<(), LocalError> {
     for chunk in findings.chunks(100) {

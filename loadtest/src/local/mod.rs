@@ -1,6 +1,7 @@
 //! Local-stack tooling shared by `make demo`, the integration tests and the load-test harness:
 //! seed an organization, generate findings, and play the part of the EventBridge Pipe.
 
+pub mod events;
 pub mod findings;
 pub mod harness;
 pub mod org;
