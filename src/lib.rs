@@ -18,6 +18,7 @@
 //! | `core::outcome` | pure | per-record and per-finding outcomes, the batch tally, settling a batch |
 //! | `core::account` | pure | account metadata as looked up and cached |
 //! | `core::cache_entry` | pure | cache entry lifetimes: fresh, stale, expired |
+//! | `core::fields` | pure | Security Hub's field limits and the UserDefinedFields keys we own |
 //! | `core::enrich` | pure | metadata → Note and UserDefinedFields within limits; the fallback and completeness rule |
 //! | `core::comment` | pure | the new hub's `Comment` (≤ 512, marked as ours): whose comment a finding carries, the loop guard |
 //! | `core::routing` | pure | `ROUTING_POLICY` as data: owner, environment, criticality per account |

@@ -14,7 +14,7 @@ use loadtest::fakes::hub::InMemoryHub;
 use securityhub_enricher::core::account::{AccountMetadata, AccountRecord, Contact, ContactLookup, OrgUnit};
 use securityhub_enricher::core::event::IncomingBatch;
 use securityhub_enricher::core::finding::FindingId;
-use securityhub_enricher::core::ocsf::OcsfFindingId;
+use securityhub_enricher::core::finding::OcsfFindingId;
 use securityhub_enricher::core::routing::{RoutingPolicy, RoutingRules};
 use securityhub_enricher::service::handler::Enricher;
 use serde_json::{Value, json};

@@ -8,8 +8,8 @@ use aws_sdk_securityhub::types::{AwsSecurityFindingIdentifier, NoteUpdate};
 
 use crate::adapters::sdk::{ErrorClass, classify};
 use crate::core::enrich::{EnrichmentPayload, UPDATED_BY};
+use crate::core::finding::OcsfFindingId;
 use crate::core::finding::{Finding, FindingId, Note};
-use crate::core::ocsf::OcsfFindingId;
 use crate::ports::findings::{FindingsPage, FindingsReader, FindingsWriter, FindingsWriterV2, Unprocessed, WriteError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -9,7 +9,7 @@
 //! Both markers sit at the start, so truncation can never cut them.
 
 use crate::core::account::{AccountMetadata, ContactLookup};
-use crate::core::enrich::{Completeness, NOTE_MAX_CHARS, truncate_chars};
+use crate::core::fields::{Completeness, NOTE_MAX_CHARS, truncate_chars};
 use crate::core::routing::Routing;
 
 /// BatchUpdateFindingsV2 `Comment`: 1–512 characters.

@@ -82,7 +82,7 @@ pub struct Finding {
     /// Set for findings of the new Security Hub (OCSF, "Findings Imported V2"), which are
     /// written back with BatchUpdateFindingsV2; `None` for ASFF findings.
     #[serde(skip)]
-    pub ocsf: Option<Box<crate::core::ocsf::OcsfPart>>,
+    pub ocsf: Option<Box<OcsfPart>>,
 }
 
 /// Which hub a finding came from and is written back to.
@@ -125,6 +125,38 @@ impl Finding {
 /// A 12-digit AWS account id: anything else cannot be looked up.
 pub fn is_account_id(value: &str) -> bool {
     value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// How BatchUpdateFindingsV2 names a finding. The API takes either list, never both in one
+/// request, so requests are grouped by variant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum OcsfFindingId {
+    /// `metadata.uid`: globally unique, preferred when the finding has one.
+    MetadataUid(String),
+    /// `cloud.account.uid` + `finding_info.uid` + `metadata.product.uid`.
+    Triple { cloud_account_uid: String, finding_info_uid: String, metadata_product_uid: String },
+}
+
+impl OcsfFindingId {
+    /// The finding's uid as a log or event shows it.
+    pub fn display_uid(&self) -> &str {
+        match self {
+            OcsfFindingId::MetadataUid(uid) => uid,
+            OcsfFindingId::Triple { finding_info_uid, .. } => finding_info_uid,
+        }
+    }
+}
+
+/// What the V2 path needs of an OCSF finding beyond the shared `Finding` view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OcsfPart {
+    pub id: OcsfFindingId,
+    /// The finding's current `comment`: ours (marked) or someone else's, which we never overwrite.
+    pub comment: Option<String>,
+    pub title: Option<String>,
+    /// `metadata.uid` and `finding_info.uid` as the event carries them, for the enriched event.
+    pub metadata_uid: Option<String>,
+    pub finding_info_uid: Option<String>,
 }
 
 #[cfg(test)]

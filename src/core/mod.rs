@@ -10,6 +10,7 @@ pub mod enrich;
 pub mod enriched_event;
 pub mod error;
 pub mod event;
+pub mod fields;
 pub mod finding;
 pub mod investigation;
 pub mod ocsf;

@@ -6,39 +6,9 @@
 //! `cloud.account.uid`, `finding_info.uid`, `finding_info.modified_time` (epoch milliseconds),
 //! `finding_info.modified_time_dt` (RFC 3339), `comment`, `severity`, `status`.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-/// How BatchUpdateFindingsV2 names a finding. The API takes either list, never both in one
-/// request, so requests are grouped by variant.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum OcsfFindingId {
-    /// `metadata.uid`: globally unique, preferred when the finding has one.
-    MetadataUid(String),
-    /// `cloud.account.uid` + `finding_info.uid` + `metadata.product.uid`.
-    Triple { cloud_account_uid: String, finding_info_uid: String, metadata_product_uid: String },
-}
-
-impl OcsfFindingId {
-    /// The finding's uid as a log or event shows it.
-    pub fn display_uid(&self) -> &str {
-        match self {
-            OcsfFindingId::MetadataUid(uid) => uid,
-            OcsfFindingId::Triple { finding_info_uid, .. } => finding_info_uid,
-        }
-    }
-}
-
-/// What the V2 path needs of an OCSF finding beyond the shared `Finding` view.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OcsfPart {
-    pub id: OcsfFindingId,
-    /// The finding's current `comment`: ours (marked) or someone else's, which we never overwrite.
-    pub comment: Option<String>,
-    pub title: Option<String>,
-    /// `metadata.uid` and `finding_info.uid` as the event carries them, for the enriched event.
-    pub metadata_uid: Option<String>,
-    pub finding_info_uid: Option<String>,
-}
+use crate::core::finding::{OcsfFindingId, OcsfPart};
 
 #[derive(Debug, Default, Deserialize)]
 struct Product {

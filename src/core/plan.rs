@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crate::core::comment::{self, CommentOwner};
 use crate::core::enrich::{self, AccountEnrichment, EnrichmentPayload};
 use crate::core::event::Candidate;
+use crate::core::finding::OcsfFindingId;
 use crate::core::finding::{self, Finding, FindingId, Hub};
-use crate::core::ocsf::OcsfFindingId;
 use crate::core::outcome::SkipReason;
 use crate::core::select::{self, Asks};
 

@@ -44,7 +44,7 @@ pub struct RoutingPolicy {
 impl Routing {
     /// The UserDefinedFields this routing writes, in a fixed order.
     pub fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        use crate::core::enrich::keys;
+        use crate::core::fields::keys;
         [(keys::OWNER, &self.owner), (keys::ENVIRONMENT, &self.environment), (keys::CRITICALITY, &self.criticality)]
             .into_iter()
             .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))

@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 
 use crate::core::enrich::EnrichmentPayload;
+use crate::core::finding::OcsfFindingId;
 use crate::core::finding::{Finding, FindingId};
-use crate::core::ocsf::OcsfFindingId;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

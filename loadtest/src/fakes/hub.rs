@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use securityhub_enricher::core::enrich::{EnrichmentPayload, UPDATED_BY};
+use securityhub_enricher::core::finding::OcsfFindingId;
 use securityhub_enricher::core::finding::{Finding, FindingId, Note};
-use securityhub_enricher::core::ocsf::OcsfFindingId;
 use securityhub_enricher::core::plan::MAX_FINDINGS_PER_UPDATE;
 use securityhub_enricher::core::plan::MAX_FINDINGS_PER_UPDATE_V2;
 use securityhub_enricher::core::rate::Rate;
