@@ -74,6 +74,8 @@ pub enum Metric {
     SweepFindingsExamined,
     /// Accounts waiting in the refresh queue as a refresher run begins.
     RefreshQueueDepth,
+    /// Accounts the refresher's walk of the OU tree cached as a pass began.
+    AccountsWarmed,
     InvestigationsQueued,
     InvestigationsStarted,
     InvestigationsCompleted,

@@ -27,7 +27,7 @@ use crate::service::investigator::{COVERAGE_TTL, Coverage, Investigator, RETRY_B
 use crate::service::publisher::Publisher;
 use crate::service::quota_share::QuotaShare;
 use crate::service::refresh::Refresher;
-use crate::service::sweep::Sweeper;
+use crate::service::sweep::{Sweeper, WRITE_MARGIN};
 use crate::service::updater::Updater;
 
 /// How often an environment sending updates renews its claim on the quota ledger; claims
@@ -164,15 +164,13 @@ pub fn organizations_source(config: &EnricherConfig, clients: &Clients) -> Organ
 
 /// The directory of account metadata: memory, the cache table, then Organizations.
 fn directory(config: &EnricherConfig, clients: &Clients) -> Directory {
-    let source = organizations_source(config, clients);
+    directory_over(config, clients, Arc::new(organizations_source(config, clients)))
+}
+
+/// The directory over a given source, so that a walk of the OU tree can share its budget.
+fn directory_over(config: &EnricherConfig, clients: &Clients, source: Arc<OrganizationsSource>) -> Directory {
     let store = DynamoStore::new(clients.dynamodb.clone(), &config.cache_table);
-    Directory::new(
-        Arc::new(store),
-        Arc::new(source),
-        config.cache.clone(),
-        config.lookup_concurrency,
-        config.lookup_budget,
-    )
+    Directory::new(Arc::new(store), source, config.cache.clone(), config.lookup_concurrency, config.lookup_budget)
 }
 
 /// BatchUpdateFindings paced at a fixed share or a share of the ledger's pool. `background`
@@ -229,12 +227,17 @@ impl Sweeper {
     /// rendering, its share of the quota as background work, GetFindings at 2 requests/s (of
     /// the 3/s quota, leaving the investigator its reads).
     pub fn from_clients(config: &EnricherConfig, clients: &Clients) -> Self {
+        Self::over(config, clients, Arc::new(organizations_source(config, clients)))
+    }
+
+    fn over(config: &EnricherConfig, clients: &Clients, source: Arc<OrganizationsSource>) -> Self {
         Sweeper {
             reader: Arc::new(SecurityHubWriter::new(clients.securityhub.clone())),
-            directory: directory(config, clients),
+            directory: directory_over(config, clients, source),
             updater: updater(config, clients, true),
             tag_filter: config.tag_filter.clone(),
             read_limit: Limiter::new(SWEEP_GET_FINDINGS_RATE),
+            write_margin: WRITE_MARGIN,
         }
     }
 }
@@ -243,9 +246,15 @@ impl Sweeper {
 pub const SWEEP_GET_FINDINGS_RATE: Rate = Rate { per_second: 2.0, burst: 4 };
 
 impl Refresher {
-    /// The refresher: the sweep, and its state in the cache table.
+    /// The refresher: the sweep, its state in the cache table, and the walk of the OU tree as
+    /// each pass begins, on the sweep's own Organizations budget (one limiter for both).
     pub fn from_clients(config: &EnricherConfig, clients: &Clients) -> Self {
-        Refresher { sweeper: Sweeper::from_clients(config, clients), state: Arc::new(sweep_state(config, clients)) }
+        let source = Arc::new(organizations_source(config, clients));
+        Refresher {
+            sweeper: Sweeper::over(config, clients, source.clone()),
+            state: Arc::new(sweep_state(config, clients)),
+            walk: Some(source),
+        }
     }
 }
 

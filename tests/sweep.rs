@@ -109,18 +109,21 @@ async fn a_run_out_of_time_resumes_from_its_checkpoint_and_every_finding_ends_en
     hub.import(all.clone());
     let source = Arc::new(StaticSource::new([account(A, &[]), account(B, &[])]));
     let state = Arc::new(InMemorySweepState::default());
-    let refresher = Refresher { sweeper: sweeper(&hub, source.clone()), state: state.clone() };
+    let refresher =
+        Refresher { sweeper: sweeper(&hub, source.clone()), state: state.clone(), walk: Some(source.clone()) };
     // 2 reads/s with a burst of 4, and 20 s kept for writing: a 22 s run reads 7 of the 10
     // pages and stops; the next run resumes where the account it was in began.
     let first = refresher.run(Instant::now() + Duration::from_secs(22), &no_progress).await;
     assert!(!first.pass_complete);
     assert!(first.sweep.examined < 1000, "{:?}", first.sweep);
+    assert_eq!(first.warm.as_ref().map(|w| w.cached), Some(2), "the pass began with a walk");
     let checkpoint = state.checkpoint().await.unwrap().expect("a checkpoint");
     let mut runs = 1;
     while state.checkpoint().await.unwrap().is_some() || runs == 1 {
         let report = refresher.run(Instant::now() + Duration::from_secs(22), &no_progress).await;
         runs += 1;
         assert!(report.sweep.balances());
+        assert!(report.warm.is_none(), "a resumed pass does not walk again");
         if report.pass_complete {
             break;
         }
@@ -143,7 +146,7 @@ async fn a_changed_account_gets_its_findings_rewritten_and_no_other() {
         account(B, &[("team", "data")]),
     ]));
     let state = Arc::new(InMemorySweepState::default());
-    let refresher = Refresher { sweeper: sweeper(&hub, source.clone()), state: state.clone() };
+    let refresher = Refresher { sweeper: sweeper(&hub, source.clone()), state: state.clone(), walk: None };
     assert!(refresher.run(far(), &no_progress).await.pass_complete);
     // Someone else's key on one of A's findings, written after we enriched it.
     let ticketed = finding(A, 3).identifier();
@@ -180,12 +183,124 @@ async fn a_refused_checkpoint_token_starts_the_pass_over() {
     let stale =
         securityhub_enricher::ports::sweep_state::Checkpoint { next_token: "expired".into(), pass_started_at: 0 };
     state.save_checkpoint(Some(&stale)).await.unwrap();
-    let refresher =
-        Refresher { sweeper: sweeper(&hub, Arc::new(StaticSource::new([account(A, &[])]))), state: state.clone() };
+    let refresher = Refresher {
+        sweeper: sweeper(&hub, Arc::new(StaticSource::new([account(A, &[])]))),
+        state: state.clone(),
+        walk: None,
+    };
     let first = refresher.run(far(), &no_progress).await;
     assert_eq!(first.sweep.examined, 0);
     assert!(state.checkpoint().await.unwrap().is_none(), "the refused token is dropped");
     let second = refresher.run(far(), &no_progress).await;
     assert!(second.pass_complete);
     assert_eq!(second.sweep.enriched_complete, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_begins_with_a_walk_that_completes_only_uncached_accounts() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let hub = Arc::new(InMemoryHub::default());
+    hub.import((0..30).map(|n| finding([A, B, C][n % 3], n)));
+    let source = Arc::new(StaticSource::new([account(A, &[]), account(B, &[("team", "blue")]), account(C, &[])]));
+    let state = Arc::new(InMemorySweepState::default());
+    let refresher =
+        Refresher { sweeper: sweeper(&hub, source.clone()), state: state.clone(), walk: Some(source.clone()) };
+    // A is already known (the stream looked it up): the walk leaves it alone.
+    refresher.sweeper.directory.prefetch(&[A.to_owned()], far()).await;
+    assert_eq!(source.total_lookups(), 1);
+
+    let run = refresher.run(far(), &no_progress).await;
+    let warm = run.warm.clone().expect("a pass begins with a walk");
+    assert_eq!((warm.accounts, warm.already_cached, warm.cached, warm.failed), (3, 1, 2, 0), "{warm:?}");
+    assert_eq!(source.completions.load(Relaxed), 2);
+    assert_eq!(source.total_lookups(), 1, "the sweep found every account warm: no per-account lookups");
+    assert!(run.pass_complete);
+    assert_eq!((run.sweep.enriched_complete, run.sweep.still_partial), (30, 0), "{:?}", run.sweep);
+
+    // The next pass walks again (new accounts show up there) but completes nothing known.
+    let next = refresher.run(far(), &no_progress).await;
+    assert_eq!(next.warm.map(|w| (w.already_cached, w.cached)), Some((3, 0)));
+    assert_eq!(source.completions.load(Relaxed), 2);
+    assert_eq!(next.sweep.current, 30, "nothing to write");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_walk_leaves_the_sweep_to_look_accounts_up_itself() {
+    let hub = Arc::new(InMemoryHub::default());
+    hub.import((0..10).map(|n| finding(A, n)));
+    let source = Arc::new(StaticSource::new([account(A, &[])]));
+    source.walk_fails.store(true, std::sync::atomic::Ordering::Relaxed);
+    let state = Arc::new(InMemorySweepState::default());
+    let refresher = Refresher { sweeper: sweeper(&hub, source.clone()), state, walk: Some(source.clone()) };
+    let run = refresher.run(far(), &no_progress).await;
+    assert!(run.warm.is_none());
+    assert!(run.warm_error.as_deref().is_some_and(|e| e.contains("ListAccountsForParent")), "{:?}", run.warm_error);
+    assert_eq!(run.sweep.enriched_complete, 10);
+    assert_eq!(source.lookups(A), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_run_drains_a_queue_of_many_accounts_twenty_at_a_time() {
+    let ids: Vec<String> = (0..45).map(|n| format!("{:012}", 400_000_000_000u64 + n)).collect();
+    let hub = Arc::new(InMemoryHub::default());
+    hub.import(ids.iter().flat_map(|a| (0..3).map(move |n| finding(a, n))));
+    let source = Arc::new(StaticSource::new(ids.iter().map(|a| account(a, &[]))));
+    let state = Arc::new(InMemorySweepState::default());
+    let refresher = Refresher { sweeper: sweeper(&hub, source.clone()), state: state.clone(), walk: None };
+    state.enqueue(&ids).await.unwrap();
+    let run = refresher.run(far(), &no_progress).await;
+    assert_eq!(run.accounts.len(), 45, "three sweeps of at most 20 accounts, one run");
+    assert_eq!((run.sweep.examined, run.sweep.enriched_complete), (135, 135), "{:?}", run.sweep);
+    assert!(run.sweep.balances());
+    assert!(state.queued().await.unwrap().is_empty());
+    assert!(!run.pass_complete, "the pass over every finding waits for the next run");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_warm_up_cut_short_counts_the_accounts_it_did_not_reach_not_failed() {
+    use securityhub_enricher::service::directory::WarmScope;
+    let ids: Vec<String> = (0..40).map(|n| format!("{:012}", 500_000_000_000u64 + n)).collect();
+    let source = Arc::new(StaticSource::new(ids.iter().map(|a| account(a, &[]))).with_latency(Duration::from_secs(1)));
+    let directory = EnricherBuilder::new().source(source.clone()).build().directory;
+    // 8 at a time, a second each: two rounds done by 2.5 s, the third cut off, the rest never begun.
+    let report = directory
+        .warm(source.as_ref(), WarmScope::Everything, Instant::now() + Duration::from_millis(2500))
+        .await
+        .unwrap();
+    assert_eq!((report.accounts, report.cached, report.failed, report.not_reached), (40, 16, 0, 24), "{report:?}");
+    assert_eq!(
+        source.completions.load(std::sync::atomic::Ordering::Relaxed),
+        24,
+        "no account begun after the deadline"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_that_leaves_findings_partial_is_followed_by_another_in_the_same_run() {
+    let hub = Arc::new(InMemoryHub::default());
+    hub.import((0..30).map(|n| finding(A, n)));
+    // Organizations answers in 1.5 s; a page waits 1 s for it, so the first pass writes Partial
+    // and the lookup lands in the background.
+    let source = Arc::new(StaticSource::new([account(A, &[])]).with_latency(Duration::from_millis(1500)));
+    let slow = EnricherBuilder::new()
+        .source(source.clone())
+        .hub(hub.clone())
+        .lookups(8, Duration::from_secs(1))
+        .build_sweeper(hub.clone(), READS);
+    let state = Arc::new(InMemorySweepState::default());
+    let refresher = Refresher { sweeper: slow, state: state.clone(), walk: None };
+    let run = refresher.run(far(), &no_progress).await;
+    assert_eq!(run.extra_passes, 1, "{run:?}");
+    assert!(run.pass_complete);
+    assert_eq!((run.sweep.still_partial, run.sweep.enriched_complete), (30, 30), "{:?}", run.sweep);
+    assert_eq!(hub.stored(&finding(A, 7).identifier()).unwrap().user_defined_fields[keys::FINDING_ENRICHED], "True");
+
+    // While Organizations is down, a run makes one extra pass and stops: no spinning.
+    hub.import((30..40).map(|n| finding(B, n)));
+    let down = Arc::new(StaticSource::new([account(B, &[])]));
+    down.fail(&[B]);
+    let refresher = Refresher { sweeper: sweeper(&hub, down), state, walk: None };
+    let outage = refresher.run(far(), &no_progress).await;
+    assert_eq!(outage.extra_passes, 1, "{outage:?}");
+    assert_eq!(outage.sweep.still_partial, 20, "ten findings of B, Partial in both passes");
 }

@@ -1,8 +1,10 @@
-//! The load-test simulator: the real enricher pipeline (handler, directory, updater) in
-//! process, against simulated AWS with the real quotas (BatchUpdateFindings 10/s burst 30 per
-//! account and region, an Organizations budget) and configurable latency. It measures
-//! throughput against the ceiling those quotas set, and reconciles every generated finding
-//! against the updates Security Hub saw.
+//! The load-test simulator: the real enricher pipeline (handler, directory, updater) and, in
+//! cold mode, the real refresher, in process, against simulated AWS with the real quotas
+//! (BatchUpdateFindings 10/s burst 30 per account and region, an Organizations budget) and
+//! configurable latency. It measures throughput against the ceiling those quotas set, how many
+//! findings that throughput left complete, and in cold mode how long until every finding is
+//! complete against the bound the Organizations budget sets; it reconciles every generated
+//! finding against what Security Hub holds.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,22 +17,44 @@ use tokio::time::Instant;
 
 use securityhub_enricher::config::QuotaSharing;
 use securityhub_enricher::core::account::AccountRecord;
-use securityhub_enricher::core::cache_entry::CacheTimes;
+use securityhub_enricher::core::cache_entry::{CacheEntry, CacheTimes};
+use securityhub_enricher::core::enrich::ENRICHED_COMPLETE;
 use securityhub_enricher::core::event::IncomingBatch;
-use securityhub_enricher::core::finding::FindingId;
-use securityhub_enricher::core::rate::{Rate, share_of};
+use securityhub_enricher::core::fields::keys;
+use securityhub_enricher::core::finding::{Finding, FindingId};
+use securityhub_enricher::core::rate::{BACKGROUND_PREFIX, Rate, share_of};
+use securityhub_enricher::core::time::now_epoch_seconds;
 use securityhub_enricher::limits::Limiter;
-use securityhub_enricher::ports::metadata::{AccountSource, LookupError};
+use securityhub_enricher::ports::metadata::{AccountSource, LookupError, OrganizationWalk, WalkedAccount};
+use securityhub_enricher::service::directory::BACKGROUND_LOOKUP_BUDGET;
 use securityhub_enricher::service::quota_share::QuotaShare;
+use securityhub_enricher::service::refresh::Refresher;
+use securityhub_enricher::service::sweep::{SweepReport, WRITE_MARGIN};
+use securityhub_enricher::wiring::SWEEP_GET_FINDINGS_RATE;
 
 use crate::fakes::directory::{InMemoryStore, StaticSource};
 use crate::fakes::enricher::EnricherBuilder;
 use crate::fakes::hub::InMemoryHub;
 use crate::fakes::ledger::InMemoryLedger;
+use crate::fakes::sweep_state::InMemorySweepState;
 use crate::loadgen::{Generator, imported_event, synthetic_org};
+
+/// What the directory holds when the stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A fresh deployment: nothing cached. The refresher runs on its schedule (walk of the OU
+    /// tree, then the sweep) until every finding is complete.
+    Cold,
+    /// Any day after the first: every account already in the cache table.
+    Steady,
+}
 
 #[derive(Debug, Clone)]
 pub struct Simulation {
+    pub mode: Mode,
+    /// Simulated time between refresher runs (cold mode); the template's default is 15 minutes.
+    pub sweep_interval: Duration,
     pub findings: usize,
     pub accounts: usize,
     pub seed: u64,
@@ -57,6 +81,8 @@ pub struct Simulation {
 impl Default for Simulation {
     fn default() -> Self {
         Simulation {
+            mode: Mode::Cold,
+            sweep_interval: Duration::from_secs(15 * 60),
             findings: 20_000,
             accounts: 5_000,
             seed: 1,
@@ -76,27 +102,83 @@ impl Default for Simulation {
 
 /// Organizations calls a cold lookup makes (DescribeAccount, ListParents, ListTagsForResource,
 /// GetAlternateContact; OU descriptions are shared and cached).
-const CALLS_PER_LOOKUP: f64 = 4.0;
+const CALLS_PER_LOOKUP: usize = 4;
+/// Calls to complete an account the walk found: ListTagsForResource and GetAlternateContact.
+const CALLS_PER_COMPLETION: usize = 2;
+/// ListAccountsForParent and ListOrganizationalUnitsForParent pages hold at most 20.
+const WALK_PAGE: usize = 20;
 
 /// Organizations as the fleet sees it: a budget of calls per second, latency per call.
 struct BudgetedOrganizations {
     inner: StaticSource,
     budget: Limiter,
     latency: Duration,
+    /// The pages a walk of the OU tree takes, as `OrganizationsSource::walk` pages it.
+    walk_calls: usize,
+    /// Calls made, every kind.
+    calls: std::sync::atomic::AtomicUsize,
     /// When each lookup finished, for the time series.
     finished: Mutex<Vec<Instant>>,
+}
+
+impl BudgetedOrganizations {
+    async fn spend(&self, calls: usize, operation: &'static str, deadline: Instant) -> Result<(), LookupError> {
+        for _ in 0..calls {
+            self.budget.acquire(deadline).await.map_err(|_| LookupError::Budget { operation })?;
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::timeout_at(deadline, tokio::time::sleep(self.latency))
+                .await
+                .map_err(|_| LookupError::Budget { operation })?;
+        }
+        Ok(())
+    }
+}
+
+/// The pages of one walk: ListRoots, then per OU (the root included) its accounts (a page per
+/// 20, at least one) and its child OUs (a page per 20, at least one).
+fn walk_calls(org: &[AccountRecord]) -> usize {
+    let mut direct: HashMap<&str, usize> = HashMap::new();
+    let mut children: HashMap<&str, std::collections::BTreeSet<&str>> = HashMap::new();
+    for record in org {
+        if let AccountRecord::Found(meta) = record {
+            for (i, ou) in meta.ou_path.iter().enumerate() {
+                direct.entry(ou.id.as_str()).or_default();
+                if let Some(child) = meta.ou_path.get(i + 1) {
+                    children.entry(ou.id.as_str()).or_default().insert(child.id.as_str());
+                }
+            }
+            if let Some(parent) = meta.ou_path.last() {
+                *direct.entry(parent.id.as_str()).or_default() += 1;
+            }
+        }
+    }
+    let pages = |n: usize| n.div_ceil(WALK_PAGE).max(1);
+    1 + direct
+        .iter()
+        .map(|(ou, accounts)| pages(*accounts) + pages(children.get(ou).map_or(0, |c| c.len())))
+        .sum::<usize>()
 }
 
 #[async_trait]
 impl AccountSource for BudgetedOrganizations {
     async fn lookup(&self, account_id: &str, deadline: Instant) -> Result<AccountRecord, LookupError> {
-        for _ in 0..CALLS_PER_LOOKUP as usize {
-            self.budget.acquire(deadline).await.map_err(|_| LookupError::Budget { operation: "DescribeAccount" })?;
-            tokio::time::timeout_at(deadline, tokio::time::sleep(self.latency))
-                .await
-                .map_err(|_| LookupError::Budget { operation: "DescribeAccount" })?;
-        }
+        self.spend(CALLS_PER_LOOKUP, "DescribeAccount", deadline).await?;
         let record = self.inner.lookup(account_id, deadline).await;
+        self.finished.lock().unwrap().push(Instant::now());
+        record
+    }
+}
+
+#[async_trait]
+impl OrganizationWalk for BudgetedOrganizations {
+    async fn walk(&self, deadline: Instant) -> Result<Vec<WalkedAccount>, LookupError> {
+        self.spend(self.walk_calls, "ListAccountsForParent", deadline).await?;
+        self.inner.walk(deadline).await
+    }
+
+    async fn complete(&self, account: WalkedAccount, deadline: Instant) -> Result<AccountRecord, LookupError> {
+        self.spend(CALLS_PER_COMPLETION, "ListTagsForResource", deadline).await?;
+        let record = self.inner.complete(account, deadline).await;
         self.finished.lock().unwrap().push(Instant::now());
         record
     }
@@ -122,6 +204,8 @@ pub struct Percentiles {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
+    /// `cold` or `steady`.
+    pub mode: String,
     pub findings: usize,
     pub accounts: usize,
     pub seed: u64,
@@ -135,6 +219,27 @@ pub struct Summary {
     /// What BatchUpdateFindings' quota allows for this mix: findings ÷ (Σ⌈n/100⌉ ÷ rate).
     pub ceiling_findings_per_second: f64,
     pub ratio_to_ceiling: f64,
+    /// Of the generated findings, those Security Hub holds complete (`findingEnriched=True`)
+    /// and `Partial` once the stream has been through them all.
+    pub complete_after_stream: usize,
+    pub partial_after_stream: usize,
+    /// Complete findings per second over the stream's time, against the same ceiling: the
+    /// figure that counts (throughput that leaves findings `Partial` serves no one yet).
+    pub complete_ratio_to_ceiling: f64,
+    /// Cold mode: simulated seconds from the stream's start until every finding was complete
+    /// (`None`: not within the time allowed, `cold_limit_seconds`).
+    pub seconds_until_complete: Option<f64>,
+    /// Cold mode: the fewest Organizations calls that know every account (one walk of the OU
+    /// tree, then tags and contact per account), and the time they take at the budget.
+    pub organizations_calls_needed: usize,
+    pub organizations_bound_seconds: f64,
+    pub cold_limit_seconds: f64,
+    /// Organizations calls made in all (stream lookups, walks, completions).
+    pub organizations_calls: usize,
+    /// The refresher's runs and what they did together.
+    pub refresher_runs: usize,
+    pub sweep: SweepReport,
+    /// Updates the handler reported (a finding written twice counts twice).
     pub findings_enriched: usize,
     pub findings_enriched_partial: usize,
     /// BatchUpdateFindings calls sent, throttled ones included.
@@ -178,8 +283,10 @@ impl Simulation {
         let mut generator = Generator::new(self.accounts, self.seed).minimal();
         let mut shards: Vec<VecDeque<Record>> = (0..self.shards).map(|_| VecDeque::new()).collect();
         let mut expected = Vec::with_capacity(self.findings);
+        let mut stored: Vec<Finding> = Vec::with_capacity(self.findings);
         for i in 0..self.findings {
             let (account, finding) = generator.finding();
+            stored.push(serde_json::from_value(finding.clone()).expect("the generator writes valid findings"));
             let id = FindingId {
                 id: finding["Id"].as_str().unwrap_or_default().to_owned(),
                 product_arn: finding["ProductArn"].as_str().unwrap_or_default().to_owned(),
@@ -206,11 +313,16 @@ impl Simulation {
             })
             .with_latency(scaled(self.hub_latency)),
         );
+        // The findings exist in Security Hub as their events enter the stream: the refresher's
+        // GetFindings pages find them there.
+        hub.import(stored);
         let store: Arc<InMemoryStore> = Arc::default();
         let organizations = Arc::new(BudgetedOrganizations {
-            inner: StaticSource::new(org),
+            walk_calls: walk_calls(&org),
+            inner: StaticSource::new(org.clone()),
             budget: Limiter::new(Rate { per_second: self.organizations_budget * scale, burst: 5 }),
             latency: scaled(self.organizations_latency),
+            calls: Default::default(),
             finished: Mutex::default(),
         });
         let times = CacheTimes {
@@ -221,10 +333,31 @@ impl Simulation {
             memory: Duration::from_secs(300),
             memory_capacity: 20_000,
         };
+        if self.mode == Mode::Steady {
+            let mut rng = rand::rng();
+            for record in org {
+                if let AccountRecord::Found(meta) = &record {
+                    let id = meta.account_id.clone();
+                    store.insert(&id, CacheEntry::new(record, now_epoch_seconds(), &times, &mut rng));
+                }
+            }
+        }
         let pool = Rate { per_second: self.hub_quota.per_second * scale, burst: self.hub_quota.burst };
         let static_share = share_of(pool, self.shards as u32);
         let ledger = Arc::new(InMemoryLedger::with_latency(scaled(self.ledger_latency)));
 
+        // One Lambda environment of either function: its own memory tier, the shared table,
+        // Organizations and hub.
+        let environment = || {
+            EnricherBuilder::new()
+                .store(store.clone())
+                .source(organizations.clone())
+                .cache_times(times.clone())
+                .lookups(8, scaled(Duration::from_secs(5)))
+                .background_lookups(scaled(BACKGROUND_LOOKUP_BUDGET))
+                .hub(hub.clone())
+                .backoff(scaled(Duration::from_millis(100)), 8)
+        };
         let started = Instant::now();
         let samples: Arc<Mutex<BTreeMap<u64, SecondSample>>> = Arc::default();
         let totals: Arc<Mutex<Summary>> = Arc::default();
@@ -242,16 +375,7 @@ impl Simulation {
                     scaled(securityhub_enricher::wiring::QUOTA_RENEWAL),
                 ),
             };
-            let enricher = EnricherBuilder::new()
-                .store(store.clone())
-                .source(organizations.clone())
-                .cache_times(times.clone())
-                .lookups(8, scaled(Duration::from_secs(5)))
-                .hub(hub.clone())
-                .quota(quota)
-                .backoff(scaled(Duration::from_millis(100)), 8)
-                .deadline_margin(Duration::ZERO)
-                .build();
+            let enricher = environment().quota(quota).deadline_margin(Duration::ZERO).build();
             let (samples, totals, done, progress) = (samples.clone(), totals.clone(), done.clone(), progress.clone());
             let batch_size = self.batch_size;
             tasks.push(async move {
@@ -304,8 +428,52 @@ impl Simulation {
         }
         // One task: the environments interleave at their awaits, which is all a simulation
         // bound by quotas and latency needs (and it keeps the handler's futures un-spawned).
-        futures::future::join_all(tasks).await;
-        let elapsed = started.elapsed().as_secs_f64() * scale;
+        let stream_done = std::sync::atomic::AtomicBool::new(false);
+        let stream = async {
+            futures::future::join_all(tasks).await;
+            let elapsed = started.elapsed();
+            stream_done.store(true, std::sync::atomic::Ordering::Release);
+            (elapsed, completeness(&hub, &expected))
+        };
+        let organizations_calls_needed = organizations.walk_calls + CALLS_PER_COMPLETION * self.accounts;
+        let organizations_bound_seconds = organizations_calls_needed as f64 / self.organizations_budget;
+        let cold_limit = Duration::from_secs_f64((20.0 * organizations_bound_seconds).max(3600.0));
+        let cold = async {
+            if self.mode == Mode::Cold {
+                let mut refresher = Refresher {
+                    sweeper: environment()
+                        .quota(QuotaShare::shared(
+                            pool,
+                            static_share,
+                            ledger.clone(),
+                            format!("{BACKGROUND_PREFIX}refresher"),
+                            scaled(securityhub_enricher::wiring::QUOTA_RENEWAL),
+                        ))
+                        .build_sweeper(
+                            hub.clone(),
+                            Rate {
+                                per_second: SWEEP_GET_FINDINGS_RATE.per_second * scale,
+                                burst: SWEEP_GET_FINDINGS_RATE.burst,
+                            },
+                        ),
+                    state: Arc::new(InMemorySweepState::default()),
+                    walk: Some(organizations.clone()),
+                };
+                // The sweep keeps its margin for writing in simulated time too.
+                refresher.sweeper.write_margin = scaled(WRITE_MARGIN);
+                let schedule = Schedule {
+                    started,
+                    interval: scaled(self.sweep_interval),
+                    run_time: scaled(LAMBDA_TIMEOUT),
+                    limit: scaled(cold_limit),
+                };
+                schedule.run(&refresher, &stream_done, || completeness(&hub, &expected).partial_or_missing == 0).await
+            } else {
+                Cold::default()
+            }
+        };
+        let ((stream_elapsed, after_stream), cold) = tokio::join!(stream, cold);
+        let elapsed = stream_elapsed.as_secs_f64() * scale;
 
         let updated: HashMap<FindingId, bool> = hub
             .findings
@@ -360,13 +528,25 @@ impl Simulation {
         summary.ceiling_findings_per_second =
             self.findings as f64 / (summary.minimum_update_calls as f64 / self.hub_quota.per_second);
         summary.ratio_to_ceiling = summary.findings_per_second / summary.ceiling_findings_per_second;
+        summary.mode = format!("{:?}", self.mode).to_lowercase();
+        summary.complete_after_stream = after_stream.complete;
+        summary.partial_after_stream = after_stream.partial;
+        summary.complete_ratio_to_ceiling =
+            after_stream.complete as f64 / elapsed / summary.ceiling_findings_per_second;
+        if self.mode == Mode::Cold {
+            summary.seconds_until_complete = cold.complete_at.map(|at| at.as_secs_f64() * scale);
+            summary.organizations_calls_needed = organizations_calls_needed;
+            summary.organizations_bound_seconds = organizations_bound_seconds;
+            summary.cold_limit_seconds = cold_limit.as_secs_f64();
+        }
+        summary.organizations_calls = organizations.calls.load(std::sync::atomic::Ordering::Relaxed);
+        summary.refresher_runs = cold.runs;
+        summary.sweep = cold.sweep;
         summary.lost = lost;
         let per_1000 = |n: f64| n * 1000.0 / self.findings as f64;
-        let lookups = organizations.inner.total_lookups() as f64;
         summary.calls_per_1000_findings = BTreeMap::from([
             ("SecurityHub.BatchUpdateFindings".to_owned(), per_1000(summary.update_calls as f64)),
-            ("Organizations (estimated: 3 per lookup)".to_owned(), per_1000(lookups * 3.0)),
-            ("Account.GetAlternateContact".to_owned(), per_1000(lookups)),
+            ("Organizations and Account (every call)".to_owned(), per_1000(summary.organizations_calls as f64)),
             (
                 "DynamoDB.BatchGetItem".to_owned(),
                 per_1000(store.get_calls.load(std::sync::atomic::Ordering::Relaxed) as f64),
@@ -386,33 +566,171 @@ impl Simulation {
     }
 }
 
+/// How many of the generated findings Security Hub holds complete, and how many not yet.
+#[derive(Debug, Clone, Copy, Default)]
+struct Completeness {
+    complete: usize,
+    partial: usize,
+    /// `Partial` or never written.
+    partial_or_missing: usize,
+}
+
+fn completeness(hub: &InMemoryHub, expected: &[(FindingId, Duration)]) -> Completeness {
+    let findings = hub.findings.lock().unwrap();
+    let mut tally = Completeness::default();
+    for (id, _) in expected {
+        match findings.get(id).and_then(|p| p.fields.get(keys::FINDING_ENRICHED)).map(String::as_str) {
+            Some(ENRICHED_COMPLETE) => tally.complete += 1,
+            Some(_) => {
+                tally.partial += 1;
+                tally.partial_or_missing += 1;
+            }
+            None => tally.partial_or_missing += 1,
+        }
+    }
+    tally
+}
+
+/// The refresher on its schedule: a run every `interval` (one at a time, each within Lambda's
+/// 15 minutes), the first one interval after the start, as EventBridge schedules it.
+struct Schedule {
+    started: Instant,
+    interval: Duration,
+    /// Lambda's timeout, scaled.
+    run_time: Duration,
+    /// Time allowed for every finding to become complete, scaled.
+    limit: Duration,
+}
+
+const LAMBDA_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// What the cold half of a run saw.
+#[derive(Default)]
+struct Cold {
+    /// Wall time from the start until every finding was complete.
+    complete_at: Option<Duration>,
+    runs: usize,
+    sweep: SweepReport,
+}
+
+/// How often the schedule looks at the hub between runs, in wall time.
+const POLL: Duration = Duration::from_millis(100);
+
+impl Schedule {
+    async fn run(
+        &self,
+        refresher: &Refresher,
+        stream_done: &std::sync::atomic::AtomicBool,
+        all_complete: impl Fn() -> bool,
+    ) -> Cold {
+        let mut cold = Cold::default();
+        let mut next_run = self.started + self.interval;
+        loop {
+            let done = stream_done.load(std::sync::atomic::Ordering::Acquire);
+            if done && all_complete() {
+                cold.complete_at = Some(self.started.elapsed());
+                break;
+            }
+            if self.started.elapsed() >= self.limit {
+                break;
+            }
+            if Instant::now() < next_run {
+                tokio::time::sleep_until(next_run.min(Instant::now() + POLL)).await;
+                continue;
+            }
+            let report = refresher.run(Instant::now() + self.run_time, &|_| {}).await;
+            cold.runs += 1;
+            cold.sweep += report.sweep;
+            next_run = (next_run + self.interval).max(Instant::now());
+        }
+        cold
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A small run, both ways of sharing the quota: nothing lost, the bound met, and the
-    /// per-second series adds up to the totals. (Throughput is the harness's to measure.)
-    #[tokio::test]
-    async fn a_small_simulation_reconciles_and_its_series_adds_up() {
+    fn small(mode: Mode, quota_sharing: QuotaSharing) -> Simulation {
+        Simulation {
+            mode,
+            findings: 600,
+            accounts: 60,
+            seed: 5,
+            shards: 3,
+            batch_size: 150,
+            time_scale: 1.0,
+            quota_sharing,
+            ..Simulation::default()
+        }
+    }
+
+    /// A small steady run, both ways of sharing the quota, on tokio's paused clock: nothing
+    /// lost, every finding complete, the bound met, and the per-second series adds up to the
+    /// totals. (Throughput is the harness's to measure.)
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_simulation_leaves_every_finding_complete_and_its_series_adds_up() {
         for quota_sharing in [QuotaSharing::Ledger, QuotaSharing::Static] {
-            let simulation = Simulation {
-                findings: 600,
-                accounts: 60,
-                seed: 5,
-                shards: 3,
-                batch_size: 150,
-                time_scale: 50.0,
-                quota_sharing,
-                ..Simulation::default()
-            };
-            let summary = simulation.run(|_| {}).await;
+            let summary = small(Mode::Steady, quota_sharing).run(|_| {}).await;
             assert_eq!(summary.lost, 0, "{quota_sharing:?}");
             assert_eq!(summary.records_failed, 0);
+            assert_eq!((summary.complete_after_stream, summary.partial_after_stream), (600, 0));
+            assert!((summary.complete_ratio_to_ceiling - summary.ratio_to_ceiling).abs() < 1e-9);
+            assert_eq!(summary.organizations_calls, 0, "the directory was cached");
+            assert_eq!(summary.refresher_runs, 0);
             assert_eq!(summary.accepted_update_calls, summary.minimum_update_calls);
             assert_eq!(summary.series.iter().map(|s| s.update_calls).sum::<usize>(), summary.update_calls);
             assert_eq!(summary.series.iter().map(|s| s.throttles).sum::<usize>(), summary.throttles);
             assert!(summary.series.iter().enumerate().all(|(i, s)| s.second == i as u64), "no gaps");
             assert!(summary.latency_ms.p50 > 0.0 && summary.latency_ms.p50 <= summary.latency_ms.max);
         }
+    }
+
+    /// A cold run: the stream leaves findings Partial (lookups outlast their budget at 2
+    /// Organizations calls/s), the refresher on its schedule completes every one, and that
+    /// takes no less than the Organizations budget allows.
+    #[tokio::test(start_paused = true)]
+    async fn a_cold_simulation_reports_partial_findings_and_the_time_until_all_are_complete() {
+        let simulation = small(Mode::Cold, QuotaSharing::Ledger);
+        let summary = simulation.run(|_| {}).await;
+        assert_eq!(summary.lost, 0);
+        assert_eq!(summary.complete_after_stream + summary.partial_after_stream, 600);
+        assert!(summary.partial_after_stream > 0, "{summary:?}");
+        assert!(summary.complete_ratio_to_ceiling < summary.ratio_to_ceiling);
+        let until = summary.seconds_until_complete.expect("every finding completed");
+        assert!(until >= simulation.sweep_interval.as_secs_f64(), "the refresher's first run is one interval in");
+        // The budget's burst lets a few calls run ahead of the rate.
+        assert!(
+            until >= summary.organizations_bound_seconds - 5.0,
+            "{until} vs {}",
+            summary.organizations_bound_seconds
+        );
+        assert!(summary.refresher_runs >= 1);
+        assert!(summary.sweep.balances(), "{:?}", summary.sweep);
+        assert!(summary.sweep.enriched_complete >= summary.partial_after_stream);
+        assert!(
+            summary.organizations_calls >= summary.organizations_calls_needed,
+            "no fewer calls than the bound counts"
+        );
+    }
+
+    #[test]
+    fn a_walk_pages_every_ou_and_twenty_accounts_a_page() {
+        use securityhub_enricher::core::account::{AccountMetadata, ContactLookup, OrgUnit};
+        let ou = |id: &str| OrgUnit { id: id.into(), name: id.into() };
+        let account = |n: usize, path: Vec<OrgUnit>| {
+            AccountRecord::Found(AccountMetadata {
+                account_id: format!("{n:012}"),
+                name: None,
+                ou_path: path,
+                tags: Default::default(),
+                security_contact: ContactLookup::NotSet,
+            })
+        };
+        // Root holds 1 account and OU a; a holds 41 accounts (3 pages) and no OU.
+        let mut org = vec![account(0, vec![ou("r")])];
+        org.extend((1..=41).map(|n| account(n, vec![ou("r"), ou("a")])));
+        // ListRoots + root (1 + 1) + a (3 + 1).
+        assert_eq!(walk_calls(&org), 1 + 2 + 4);
     }
 }

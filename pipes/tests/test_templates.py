@@ -426,6 +426,8 @@ class IamTest(unittest.TestCase):
                 "securityhub:BatchUpdateFindings",
                 "organizations:DescribeAccount", "organizations:ListTagsForResource", "organizations:ListParents",
                 "organizations:DescribeOrganizationalUnit", "organizations:ListRoots", "organizations:DescribeOrganization",
+                # the refresher's walk of the OU tree as each pass begins
+                "organizations:ListAccountsForParent", "organizations:ListOrganizationalUnitsForParent",
                 "account:GetAlternateContact",
                 "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey",  # customer managed key only
                 "events:PutEvents",  # ENRICHED_EVENTS_BUS only

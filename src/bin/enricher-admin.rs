@@ -11,7 +11,7 @@ use securityhub_enricher::config::EnricherConfig;
 use securityhub_enricher::core::account::AccountRecord;
 use securityhub_enricher::core::finding::is_account_id;
 use securityhub_enricher::ports::sweep_state::SweepState;
-use securityhub_enricher::service::directory::Resolution;
+use securityhub_enricher::service::directory::{Resolution, WarmScope};
 use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::service::refresh::ACCOUNTS_PER_SWEEP;
 use securityhub_enricher::service::sweep::{SweepReport, Sweeper};
@@ -135,18 +135,22 @@ async fn main() -> Result<()> {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(max_seconds);
             let walk = organizations_source(&config, &clients);
             let before = calls.snapshot();
-            let report = enricher.directory.warm_all(&walk, deadline).await?;
+            let report = enricher.directory.warm(&walk, WarmScope::Everything, deadline).await?;
             let organizations: u64 =
                 calls.since(&before).iter().filter(|((s, _), _)| s == "Organizations").map(|(_, c)| c.calls).sum();
             println!(
-                "warmed {} of {} accounts ({} failed) with {organizations} Organizations calls ({:.2} per account)",
+                "warmed {} of {} accounts ({} failed, {} not reached in time) with {organizations} Organizations calls ({:.2} per account)",
                 report.cached,
                 report.accounts,
                 report.failed,
+                report.not_reached,
                 organizations as f64 / report.accounts.max(1) as f64
             );
             if report.failed > 0 {
                 bail!("{} accounts could not be warmed", report.failed);
+            }
+            if report.not_reached > 0 {
+                bail!("{} accounts were not reached within --max-seconds {max_seconds}", report.not_reached);
             }
         }
         Command::Warm { accounts, .. } => {

@@ -12,7 +12,7 @@ use crate::core::account::AccountRecord;
 use crate::core::cache_entry::{CacheEntry, CacheTimes, Freshness};
 use crate::core::error::error_chain;
 use crate::core::time::now_epoch_seconds;
-use crate::ports::metadata::{AccountSource, LookupError, MetadataStore, OrganizationWalk, StoreError};
+use crate::ports::metadata::{AccountSource, LookupError, MetadataStore, OrganizationWalk, StoreError, WalkedAccount};
 
 type LookupResult = Result<Arc<CacheEntry>, Arc<LookupError>>;
 
@@ -54,8 +54,22 @@ pub struct PrefetchStats {
 pub struct WarmReport {
     /// Accounts the walk of the OU tree found.
     pub accounts: usize,
+    /// Accounts the cache already held fresh, left as they were (`WarmScope::Uncached`).
+    pub already_cached: usize,
     pub cached: usize,
     pub failed: usize,
+    /// Accounts the deadline came before (out of time or Organizations budget).
+    pub not_reached: usize,
+}
+
+/// Which of the walked accounts a warm-up completes (tags and contact, two calls each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmScope {
+    /// Every account, fresh or not: `enricher-admin warm --all`, an operator's explicit ask.
+    Everything,
+    /// Only accounts the cache tiers cannot answer fresh: the refresher at the start of a
+    /// pass, which must not spend the Organizations budget on what is already known.
+    Uncached,
 }
 
 /// Accounts the cache tiers could not answer fresh, with any stale entries to fall back on.
@@ -100,11 +114,13 @@ struct Tiers {
     lookup_concurrency: usize,
     /// How long a batch waits for lookups before enriching partially.
     lookup_budget: std::time::Duration,
+    /// How long lookups go on after their batch stopped waiting.
+    background_budget: std::time::Duration,
 }
 
 /// How long a lookup may go on after its batch stopped waiting, warming the cache for the
 /// batches after it.
-const BACKGROUND_LOOKUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(600);
+pub const BACKGROUND_LOOKUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(600);
 /// Lookups are written to the table in chunks of one BatchWriteItem as they complete.
 const STORE_CHUNK: usize = 25;
 
@@ -124,7 +140,16 @@ impl Directory {
     ) -> Self {
         let memory =
             moka::future::Cache::builder().max_capacity(times.memory_capacity).time_to_live(times.memory).build();
-        Directory { tiers: Arc::new(Tiers { memory, store, source, times, lookup_concurrency, lookup_budget }) }
+        let background_budget = BACKGROUND_LOOKUP_BUDGET;
+        let tiers = Tiers { memory, store, source, times, lookup_concurrency, lookup_budget, background_budget };
+        Directory { tiers: Arc::new(tiers) }
+    }
+
+    /// Lets background lookups go on for `budget` instead of `BACKGROUND_LOOKUP_BUDGET` (the
+    /// simulator scales it with its clock). Only before the directory is first used.
+    pub fn with_background_budget(mut self, budget: std::time::Duration) -> Self {
+        Arc::get_mut(&mut self.tiers).expect("a directory not yet shared").background_budget = budget;
+        self
     }
 
     /// Resolves every account once. Never fails: what cannot be known is `Unavailable`.
@@ -254,15 +279,42 @@ impl Directory {
         self.tiers.store.invalidate(account_ids).await
     }
 
-    /// Fills the table (and this process's memory) with every account of the organization,
-    /// from `walk`: names and OU paths for the whole tree in a few paged calls, then tags and
-    /// contact per account, `lookup_concurrency` at a time. Accounts the walk finds but cannot
-    /// complete are left to the per-batch lookups.
-    pub async fn warm_all(&self, walk: &dyn OrganizationWalk, deadline: Instant) -> Result<WarmReport, LookupError> {
+    /// Fills the table (and this process's memory) with the accounts of the organization in
+    /// `scope`, from `walk`: names and OU paths for the whole tree in a few paged calls, then
+    /// tags and contact per account, `lookup_concurrency` at a time. Accounts the walk finds
+    /// but cannot complete are left to the per-batch lookups.
+    pub async fn warm(
+        &self,
+        walk: &dyn OrganizationWalk,
+        scope: WarmScope,
+        deadline: Instant,
+    ) -> Result<WarmReport, LookupError> {
         let accounts = walk.walk(deadline).await?;
+        Ok(self.warm_walked(walk, accounts, scope, deadline).await)
+    }
+
+    /// The second half of `warm`: completes (and caches) accounts an earlier walk found, so a
+    /// caller that warms in several rounds walks the tree once.
+    pub async fn warm_walked(
+        &self,
+        walk: &dyn OrganizationWalk,
+        mut accounts: Vec<WalkedAccount>,
+        scope: WarmScope,
+        deadline: Instant,
+    ) -> WarmReport {
         let mut report = WarmReport { accounts: accounts.len(), ..Default::default() };
+        if scope == WarmScope::Uncached {
+            let ids: Vec<String> = accounts.iter().map(|a| a.account_id.clone()).collect();
+            let cached = self.from_cache(&ids).await;
+            report.already_cached = cached.resolved.len();
+            accounts.retain(|a| !cached.resolved.contains_key(&a.account_id));
+        }
         let tiers = &self.tiers;
+        let to_complete = accounts.len();
+        // No account is started once the deadline has passed: the rest are not reached, not
+        // failed (the per-batch lookups and the next pass will get them).
         let mut completed = futures::stream::iter(accounts)
+            .take_while(|_| std::future::ready(Instant::now() < deadline))
             .map(|account| async move {
                 let id = account.account_id.clone();
                 (id, walk.complete(account, deadline).await)
@@ -277,6 +329,7 @@ impl Directory {
                     to_store.push((id, entry));
                     report.cached += 1;
                 }
+                Err(error) if error.is_budget() => report.not_reached += 1,
                 Err(error) => {
                     report.failed += 1;
                     tracing::warn!(account_id = %id, error = %error_chain(&error), "account not warmed");
@@ -287,7 +340,8 @@ impl Directory {
             }
         }
         tiers.store(to_store).await;
-        Ok(report)
+        report.not_reached += to_complete - report.cached - report.failed - report.not_reached;
+        report
     }
 
     pub async fn invalidate_all(&self) -> Result<usize, StoreError> {
@@ -324,7 +378,7 @@ impl Tiers {
         accounts: Vec<String>,
         sender: tokio::sync::mpsc::UnboundedSender<LookupMessage>,
     ) {
-        let deadline = Instant::now() + BACKGROUND_LOOKUP_BUDGET;
+        let deadline = Instant::now() + self.background_budget;
         let tiers = &self;
         let mut answers = futures::stream::iter(accounts)
             .map(|id| async move {

@@ -30,7 +30,7 @@ const FLUSH_AT: usize = 10_000;
 /// Tries of one GetFindings page before the sweep stops (and resumes there next run).
 const READ_ATTEMPTS: u32 = 6;
 /// The sweep stops taking pages this long before its deadline, to write what it holds.
-const WRITE_MARGIN: Duration = Duration::from_secs(20);
+pub const WRITE_MARGIN: Duration = Duration::from_secs(20);
 
 pub struct Sweeper {
     pub reader: Arc<dyn FindingsReader>,
@@ -39,6 +39,8 @@ pub struct Sweeper {
     pub tag_filter: TagFilter,
     /// GetFindings: 3 requests/s (burst 6) per account and Region, shared with the investigator.
     pub read_limit: Limiter,
+    /// Time kept before the deadline for writing what was read (`WRITE_MARGIN`).
+    pub write_margin: Duration,
 }
 
 /// What one sweep run did. Every examined finding is counted once: current, enriched
@@ -135,7 +137,7 @@ impl Sweeper {
         let mut report = SweepReport::default();
         let mut pending = Pending { resume_from: resume.clone(), ..Default::default() };
         let mut token = resume;
-        let stop_reading = deadline.checked_sub(WRITE_MARGIN).unwrap_or(started);
+        let stop_reading = deadline.checked_sub(self.write_margin).unwrap_or(started);
         loop {
             if Instant::now() >= stop_reading || self.read_limit.acquire(stop_reading).await.is_err() {
                 report.stopped = Some("time is up".into());

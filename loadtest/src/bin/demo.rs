@@ -29,7 +29,7 @@ use securityhub_enricher::service::investigator::Investigator;
 use securityhub_enricher::service::refresh::Refresher;
 use securityhub_enricher::service::sweep::SweepReport;
 use securityhub_enricher::telemetry::CallCounts;
-use securityhub_enricher::wiring::{Clients, account_events_tables, organizations_source};
+use securityhub_enricher::wiring::{Clients, account_events_tables};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -104,6 +104,7 @@ async fn main() -> Result<()> {
 
     let mut explicit: Option<Value> = None;
     let mut selected = FanoutStats::default();
+    let stream_started = std::time::Instant::now();
     for (wave, label) in [(0, "cold cache"), (1, "warm cache")] {
         println!("\n== Wave {}: {} findings, {label}", wave + 1, args.findings);
         // Zipf-like: a few accounts produce most findings, as in real organizations.
@@ -140,29 +141,37 @@ async fn main() -> Result<()> {
         selected.findings_joined += stats.findings_joined;
         if wave == 0 {
             count_enriched(&securityhub, "after the stream's first pass").await?;
-            println!("\n== Warming the cache from the OU tree (enricher-admin warm --all), at 1 Organizations call/s");
-            let admin_calls = ApiCalls::default();
-            let admin = Clients::for_enricher("enricher-admin", &config, &sdk, &admin_calls).await;
-            let warm = Enricher::from_clients(&config, &admin)
-                .directory
-                .warm_all(
-                    &organizations_source(&config, &admin),
-                    tokio::time::Instant::now() + Duration::from_secs(600),
-                )
-                .await?;
-            let organizations: u64 =
-                admin_calls.snapshot().iter().filter(|((s, _), _)| s == "Organizations").map(|(_, c)| c.calls).sum();
             println!(
-                "   {} of {} accounts cached with {organizations} Organizations calls ({:.2} per account)",
-                warm.cached,
-                warm.accounts,
-                organizations as f64 / warm.accounts.max(1) as f64
+                "\n== Refresher run (on its schedule, every RefreshIntervalMinutes): the pass begins with a walk of the OU tree, then sweeps every active finding"
             );
-
-            println!("\n== Refresher run: the pass over every active finding");
+            let before = refresher_calls.snapshot();
             let run = refresher.run(tokio::time::Instant::now() + Duration::from_secs(600), &|_| {}).await;
+            if let Some(warm) = &run.warm {
+                let walked: u64 = refresher_calls
+                    .since(&before)
+                    .iter()
+                    .filter(|((s, _), _)| s == "Organizations" || s == "Account")
+                    .map(|(_, c)| c.calls)
+                    .sum();
+                println!(
+                    "   directory warmed from the OU tree: {} accounts ({} already cached, {} cached now, {} failed, {} not reached); {walked} Organizations and Account calls in the run ({:.2} per account) at 1 call/s",
+                    warm.accounts,
+                    warm.already_cached,
+                    warm.cached,
+                    warm.failed,
+                    warm.not_reached,
+                    walked as f64 / warm.accounts.max(1) as f64
+                );
+            }
+            if let Some(error) = &run.warm_error {
+                println!("   the walk failed ({error}); the sweep looked accounts up itself");
+            }
             print_sweep(&run.sweep);
             count_enriched(&securityhub, "after the refresher").await?;
+            println!(
+                "   {:.0} s from the stream's first record to the refresher's last write (deployed, the first run comes up to one RefreshIntervalMinutes after the stream starts)",
+                stream_started.elapsed().as_secs_f64()
+            );
         }
     }
     println!(

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -11,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use loadtest::loadgen::{Generator, imported_event, pipe_batch, synthetic_org};
 use loadtest::local::harness::LocalRun;
 use loadtest::replay::{Replayer, StreamEntry};
-use loadtest::simulate::Simulation;
+use loadtest::simulate::{Mode, Simulation};
 use securityhub_enricher::config::QuotaSharing;
 use securityhub_enricher::core::rate::Rate;
 use serde_json::Value;
@@ -71,6 +72,13 @@ enum Command {
     },
     /// Run the enricher in process against simulated AWS with the real quotas.
     Simulate {
+        /// `cold`: a fresh deployment, nothing cached, the refresher on its schedule until every
+        /// finding is complete. `steady`: every account already cached, as on any later day.
+        #[arg(long, value_enum, default_value = "cold")]
+        mode: Mode,
+        /// Simulated minutes between refresher runs (cold mode; the template's RefreshIntervalMinutes).
+        #[arg(long, default_value_t = 15.0)]
+        sweep_interval_minutes: f64,
         #[arg(long, default_value_t = 20_000)]
         findings: usize,
         #[arg(long, default_value_t = 5_000)]
@@ -145,6 +153,8 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Simulate {
+            mode,
+            sweep_interval_minutes,
             findings,
             accounts,
             seed,
@@ -158,6 +168,8 @@ async fn main() -> Result<()> {
             report,
         } => {
             let simulation = Simulation {
+                mode,
+                sweep_interval: Duration::from_secs_f64(sweep_interval_minutes * 60.0),
                 findings,
                 accounts,
                 seed,
@@ -194,8 +206,32 @@ async fn main() -> Result<()> {
                 summary.records_failed,
                 summary.lost
             );
+            eprintln!(
+                "after the stream: {} complete, {} Partial: complete findings at {:.1}% of the ceiling",
+                summary.complete_after_stream,
+                summary.partial_after_stream,
+                summary.complete_ratio_to_ceiling * 100.0
+            );
+            if mode == Mode::Cold {
+                let until = summary
+                    .seconds_until_complete
+                    .map_or_else(|| format!("not within {:.0} s", summary.cold_limit_seconds), |s| format!("{s:.0} s"));
+                eprintln!(
+                    "every finding complete after {until} ({} refresher runs, {} GetFindings, {} BatchUpdateFindings); the Organizations bound is {:.0} s ({} calls at {}/s); {} Organizations calls made",
+                    summary.refresher_runs,
+                    summary.sweep.get_findings_calls,
+                    summary.sweep.writes.updates.calls,
+                    summary.organizations_bound_seconds,
+                    summary.organizations_calls_needed,
+                    organizations_budget,
+                    summary.organizations_calls
+                );
+            }
             if summary.lost > 0 {
                 bail!("{} findings were lost", summary.lost);
+            }
+            if mode == Mode::Cold && summary.seconds_until_complete.is_none() {
+                bail!("findings were left Partial");
             }
             Ok(())
         }

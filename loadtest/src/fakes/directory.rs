@@ -1,6 +1,6 @@
-//! In-memory cache store and account source (the `MetadataStore` and `AccountSource` ports),
-//! for handler tests and the load-test simulator. They count their calls so tests can assert
-//! on them.
+//! In-memory cache store and account source (the `MetadataStore`, `AccountSource` and
+//! `OrganizationWalk` ports), for handler tests and the load-test simulator. They count their
+//! calls so tests can assert on them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,7 +13,9 @@ use tokio::time::Instant;
 use securityhub_enricher::core::account::AccountRecord;
 use securityhub_enricher::core::cache_entry::{CacheEntry, Freshness};
 use securityhub_enricher::core::time::now_epoch_seconds;
-use securityhub_enricher::ports::metadata::{AccountSource, LookupError, MetadataStore, StoreError};
+use securityhub_enricher::ports::metadata::{
+    AccountSource, LookupError, MetadataStore, OrganizationWalk, StoreError, WalkedAccount,
+};
 
 #[derive(Default)]
 pub struct InMemoryStore {
@@ -94,6 +96,11 @@ pub struct StaticSource {
     failing: Mutex<Vec<String>>,
     /// Time each lookup takes.
     pub latency: Duration,
+    /// Walks of the OU tree, and accounts completed after one (`OrganizationWalk`).
+    pub walks: AtomicUsize,
+    pub completions: AtomicUsize,
+    /// Makes the walk fail, as a walk cut short by its deadline does.
+    pub walk_fails: AtomicBool,
 }
 
 impl StaticSource {
@@ -150,5 +157,43 @@ impl AccountSource for StaticSource {
             });
         }
         Ok(self.accounts.lock().unwrap().get(account_id).cloned().unwrap_or(AccountRecord::NotFound))
+    }
+}
+
+#[async_trait]
+impl OrganizationWalk for StaticSource {
+    async fn walk(&self, _deadline: Instant) -> Result<Vec<WalkedAccount>, LookupError> {
+        self.walks.fetch_add(1, Ordering::Relaxed);
+        if self.walk_fails.load(Ordering::Relaxed) {
+            return Err(LookupError::Budget { operation: "ListAccountsForParent" });
+        }
+        let accounts = self.accounts.lock().unwrap();
+        let mut walked: Vec<WalkedAccount> = accounts
+            .values()
+            .filter_map(|record| match record {
+                AccountRecord::Found(meta) => Some(WalkedAccount {
+                    account_id: meta.account_id.clone(),
+                    name: meta.name.clone(),
+                    ou_path: meta.ou_path.clone(),
+                }),
+                AccountRecord::NotFound => None,
+            })
+            .collect();
+        walked.sort_by(|a, b| a.account_id.cmp(&b.account_id));
+        Ok(walked)
+    }
+
+    async fn complete(&self, account: WalkedAccount, deadline: Instant) -> Result<AccountRecord, LookupError> {
+        self.completions.fetch_add(1, Ordering::Relaxed);
+        if !self.latency.is_zero() {
+            tokio::time::timeout_at(deadline, tokio::time::sleep(self.latency))
+                .await
+                .map_err(|_| LookupError::Budget { operation: "ListTagsForResource" })?;
+        }
+        let accounts = self.accounts.lock().unwrap();
+        accounts
+            .get(&account.account_id)
+            .cloned()
+            .ok_or_else(|| LookupError::Inconsistent { what: format!("{} left during the walk", account.account_id) })
     }
 }

@@ -17,7 +17,7 @@ use securityhub_enricher::service::fanout::Fanout;
 use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::service::publisher::Publisher;
 use securityhub_enricher::service::quota_share::QuotaShare;
-use securityhub_enricher::service::sweep::Sweeper;
+use securityhub_enricher::service::sweep::{Sweeper, WRITE_MARGIN};
 use securityhub_enricher::service::updater::Updater;
 
 use super::directory::{InMemoryStore, StaticSource};
@@ -51,6 +51,7 @@ pub struct EnricherBuilder {
     times: CacheTimes,
     lookup_concurrency: usize,
     lookup_budget: Duration,
+    background_lookups: Option<Duration>,
     tag_filter: TagFilter,
     deadline_margin: Duration,
     fanout: Option<Fanout>,
@@ -71,6 +72,7 @@ impl Default for EnricherBuilder {
             times: test_cache_times(),
             lookup_concurrency: 8,
             lookup_budget: Duration::from_secs(5),
+            background_lookups: None,
             tag_filter: TagFilter::All,
             deadline_margin: Duration::from_millis(50),
             fanout: None,
@@ -143,6 +145,13 @@ impl EnricherBuilder {
         self
     }
 
+    /// How long lookups go on after their batch stopped waiting (the directory's own default
+    /// otherwise).
+    pub fn background_lookups(mut self, budget: Duration) -> Self {
+        self.background_lookups = Some(budget);
+        self
+    }
+
     pub fn tag_filter(mut self, tag_filter: TagFilter) -> Self {
         self.tag_filter = tag_filter;
         self
@@ -168,6 +177,7 @@ impl EnricherBuilder {
             updater: enricher.updater,
             tag_filter: enricher.tag_filter,
             read_limit: Limiter::new(reads),
+            write_margin: WRITE_MARGIN,
         }
     }
 
@@ -179,8 +189,13 @@ impl EnricherBuilder {
             updater = updater.with_backoff(base, max_attempts);
             publisher = publisher.map(|p| p.with_backoff(base, max_attempts));
         }
+        let mut directory =
+            Directory::new(self.store, self.source, self.times, self.lookup_concurrency, self.lookup_budget);
+        if let Some(budget) = self.background_lookups {
+            directory = directory.with_background_budget(budget);
+        }
         Enricher {
-            directory: Directory::new(self.store, self.source, self.times, self.lookup_concurrency, self.lookup_budget),
+            directory,
             updater,
             tag_filter: self.tag_filter,
             deadline_margin: self.deadline_margin,
