@@ -250,11 +250,11 @@ impl Refresher {
     /// each pass begins, on the sweep's own Organizations budget (one limiter for both).
     pub fn from_clients(config: &EnricherConfig, clients: &Clients) -> Self {
         let source = Arc::new(organizations_source(config, clients));
-        Refresher {
-            sweeper: Sweeper::over(config, clients, source.clone()),
-            state: Arc::new(sweep_state(config, clients)),
-            walk: Some(source),
-        }
+        Refresher::new(
+            Sweeper::over(config, clients, source.clone()),
+            Arc::new(sweep_state(config, clients)),
+            Some(source),
+        )
     }
 }
 

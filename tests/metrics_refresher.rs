@@ -10,24 +10,13 @@ use std::time::Duration;
 
 use loadtest::fakes::directory::StaticSource;
 use loadtest::fakes::enricher::EnricherBuilder;
-use loadtest::fakes::hub::InMemoryHub;
+use loadtest::fakes::hub::{InMemoryHub, active_finding as finding};
 use loadtest::fakes::sweep_state::InMemorySweepState;
 use securityhub_enricher::core::account::{AccountMetadata, AccountRecord};
-use securityhub_enricher::core::finding::Finding;
 use securityhub_enricher::core::rate::Rate;
 use securityhub_enricher::ports::sweep_state::SweepState;
 use securityhub_enricher::service::refresh::Refresher;
 use securityhub_enricher::telemetry;
-use serde_json::json;
-
-fn finding(account: &str, n: usize) -> Finding {
-    serde_json::from_value(json!({
-        "Id": format!("arn:aws:securityhub:us-east-1:{account}:finding/{n:05}"),
-        "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/guardduty",
-        "AwsAccountId": account, "RecordState": "ACTIVE", "UpdatedAt": "2026-11-30T00:00:00Z"
-    }))
-    .unwrap()
-}
 
 #[tokio::test]
 async fn the_refreshers_metrics_cover_its_dashboard_series() {
@@ -39,14 +28,14 @@ async fn the_refreshers_metrics_cover_its_dashboard_series() {
     let source = Arc::new(StaticSource::new([account(a), account(b)]));
     let state = Arc::new(InMemorySweepState::default());
     state.enqueue(&[b.to_owned()]).await.unwrap();
-    let refresher = Refresher {
-        sweeper: EnricherBuilder::new()
+    let refresher = Refresher::new(
+        EnricherBuilder::new()
             .source(source.clone())
             .hub(hub.clone())
             .build_sweeper(hub, Rate { per_second: 100.0, burst: 100 }),
         state,
-        walk: Some(source),
-    };
+        Some(source),
+    );
     // One run for the queue (B, looked up), one for the pass (which begins with the walk and
     // caches A).
     let deadline = || tokio::time::Instant::now() + Duration::from_secs(60);

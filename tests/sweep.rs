@@ -10,16 +10,15 @@ use std::time::Duration;
 
 use loadtest::fakes::directory::StaticSource;
 use loadtest::fakes::enricher::EnricherBuilder;
-use loadtest::fakes::hub::InMemoryHub;
+use loadtest::fakes::hub::{InMemoryHub, active_finding as finding};
 use loadtest::fakes::sweep_state::InMemorySweepState;
 use securityhub_enricher::core::account::{AccountMetadata, AccountRecord, ContactLookup, OrgUnit};
 use securityhub_enricher::core::enrich::{TOMBSTONE, keys};
 use securityhub_enricher::core::finding::{Finding, FindingId};
 use securityhub_enricher::core::rate::Rate;
 use securityhub_enricher::ports::sweep_state::SweepState;
-use securityhub_enricher::service::refresh::Refresher;
+use securityhub_enricher::service::refresh::{Refresher, WALK_REUSE};
 use securityhub_enricher::service::sweep::{SweepReport, Sweeper};
-use serde_json::json;
 use tokio::time::Instant;
 
 const A: &str = "111111111111";
@@ -35,15 +34,6 @@ fn account(id: &str, tags: &[(&str, &str)]) -> AccountRecord {
         tags: tags.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
         security_contact: ContactLookup::NotSet,
     })
-}
-
-fn finding(account: &str, n: usize) -> Finding {
-    serde_json::from_value(json!({
-        "Id": format!("arn:aws:securityhub:us-east-1:{account}:finding/{n:05}"),
-        "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/guardduty",
-        "AwsAccountId": account, "RecordState": "ACTIVE", "UpdatedAt": "2026-11-30T00:00:00Z"
-    }))
-    .unwrap()
 }
 
 fn far() -> Instant {
@@ -109,21 +99,21 @@ async fn a_run_out_of_time_resumes_from_its_checkpoint_and_every_finding_ends_en
     hub.import(all.clone());
     let source = Arc::new(StaticSource::new([account(A, &[]), account(B, &[])]));
     let state = Arc::new(InMemorySweepState::default());
-    let refresher =
-        Refresher { sweeper: sweeper(&hub, source.clone()), state: state.clone(), walk: Some(source.clone()) };
+    let refresher = Refresher::new(sweeper(&hub, source.clone()), state.clone(), Some(source.clone()));
     // 2 reads/s with a burst of 4, and 20 s kept for writing: a 22 s run reads 7 of the 10
     // pages and stops; the next run resumes where the account it was in began.
     let first = refresher.run(Instant::now() + Duration::from_secs(22), &no_progress).await;
     assert!(!first.pass_complete);
     assert!(first.sweep.examined < 1000, "{:?}", first.sweep);
-    assert_eq!(first.warm.as_ref().map(|w| w.cached), Some(2), "the pass began with a walk");
+    assert_eq!(first.warm.as_ref().map(|w| w.cached), Some(2), "the run warmed from a walk");
     let checkpoint = state.checkpoint().await.unwrap().expect("a checkpoint");
     let mut runs = 1;
     while state.checkpoint().await.unwrap().is_some() || runs == 1 {
         let report = refresher.run(Instant::now() + Duration::from_secs(22), &no_progress).await;
         runs += 1;
         assert!(report.sweep.balances());
-        assert!(report.warm.is_none(), "a resumed pass does not walk again");
+        assert_eq!(report.warm.as_ref().map(|w| (w.already_cached, w.cached)), Some((2, 0)), "nothing to complete");
+        assert_eq!(source.walks.load(std::sync::atomic::Ordering::Relaxed), 1, "the walk is reused, not repeated");
         if report.pass_complete {
             break;
         }
@@ -146,7 +136,7 @@ async fn a_changed_account_gets_its_findings_rewritten_and_no_other() {
         account(B, &[("team", "data")]),
     ]));
     let state = Arc::new(InMemorySweepState::default());
-    let refresher = Refresher { sweeper: sweeper(&hub, source.clone()), state: state.clone(), walk: None };
+    let refresher = Refresher::new(sweeper(&hub, source.clone()), state.clone(), None);
     assert!(refresher.run(far(), &no_progress).await.pass_complete);
     // Someone else's key on one of A's findings, written after we enriched it.
     let ticketed = finding(A, 3).identifier();
@@ -183,11 +173,7 @@ async fn a_refused_checkpoint_token_starts_the_pass_over() {
     let stale =
         securityhub_enricher::ports::sweep_state::Checkpoint { next_token: "expired".into(), pass_started_at: 0 };
     state.save_checkpoint(Some(&stale)).await.unwrap();
-    let refresher = Refresher {
-        sweeper: sweeper(&hub, Arc::new(StaticSource::new([account(A, &[])]))),
-        state: state.clone(),
-        walk: None,
-    };
+    let refresher = Refresher::new(sweeper(&hub, Arc::new(StaticSource::new([account(A, &[])]))), state.clone(), None);
     let first = refresher.run(far(), &no_progress).await;
     assert_eq!(first.sweep.examined, 0);
     assert!(state.checkpoint().await.unwrap().is_none(), "the refused token is dropped");
@@ -197,31 +183,58 @@ async fn a_refused_checkpoint_token_starts_the_pass_over() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_pass_begins_with_a_walk_that_completes_only_uncached_accounts() {
+async fn a_run_warms_from_a_walk_that_completes_only_uncached_accounts_and_reuses_it() {
     use std::sync::atomic::Ordering::Relaxed;
     let hub = Arc::new(InMemoryHub::default());
     hub.import((0..30).map(|n| finding([A, B, C][n % 3], n)));
     let source = Arc::new(StaticSource::new([account(A, &[]), account(B, &[("team", "blue")]), account(C, &[])]));
     let state = Arc::new(InMemorySweepState::default());
-    let refresher =
-        Refresher { sweeper: sweeper(&hub, source.clone()), state: state.clone(), walk: Some(source.clone()) };
+    let refresher = Refresher::new(sweeper(&hub, source.clone()), state.clone(), Some(source.clone()));
     // A is already known (the stream looked it up): the walk leaves it alone.
     refresher.sweeper.directory.prefetch(&[A.to_owned()], far()).await;
     assert_eq!(source.total_lookups(), 1);
 
     let run = refresher.run(far(), &no_progress).await;
-    let warm = run.warm.clone().expect("a pass begins with a walk");
+    let warm = run.warm.clone().expect("the run warms from a walk");
     assert_eq!((warm.accounts, warm.already_cached, warm.cached, warm.failed), (3, 1, 2, 0), "{warm:?}");
     assert_eq!(source.completions.load(Relaxed), 2);
     assert_eq!(source.total_lookups(), 1, "the sweep found every account warm: no per-account lookups");
     assert!(run.pass_complete);
     assert_eq!((run.sweep.enriched_complete, run.sweep.still_partial), (30, 0), "{:?}", run.sweep);
 
-    // The next pass walks again (new accounts show up there) but completes nothing known.
+    // The next run reuses the walk and completes nothing known.
     let next = refresher.run(far(), &no_progress).await;
     assert_eq!(next.warm.map(|w| (w.already_cached, w.cached)), Some((3, 0)));
     assert_eq!(source.completions.load(Relaxed), 2);
     assert_eq!(next.sweep.current, 30, "nothing to write");
+    assert_eq!(source.walks.load(Relaxed), 1);
+    // After WALK_REUSE the tree is walked again (new accounts show up there).
+    tokio::time::advance(WALK_REUSE).await;
+    refresher.run(far(), &no_progress).await;
+    assert_eq!(source.walks.load(Relaxed), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pass_leaves_walked_accounts_to_the_warm_up_and_completes_them_in_the_same_run() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let ids: Vec<String> = (0..40).map(|n| format!("{:012}", 600_000_000_000u64 + n)).collect();
+    let hub = Arc::new(InMemoryHub::default());
+    hub.import(ids.iter().flat_map(|a| (0..3).map(move |n| finding(a, n))));
+    // Organizations takes a second a call: the warm-up (8 at a time) needs 5 s for all 40.
+    let source = Arc::new(StaticSource::new(ids.iter().map(|a| account(a, &[]))).with_latency(Duration::from_secs(1)));
+    let state = Arc::new(InMemorySweepState::default());
+    let refresher = Refresher::new(sweeper(&hub, source.clone()), state, Some(source.clone()));
+    let run = refresher.run(far(), &no_progress).await;
+    assert_eq!(source.total_lookups(), 0, "no account looked up on its own: the warm-up completed them all");
+    assert_eq!(source.completions.load(Relaxed), 40);
+    assert!(run.extra_passes >= 1, "{run:?}");
+    assert!(run.pass_complete);
+    assert!(run.sweep.balances());
+    assert_eq!(run.sweep.enriched_complete, 120, "{:?}", run.sweep);
+    for a in &ids {
+        let stored = hub.stored(&finding(a, 2).identifier()).unwrap();
+        assert_eq!(stored.user_defined_fields[keys::FINDING_ENRICHED], "True", "{a}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -231,12 +244,15 @@ async fn a_failed_walk_leaves_the_sweep_to_look_accounts_up_itself() {
     let source = Arc::new(StaticSource::new([account(A, &[])]));
     source.walk_fails.store(true, std::sync::atomic::Ordering::Relaxed);
     let state = Arc::new(InMemorySweepState::default());
-    let refresher = Refresher { sweeper: sweeper(&hub, source.clone()), state, walk: Some(source.clone()) };
+    let refresher = Refresher::new(sweeper(&hub, source.clone()), state, Some(source.clone()));
     let run = refresher.run(far(), &no_progress).await;
     assert!(run.warm.is_none());
     assert!(run.warm_error.as_deref().is_some_and(|e| e.contains("ListAccountsForParent")), "{:?}", run.warm_error);
     assert_eq!(run.sweep.enriched_complete, 10);
     assert_eq!(source.lookups(A), 1);
+    // A failed walk is not retried at every run (it would spend the budget on walks).
+    refresher.run(far(), &no_progress).await;
+    assert_eq!(source.walks.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -246,7 +262,7 @@ async fn one_run_drains_a_queue_of_many_accounts_twenty_at_a_time() {
     hub.import(ids.iter().flat_map(|a| (0..3).map(move |n| finding(a, n))));
     let source = Arc::new(StaticSource::new(ids.iter().map(|a| account(a, &[]))));
     let state = Arc::new(InMemorySweepState::default());
-    let refresher = Refresher { sweeper: sweeper(&hub, source.clone()), state: state.clone(), walk: None };
+    let refresher = Refresher::new(sweeper(&hub, source.clone()), state.clone(), None);
     state.enqueue(&ids).await.unwrap();
     let run = refresher.run(far(), &no_progress).await;
     assert_eq!(run.accounts.len(), 45, "three sweeps of at most 20 accounts, one run");
@@ -288,7 +304,7 @@ async fn a_pass_that_leaves_findings_partial_is_followed_by_another_in_the_same_
         .lookups(8, Duration::from_secs(1))
         .build_sweeper(hub.clone(), READS);
     let state = Arc::new(InMemorySweepState::default());
-    let refresher = Refresher { sweeper: slow, state: state.clone(), walk: None };
+    let refresher = Refresher::new(slow, state.clone(), None);
     let run = refresher.run(far(), &no_progress).await;
     assert_eq!(run.extra_passes, 1, "{run:?}");
     assert!(run.pass_complete);
@@ -299,7 +315,7 @@ async fn a_pass_that_leaves_findings_partial_is_followed_by_another_in_the_same_
     hub.import((30..40).map(|n| finding(B, n)));
     let down = Arc::new(StaticSource::new([account(B, &[])]));
     down.fail(&[B]);
-    let refresher = Refresher { sweeper: sweeper(&hub, down), state, walk: None };
+    let refresher = Refresher::new(sweeper(&hub, down), state, None);
     let outage = refresher.run(far(), &no_progress).await;
     assert_eq!(outage.extra_passes, 1, "{outage:?}");
     assert_eq!(outage.sweep.still_partial, 20, "ten findings of B, Partial in both passes");

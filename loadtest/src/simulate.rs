@@ -440,8 +440,8 @@ impl Simulation {
         let cold_limit = Duration::from_secs_f64((20.0 * organizations_bound_seconds).max(3600.0));
         let cold = async {
             if self.mode == Mode::Cold {
-                let mut refresher = Refresher {
-                    sweeper: environment()
+                let mut refresher = Refresher::new(
+                    environment()
                         .quota(QuotaShare::shared(
                             pool,
                             static_share,
@@ -456,9 +456,9 @@ impl Simulation {
                                 burst: SWEEP_GET_FINDINGS_RATE.burst,
                             },
                         ),
-                    state: Arc::new(InMemorySweepState::default()),
-                    walk: Some(organizations.clone()),
-                };
+                    Arc::new(InMemorySweepState::default()),
+                    Some(organizations.clone()),
+                );
                 // The sweep keeps its margin for writing in simulated time too.
                 refresher.sweeper.write_margin = scaled(WRITE_MARGIN);
                 let schedule = Schedule {

@@ -224,6 +224,18 @@ impl Directory {
         CachePass { resolved, pending: PendingLookups { accounts: to_look_up, stale }, stats }
     }
 
+    /// The cache tiers alone: what they cannot answer fresh is served stale if it can be, else
+    /// `Unavailable`. Nothing is looked up.
+    pub async fn cached_only(&self, account_ids: &[String]) -> HashMap<String, Resolution> {
+        let CachePass { mut resolved, pending, .. } = self.from_cache(account_ids).await;
+        let PendingLookups { accounts, mut stale } = pending;
+        let mut stats = PrefetchStats::default();
+        for id in accounts {
+            continue_with_fallback(&mut stats, &mut stale, &mut resolved, id);
+        }
+        resolved
+    }
+
     /// Looks up what the cache could not answer, waiting at most the lookup budget and falling
     /// back to stale entries. Lookups still running then go on in the background and warm the
     /// cache (memory and table) for the batches after this one.

@@ -1,16 +1,21 @@
 //! One run of the `refresher`: accounts queued for refresh first (their metadata changed, so
 //! their findings are stale), then the pass over every active finding from its checkpoint, so
 //! that findings older than the deployment and findings left `Partial` are completed without
-//! waiting for Security Hub to send an event for them.
+//! waiting for Security Hub to send an event for them. Beside the pass, the directory is
+//! warmed from the walk of the OU tree, so a cold organization costs about 2 Organizations
+//! calls per account, and passes follow one another while the warm-up completes accounts.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::core::error::error_chain;
 use crate::core::time::now_epoch_seconds;
-use crate::ports::metadata::{OrganizationWalk, WalkedAccount};
+use crate::ports::metadata::{LookupError, OrganizationWalk, WalkedAccount};
 use crate::ports::sweep_state::{Checkpoint, SweepState};
 use crate::service::directory::{WarmReport, WarmScope};
 use crate::service::sweep::{SweepReport, Sweeper};
@@ -22,19 +27,29 @@ pub const ACCOUNTS_PER_SWEEP: usize = 20;
 pub struct Refresher {
     pub sweeper: Sweeper,
     pub state: Arc<dyn SweepState>,
-    /// Walks the OU tree as a pass begins, so the pass finds the directory warm at about
-    /// (OUs + accounts ÷ 20) + 2 per uncached account Organizations calls instead of about 4
-    /// per account. `None`: the sweep's own per-page lookups alone.
-    pub walk: Option<Arc<dyn OrganizationWalk>>,
+    /// The walk of the OU tree: names and OU paths in about (OUs + accounts ÷ 20) calls, then
+    /// 2 per uncached account, instead of about 4 per account looked up on its own. `None`: the
+    /// sweep's own per-page lookups alone.
+    walk: Option<Arc<dyn OrganizationWalk>>,
+    /// The last walk, kept while this environment lives (at most `WALK_REUSE`), so runs that
+    /// follow one another do not walk the tree again.
+    walked: tokio::sync::Mutex<Option<LastWalk>>,
 }
 
-/// Of the time a run has left as a pass begins, the share the warm-up may take; the rest is
-/// the sweep's. A warm-up cut short is not repeated: the pass goes on from its checkpoint and
-/// the sweep looks up what the walk did not reach.
-const WARM_SHARE: f64 = 0.5;
+/// When the last walk ran, and what it found (`None`: it failed).
+type LastWalk = (Instant, Option<Arc<Vec<WalkedAccount>>>);
+
+/// How long one walk of the OU tree (or its failure) serves later runs of the same environment.
+/// An account moved meanwhile is queued by account-events and looked up afresh (queued accounts
+/// come first, and the warm-up skips what is cached), so this bounds new accounts' wait for a
+/// walk, not the freshness of moved ones.
+pub const WALK_REUSE: Duration = Duration::from_secs(3600);
 
 /// Another pass begins in the same run only with at least this much time left.
-const MIN_TIME_FOR_A_PASS: std::time::Duration = std::time::Duration::from_secs(60);
+const MIN_TIME_FOR_A_PASS: Duration = Duration::from_secs(60);
+
+/// Between passes while the warm-up is still completing accounts.
+const PASS_PAUSE: Duration = Duration::from_secs(30);
 
 /// What a run did: which kind of sweep, and its report.
 #[derive(Debug, Serialize)]
@@ -43,7 +58,7 @@ pub struct RefreshReport {
     pub queued: usize,
     /// The accounts this run refreshed (empty: the pass over every finding).
     pub accounts: Vec<String>,
-    /// What warming the directory from the walk of the OU tree did, when this run began a pass.
+    /// What warming the directory from the walk of the OU tree did beside the pass.
     pub warm: Option<WarmReport>,
     /// Why the walk failed (the sweep went on with its own lookups).
     pub warm_error: Option<String>,
@@ -56,7 +71,27 @@ pub struct RefreshReport {
     pub state_error: Option<String>,
 }
 
+impl RefreshReport {
+    /// A run that has done nothing yet, with `queued` accounts waiting as it began.
+    fn nothing_yet(queued: usize) -> Self {
+        RefreshReport {
+            queued,
+            accounts: Vec::new(),
+            warm: None,
+            warm_error: None,
+            sweep: SweepReport::default(),
+            pass_complete: false,
+            extra_passes: 0,
+            state_error: None,
+        }
+    }
+}
+
 impl Refresher {
+    pub fn new(sweeper: Sweeper, state: Arc<dyn SweepState>, walk: Option<Arc<dyn OrganizationWalk>>) -> Self {
+        Refresher { sweeper, state, walk, walked: tokio::sync::Mutex::new(None) }
+    }
+
     pub async fn run(&self, deadline: Instant, progress: &(dyn Fn(&SweepReport) + Sync)) -> RefreshReport {
         let queued = match self.state.queued().await {
             Ok(queued) => queued,
@@ -82,16 +117,7 @@ impl Refresher {
                     break;
                 }
             }
-            return RefreshReport {
-                queued: queued.len(),
-                accounts,
-                warm: None,
-                warm_error: None,
-                sweep,
-                pass_complete: false,
-                extra_passes: 0,
-                state_error,
-            };
+            return RefreshReport { accounts, sweep, state_error, ..RefreshReport::nothing_yet(queued.len()) };
         }
         let checkpoint = match self.state.checkpoint().await {
             Ok(checkpoint) => checkpoint,
@@ -100,104 +126,109 @@ impl Refresher {
         self.passes(checkpoint, deadline, progress).await
     }
 
-    /// The pass over every finding from `checkpoint`. A pass begins with the walk of the OU
-    /// tree; a pass that ends with findings still `Partial` while Organizations is answering is
-    /// followed by another one in the same run, so the run spends its whole time (and the
-    /// Organizations budget) on completing them rather than idling until the next schedule.
+    /// The pass over every finding from `checkpoint`, and beside it the warm-up: the accounts
+    /// the walk found and the cache does not hold are completed (2 calls each) while the pass
+    /// runs, and the pass answers those accounts from the cache alone rather than look them up
+    /// again (4 calls each). A pass that leaves findings `Partial` is followed by another while
+    /// the warm-up goes on, and once more after it; so one run spends its whole time, and the
+    /// Organizations budget, on completing them.
     async fn passes(
         &self,
         mut checkpoint: Option<Checkpoint>,
         deadline: Instant,
         progress: &(dyn Fn(&SweepReport) + Sync),
     ) -> RefreshReport {
-        let mut report = RefreshReport {
-            queued: 0,
-            accounts: Vec::new(),
-            warm: None,
-            warm_error: None,
-            sweep: SweepReport::default(),
-            pass_complete: false,
-            extra_passes: 0,
-            state_error: None,
+        let mut report = RefreshReport::nothing_yet(0);
+        let walked = match self.walked(deadline).await {
+            Ok(walked) => walked,
+            Err(error) => {
+                let error = error_chain(&error);
+                tracing::warn!(error = %error, "the walk of the OU tree failed; the sweep looks accounts up itself");
+                report.warm_error = Some(error);
+                None
+            }
         };
-        // The walk's accounts, walked once per run however many passes it holds.
-        let mut walked: Option<Vec<WalkedAccount>> = None;
-        loop {
-            let mut warmed_now = 0;
-            if checkpoint.is_none()
-                && report.warm_error.is_none()
-                && let Some(walk) = &self.walk
-            {
-                let now = Instant::now();
-                let warm_until = now + deadline.saturating_duration_since(now).mul_f64(WARM_SHARE);
-                if walked.is_none() {
-                    match walk.walk(warm_until).await {
-                        Ok(accounts) => walked = Some(accounts),
-                        Err(error) => {
-                            let error = error_chain(&error);
-                            tracing::warn!(error = %error, "the walk of the OU tree failed; the sweep looks accounts up itself");
-                            report.warm_error = Some(error);
-                        }
-                    }
+        let warming = AtomicBool::new(walked.is_some());
+        let walked_ids: HashSet<&str> = walked.iter().flat_map(|w| w.iter().map(|a| a.account_id.as_str())).collect();
+        let warm = async {
+            let (walk, accounts) = (self.walk.as_ref()?, walked.as_ref()?);
+            let until = deadline.checked_sub(self.sweeper.write_margin).unwrap_or(deadline);
+            let warmed =
+                self.sweeper.directory.warm_walked(walk.as_ref(), accounts.to_vec(), WarmScope::Uncached, until).await;
+            warming.store(false, Ordering::Release);
+            Some(warmed)
+        };
+        let defer = |account: &str| warming.load(Ordering::Acquire) && walked_ids.contains(account);
+        let sweeps = async {
+            let mut after_warm = 0;
+            loop {
+                let pass_started_at = checkpoint.as_ref().map_or_else(now_epoch_seconds, |c| c.pass_started_at);
+                let resume = checkpoint.take().map(|c| c.next_token);
+                let sweep = self.sweeper.run_deferring(&[], resume, deadline, &defer, progress).await;
+                let next = sweep.resume_token.clone().map(|next_token| Checkpoint { next_token, pass_started_at });
+                // A pass that reached its end starts again from the first page next time.
+                report.pass_complete = next.is_none() && sweep.complete();
+                if let Err(error) = self.state.save_checkpoint(next.as_ref()).await {
+                    report.state_error = Some(error_chain(&error));
                 }
-                if let Some(accounts) = &walked {
-                    let round = self
-                        .sweeper
-                        .directory
-                        .warm_walked(walk.as_ref(), accounts.clone(), WarmScope::Uncached, warm_until)
-                        .await;
-                    warmed_now = round.cached;
-                    report.warm = Some(match report.warm.take() {
-                        None => round,
-                        // The same walk: what was cached to begin with is the first round's;
-                        // what is still not reached, the last round's.
-                        Some(first) => WarmReport {
-                            cached: first.cached + round.cached,
-                            failed: first.failed + round.failed,
-                            not_reached: round.not_reached,
-                            ..first
-                        },
-                    });
+                let (partial, completed) = (sweep.still_partial, sweep.enriched_complete);
+                report.sweep += sweep;
+                let still_warming = warming.load(Ordering::Acquire);
+                if !still_warming {
+                    after_warm += 1;
                 }
+                let time_left = deadline.saturating_duration_since(Instant::now());
+                // While the warm-up goes on; after it, once more, then only while passes make
+                // progress (so an Organizations outage costs one extra pass, not a spin).
+                let another = report.pass_complete
+                    && report.state_error.is_none()
+                    && partial > 0
+                    && time_left > MIN_TIME_FOR_A_PASS
+                    && (still_warming || after_warm <= 1 || completed > 0);
+                if !another {
+                    break;
+                }
+                if still_warming {
+                    tokio::time::sleep(PASS_PAUSE.min(time_left - MIN_TIME_FOR_A_PASS)).await;
+                }
+                report.extra_passes += 1;
             }
-            let pass_started_at = checkpoint.as_ref().map_or_else(now_epoch_seconds, |c| c.pass_started_at);
-            let sweep = self.sweeper.run(&[], checkpoint.map(|c| c.next_token), deadline, progress).await;
-            let next = sweep.resume_token.clone().map(|next_token| Checkpoint { next_token, pass_started_at });
-            // A pass that reached its end starts again from the first page next time.
-            report.pass_complete = next.is_none() && sweep.complete();
-            if let Err(error) = self.state.save_checkpoint(next.as_ref()).await {
-                report.state_error = Some(error_chain(&error));
+        };
+        let (warmed, ()) = tokio::join!(warm, sweeps);
+        report.warm = warmed;
+        report
+    }
+
+    /// The walk of the OU tree, reused within `WALK_REUSE`; `None` without a walk, or within
+    /// `WALK_REUSE` of a walk that failed. A walk may take half the run: one that cannot finish
+    /// in that time (an organization too large for the budget) is not retried every run, which
+    /// would spend the whole budget on walks; its accounts are looked up one by one instead.
+    async fn walked(&self, deadline: Instant) -> Result<Option<Arc<Vec<WalkedAccount>>>, LookupError> {
+        let Some(walk) = &self.walk else { return Ok(None) };
+        let mut last = self.walked.lock().await;
+        if let Some((at, accounts)) = last.as_ref()
+            && at.elapsed() < WALK_REUSE
+        {
+            return Ok(accounts.clone());
+        }
+        let now = Instant::now();
+        let until = now + deadline.saturating_duration_since(now) / 2;
+        match walk.walk(until).await {
+            Ok(accounts) => {
+                let accounts = Arc::new(accounts);
+                *last = Some((Instant::now(), Some(accounts.clone())));
+                Ok(Some(accounts))
             }
-            let (partial, completed) = (sweep.still_partial, sweep.enriched_complete);
-            report.sweep += sweep;
-            let time_left = deadline.saturating_duration_since(Instant::now());
-            let another = report.pass_complete
-                && report.state_error.is_none()
-                && partial > 0
-                // Once more in any case (lookups the pass began may have landed since); after
-                // that only while passes make progress, so an outage costs one extra pass.
-                && (report.extra_passes == 0 || completed > 0 || warmed_now > 0)
-                && time_left > MIN_TIME_FOR_A_PASS;
-            if !another {
-                return report;
+            Err(error) => {
+                *last = Some((Instant::now(), None));
+                Err(error)
             }
-            report.extra_passes += 1;
-            checkpoint = None;
         }
     }
 
     fn failed_state(&self, error: String) -> RefreshReport {
         tracing::error!(error = %error, "the sweep's state in the cache table could not be read");
-        RefreshReport {
-            queued: 0,
-            accounts: Vec::new(),
-            warm: None,
-            warm_error: None,
-            sweep: SweepReport::default(),
-            pass_complete: false,
-            extra_passes: 0,
-            state_error: Some(error),
-        }
+        RefreshReport { state_error: Some(error), ..RefreshReport::nothing_yet(0) }
     }
 }
 

@@ -245,6 +245,16 @@ impl InMemoryHub {
     }
 }
 
+/// An ACTIVE GuardDuty finding of `account`, numbered `n`: what tests import into the hub.
+pub fn active_finding(account: &str, n: usize) -> Finding {
+    serde_json::from_value(serde_json::json!({
+        "Id": format!("arn:aws:securityhub:us-east-1:{account}:finding/{n:05}"),
+        "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/guardduty",
+        "AwsAccountId": account, "RecordState": "ACTIVE", "UpdatedAt": "2026-11-30T00:00:00Z"
+    }))
+    .expect("a well-formed finding")
+}
+
 /// GetFindings' largest page, as the hub pages.
 const PAGE: usize = 100;
 
