@@ -102,7 +102,7 @@ impl Refresher {
             // accounts is one run, not five); the pass over every finding waits for an empty queue.
             let (mut accounts, mut sweep, mut state_error) = (Vec::new(), SweepReport::default(), None);
             for chunk in queued.chunks(ACCOUNTS_PER_SWEEP) {
-                let chunk_sweep = self.sweeper.run(chunk, None, deadline, progress).await;
+                let chunk_sweep = Box::pin(self.sweeper.run(chunk, None, deadline, progress)).await;
                 let complete = chunk_sweep.complete();
                 accounts.extend_from_slice(chunk);
                 sweep += chunk_sweep;
@@ -123,7 +123,7 @@ impl Refresher {
             Ok(checkpoint) => checkpoint,
             Err(error) => return self.failed_state(error_chain(&error)),
         };
-        self.passes(checkpoint, deadline, progress).await
+        Box::pin(self.passes(checkpoint, deadline, progress)).await
     }
 
     /// The pass over every finding from `checkpoint`, and beside it the warm-up: the accounts
@@ -139,7 +139,7 @@ impl Refresher {
         progress: &(dyn Fn(&SweepReport) + Sync),
     ) -> RefreshReport {
         let mut report = RefreshReport::nothing_yet(0);
-        let walked = match self.walked(deadline).await {
+        let walked = match Box::pin(self.walked(deadline)).await {
             Ok(walked) => walked,
             Err(error) => {
                 let error = error_chain(&error);
@@ -164,7 +164,7 @@ impl Refresher {
             loop {
                 let pass_started_at = checkpoint.as_ref().map_or_else(now_epoch_seconds, |c| c.pass_started_at);
                 let resume = checkpoint.take().map(|c| c.next_token);
-                let sweep = self.sweeper.run_deferring(&[], resume, deadline, &defer, progress).await;
+                let sweep = Box::pin(self.sweeper.run_deferring(&[], resume, deadline, &defer, progress)).await;
                 let next = sweep.resume_token.clone().map(|next_token| Checkpoint { next_token, pass_started_at });
                 // A pass that reached its end starts again from the first page next time.
                 report.pass_complete = next.is_none() && sweep.complete();
@@ -194,7 +194,8 @@ impl Refresher {
                 report.extra_passes += 1;
             }
         };
-        let (warmed, ()) = tokio::join!(warm, sweeps);
+        // Boxed: both futures are large, and the two side by side would not fit a 2 MB stack.
+        let (warmed, ()) = tokio::join!(Box::pin(warm), Box::pin(sweeps));
         report.warm = warmed;
         report
     }
