@@ -231,6 +231,8 @@ async fn the_pass_leaves_walked_accounts_to_the_warm_up_and_completes_them_in_th
     assert!(run.pass_complete);
     assert!(run.sweep.balances());
     assert_eq!(run.sweep.enriched_complete, 120, "{:?}", run.sweep);
+    assert!(run.sweep.skipped.get("awaiting_warm_up").is_some_and(|&n| n > 0), "{:?}", run.sweep);
+    assert_eq!(hub.call_count(), 40, "each account's findings written once, complete: no Partial write first");
     for a in &ids {
         let stored = hub.stored(&finding(a, 2).identifier()).unwrap();
         assert_eq!(stored.user_defined_fields[keys::FINDING_ENRICHED], "True", "{a}");

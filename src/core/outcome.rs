@@ -26,6 +26,10 @@ pub enum SkipReason {
     /// An OCSF finding whose `comment` is someone else's (an analyst's, another tool's): the
     /// new hub has one comment per finding and we never overwrite text that is not ours.
     ForeignComment,
+    /// A sweep left it for the pass after: the refresher's warm-up is completing its account
+    /// (2 Organizations calls) right now, so neither a lookup of its own (4) nor a `Partial`
+    /// write that would only be written again.
+    AwaitingWarmUp,
 }
 
 impl SkipReason {
@@ -39,6 +43,7 @@ impl SkipReason {
             SkipReason::InvalidAccountId => "invalid_account_id",
             SkipReason::Rejected(code) => code.as_str(),
             SkipReason::ForeignComment => "foreign_comment",
+            SkipReason::AwaitingWarmUp => "awaiting_warm_up",
         }
     }
 }

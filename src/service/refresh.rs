@@ -171,7 +171,7 @@ impl Refresher {
                 if let Err(error) = self.state.save_checkpoint(next.as_ref()).await {
                     report.state_error = Some(error_chain(&error));
                 }
-                let (partial, completed) = (sweep.still_partial, sweep.enriched_complete);
+                let (partial, completed) = (sweep.incomplete(), sweep.enriched_complete);
                 report.sweep += sweep;
                 let still_warming = warming.load(Ordering::Acquire);
                 if !still_warming {

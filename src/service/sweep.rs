@@ -74,6 +74,12 @@ impl SweepReport {
                 + self.failed.values().sum::<usize>()
     }
 
+    /// Findings this run left short of complete: written or left `Partial`, or waiting for the
+    /// warm-up.
+    pub fn incomplete(&self) -> usize {
+        self.still_partial + self.skipped.get(SkipReason::AwaitingWarmUp.as_label()).copied().unwrap_or(0)
+    }
+
     pub fn complete(&self) -> bool {
         self.resume_token.is_none() && self.stopped.is_none()
     }
@@ -121,6 +127,8 @@ struct Pending {
     resume_from: Option<String>,
     /// What the directory said of the accounts of the pages read, asked once per page.
     resolutions: HashMap<String, Resolution>,
+    /// Deferred accounts the cache could not answer: their findings wait for the next pass.
+    awaiting: std::collections::HashSet<String>,
 }
 
 impl Sweeper {
@@ -185,7 +193,12 @@ impl Sweeper {
                 .collect();
             let (deferred, new): (Vec<String>, Vec<String>) = new.into_iter().partition(|a| defer(a));
             if !deferred.is_empty() {
-                pending.resolutions.extend(self.directory.cached_only(&deferred).await);
+                for (account, resolution) in self.directory.cached_only(&deferred).await {
+                    if matches!(resolution, Resolution::Unavailable) {
+                        pending.awaiting.insert(account.clone());
+                    }
+                    pending.resolutions.insert(account, resolution);
+                }
             }
             if !new.is_empty() {
                 let (resolved, _) = self.directory.prefetch(&new, deadline).await;
@@ -261,6 +274,7 @@ impl Sweeper {
             pending.written.clear();
             if let Some(account) = pending.account.take() {
                 pending.resolutions.remove(&account);
+                pending.awaiting.remove(&account);
             }
         }
     }
@@ -277,6 +291,8 @@ impl Sweeper {
                 report.count(&FindingOutcome::Skipped(SkipReason::Archived));
             } else if !is_account_id(&c.finding.aws_account_id) {
                 report.count(&FindingOutcome::Skipped(SkipReason::InvalidAccountId));
+            } else if pending.awaiting.contains(&c.finding.aws_account_id) {
+                report.count(&FindingOutcome::Skipped(SkipReason::AwaitingWarmUp));
             } else {
                 eligible.push(i);
             }

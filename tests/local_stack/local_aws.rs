@@ -468,8 +468,9 @@ async fn the_refresher_enriches_findings_from_before_the_stream_and_refreshes_a_
     assert!(first.pass_complete, "{first:?}");
     let sweep = &first.sweep;
     assert!(sweep.balances(), "{sweep:?}");
-    // The walk's warm-up runs beside the pass: accounts it had not reached yet were left to it
-    // (written Partial, never looked up twice) and completed by the pass after.
+    // The walk's warm-up runs beside the pass: findings of accounts it had not reached yet
+    // waited for it (never looked up twice, never written Partial first) and were written
+    // complete by the pass after.
     let passes = 1 + first.extra_passes;
     assert_eq!(first.warm.as_ref().map(|w| (w.accounts, w.cached)), Some((7, 7)), "{first:?}");
     assert_eq!((sweep.examined, sweep.enriched_complete), (250 * passes, 250), "{sweep:?}");
