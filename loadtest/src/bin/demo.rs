@@ -142,7 +142,7 @@ async fn main() -> Result<()> {
         if wave == 0 {
             count_enriched(&securityhub, "after the stream's first pass").await?;
             println!(
-                "\n== Refresher run (on its schedule, every RefreshIntervalMinutes): the pass begins with a walk of the OU tree, then sweeps every active finding"
+                "\n== Refresher run (on its schedule, every RefreshIntervalMinutes): warms the cache from a walk of the OU tree beside its passes over every active finding"
             );
             let before = refresher_calls.snapshot();
             let run = refresher.run(tokio::time::Instant::now() + Duration::from_secs(600), &|_| {}).await;
