@@ -553,9 +553,11 @@ async fn warming_the_whole_organization_walks_the_ou_tree() {
 
     // The same accounts looked up one by one, as the stream does on a cold cache: a table of
     // its own, so nothing is cached.
-    stack.create_cache_table("cold").await;
-    let cold_config =
-        stack.config("cold", &[("CONTACT_ROLE_ARN", format!("arn:aws:iam::{}:role/contacts", org.management_account))]);
+    stack.create_cache_table("cold-cache").await;
+    let cold_config = stack.config(
+        "cold-cache",
+        &[("CONTACT_ROLE_ARN", format!("arn:aws:iam::{}:role/contacts", org.management_account))],
+    );
     let cold_calls = ApiCalls::default();
     let cold_clients = Clients::for_enricher("enricher", &cold_config, &stack.sdk, &cold_calls).await;
     let sample: Vec<String> = org.accounts.iter().take(50).map(|a| a.id.clone()).collect();
