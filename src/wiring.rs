@@ -246,8 +246,8 @@ impl Sweeper {
 pub const SWEEP_GET_FINDINGS_RATE: Rate = Rate { per_second: 2.0, burst: 4 };
 
 impl Refresher {
-    /// The refresher: the sweep, its state in the cache table, and the walk of the OU tree as
-    /// each pass begins, on the sweep's own Organizations budget (one limiter for both).
+    /// The refresher: the sweep, its state in the cache table, and the walk of the OU tree for
+    /// its warm-up, on the sweep's own Organizations budget (one limiter for both).
     pub fn from_clients(config: &EnricherConfig, clients: &Clients) -> Self {
         let source = Arc::new(organizations_source(config, clients));
         Refresher::new(

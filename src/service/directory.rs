@@ -67,8 +67,8 @@ pub struct WarmReport {
 pub enum WarmScope {
     /// Every account, fresh or not: `enricher-admin warm --all`, an operator's explicit ask.
     Everything,
-    /// Only accounts the cache tiers cannot answer fresh: the refresher at the start of a
-    /// pass, which must not spend the Organizations budget on what is already known.
+    /// Only accounts the cache tiers cannot answer fresh: the refresher's warm-up beside its
+    /// passes, which must not spend the Organizations budget on what is already known.
     Uncached,
 }
 
