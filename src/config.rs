@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::core::cache_entry::CacheTimes;
-use crate::core::enrich::TagFilter;
+use crate::core::enrich::{Rendering, TagFilter};
 use crate::core::rate::{Rate, share_of};
 use crate::core::routing::{DEFAULT_OWNER_TAG_KEY, RoutingPolicy, RoutingRules};
 use crate::core::select::Criteria;
@@ -31,7 +31,8 @@ pub struct ContactRole {
 pub struct EnricherConfig {
     pub cache_table: String,
     pub contact_role: Option<ContactRole>,
-    pub tag_filter: TagFilter,
+    /// `TAG_KEYS`, `ROUTING_POLICY`, `OWNER_TAG_KEY`: how every path renders enrichment.
+    pub rendering: Rendering,
     pub cache: CacheTimes,
     pub organizations_rate: Rate,
     pub account_rate: Rate,
@@ -49,11 +50,15 @@ pub struct EnricherConfig {
     pub deadline_margin: Duration,
     /// Detective fan-out, when `JOBS_TABLE` is set.
     pub investigations: Option<InvestigationConfig>,
-    /// `ROUTING_POLICY` and `OWNER_TAG_KEY`.
-    pub routing: RoutingRules,
     /// `ENRICHED_EVENTS_BUS`: the bus (name or ARN) enriched-finding events go to; unset, none
     /// are published.
     pub events_bus: Option<String>,
+}
+
+/// How findings are rendered, the same for every function that writes them: `TAG_KEYS`,
+/// `ROUTING_POLICY`, `OWNER_TAG_KEY`.
+fn rendering<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Rendering, ConfigError> {
+    Ok(Rendering { tag_filter: tag_filter(vars)?, routing: routing_rules(vars)? })
 }
 
 /// `ROUTING_POLICY` (a JSON document) and `OWNER_TAG_KEY`, validated at start.
@@ -157,7 +162,11 @@ fn investigation_config<F: Fn(&str) -> Option<String>>(
 pub struct InvestigatorConfig {
     pub jobs_table: String,
     pub cache_table: String,
-    pub tag_filter: TagFilter,
+    /// The enricher's rendering: a verdict's write keeps the findings current for every path.
+    pub rendering: Rendering,
+    /// `ENRICHED_EVENTS_BUS`: the findings a verdict is written to are published, as every
+    /// path's are.
+    pub events_bus: Option<String>,
     pub graph_arn: Option<String>,
     pub detective_rate: Rate,
     pub max_attempts: u32,
@@ -185,7 +194,8 @@ impl InvestigatorConfig {
             jobs_table: vars
                 .required("JOBS_TABLE", "the DynamoDB table (partition key JobId, S) of investigation jobs")?,
             cache_table: vars.required("CACHE_TABLE", "the enricher's account metadata cache table")?,
-            tag_filter: tag_filter(vars)?,
+            rendering: rendering(vars)?,
+            events_bus: events_bus(vars)?,
             graph_arn,
             detective_rate: vars.rate("DETECTIVE_RPS", "DETECTIVE_BURST", Rate { per_second: 1.0, burst: 2 })?,
             max_attempts: vars.parsed("INVESTIGATION_MAX_ATTEMPTS", 3, |n| (1..=20).contains(n))?,
@@ -311,6 +321,9 @@ pub const INVESTIGATOR_VARS: &[&str] = &[
     "SECURITYHUB_RPS",
     "SECURITYHUB_BURST",
     "DEADLINE_MARGIN_MS",
+    "ROUTING_POLICY",
+    "OWNER_TAG_KEY",
+    "ENRICHED_EVENTS_BUS",
 ];
 
 /// Variables the account-events function reads.
@@ -366,7 +379,7 @@ impl EnricherConfig {
                 })
             }
         };
-        let tag_filter = tag_filter(vars)?;
+        let rendering = rendering(vars)?;
         let cache = CacheTimes {
             fresh: vars.seconds("CACHE_TTL_SECONDS", 24 * 3600)?,
             negative: vars.seconds("NEGATIVE_CACHE_TTL_SECONDS", 3600)?,
@@ -391,7 +404,7 @@ impl EnricherConfig {
         Ok(EnricherConfig {
             cache_table,
             contact_role,
-            tag_filter,
+            rendering,
             cache,
             organizations_rate: vars.rate(
                 "ORGANIZATIONS_RPS",
@@ -407,7 +420,6 @@ impl EnricherConfig {
             lookup_budget: vars.seconds("LOOKUP_BUDGET_SECONDS", 5)?,
             deadline_margin: Duration::from_millis(vars.parsed("DEADLINE_MARGIN_MS", 3000, |_| true)?),
             investigations,
-            routing: routing_rules(vars)?,
             events_bus: events_bus(vars)?,
         })
     }
@@ -432,7 +444,7 @@ mod tests {
     #[test]
     fn defaults_are_safe() {
         let config = EnricherConfig::from_vars(&vars(&[("CACHE_TABLE", "t")])).unwrap();
-        assert_eq!(config.tag_filter, TagFilter::All);
+        assert_eq!(config.rendering.tag_filter, TagFilter::All);
         assert_eq!(config.contact_role, None);
         assert_eq!(config.securityhub_rate, SECURITYHUB_QUOTA);
         assert_eq!(config.quota_sharing, QuotaSharing::Ledger);
@@ -544,11 +556,11 @@ mod tests {
             ("ENRICHED_EVENTS_BUS", "arn:aws:events:us-east-1:111122223333:event-bus/findings"),
         ]))
         .unwrap();
-        assert_eq!(config.routing.policy.rules.len(), 1);
-        assert_eq!(config.routing.owner_tag_key, "Team");
+        assert_eq!(config.rendering.routing.policy.rules.len(), 1);
+        assert_eq!(config.rendering.routing.owner_tag_key, "Team");
         assert_eq!(config.events_bus.as_deref(), Some("arn:aws:events:us-east-1:111122223333:event-bus/findings"));
         let defaults = EnricherConfig::from_vars(&vars(&[("CACHE_TABLE", "t")])).unwrap();
-        assert_eq!(defaults.routing, RoutingRules::default());
+        assert_eq!(defaults.rendering.routing, RoutingRules::default());
         assert_eq!(defaults.events_bus, None);
     }
 
@@ -561,7 +573,7 @@ mod tests {
             ("CONTACT_ROLE_EXTERNAL_ID", "x-1"),
         ]))
         .unwrap();
-        assert_eq!(config.tag_filter, TagFilter::Only(BTreeSet::from(["CostCenter".into(), "Owner".into()])));
+        assert_eq!(config.rendering.tag_filter, TagFilter::Only(BTreeSet::from(["CostCenter".into(), "Owner".into()])));
         let role = config.contact_role.unwrap();
         assert_eq!(role.session_name, "securityhub-enricher");
         assert_eq!(role.external_id.as_deref(), Some("x-1"));

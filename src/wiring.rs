@@ -18,12 +18,14 @@ use crate::adapters::organizations::OrganizationsSource;
 use crate::adapters::sdk::{ApiCalls, app_name};
 use crate::adapters::securityhub::SecurityHubWriter;
 use crate::config::{AccountEventsConfig, ContactRole, EnricherConfig, InvestigatorConfig, QuotaSharing};
+use crate::core::enrich::Rendering;
 use crate::core::rate::{BACKGROUND_PREFIX, Rate};
 use crate::limits::Limiter;
 use crate::service::directory::Directory;
 use crate::service::fanout::Fanout;
 use crate::service::handler::Enricher;
 use crate::service::investigator::{COVERAGE_TTL, Coverage, Investigator, RETRY_BASE};
+use crate::service::pipeline::Pipeline;
 use crate::service::publisher::Publisher;
 use crate::service::quota_share::QuotaShare;
 use crate::service::refresh::Refresher;
@@ -199,12 +201,16 @@ fn updater(config: &EnricherConfig, clients: &Clients, background: bool) -> Upda
     updater.with_v2_writer(writer)
 }
 
+/// The one enrichment pipeline, as every path builds it: the configuration's rendering and
+/// enriched-finding events, and this path's updater (its share of the write quota).
+pub fn pipeline(rendering: &Rendering, events_bus: Option<&str>, clients: &Clients, updater: Updater) -> Pipeline {
+    let publisher =
+        events_bus.map(|bus| Publisher::new(Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), bus))));
+    Pipeline { rendering: rendering.clone(), updater, publisher }
+}
+
 impl Enricher {
     pub fn from_clients(config: &EnricherConfig, clients: &Clients) -> Self {
-        let publisher = config
-            .events_bus
-            .as_deref()
-            .map(|bus| Publisher::new(Arc::new(EventBridgePublisher::new(clients.eventbridge.clone(), bus))));
         let fanout = config.investigations.as_ref().map(|inv| Fanout {
             jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), &inv.jobs_table)),
             criteria: inv.criteria.clone(),
@@ -212,12 +218,14 @@ impl Enricher {
         });
         Enricher {
             directory: directory(config, clients),
-            updater: updater(config, clients, false),
-            tag_filter: config.tag_filter.clone(),
+            pipeline: pipeline(
+                &config.rendering,
+                config.events_bus.as_deref(),
+                clients,
+                updater(config, clients, false),
+            ),
             deadline_margin: config.deadline_margin,
             fanout,
-            routing: config.routing.clone(),
-            publisher,
         }
     }
 }
@@ -234,8 +242,12 @@ impl Sweeper {
         Sweeper {
             reader: Arc::new(SecurityHubWriter::new(clients.securityhub.clone())),
             directory: directory_over(config, clients, source),
-            updater: updater(config, clients, true),
-            tag_filter: config.tag_filter.clone(),
+            pipeline: pipeline(
+                &config.rendering,
+                config.events_bus.as_deref(),
+                clients,
+                updater(config, clients, true),
+            ),
             read_limit: Limiter::new(SWEEP_GET_FINDINGS_RATE),
             write_margin: WRITE_MARGIN,
         }
@@ -272,9 +284,13 @@ impl Investigator {
             jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), &config.jobs_table)),
             detective: Arc::new(DetectiveClient::new(clients.detective.clone(), config.graph_arn.clone())),
             hub: hub.clone(),
-            updater: Updater::new(hub, config.securityhub_rate),
+            pipeline: pipeline(
+                &config.rendering,
+                config.events_bus.as_deref(),
+                clients,
+                Updater::new(hub, config.securityhub_rate),
+            ),
             cache: Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.cache_table)),
-            tag_filter: config.tag_filter.clone(),
             detective_limit: Limiter::new(config.detective_rate),
             // Detective publishes no request-rate quotas for its read operations (the
             // emulator assumes 10/s); 5/s keeps well inside that for one investigator.

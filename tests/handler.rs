@@ -238,7 +238,7 @@ async fn organizations_outage_gives_partial_enrichment_that_completes_later() {
         "data": encode_event(&finding_with(a1.clone(), "a1")),
     }]);
     let report = h.enricher.handle(serde_json::from_value(replay.take()).unwrap(), soon()).await;
-    assert_eq!(report.tally.findings_skipped.get("unchanged"), Some(&1));
+    assert_eq!(report.tally.findings_skipped.get("still_partial"), Some(&1));
     assert_eq!(report.writes.updates.calls, 0);
 
     // Organizations is back: the next event for the finding completes it.

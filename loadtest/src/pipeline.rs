@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use securityhub_enricher::core::account::AccountRecord;
-use securityhub_enricher::core::enrich::{AccountEnrichment, Completeness, TagFilter, UPDATED_BY};
+use securityhub_enricher::core::enrich::{AccountEnrichment, Completeness, Rendering, UPDATED_BY};
 use securityhub_enricher::core::event::{IncomingBatch, decode_batch};
 use securityhub_enricher::core::plan;
 
@@ -34,7 +34,7 @@ pub fn run(
 pub fn run_parsed(batch: IncomingBatch, enrichments: &HashMap<String, AccountEnrichment>) -> PurePathOutput {
     let candidates = decode_batch(batch, 0.0).candidates;
     let kept = plan::triage(&candidates).kept;
-    let grouped = plan::group_updates(&candidates, &kept, enrichments);
+    let grouped = plan::group_updates(&candidates, &kept, enrichments, None);
     let mut encoded_bytes = 0;
     for request in &grouped.requests {
         let identifiers: Vec<_> =
@@ -66,10 +66,11 @@ pub fn bare_parse(batch: &[u8]) -> Result<usize, serde_json::Error> {
 
 /// Account enrichments for a synthetic organization, as a prefetch would produce them.
 pub fn enrichments_for(org: &[AccountRecord]) -> HashMap<String, AccountEnrichment> {
+    let rendering = Rendering::default();
     org.iter()
         .filter_map(|record| match record {
             AccountRecord::Found(meta) => {
-                Some((meta.account_id.clone(), AccountEnrichment::new(meta, Completeness::Complete, &TagFilter::All)))
+                Some((meta.account_id.clone(), rendering.account(meta, Completeness::Complete)))
             }
             AccountRecord::NotFound => None,
         })

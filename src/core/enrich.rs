@@ -94,14 +94,57 @@ pub fn contact_field(contact: &Contact) -> String {
     format!("Name:{} | Title:{} | Email:{} | Phone {}", contact.name, contact.title, contact.email, contact.phone)
 }
 
-impl AccountEnrichment {
-    pub fn new(account: &AccountMetadata, completeness: Completeness, tag_filter: &TagFilter) -> Self {
-        Self::routed(account, completeness, tag_filter, &RoutingRules::default())
+/// How every path renders an account's enrichment, from the configuration: which tags to copy
+/// (`TAG_KEYS`) and how findings are routed (`ROUTING_POLICY`, `OWNER_TAG_KEY`). Built once from
+/// the configuration and shared by the stream, the sweep and the investigator: the only way to
+/// an `AccountEnrichment`, so that a finding one path wrote is current for every other.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rendering {
+    pub tag_filter: TagFilter,
+    pub routing: RoutingRules,
+}
+
+impl Rendering {
+    /// The enrichment of one account, known this completely.
+    pub fn account(&self, account: &AccountMetadata, completeness: Completeness) -> AccountEnrichment {
+        AccountEnrichment::render(account, completeness, &self.tag_filter, &self.routing)
     }
 
-    /// As `new`, with `owner`, `environment` and `criticality` decided by these rules and
-    /// written as our own fields (and into the comment and the event).
-    pub fn routed(
+    /// The fallback and completeness rule: each account of these findings enriched once, from
+    /// what the directory knows (`known`): found → complete; not in the organization → complete
+    /// from the finding's own `AwsAccountName`, since that is all there is to know; unknown (no
+    /// answer in time) → partial from that name, to be completed later.
+    pub fn enrichments<'f, 'r>(
+        &self,
+        findings: impl IntoIterator<Item = &'f Finding>,
+        known: impl Fn(&str) -> Option<&'r AccountRecord>,
+    ) -> HashMap<String, AccountEnrichment> {
+        let mut fallback_names: HashMap<&str, Option<&str>> = HashMap::new();
+        for finding in findings {
+            let name = fallback_names.entry(finding.aws_account_id.as_str()).or_insert(None);
+            if name.is_none() {
+                *name = finding.aws_account_name.as_deref();
+            }
+        }
+        fallback_names
+            .into_iter()
+            .map(|(account_id, fallback_name)| {
+                let from_finding = || AccountMetadata::from_finding_name(account_id, fallback_name);
+                let (metadata, completeness) = match known(account_id) {
+                    Some(AccountRecord::Found(meta)) => (meta.clone(), Completeness::Complete),
+                    Some(AccountRecord::NotFound) => (from_finding(), Completeness::Complete),
+                    None => (from_finding(), Completeness::Partial),
+                };
+                (account_id.to_owned(), self.account(&metadata, completeness))
+            })
+            .collect()
+    }
+}
+
+impl AccountEnrichment {
+    /// Our fields, note, comment and event summary for the account, with `owner`,
+    /// `environment` and `criticality` decided by `rules`. Private: `Rendering` is the way in.
+    fn render(
         account: &AccountMetadata,
         completeness: Completeness,
         tag_filter: &TagFilter,
@@ -206,24 +249,38 @@ impl AccountEnrichment {
             .collect()
     }
 
-    /// The update payload for findings of this account with these foreign fields.
-    pub fn payload(&self, foreign: &BTreeMap<String, String>, write_note: bool) -> RenderedPayload {
+    /// The Note to write on a finding that carries `existing`: none when the note is someone
+    /// else's; else our account part, followed by the investigation part (`investigation`, or
+    /// the one our note already carries), so that re-enriching never erases a verdict.
+    pub fn note_for(&self, existing: Option<&Note>, investigation: Option<&str>) -> Option<String> {
+        if !note_is_ours(existing) {
+            return None;
+        }
+        let investigation = investigation.or_else(|| existing.and_then(|n| investigation_part_of(&n.text)));
+        Some(match investigation {
+            Some(part) => compose_note(&self.note, part),
+            None => self.note.clone(),
+        })
+    }
+
+    /// The update payload for findings of this account with these foreign fields and this
+    /// Note (`None`: left as it is).
+    pub fn payload(&self, foreign: &BTreeMap<String, String>, note: Option<String>) -> RenderedPayload {
         let mut fields = BTreeMap::new();
         let own = self.own_fields.iter().map(|(k, v)| (k, v));
         let foreign = foreign.iter().filter(|(k, v)| valid_key(k) && !v.trim().is_empty());
+        // Reserved keys first (the investigator's verdict), then everyone else's.
+        let (reserved, others): (Vec<_>, Vec<_>) = foreign.partition(|(k, _)| keys::is_reserved(k));
         let tags = self.tags.iter().map(|(k, v)| (k, v));
         let mut dropped = 0;
-        for (key, value) in own.chain(foreign).chain(tags) {
+        for (key, value) in own.chain(reserved).chain(others).chain(tags) {
             if fields.len() == FIELDS_MAX_PAIRS {
                 dropped += 1;
                 continue;
             }
             fields.entry(key.clone()).or_insert_with(|| truncate_chars(value, FIELD_VALUE_MAX_CHARS));
         }
-        RenderedPayload {
-            payload: EnrichmentPayload { note: write_note.then(|| self.note.clone()), fields },
-            fields_dropped: dropped,
-        }
+        RenderedPayload { payload: EnrichmentPayload { note, fields }, fields_dropped: dropped }
     }
 }
 
@@ -308,49 +365,62 @@ impl EnrichmentPayload {
     }
 }
 
-/// The fallback and completeness rule: each account of these findings enriched once, from
-/// what the directory knows (`known`): found → complete; not in the organization → complete
-/// from the finding's own `AwsAccountName`, since that is all there is to know; unknown (no
-/// answer in time) → partial from that name, to be completed later.
-pub fn account_enrichments<'a>(
-    findings: impl IntoIterator<Item = &'a Finding>,
-    known: impl Fn(&str) -> Option<&'a AccountRecord>,
-    tag_filter: &TagFilter,
-) -> HashMap<String, AccountEnrichment> {
-    routed_account_enrichments(findings, known, tag_filter, &RoutingRules::default())
+/// What the investigator adds to a finding's enrichment: the investigation part of the Note
+/// and the verdict's UserDefinedFields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addendum {
+    pub note: String,
+    pub fields: Vec<(&'static str, String)>,
 }
 
-/// `account_enrichments` with routing decided by these rules.
-pub fn routed_account_enrichments<'a>(
-    findings: impl IntoIterator<Item = &'a Finding>,
-    known: impl Fn(&str) -> Option<&'a AccountRecord>,
-    tag_filter: &TagFilter,
-    rules: &RoutingRules,
-) -> HashMap<String, AccountEnrichment> {
-    let mut fallback_names: HashMap<&str, Option<&str>> = HashMap::new();
-    for finding in findings {
-        let name = fallback_names.entry(finding.aws_account_id.as_str()).or_insert(None);
-        if name.is_none() {
-            *name = finding.aws_account_name.as_deref();
-        }
+impl Addendum {
+    /// The payload for a finding whose account cannot be rendered (no cache entry): what it
+    /// carries, with the verdict added, and our note's account part kept.
+    pub fn kept_on(&self, finding: &Finding) -> EnrichmentPayload {
+        let note = note_is_ours(finding.note.as_ref()).then(|| {
+            let account = finding.note.as_ref().map_or("", |n| account_part_of(&n.text));
+            compose_note(account, &self.note)
+        });
+        EnrichmentPayload { note, fields: merge_fields(&finding.user_defined_fields, &self.fields) }
     }
-    fallback_names
-        .into_iter()
-        .map(|(account_id, fallback_name)| {
-            let from_finding = || AccountMetadata::from_finding_name(account_id, fallback_name);
-            let (metadata, completeness) = match known(account_id) {
-                Some(AccountRecord::Found(meta)) => (meta.clone(), Completeness::Complete),
-                Some(AccountRecord::NotFound) => (from_finding(), Completeness::Complete),
-                None => (from_finding(), Completeness::Partial),
-            };
-            (account_id.to_owned(), AccountEnrichment::routed(&metadata, completeness, tag_filter, rules))
-        })
-        .collect()
+}
+
+/// Between the account part and the investigation part of one Note.
+pub const NOTE_SEPARATOR: &str = " | ";
+
+/// One note from the account part and the investigation part, within 512 characters. The
+/// investigation part is the newer news, so the account part gives way first.
+pub fn compose_note(account_part: &str, investigation_part: &str) -> String {
+    let account_part = account_part.trim();
+    if account_part.is_empty() {
+        return truncate_chars(investigation_part, NOTE_MAX_CHARS);
+    }
+    let investigation = truncate_chars(investigation_part, NOTE_MAX_CHARS / 2);
+    let room = NOTE_MAX_CHARS - investigation.chars().count() - NOTE_SEPARATOR.chars().count();
+    format!("{}{NOTE_SEPARATOR}{investigation}", truncate_chars(account_part, room))
+}
+
+/// The account part of a note we wrote earlier (everything before an investigation part).
+pub fn account_part_of(note: &str) -> &str {
+    note.split(NOTE_SEPARATOR).next().unwrap_or(note)
+}
+
+/// The investigation part of a note we wrote earlier, if it has one.
+pub fn investigation_part_of(note: &str) -> Option<&str> {
+    note.split_once(NOTE_SEPARATOR).map(|(_, part)| part).filter(|part| !part.trim().is_empty())
 }
 
 /// Whether the finding's note is ours to write: absent, or written by us before.
 pub fn note_is_ours(note: Option<&Note>) -> bool {
     note.is_none_or(|n| n.updated_by == UPDATED_BY || n.text.is_empty())
+}
+
+#[cfg(test)]
+impl AccountEnrichment {
+    /// The payload for a finding without a note: ours, account part alone.
+    pub(crate) fn payload_with_note(&self, foreign: &BTreeMap<String, String>) -> RenderedPayload {
+        self.payload(foreign, self.note_for(None, None))
+    }
 }
 
 #[cfg(test)]
@@ -380,8 +450,8 @@ mod tests {
 
     #[test]
     fn renders_the_sample_compatible_fields() {
-        let enrichment = AccountEnrichment::new(&account(), Completeness::Complete, &TagFilter::All);
-        let payload = enrichment.payload(&BTreeMap::new(), true).payload;
+        let enrichment = Rendering::default().account(&account(), Completeness::Complete);
+        let payload = enrichment.payload_with_note(&BTreeMap::new()).payload;
         let f = &payload.fields;
         assert_eq!(f["findingEnriched"], "True");
         assert_eq!(f["AccountName"], "payments-prod");
@@ -403,15 +473,14 @@ mod tests {
     fn accounts_under_the_root_say_root_like_the_sample() {
         let mut a = account();
         a.ou_path.truncate(1);
-        let payload =
-            AccountEnrichment::new(&a, Completeness::Complete, &TagFilter::All).payload(&BTreeMap::new(), true);
+        let payload = Rendering::default().account(&a, Completeness::Complete).payload_with_note(&BTreeMap::new());
         assert_eq!(payload.payload.fields["OU"], "ROOT");
         assert_eq!(payload.payload.fields["OUPath"], "Root");
     }
 
     #[test]
     fn foreign_fields_are_carried_and_ours_replaced() {
-        let enrichment = AccountEnrichment::new(&account(), Completeness::Complete, &TagFilter::All);
+        let enrichment = Rendering::default().account(&account(), Completeness::Complete);
         let existing = BTreeMap::from([
             ("ticket".to_owned(), "SEC-1".to_owned()),
             ("findingEnriched".to_owned(), "Partial".to_owned()),
@@ -420,7 +489,7 @@ mod tests {
         ]);
         let foreign = enrichment.foreign_fields(&existing);
         assert_eq!(foreign.keys().collect::<Vec<_>>(), ["investigate", "ticket"]);
-        let fields = enrichment.payload(&foreign, true).payload.fields;
+        let fields = enrichment.payload_with_note(&foreign).payload.fields;
         assert_eq!(fields["ticket"], "SEC-1");
         assert_eq!(fields["investigate"], "complete");
         assert_eq!(fields["CostCenter"], "42");
@@ -430,20 +499,38 @@ mod tests {
     #[test]
     fn allowlist_limits_tags() {
         let filter = TagFilter::Only(BTreeSet::from(["Owner".to_owned()]));
-        let fields =
-            AccountEnrichment::new(&account(), Completeness::Complete, &filter).payload(&BTreeMap::new(), true);
+        let fields = Rendering { tag_filter: filter, ..Default::default() }
+            .account(&account(), Completeness::Complete)
+            .payload_with_note(&BTreeMap::new());
         assert!(!fields.payload.fields.contains_key("CostCenter"));
     }
 
     #[test]
     fn partial_enrichment_is_marked_and_says_so() {
         let a = AccountMetadata::from_finding_name("111122223333", Some("from-finding"));
-        let e = AccountEnrichment::new(&a, Completeness::Partial, &TagFilter::All);
-        let p = e.payload(&BTreeMap::new(), true).payload;
+        let e = Rendering::default().account(&a, Completeness::Partial);
+        let p = e.payload_with_note(&BTreeMap::new()).payload;
         assert_eq!(p.fields["findingEnriched"], "Partial");
         assert_eq!(p.fields["AccountName"], "from-finding");
         assert!(!p.fields.contains_key("OU"));
         assert_eq!(p.note.as_deref(), Some("Account from-finding (111122223333). Organization details pending."));
+    }
+
+    #[test]
+    fn a_verdict_in_our_note_survives_re_enrichment_and_a_new_one_replaces_it() {
+        let e = Rendering::default().account(&account(), Completeness::Complete);
+        let ours = Note {
+            text: format!("old account part{NOTE_SEPARATOR}Detective 42: severity HIGH"),
+            updated_by: UPDATED_BY.into(),
+        };
+        let note = e.note_for(Some(&ours), None).unwrap();
+        assert_eq!(account_part_of(&note), e.note);
+        assert_eq!(investigation_part_of(&note), Some("Detective 42: severity HIGH"));
+        let newer = e.note_for(Some(&ours), Some("Not investigated: outside the graph")).unwrap();
+        assert_eq!(investigation_part_of(&newer), Some("Not investigated: outside the graph"));
+        let theirs = Note { text: "analyst".into(), updated_by: "alice".into() };
+        assert_eq!(e.note_for(Some(&theirs), Some("verdict")), None, "someone else's note is never written");
+        assert_eq!(e.note_for(None, None).as_deref(), Some(e.note.as_str()));
     }
 
     #[test]
@@ -459,9 +546,9 @@ mod tests {
     fn cap_keeps_our_fields_and_foreign_before_tags() {
         let mut a = account();
         a.tags = (0..60).map(|i| (format!("tag{i:02}"), "v".to_owned())).collect();
-        let e = AccountEnrichment::new(&a, Completeness::Complete, &TagFilter::All);
+        let e = Rendering::default().account(&a, Completeness::Complete);
         let foreign: BTreeMap<_, _> = (0..10).map(|i| (format!("ext{i}"), "x".to_owned())).collect();
-        let rendered = e.payload(&foreign, true);
+        let rendered = e.payload_with_note(&foreign);
         assert_eq!(rendered.payload.fields.len(), 50);
         // Our 8 (findingEnriched, enrichedFrom, AccountName, OU, OUId, OUPath, securityContact,
         // enrichedTagKeys) first, then the 10 foreign ones, then 32 of the 60 tags.
@@ -475,18 +562,19 @@ mod tests {
     fn a_removed_tag_is_retired_and_someone_elses_key_is_kept() {
         let mut a = account();
         a.tags = BTreeMap::from([("team".into(), "payments".into()), ("env".into(), "prod".into())]);
-        let before = AccountEnrichment::new(&a, Completeness::Complete, &TagFilter::All);
-        let mut on_finding = before.payload(&BTreeMap::from([("ticket".into(), "SEC-1".into())]), true).payload.fields;
+        let before = Rendering::default().account(&a, Completeness::Complete);
+        let mut on_finding =
+            before.payload_with_note(&BTreeMap::from([("ticket".into(), "SEC-1".into())])).payload.fields;
         assert_eq!(on_finding[keys::ENRICHED_TAG_KEYS], "env,team");
         assert!(before.is_current_on(&on_finding));
 
         // The account loses `env` and `team` changes: ours change, the ticket stays.
         a.tags = BTreeMap::from([("team".into(), "platform".into())]);
-        let after = AccountEnrichment::new(&a, Completeness::Complete, &TagFilter::All);
+        let after = Rendering::default().account(&a, Completeness::Complete);
         assert_ne!(after.fingerprint, before.fingerprint);
         assert!(!after.is_current_on(&on_finding), "the finding is stale");
         let foreign = after.foreign_fields(&on_finding);
-        let fields = after.payload(&foreign, true).payload.fields;
+        let fields = after.payload_with_note(&foreign).payload.fields;
         assert_eq!(fields["team"], "platform");
         assert_eq!(fields["env"], TOMBSTONE);
         assert_eq!(fields["ticket"], "SEC-1");
@@ -495,11 +583,11 @@ mod tests {
         // Written back, the tombstone stays ours (no longer listed) and the finding is current.
         on_finding = fields;
         assert!(after.is_current_on(&on_finding));
-        assert_eq!(after.payload(&after.foreign_fields(&on_finding), true).payload.fields, on_finding);
+        assert_eq!(after.payload_with_note(&after.foreign_fields(&on_finding)).payload.fields, on_finding);
         // And if the tag comes back, its value replaces the tombstone.
         a.tags.insert("env".into(), "staging".into());
-        let back = AccountEnrichment::new(&a, Completeness::Complete, &TagFilter::All);
-        assert_eq!(back.payload(&back.foreign_fields(&on_finding), true).payload.fields["env"], "staging");
+        let back = Rendering::default().account(&a, Completeness::Complete);
+        assert_eq!(back.payload_with_note(&back.foreign_fields(&on_finding)).payload.fields["env"], "staging");
     }
 
     fn arb_text() -> impl Strategy<Value = String> {
@@ -526,9 +614,9 @@ mod tests {
                     None => ContactLookup::NotSet,
                 },
             };
-            let enrichment = AccountEnrichment::new(&account, Completeness::Complete, &TagFilter::All);
+            let enrichment = Rendering::default().account(&account, Completeness::Complete);
             let foreign = enrichment.foreign_fields(&foreign);
-            let payload = enrichment.payload(&foreign, true).payload;
+            let payload = enrichment.payload_with_note(&foreign).payload;
             let note = payload.note.unwrap();
             prop_assert!((1..=NOTE_MAX_CHARS).contains(&note.chars().count()));
             prop_assert!(payload.fields.len() <= FIELDS_MAX_PAIRS);
@@ -539,7 +627,7 @@ mod tests {
                 prop_assert!(!key.trim().is_empty() && !value.trim().is_empty());
             }
             // Deterministic: the same input renders the same payload.
-            prop_assert_eq!(enrichment.payload(&foreign, true).payload.fields, payload.fields);
+            prop_assert_eq!(enrichment.payload_with_note(&foreign).payload.fields, payload.fields);
         }
     }
 }

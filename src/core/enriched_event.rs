@@ -112,7 +112,7 @@ pub fn event_for(finding: &Finding, enrichment: &AccountEnrichment) -> Option<Ev
 mod tests {
     use super::*;
     use crate::core::account::{AccountMetadata, ContactLookup, OrgUnit};
-    use crate::core::enrich::{Completeness, TagFilter};
+    use crate::core::enrich::{Completeness, Rendering, TagFilter};
     use crate::core::routing::{RoutingPolicy, RoutingRules};
     use std::collections::BTreeMap;
 
@@ -137,7 +137,7 @@ mod tests {
                 .unwrap(),
             owner_tag_key: "owner".into(),
         };
-        AccountEnrichment::routed(&meta, Completeness::Complete, &TagFilter::All, &rules)
+        Rendering { tag_filter: TagFilter::All, routing: rules }.account(&meta, Completeness::Complete)
     }
 
     fn finding() -> Finding {

@@ -176,24 +176,8 @@ pub enum JobChange {
 }
 
 /// Separates the account part of a note from the investigation part.
-pub const NOTE_SEPARATOR: &str = " | ";
-
-/// One note from the account part and the investigation part, within 512 characters. The
-/// investigation part is the newer news, so the account part gives way first.
-pub fn compose_note(account_part: &str, investigation_part: &str) -> String {
-    let account_part = account_part.trim();
-    if account_part.is_empty() {
-        return truncate_chars(investigation_part, NOTE_MAX_CHARS);
-    }
-    let investigation = truncate_chars(investigation_part, NOTE_MAX_CHARS / 2);
-    let room = NOTE_MAX_CHARS - investigation.chars().count() - NOTE_SEPARATOR.chars().count();
-    format!("{}{NOTE_SEPARATOR}{investigation}", truncate_chars(account_part, room))
-}
-
-/// The account part of a note we wrote earlier (everything before an investigation part).
-pub fn account_part_of(note: &str) -> &str {
-    note.split(NOTE_SEPARATOR).next().unwrap_or(note)
-}
+// The Note's two parts are composed where the Note is rendered.
+pub use crate::core::enrich::{NOTE_SEPARATOR, account_part_of, compose_note};
 
 /// What a finished job writes to its findings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,13 @@ pub enum SkipReason {
     Superseded,
     /// The update would write what the finding already has.
     Unchanged,
+    /// The finding already carries its account's current enrichment, complete (read from the
+    /// hub, or asked for again by an analyst): nothing to write.
+    Current,
+    /// The finding already carries the `Partial` enrichment we would write again: its account
+    /// is not resolved yet, and writing it again would change nothing (the loop guard for
+    /// partial enrichment). A later pass or event completes it.
+    StillPartial,
     /// Not a finding we can read (missing Id, ProductArn or AwsAccountId, wrong types).
     MalformedFinding,
     /// AwsAccountId is not a 12-digit account id.
@@ -39,6 +46,8 @@ impl SkipReason {
             SkipReason::Archived => "archived",
             SkipReason::Superseded => "superseded",
             SkipReason::Unchanged => "unchanged",
+            SkipReason::Current => "current",
+            SkipReason::StillPartial => "still_partial",
             SkipReason::MalformedFinding => "malformed_finding",
             SkipReason::InvalidAccountId => "invalid_account_id",
             SkipReason::Rejected(code) => code.as_str(),

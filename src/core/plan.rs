@@ -1,11 +1,12 @@
-//! The pure middle of a batch: screen findings (loop guard), dedup them, and group them into
-//! the fewest BatchUpdateFindings requests: Σ over distinct payloads of ⌈findings / 100⌉.
+//! The pure middle of every write: screen findings (loop guard), dedup them, decide whether a
+//! finding is current, and group the others into the fewest update requests: Σ over distinct
+//! payloads of ⌈findings / 100⌉. The stream, the sweep and the investigator all come through here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::core::comment::{self, CommentOwner};
-use crate::core::enrich::{self, AccountEnrichment, EnrichmentPayload};
+use crate::core::enrich::{self, AccountEnrichment, Addendum, EnrichmentPayload};
 use crate::core::event::Candidate;
 use crate::core::finding::OcsfFindingId;
 use crate::core::finding::{self, Finding, FindingId, Hub};
@@ -15,17 +16,30 @@ use crate::core::select::{self, Asks};
 /// Security Hub's cap on FindingIdentifiers per BatchUpdateFindings request.
 pub const MAX_FINDINGS_PER_UPDATE: usize = 100;
 
+/// Where a path got a finding from, which decides what the loop guard may assume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An event (the stream): a complete enrichment of ours is our own write coming back, and
+    /// is skipped before any lookup is spent on it. That is the loop guard.
+    Event,
+    /// Read from the hub (the sweep, the investigator): a complete enrichment of ours may be
+    /// stale, so it goes on to be checked against the account's current rendering (`is_current`).
+    Hub,
+}
+
 /// Findings that need no work at all, before any lookup is spent on them.
-pub fn screen(finding: &Finding) -> Option<SkipReason> {
+pub fn screen(finding: &Finding, origin: Origin) -> Option<SkipReason> {
+    let guard = origin == Origin::Event;
     if let Some(ocsf) = &finding.ocsf {
         match comment::owner(ocsf.comment.as_deref()) {
-            CommentOwner::OursComplete => return Some(SkipReason::AlreadyEnriched),
+            CommentOwner::OursComplete if guard => return Some(SkipReason::AlreadyEnriched),
             CommentOwner::Foreign => return Some(SkipReason::ForeignComment),
-            CommentOwner::Empty | CommentOwner::OursPending => {}
+            CommentOwner::OursComplete | CommentOwner::Empty | CommentOwner::OursPending => {}
         }
     }
-    if finding.user_defined_fields.get(enrich::keys::FINDING_ENRICHED).map(String::as_str)
-        == Some(enrich::ENRICHED_COMPLETE)
+    if guard
+        && finding.user_defined_fields.get(enrich::keys::FINDING_ENRICHED).map(String::as_str)
+            == Some(enrich::ENRICHED_COMPLETE)
     {
         return Some(SkipReason::AlreadyEnriched);
     }
@@ -89,7 +103,7 @@ pub fn triage(candidates: &[Candidate]) -> Triage {
     let mut eligible = Vec::with_capacity(candidates.len());
     for (i, candidate) in candidates.iter().enumerate() {
         let reenrich = || asks.get(&candidate.finding.identifier()).is_some_and(Asks::by_custom_action);
-        match screen(&candidate.finding) {
+        match screen(&candidate.finding, Origin::Event) {
             Some(SkipReason::AlreadyEnriched) if reenrich() => eligible.push(i),
             Some(reason) => skipped.push((i, reason)),
             None => eligible.push(i),
@@ -139,30 +153,55 @@ pub struct GroupedUpdates {
     pub fields_dropped: usize,
 }
 
+/// True when the finding already carries exactly what its account's enrichment would write,
+/// complete: on either hub, the one test of "current" every path uses.
+pub fn is_current(finding: &Finding, enrichment: &AccountEnrichment) -> bool {
+    match &finding.ocsf {
+        Some(ocsf) => enrichment.is_complete() && ocsf.comment.as_deref() == Some(enrichment.comment.as_str()),
+        None => enrichment.is_current_on(&finding.user_defined_fields),
+    }
+}
+
 /// Groups kept findings by identical payload and cuts each group into requests of ≤ 100.
-/// The payload is built once per (account, foreign fields, note ownership), never per finding.
+/// The payload is built once per (account, foreign fields, note), never per finding: the note
+/// is the account's, or the account's followed by an investigation part, which a job's
+/// findings share. With an `addendum` (the investigator's verdict), a finding whose account
+/// has no enrichment keeps what it carries, with the verdict added.
 pub fn group_updates(
     candidates: &[Candidate],
     kept: &[usize],
     enrichments: &HashMap<String, AccountEnrichment>,
+    addendum: Option<&Addendum>,
 ) -> GroupedUpdates {
-    type GroupKey<'a> = (&'a str, BTreeMap<String, String>, bool);
+    type GroupKey<'a> = (&'a str, BTreeMap<String, String>, Option<String>);
     let mut payloads: HashMap<GroupKey, Arc<EnrichmentPayload>> = HashMap::new();
     // BTreeMap keeps request order deterministic, which keeps logs and tests stable.
     let mut groups: BTreeMap<Arc<EnrichmentPayload>, Vec<(usize, FindingId)>> = BTreeMap::new();
     let mut grouped = GroupedUpdates::default();
+    let verdict = addendum.map(|a| a.note.as_str());
     for &index in kept {
         let finding = &candidates[index].finding;
         let Some(account) = enrichments.get(&finding.aws_account_id) else {
+            if let Some(addendum) = addendum {
+                let payload = Arc::new(addendum.kept_on(finding));
+                if !is_unchanged(finding, &payload) {
+                    groups.entry(payload).or_default().push((index, finding.identifier()));
+                } else {
+                    grouped.unchanged.push(index);
+                }
+            }
             continue;
         };
-        let foreign = account.foreign_fields(&finding.user_defined_fields);
-        let write_note = enrich::note_is_ours(finding.note.as_ref());
-        let key = (account.account_id.as_str(), foreign, write_note);
+        let mut foreign = account.foreign_fields(&finding.user_defined_fields);
+        if let Some(addendum) = addendum {
+            foreign.extend(addendum.fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        }
+        let note = account.note_for(finding.note.as_ref(), verdict);
+        let key = (account.account_id.as_str(), foreign, note);
         let payload = match payloads.get(&key) {
             Some(payload) => Arc::clone(payload),
             None => {
-                let rendered = account.payload(&key.1, write_note);
+                let rendered = account.payload(&key.1, key.2.clone());
                 grouped.fields_dropped += rendered.fields_dropped;
                 let payload = Arc::new(rendered.payload);
                 payloads.insert(key, Arc::clone(&payload));
@@ -266,7 +305,7 @@ pub fn minimum_requests(group_sizes: impl IntoIterator<Item = usize>) -> usize {
 mod tests {
     use super::*;
     use crate::core::account::AccountMetadata;
-    use crate::core::enrich::{Completeness, TagFilter};
+    use crate::core::enrich::{Completeness, Rendering};
     use crate::core::event::EventKind;
     use proptest::prelude::*;
 
@@ -291,7 +330,7 @@ mod tests {
             .iter()
             .map(|a| {
                 let meta = AccountMetadata::from_finding_name(a, Some("n"));
-                (a.to_string(), AccountEnrichment::new(&meta, Completeness::Complete, &TagFilter::All))
+                (a.to_string(), Rendering::default().account(&meta, Completeness::Complete))
             })
             .collect()
     }
@@ -299,14 +338,16 @@ mod tests {
     #[test]
     fn loop_guard_archived_and_bad_accounts_are_screened() {
         let mut f = finding("a", "111122223333", "2026-01-01T00:00:00Z");
-        assert_eq!(screen(&f), None);
+        assert_eq!(screen(&f, Origin::Event), None);
         f.user_defined_fields.insert("findingEnriched".into(), "True".into());
-        assert_eq!(screen(&f), Some(SkipReason::AlreadyEnriched));
+        assert_eq!(screen(&f, Origin::Event), Some(SkipReason::AlreadyEnriched));
+        assert_eq!(screen(&f, Origin::Hub), None, "read from the hub, ours is checked for currency instead");
         f.user_defined_fields.insert("findingEnriched".into(), "Partial".into());
-        assert_eq!(screen(&f), None, "partial enrichment is completed, not skipped");
+        assert_eq!(screen(&f, Origin::Event), None, "partial enrichment is completed, not skipped");
         f.record_state = Some("ARCHIVED".into());
-        assert_eq!(screen(&f), Some(SkipReason::Archived));
-        assert_eq!(screen(&finding("a", "not-an-account", "")), Some(SkipReason::InvalidAccountId));
+        assert_eq!(screen(&f, Origin::Event), Some(SkipReason::Archived));
+        assert_eq!(screen(&f, Origin::Hub), Some(SkipReason::Archived));
+        assert_eq!(screen(&finding("a", "not-an-account", ""), Origin::Hub), Some(SkipReason::InvalidAccountId));
     }
 
     #[test]
@@ -333,7 +374,7 @@ mod tests {
         }
         let c = candidates(findings);
         let kept: Vec<usize> = (0..c.len()).collect();
-        let grouped = group_updates(&c, &kept, &enrichments(&["111122223333", "444455556666"]));
+        let grouped = group_updates(&c, &kept, &enrichments(&["111122223333", "444455556666"]), None);
         let sizes: Vec<usize> = grouped.requests.iter().map(|r| r.findings.len()).collect();
         assert_eq!(grouped.requests.len(), 4);
         assert_eq!(grouped.requests.len(), minimum_requests([250, 3]));
@@ -349,7 +390,7 @@ mod tests {
         let plain = finding("p", "111122223333", "2026-01-01T00:00:00Z");
         let c = candidates(vec![with_ticket, plain]);
         let e = enrichments(&["111122223333"]);
-        let grouped = group_updates(&c, &[0, 1], &e);
+        let grouped = group_updates(&c, &[0, 1], &e, None);
         assert_eq!(grouped.requests.len(), 2);
         let ticketed: Vec<_> = grouped.requests.iter().filter(|r| r.payload.fields.contains_key("ticket")).collect();
         assert_eq!(ticketed.len(), 1);
@@ -365,7 +406,7 @@ mod tests {
             updated_by: enrich::UPDATED_BY.into(),
         });
         let again = candidates(vec![done]);
-        let regrouped = group_updates(&again, &[0], &e);
+        let regrouped = group_updates(&again, &[0], &e, None);
         assert!(regrouped.requests.is_empty());
         assert_eq!(regrouped.unchanged, vec![0]);
     }
@@ -385,7 +426,7 @@ mod tests {
             let (kept, superseded) = dedup(&c, 0..c.len());
             prop_assert_eq!(kept.len() + superseded.len(), c.len());
             let refs: Vec<&str> = accounts.iter().map(String::as_str).collect();
-            let grouped = group_updates(&c, &kept, &enrichments(&refs));
+            let grouped = group_updates(&c, &kept, &enrichments(&refs), None);
             let mut covered: Vec<usize> = grouped.requests.iter().flat_map(|r| r.members().collect::<Vec<_>>()).collect();
             covered.sort_unstable();
             prop_assert_eq!(&covered, &kept);

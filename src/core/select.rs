@@ -487,7 +487,10 @@ pub fn plan_jobs(
 /// automation rule or a custom action); superseded, archived and unreadable ones may not.
 pub fn may_investigate(outcome: &FindingOutcome) -> bool {
     match outcome {
-        FindingOutcome::Skipped(reason) => matches!(reason, SkipReason::AlreadyEnriched | SkipReason::Unchanged),
+        FindingOutcome::Skipped(reason) => matches!(
+            reason,
+            SkipReason::AlreadyEnriched | SkipReason::Unchanged | SkipReason::Current | SkipReason::StillPartial
+        ),
         _ => true,
     }
 }

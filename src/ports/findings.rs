@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use crate::core::enrich::EnrichmentPayload;
 use crate::core::finding::OcsfFindingId;
-use crate::core::finding::{Finding, FindingId};
+use crate::core::finding::{Finding, FindingId, Hub};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -85,10 +85,13 @@ pub trait FindingsWriterV2: Send + Sync {
 #[async_trait]
 pub trait FindingsReader: Send + Sync {
     async fn current(&self, ids: &[FindingId]) -> Result<Vec<Finding>, WriteError>;
-    /// One page (at most 100) of ACTIVE findings of these accounts (every account when empty),
-    /// in account order so that one account's findings come together.
+    /// One page (at most 100) of one hub's active findings of these accounts (every account
+    /// when empty; at most 20), in account order so that one account's findings come together:
+    /// Security Hub CSPM's ACTIVE ones (GetFindings), or the new hub's not resolved or archived
+    /// (GetFindingsV2, decoded into the same finding view).
     async fn active_findings(
         &self,
+        hub: Hub,
         accounts: &[String],
         next_token: Option<String>,
     ) -> Result<FindingsPage, WriteError>;

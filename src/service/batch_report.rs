@@ -2,16 +2,14 @@
 //! (whose counts prove every record and finding ended in exactly one outcome), the metrics and
 //! the tests.
 
-use std::ops::AddAssign;
-
 use aws_lambda_events::streams::KinesisEventResponse;
 use serde::Serialize;
 
 use crate::core::outcome::BatchTally;
 use crate::service::directory::PrefetchStats;
 use crate::service::fanout::FanoutStats;
-use crate::service::publisher::PublishStats;
-use crate::service::updater::UpdateStats;
+// Kept importable from here: the batch report is where most readers look for it.
+pub use crate::service::pipeline::WriteStats;
 use crate::telemetry::{Metric, Report, label};
 
 /// Everything a batch did.
@@ -27,34 +25,6 @@ pub struct BatchReport {
     #[serde(skip)]
     pub record_ages: Vec<f64>,
     pub duration_ms: u128,
-}
-
-/// What writing findings back did, summed over the batch's write phases.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct WriteStats {
-    pub updates: UpdateStats,
-    /// Σ ⌈findings per distinct payload / 100⌉: the fewest calls any writer could make.
-    pub minimum_calls: usize,
-    /// BatchUpdateFindingsV2 (OCSF findings of the new hub).
-    pub updates_v2: UpdateStats,
-    /// Σ ⌈findings per distinct comment / 100⌉.
-    pub minimum_calls_v2: usize,
-    /// Enriched-finding events (PutEvents).
-    pub events: PublishStats,
-    pub fields_dropped: usize,
-    pub tags_dropped: usize,
-}
-
-impl AddAssign for WriteStats {
-    fn add_assign(&mut self, later: WriteStats) {
-        self.updates += later.updates;
-        self.minimum_calls += later.minimum_calls;
-        self.updates_v2 += later.updates_v2;
-        self.minimum_calls_v2 += later.minimum_calls_v2;
-        self.events += later.events;
-        self.fields_dropped += later.fields_dropped;
-        self.tags_dropped += later.tags_dropped;
-    }
 }
 
 impl Report for BatchReport {

@@ -7,32 +7,24 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::core::enrich::{TagFilter, routed_account_enrichments};
-use crate::core::enriched_event::event_for;
 use crate::core::event::{Candidate, Decoded, IncomingBatch, batch_response, decode_batch};
-use crate::core::outcome::{FailReason, FindingOutcome, SkipReason, settle};
+use crate::core::outcome::{FailReason, FindingOutcome, settle};
 use crate::core::plan;
-use crate::core::routing::RoutingRules;
 use crate::core::select::may_investigate;
 use crate::core::time::since_epoch;
-use crate::service::batch_report::{BatchReport, WriteStats};
+use crate::service::batch_report::BatchReport;
 use crate::service::directory::{Directory, Resolution};
 use crate::service::fanout::{Fanout, FanoutStats};
-use crate::service::publisher::Publisher;
-use crate::service::updater::Updater;
+use crate::service::pipeline::{Pipeline, WriteStats};
 
 pub struct Enricher {
     pub directory: Directory,
-    pub updater: Updater,
-    pub tag_filter: TagFilter,
+    /// Rendering, currency, writes and events: the same pipeline as the sweep's.
+    pub pipeline: Pipeline,
     /// Work stops this long before the invocation's deadline, so the response always goes out.
     pub deadline_margin: Duration,
     /// Detective fan-out; `None` when `JOBS_TABLE` is not set.
     pub fanout: Option<Fanout>,
-    /// `ROUTING_POLICY` and `OWNER_TAG_KEY`: owner, environment and criticality per account.
-    pub routing: RoutingRules,
-    /// Enriched-finding events; `None` when `ENRICHED_EVENTS_BUS` is not set.
-    pub publisher: Option<Publisher>,
 }
 
 impl Enricher {
@@ -93,7 +85,7 @@ impl Enricher {
         }
     }
 
-    /// Renders, groups and sends the updates of these findings, whose accounts are resolved.
+    /// Serves these findings, whose accounts are resolved, through the pipeline.
     async fn write(
         &self,
         candidates: &[Candidate],
@@ -101,79 +93,8 @@ impl Enricher {
         resolutions: &HashMap<String, Resolution>,
         deadline: Instant,
     ) -> (Vec<(usize, FindingOutcome)>, WriteStats) {
-        if members.is_empty() {
-            return (Vec::new(), WriteStats::default());
-        }
-        let enrichments = routed_account_enrichments(
-            members.iter().map(|&i| &candidates[i].finding),
-            |account| resolutions.get(account).and_then(Resolution::record),
-            &self.tag_filter,
-            &self.routing,
-        );
-        // Each hub its own requests: ASFF findings by payload, OCSF findings by comment.
-        let (v1, v2): (Vec<usize>, Vec<usize>) = members.iter().partition(|&&i| candidates[i].finding.ocsf.is_none());
-        let grouped = plan::group_updates(candidates, &v1, &enrichments);
-        let comments = plan::group_comments(candidates, &v2, &enrichments);
-        let mut outcomes: Vec<(usize, FindingOutcome)> = grouped
-            .unchanged
-            .iter()
-            .chain(&comments.unchanged)
-            .map(|&i| (i, FindingOutcome::Skipped(SkipReason::Unchanged)))
-            .collect();
-        // One after the other: both draw on the one BatchUpdateFindings quota share.
-        let (sent, updates) = self.updater.run(&grouped.requests, deadline).await;
-        outcomes.extend(sent);
-        let (sent_v2, updates_v2) = self.updater.run_v2(&comments.requests, deadline).await;
-        outcomes.extend(sent_v2);
-        let events = match &self.publisher {
-            Some(publisher) => self.publish(publisher, candidates, &mut outcomes, &enrichments, deadline).await,
-            None => Default::default(),
-        };
-        let stats = WriteStats {
-            updates,
-            minimum_calls: grouped.minimum_calls,
-            updates_v2,
-            minimum_calls_v2: comments.minimum_calls,
-            events,
-            fields_dropped: grouped.fields_dropped,
-            tags_dropped: enrichments.values().map(|e| e.tags_dropped).sum(),
-        };
-        (outcomes, stats)
-    }
-
-    /// Publishes one event per enriched finding. A finding whose event did not get through
-    /// after the publisher's retries fails its record, so the record comes back, is written
-    /// again (the same payload, harmless) and its events published again: at least once, never
-    /// lost. An event too large to ever publish is counted and logged, not retried.
-    async fn publish(
-        &self,
-        publisher: &Publisher,
-        candidates: &[Candidate],
-        outcomes: &mut [(usize, FindingOutcome)],
-        enrichments: &HashMap<String, crate::core::enrich::AccountEnrichment>,
-        deadline: Instant,
-    ) -> crate::service::publisher::PublishStats {
-        let mut entries = Vec::new();
-        let mut unpublishable = 0;
-        for (slot, (member, outcome)) in outcomes.iter().enumerate() {
-            if !matches!(outcome, FindingOutcome::Enriched { .. }) {
-                continue;
-            }
-            let finding = &candidates[*member].finding;
-            let Some(enrichment) = enrichments.get(&finding.aws_account_id) else { continue };
-            match event_for(finding, enrichment) {
-                Some(entry) => entries.push((slot, entry)),
-                None => {
-                    unpublishable += 1;
-                    tracing::warn!(finding_id = %finding.id, "enriched-finding event exceeds 256 KB even without tags; not published");
-                }
-            }
-        }
-        let (failed, mut stats) = publisher.publish(entries, deadline).await;
-        for slot in failed {
-            outcomes[slot].1 = FindingOutcome::Failed(FailReason::Transient);
-        }
-        stats.failed += unpublishable;
-        stats
+        let known = |account: &str| resolutions.get(account).and_then(Resolution::record);
+        let served = self.pipeline.serve(candidates, members, known, None, deadline).await;
+        (served.outcomes, served.stats)
     }
 }

@@ -3,7 +3,7 @@
 //! A pass never waits for an investigation; the next pass (every minute, or on a table
 //! stream event) looks again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,22 +11,19 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::core::account::AccountRecord;
-use crate::core::enrich::{self, AccountEnrichment, Completeness, EnrichmentPayload, TagFilter};
+use crate::core::enrich::Addendum;
 use crate::core::error::error_chain;
-use crate::core::finding::FindingId;
-use crate::core::investigation::{
-    Job, JobChange, JobStatus, MAX_SCOPE_SECONDS, Verdict, account_part_of, compose_note, join_pending,
-};
+use crate::core::event::{Candidate, EventKind};
+use crate::core::investigation::{Job, JobChange, JobStatus, MAX_SCOPE_SECONDS, Verdict, join_pending};
 use crate::core::outcome::FindingOutcome;
-use crate::core::plan::requests_for;
+use crate::core::plan::{self, Origin};
 use crate::core::time::now_epoch_seconds;
 use crate::limits::{DeadlineReached, Limiter};
 use crate::ports::detective::{DetectiveError, InvestigationStatus, Investigations};
 use crate::ports::findings::{FindingsReader, WriteError};
 use crate::ports::jobs::{JobError, JobStore};
 use crate::ports::metadata::MetadataStore;
-use crate::service::updater::Updater;
+use crate::service::pipeline::Pipeline;
 use crate::telemetry::{Metric, Report};
 
 /// A claim older than this, without an investigation id, may or may not have started one:
@@ -52,9 +49,10 @@ pub struct Investigator {
     pub jobs: Arc<dyn JobStore>,
     pub detective: Arc<dyn Investigations>,
     pub hub: Arc<dyn FindingsReader>,
-    pub updater: Updater,
+    /// The verdict is written through the same pipeline as every enrichment: the account part
+    /// rendered with the enricher's settings, the findings left current, and published.
+    pub pipeline: Pipeline,
     pub cache: Arc<dyn MetadataStore>,
-    pub tag_filter: TagFilter,
     /// StartInvestigation (`DETECTIVE_RPS`): the quota that decides how many jobs start.
     pub detective_limit: Limiter,
     /// GetInvestigation and ListIndicators, apart from the starts so that looking at running
@@ -426,42 +424,27 @@ impl Investigator {
         }
         let accounts: Vec<String> =
             current.iter().map(|f| f.aws_account_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-        // The account part of the note is re-rendered from the cache; without an entry, the
-        // account part of our previous note is kept.
+        // The account part of the note is rendered from the cache; without an entry, the
+        // finding keeps what it carries (the investigator never asks Organizations).
         let cached = self.cache.get_many(&accounts).await.unwrap_or_else(|e| {
             tracing::warn!(error = %error_chain(&e), "cache unreadable; keeping the notes' account part");
             HashMap::new()
         });
-        let account_notes: HashMap<&str, String> = cached
-            .iter()
-            .filter_map(|(id, entry)| match &entry.record {
-                AccountRecord::Found(meta) => {
-                    Some((id.as_str(), AccountEnrichment::new(meta, Completeness::Complete, &self.tag_filter).note))
-                }
-                AccountRecord::NotFound => None,
-            })
+        let addendum = Addendum { note: verdict.note_text(&self.region), fields: verdict.fields() };
+        let candidates: Vec<Candidate> = current
+            .into_iter()
+            .enumerate()
+            .map(|(record, finding)| Candidate { record, finding, kind: EventKind::Imported })
             .collect();
-        let text = verdict.note_text(&self.region);
-        let updates = verdict.fields();
-        let mut groups: BTreeMap<Arc<EnrichmentPayload>, Vec<(usize, FindingId)>> = BTreeMap::new();
-        for (i, finding) in current.iter().enumerate() {
-            let note = enrich::note_is_ours(finding.note.as_ref()).then(|| {
-                let account = account_notes
-                    .get(finding.aws_account_id.as_str())
-                    .cloned()
-                    .or_else(|| finding.note.as_ref().map(|n| account_part_of(&n.text).to_owned()))
-                    .unwrap_or_default();
-                compose_note(&account, &text)
-            });
-            let payload =
-                EnrichmentPayload { note, fields: enrich::merge_fields(&finding.user_defined_fields, &updates) };
-            groups.entry(Arc::new(payload)).or_default().push((i, finding.identifier()));
-        }
-        let (outcomes, _) = self.updater.run(&requests_for(groups), deadline).await;
-        let failed = outcomes.iter().filter(|(_, o)| matches!(o, FindingOutcome::Failed(_))).count();
+        let members: Vec<usize> =
+            (0..candidates.len()).filter(|&i| plan::screen(&candidates[i].finding, Origin::Hub).is_none()).collect();
+        let known = |account: &str| cached.get(account).map(|entry| &entry.record);
+        let served = self.pipeline.serve(&candidates, &members, known, Some(&addendum), deadline).await;
+        let failed = served.outcomes.iter().filter(|(_, o)| matches!(o, FindingOutcome::Failed(_))).count();
         if failed > 0 {
             return Err(StepError::NotWritten { failed });
         }
+        let current = candidates;
         tracing::info!(job_id = %job.job_id, findings = current.len(), "investigation verdict written");
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod directory;
 pub mod fanout;
 pub mod handler;
 pub mod investigator;
+pub mod pipeline;
 pub mod publisher;
 pub mod quota_share;
 pub mod refresh;

@@ -1,27 +1,26 @@
-//! The sweep: every ACTIVE finding that needs work (never enriched, `Partial`, or enriched from
-//! metadata that has since changed) enriched through the same core as the stream. GetFindings
-//! pages come in account order, so one account's findings are grouped together across pages
-//! and the writes stay at Σ⌈n/100⌉ over the whole sweep. Used by `enricher-admin sweep` and the
-//! `refresher` Lambda, which keeps a checkpoint so a sweep of a million findings spans runs.
+//! The sweep: every active finding of both hubs that needs work (never enriched, `Partial`, or
+//! enriched from metadata that has since changed) served through the same pipeline as the
+//! stream. Security Hub CSPM's findings (GetFindings), then the new hub's (GetFindingsV2), each
+//! paged in account order, so one account's findings are grouped together across pages and the
+//! writes stay at Σ⌈n/100⌉. Used by `enricher-admin sweep` and the `refresher` Lambda, which keeps
+//! a checkpoint so a sweep of a million findings spans runs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::core::enrich::{EnrichmentPayload, TagFilter, account_enrichments};
 use crate::core::error::error_chain;
 use crate::core::event::{Candidate, EventKind};
-use crate::core::finding::{Finding, is_account_id};
+use crate::core::finding::{Finding, Hub};
 use crate::core::outcome::{FindingOutcome, SkipReason};
-use crate::core::plan::{self, minimum_requests};
+use crate::core::plan::{self, Origin};
 use crate::limits::{Limiter, backoff};
 use crate::ports::findings::{FindingsPage, FindingsReader, WriteError};
-use crate::service::batch_report::WriteStats;
 use crate::service::directory::{Directory, Resolution};
-use crate::service::updater::Updater;
+use crate::service::pipeline::{Pipeline, WriteStats};
 use crate::telemetry::{Metric, Report};
 
 /// An account's findings are written in pieces of at most this many, so that memory stays
@@ -35,9 +34,9 @@ pub const WRITE_MARGIN: Duration = Duration::from_secs(20);
 pub struct Sweeper {
     pub reader: Arc<dyn FindingsReader>,
     pub directory: Directory,
-    pub updater: Updater,
-    pub tag_filter: TagFilter,
-    /// GetFindings: 3 requests/s (burst 6) per account and Region, shared with the investigator.
+    /// Rendering, currency, writes and events: the same pipeline as the stream's.
+    pub pipeline: Pipeline,
+    /// GetFindings and GetFindingsV2: this sweep's share of the read quota (see `quotas`).
     pub read_limit: Limiter,
     /// Time kept before the deadline for writing what was read (`WRITE_MARGIN`).
     pub write_margin: Duration,
@@ -56,6 +55,8 @@ pub struct SweepReport {
     pub skipped: BTreeMap<String, usize>,
     pub failed: BTreeMap<String, usize>,
     pub get_findings_calls: usize,
+    /// Of `examined`, the new hub's (OCSF) findings.
+    pub examined_v2: usize,
     pub writes: WriteStats,
     /// Where the next run goes on; `None` when the sweep reached the last page.
     pub resume_token: Option<String>,
@@ -87,7 +88,10 @@ impl SweepReport {
     fn count(&mut self, outcome: &FindingOutcome) {
         match outcome {
             FindingOutcome::Enriched { partial: false } => self.enriched_complete += 1,
-            FindingOutcome::Enriched { partial: true } => self.still_partial += 1,
+            FindingOutcome::Enriched { partial: true } | FindingOutcome::Skipped(SkipReason::StillPartial) => {
+                self.still_partial += 1
+            }
+            FindingOutcome::Skipped(SkipReason::Current) => self.current += 1,
             FindingOutcome::Skipped(reason) => *self.skipped.entry(reason.as_label().to_owned()).or_default() += 1,
             FindingOutcome::Failed(reason) => *self.failed.entry(reason.as_label().to_owned()).or_default() += 1,
         }
@@ -109,6 +113,7 @@ impl std::ops::AddAssign for SweepReport {
             *self.failed.entry(k).or_default() += n;
         }
         self.get_findings_calls += later.get_findings_calls;
+        self.examined_v2 += later.examined_v2;
         self.writes += later.writes;
         self.resume_token = later.resume_token;
         self.stopped = later.stopped;
@@ -116,24 +121,68 @@ impl std::ops::AddAssign for SweepReport {
     }
 }
 
-/// The findings of one account collected so far, and the payload sizes written for it, so the
-/// bound is Σ⌈n/100⌉ over the account's whole sweep, not per piece.
+/// Where a sweep stands: which hub's findings it is reading, and the page token there.
+/// Security Hub CSPM's findings come first, then the new hub's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub hub: Hub,
+    pub token: Option<String>,
+}
+
+/// Marks a position in the new hub's findings in a checkpoint's token; a token without it is
+/// Security Hub CSPM's (as checkpoints written before the sweep read both hubs are).
+const V2_MARK: &str = "v2:";
+
+impl Position {
+    pub const START: Position = Position { hub: Hub::Cspm, token: None };
+
+    /// The position a resume token (`SweepReport::resume_token`, a checkpoint) names.
+    pub fn parse(token: Option<String>) -> Position {
+        match token {
+            None => Position::START,
+            Some(t) => match t.strip_prefix(V2_MARK) {
+                Some(rest) => Position { hub: Hub::V2, token: (!rest.is_empty()).then(|| rest.to_owned()) },
+                None => Position { hub: Hub::Cspm, token: Some(t) },
+            },
+        }
+    }
+
+    /// The resume token for this position; `None` only for the very start.
+    pub fn encode(&self) -> Option<String> {
+        match (self.hub, &self.token) {
+            (Hub::Cspm, token) => token.clone(),
+            (Hub::V2, token) => Some(format!("{V2_MARK}{}", token.as_deref().unwrap_or_default())),
+        }
+    }
+
+    /// The position after a page whose next token is `next`: the hub's next page, the new
+    /// hub's first after CSPM's last, `None` after the new hub's last.
+    fn after(&self, next: Option<String>) -> Option<Position> {
+        match (self.hub, next) {
+            (hub, Some(token)) => Some(Position { hub, token: Some(token) }),
+            (Hub::Cspm, None) => Some(Position { hub: Hub::V2, token: None }),
+            (Hub::V2, None) => None,
+        }
+    }
+}
+
+/// The findings of one account collected so far.
 #[derive(Default)]
 struct Pending {
-    account: Option<String>,
+    account: Option<(Hub, String)>,
     findings: Vec<Finding>,
-    written: HashMap<Arc<EnrichmentPayload>, usize>,
-    /// The page token from which this account's findings can all be read again.
-    resume_from: Option<String>,
+    /// The position from which this account's findings can all be read again.
+    resume_from: Option<Position>,
     /// What the directory said of the accounts of the pages read, asked once per page.
     resolutions: HashMap<String, Resolution>,
     /// Deferred accounts the cache could not answer: their findings wait for the next pass.
-    awaiting: std::collections::HashSet<String>,
+    awaiting: HashSet<String>,
 }
 
 impl Sweeper {
-    /// Sweeps the active findings of `accounts` (every account when empty), from `resume`
-    /// (a page token of an earlier run) or the start, until the last page or `deadline`.
+    /// Sweeps the active findings of `accounts` (every account when empty) on both hubs, from
+    /// `resume` (a resume token of an earlier run) or the start, until the last page or
+    /// `deadline`.
     pub async fn run(
         &self,
         accounts: &[String],
@@ -157,71 +206,51 @@ impl Sweeper {
     ) -> SweepReport {
         let started = Instant::now();
         let mut report = SweepReport::default();
-        let mut pending = Pending { resume_from: resume.clone(), ..Default::default() };
-        let mut token = resume;
+        let resuming = resume.is_some();
+        let mut position = Some(Position::parse(resume));
+        let mut pending = Pending { resume_from: position.clone(), ..Default::default() };
         let stop_reading = deadline.checked_sub(self.write_margin).unwrap_or(started);
-        loop {
+        while let Some(at) = position.clone() {
             if Instant::now() >= stop_reading || self.read_limit.acquire(stop_reading).await.is_err() {
                 report.stopped = Some("time is up".into());
                 break;
             }
             report.get_findings_calls += 1;
-            let page = match self.read_page(accounts, token.clone(), stop_reading).await {
+            let page = match self.read_page(&at, accounts, stop_reading).await {
                 Ok(page) => page,
                 // A checkpoint's token can expire; the pass then starts over rather than stall.
-                Err(WriteError::Rejected { code, .. }) if token.is_some() && report.get_findings_calls == 1 => {
+                Err(WriteError::Rejected { code, .. }) if resuming && report.get_findings_calls == 1 => {
                     tracing::warn!(code = %code, "the checkpoint's NextToken was refused; the pass starts over");
                     report.stopped = Some(format!("the checkpoint's NextToken was refused ({code}); starting over"));
                     report.duration_ms = started.elapsed().as_millis();
                     return report;
                 }
                 Err(error) => {
-                    tracing::warn!(error = %error_chain(&error), "GetFindings failed; the sweep stops here");
-                    report.stopped = Some(format!("GetFindings failed: {error}"));
+                    tracing::warn!(error = %error_chain(&error), hub = ?at.hub, "reading findings failed; the sweep stops here");
+                    report.stopped = Some(format!("reading findings failed: {error}"));
                     break;
                 }
             };
-            // One directory pass per page for the accounts it brings, not one per account: a
-            // page of a cold organization costs at most one lookup budget.
-            let new: Vec<String> = page
-                .findings
-                .iter()
-                .map(|f| f.aws_account_id.clone())
-                .filter(|a| !pending.resolutions.contains_key(a))
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let (deferred, new): (Vec<String>, Vec<String>) = new.into_iter().partition(|a| defer(a));
-            if !deferred.is_empty() {
-                for (account, resolution) in self.directory.cached_only(&deferred).await {
-                    if matches!(resolution, Resolution::Unavailable) {
-                        pending.awaiting.insert(account.clone());
-                    }
-                    pending.resolutions.insert(account, resolution);
-                }
-            }
-            if !new.is_empty() {
-                let (resolved, _) = self.directory.prefetch(&new, deadline).await;
-                pending.resolutions.extend(resolved);
-            }
+            self.resolve_page(&page.findings, &mut pending, deadline, defer).await;
             for finding in page.findings {
                 report.examined += 1;
-                if pending.account.as_deref() != Some(finding.aws_account_id.as_str()) {
+                if at.hub == Hub::V2 {
+                    report.examined_v2 += 1;
+                }
+                let key = (at.hub, finding.aws_account_id.clone());
+                if pending.account.as_ref() != Some(&key) {
                     self.flush(&mut pending, &mut report, deadline, true).await;
-                    pending.account = Some(finding.aws_account_id.clone());
-                    pending.resume_from = token.clone();
+                    pending.account = Some(key);
+                    pending.resume_from = Some(at.clone());
                 }
                 pending.findings.push(finding);
                 if pending.findings.len() >= FLUSH_AT {
                     self.flush(&mut pending, &mut report, deadline, false).await;
-                    pending.resume_from = token.clone();
+                    pending.resume_from = Some(at.clone());
                 }
             }
             progress(&report);
-            token = page.next_token;
-            if token.is_none() {
-                break;
-            }
+            position = at.after(page.next_token);
         }
         let failed_before: usize = report.failed.values().sum();
         self.flush(&mut pending, &mut report, deadline, true).await;
@@ -229,32 +258,64 @@ impl Sweeper {
         // Stopped early: everything read is written, so the next run goes on from the next page;
         // but if writing the last account failed, from where that account began (what was
         // written comes back current and costs no write), so nothing is skipped.
-        report.resume_token = match report.stopped {
+        let resume_at = match report.stopped {
             None => None,
-            Some(_) if flush_failed => pending.resume_from.or(token),
-            Some(_) => token,
+            Some(_) if flush_failed => pending.resume_from.or(position),
+            Some(_) => position,
         };
+        report.resume_token = resume_at.and_then(|p| p.encode());
         report.duration_ms = started.elapsed().as_millis();
         progress(&report);
         report
     }
 
-    /// One page, retrying throttles (GetFindings' quota is shared with the investigator and
-    /// the operator) and transient failures with backoff until `stop_reading`.
+    /// Asks the directory once per page for the accounts it brings, not once per account: a
+    /// page of a cold organization costs at most one lookup wait.
+    async fn resolve_page(
+        &self,
+        findings: &[Finding],
+        pending: &mut Pending,
+        deadline: Instant,
+        defer: &(dyn Fn(&str) -> bool + Sync),
+    ) {
+        let new: Vec<String> = findings
+            .iter()
+            .map(|f| f.aws_account_id.clone())
+            .filter(|a| !pending.resolutions.contains_key(a))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let (deferred, new): (Vec<String>, Vec<String>) = new.into_iter().partition(|a| defer(a));
+        if !deferred.is_empty() {
+            for (account, resolution) in self.directory.cached_only(&deferred).await {
+                if matches!(resolution, Resolution::Unavailable) {
+                    pending.awaiting.insert(account.clone());
+                }
+                pending.resolutions.insert(account, resolution);
+            }
+        }
+        if !new.is_empty() {
+            let (resolved, _) = self.directory.prefetch(&new, deadline).await;
+            pending.resolutions.extend(resolved);
+        }
+    }
+
+    /// One page, retrying throttles (the read quota is shared with the investigator and the
+    /// operator) and transient failures with backoff until `stop_reading`.
     async fn read_page(
         &self,
+        at: &Position,
         accounts: &[String],
-        token: Option<String>,
         stop_reading: Instant,
     ) -> Result<FindingsPage, WriteError> {
         let mut attempt = 0;
         loop {
-            match self.reader.active_findings(accounts, token.clone()).await {
+            match self.reader.active_findings(at.hub, accounts, at.token.clone()).await {
                 Err(WriteError::Throttled { .. } | WriteError::Transient { .. }) if attempt < READ_ATTEMPTS => {
                     attempt += 1;
                     let pause = backoff(Duration::from_millis(200), attempt);
                     if Instant::now() + pause >= stop_reading {
-                        return self.reader.active_findings(accounts, token).await;
+                        return self.reader.active_findings(at.hub, accounts, at.token.clone()).await;
                     }
                     tokio::time::sleep(pause).await;
                 }
@@ -263,22 +324,19 @@ impl Sweeper {
         }
     }
 
-    /// Writes what the pending account needs; with `account_done`, adds its bound.
+    /// Writes what the pending account needs; with `account_done`, forgets the account.
     async fn flush(&self, pending: &mut Pending, report: &mut SweepReport, deadline: Instant, account_done: bool) {
         let findings = std::mem::take(&mut pending.findings);
         if !findings.is_empty() {
             self.write(findings, pending, report, deadline).await;
         }
-        if account_done {
-            report.writes.minimum_calls += minimum_requests(pending.written.values().copied());
-            pending.written.clear();
-            if let Some(account) = pending.account.take() {
-                pending.resolutions.remove(&account);
-                pending.awaiting.remove(&account);
-            }
+        if account_done && let Some((_, account)) = pending.account.take() {
+            pending.resolutions.remove(&account);
+            pending.awaiting.remove(&account);
         }
     }
 
+    /// Screens the findings as read from the hub and serves the others through the pipeline.
     async fn write(&self, findings: Vec<Finding>, pending: &mut Pending, report: &mut SweepReport, deadline: Instant) {
         let candidates: Vec<Candidate> = findings
             .into_iter()
@@ -287,10 +345,8 @@ impl Sweeper {
             .collect();
         let mut eligible = Vec::with_capacity(candidates.len());
         for (i, c) in candidates.iter().enumerate() {
-            if c.finding.is_archived() {
-                report.count(&FindingOutcome::Skipped(SkipReason::Archived));
-            } else if !is_account_id(&c.finding.aws_account_id) {
-                report.count(&FindingOutcome::Skipped(SkipReason::InvalidAccountId));
+            if let Some(reason) = plan::screen(&c.finding, Origin::Hub) {
+                report.count(&FindingOutcome::Skipped(reason));
             } else if pending.awaiting.contains(&c.finding.aws_account_id) {
                 report.count(&FindingOutcome::Skipped(SkipReason::AwaitingWarmUp));
             } else {
@@ -298,44 +354,12 @@ impl Sweeper {
             }
         }
         let resolutions = &pending.resolutions;
-        let enrichments = account_enrichments(
-            eligible.iter().map(|&i| &candidates[i].finding),
-            |account| resolutions.get(account).and_then(Resolution::record),
-            &self.tag_filter,
-        );
-        let mut to_write = Vec::with_capacity(eligible.len());
-        for i in eligible {
-            let f = &candidates[i].finding;
-            if enrichments.get(&f.aws_account_id).is_some_and(|e| e.is_current_on(&f.user_defined_fields)) {
-                report.current += 1;
-            } else {
-                to_write.push(i);
-            }
-        }
-        let grouped = plan::group_updates(&candidates, &to_write, &enrichments);
-        for &i in &grouped.unchanged {
-            // Unchanged but not current: left `Partial` while Organizations cannot answer.
-            let partial = enrichments.get(&candidates[i].finding.aws_account_id).is_some_and(|e| !e.is_complete());
-            report.count(&if partial {
-                FindingOutcome::Enriched { partial: true }
-            } else {
-                FindingOutcome::Skipped(SkipReason::Unchanged)
-            });
-        }
-        for request in &grouped.requests {
-            *pending.written.entry(Arc::clone(&request.payload)).or_default() += request.findings.len();
-        }
-        let (outcomes, updates) = self.updater.run(&grouped.requests, deadline).await;
-        for (_, outcome) in &outcomes {
+        let known = |account: &str| resolutions.get(account).and_then(Resolution::record);
+        let served = self.pipeline.serve(&candidates, &eligible, known, None, deadline).await;
+        for (_, outcome) in &served.outcomes {
             report.count(outcome);
         }
-        report.writes += WriteStats {
-            updates,
-            minimum_calls: 0,
-            fields_dropped: grouped.fields_dropped,
-            tags_dropped: enrichments.values().map(|e| e.tags_dropped).sum(),
-            ..Default::default()
-        };
+        report.writes += served.stats;
     }
 }
 
@@ -369,6 +393,11 @@ impl Report for SweepReport {
 
     fn record_metrics(&self) {
         Metric::SweepFindingsExamined.count(self.examined);
+        Metric::UpdateV2Calls.count(self.writes.updates_v2.findings_per_call.len());
+        Metric::UpdateV2Findings.count(self.writes.updates_v2.findings_per_call.iter().sum());
+        Metric::PutEventsCalls.count(self.writes.events.calls);
+        Metric::EventsPublished.count(self.writes.events.published);
+        Metric::EventsFailed.count(self.writes.events.failed);
         Metric::FindingsEnriched.count(self.enriched_complete + self.still_partial);
         Metric::FindingsEnrichedPartial.count(self.still_partial);
         Metric::UpdateCalls.count(self.writes.updates.findings_per_call.len());

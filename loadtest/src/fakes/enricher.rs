@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use securityhub_enricher::core::cache_entry::CacheTimes;
-use securityhub_enricher::core::enrich::TagFilter;
+use securityhub_enricher::core::enrich::{Rendering, TagFilter};
 use securityhub_enricher::core::rate::Rate;
 use securityhub_enricher::core::routing::RoutingRules;
 use securityhub_enricher::limits::Limiter;
@@ -15,6 +15,7 @@ use securityhub_enricher::ports::metadata::{AccountSource, MetadataStore};
 use securityhub_enricher::service::directory::Directory;
 use securityhub_enricher::service::fanout::Fanout;
 use securityhub_enricher::service::handler::Enricher;
+use securityhub_enricher::service::pipeline::Pipeline;
 use securityhub_enricher::service::publisher::Publisher;
 use securityhub_enricher::service::quota_share::QuotaShare;
 use securityhub_enricher::service::sweep::{Sweeper, WRITE_MARGIN};
@@ -167,15 +168,14 @@ impl EnricherBuilder {
         self
     }
 
-    /// A sweeper wired like the enricher would be, reading findings from `reader` at `reads`
-    /// GetFindings per second.
+    /// A sweeper wired like the enricher would be (the same rendering, routing and events),
+    /// reading findings from `reader` at `reads` GetFindings per second.
     pub fn build_sweeper(self, reader: Arc<dyn FindingsReader>, reads: Rate) -> Sweeper {
         let enricher = self.build();
         Sweeper {
             reader,
             directory: enricher.directory,
-            updater: enricher.updater,
-            tag_filter: enricher.tag_filter,
+            pipeline: enricher.pipeline,
             read_limit: Limiter::new(reads),
             write_margin: WRITE_MARGIN,
         }
@@ -194,14 +194,12 @@ impl EnricherBuilder {
         if let Some(budget) = self.background_lookups {
             directory = directory.with_background_budget(budget);
         }
+        let rendering = Rendering { tag_filter: self.tag_filter, routing: self.routing };
         Enricher {
             directory,
-            updater,
-            tag_filter: self.tag_filter,
+            pipeline: Pipeline { rendering, updater, publisher },
             deadline_margin: self.deadline_margin,
             fanout: self.fanout,
-            routing: self.routing,
-            publisher,
         }
     }
 }

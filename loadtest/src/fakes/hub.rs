@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use securityhub_enricher::core::enrich::{EnrichmentPayload, UPDATED_BY};
 use securityhub_enricher::core::finding::OcsfFindingId;
-use securityhub_enricher::core::finding::{Finding, FindingId, Note};
+use securityhub_enricher::core::finding::{Finding, FindingId, Hub, Note};
 use securityhub_enricher::core::plan::MAX_FINDINGS_PER_UPDATE;
 use securityhub_enricher::core::plan::MAX_FINDINGS_PER_UPDATE_V2;
 use securityhub_enricher::core::rate::Rate;
@@ -62,6 +62,8 @@ pub struct InMemoryHub {
     stored: std::sync::Mutex<std::collections::BTreeMap<(String, FindingId), Finding>>,
     /// Each stored finding's account, to find it by identifier alone.
     stored_accounts: std::sync::Mutex<HashMap<FindingId, String>>,
+    /// Each stored OCSF finding's key, by the identifier BatchUpdateFindingsV2 names it by.
+    stored_v2: std::sync::Mutex<HashMap<OcsfFindingId, (String, FindingId)>>,
     /// GetFindings calls answered.
     pub reads: std::sync::atomic::AtomicUsize,
     /// OCSF findings' comments as BatchUpdateFindingsV2 left them.
@@ -97,8 +99,12 @@ impl InMemoryHub {
     pub fn import(&self, findings: impl IntoIterator<Item = Finding>) {
         let mut stored = self.stored.lock().unwrap();
         let mut accounts = self.stored_accounts.lock().unwrap();
+        let mut v2 = self.stored_v2.lock().unwrap();
         for finding in findings {
             accounts.insert(finding.identifier(), finding.aws_account_id.clone());
+            if let Some(ocsf) = &finding.ocsf {
+                v2.insert(ocsf.id.clone(), (finding.aws_account_id.clone(), finding.identifier()));
+            }
             stored.insert((finding.aws_account_id.clone(), finding.identifier()), finding);
         }
     }
@@ -179,8 +185,12 @@ impl FindingsWriterV2 for InMemoryHub {
             None => {}
         }
         let mut comments = self.comments.lock().unwrap();
+        let (keys, mut stored) = (self.stored_v2.lock().unwrap(), self.stored.lock().unwrap());
         for id in ids {
             comments.insert(id.clone(), comment.to_owned());
+            if let Some(ocsf) = keys.get(id).and_then(|key| stored.get_mut(key)).and_then(|f| f.ocsf.as_mut()) {
+                ocsf.comment = Some(comment.to_owned());
+            }
         }
         Ok(Vec::new())
     }
@@ -264,9 +274,10 @@ impl FindingsReader for InMemoryHub {
         Ok(ids.iter().filter_map(|id| self.stored(id)).collect())
     }
 
-    /// Pages in account order; the token is the offset of the next page.
+    /// Pages one hub's findings in account order; the token is the offset of the next page.
     async fn active_findings(
         &self,
+        hub: Hub,
         accounts: &[String],
         next_token: Option<String>,
     ) -> Result<FindingsPage, WriteError> {
@@ -281,7 +292,8 @@ impl FindingsReader for InMemoryHub {
         let stored = self.stored.lock().unwrap();
         let matching: Vec<&Finding> = stored
             .values()
-            .filter(|f| !f.is_archived() && (accounts.is_empty() || accounts.contains(&f.aws_account_id)))
+            .filter(|f| f.hub() == hub && !f.is_archived())
+            .filter(|f| accounts.is_empty() || accounts.contains(&f.aws_account_id))
             .collect();
         let findings: Vec<Finding> = matching.iter().skip(offset).take(PAGE).map(|f| (*f).clone()).collect();
         let next = offset + findings.len();
