@@ -31,6 +31,10 @@ test-templates: $(STAMP)
 	$(PYTHON) -m unittest discover -s pipes/tests -t .
 
 test-rust: export LOCAL_AWS_CALL_LOG = $(CALL_LOG)
+# Debug builds poll the refresher's nested futures (walk, passes, pipeline, updater) in deep,
+# unoptimized frames: more than a test thread's default 2 MiB. Release builds, and the Lambda
+# runtime's main thread (8 MiB), need no such setting.
+test-rust: export RUST_MIN_STACK = 8388608
 test-rust: $(STAMP)
 	rm -f $(CALL_LOG)
 	mkdir -p $(dir $(CALL_LOG))

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::core::cache_entry::CacheTimes;
 use crate::core::enrich::{Rendering, TagFilter};
+use crate::core::quotas;
 use crate::core::rate::{Rate, share_of};
 use crate::core::routing::{DEFAULT_OWNER_TAG_KEY, RoutingPolicy, RoutingRules};
 use crate::core::select::Criteria;
@@ -53,6 +54,9 @@ pub struct EnricherConfig {
     /// `ENRICHED_EVENTS_BUS`: the bus (name or ARN) enriched-finding events go to; unset, none
     /// are published.
     pub events_bus: Option<String>,
+    /// `REFRESH_INTERVAL_MINUTES`: from the end of one refresher pass over every finding to the
+    /// start of the next.
+    pub refresh_interval: Duration,
 }
 
 /// How findings are rendered, the same for every function that writes them: `TAG_KEYS`,
@@ -197,9 +201,9 @@ impl InvestigatorConfig {
             rendering: rendering(vars)?,
             events_bus: events_bus(vars)?,
             graph_arn,
-            detective_rate: vars.rate("DETECTIVE_RPS", "DETECTIVE_BURST", Rate { per_second: 1.0, burst: 2 })?,
+            detective_rate: vars.rate("DETECTIVE_RPS", "DETECTIVE_BURST", quotas::DETECTIVE_STARTS)?,
             max_attempts: vars.parsed("INVESTIGATION_MAX_ATTEMPTS", 3, |n| (1..=20).contains(n))?,
-            securityhub_rate: vars.rate("SECURITYHUB_RPS", "SECURITYHUB_BURST", INVESTIGATOR_SECURITYHUB_SHARE)?,
+            securityhub_rate: vars.rate("SECURITYHUB_RPS", "SECURITYHUB_BURST", quotas::INVESTIGATOR_BATCH_UPDATE)?,
             deadline_margin: Duration::from_millis(vars.parsed("DEADLINE_MARGIN_MS", 3000, |_| true)?),
         })
     }
@@ -307,6 +311,7 @@ pub const ENRICHER_VARS: &[&str] = &[
     "ROUTING_POLICY",
     "OWNER_TAG_KEY",
     "ENRICHED_EVENTS_BUS",
+    "REFRESH_INTERVAL_MINUTES",
 ];
 
 /// Variables the investigator reads.
@@ -347,10 +352,10 @@ impl AccountEventsConfig {
     }
 }
 
-/// BatchUpdateFindings' quota per account and region; each environment takes its share.
-pub const SECURITYHUB_QUOTA: Rate = Rate { per_second: 10.0, burst: 30 };
-/// The investigator's default share of that quota (`SECURITYHUB_RPS`/`_BURST` of the investigator).
-pub const INVESTIGATOR_SECURITYHUB_SHARE: Rate = Rate { per_second: 1.0, burst: 3 };
+// The quotas and default shares are declared in `core::quotas`.
+pub use crate::core::quotas::{
+    BATCH_UPDATE_FINDINGS as SECURITYHUB_QUOTA, INVESTIGATOR_BATCH_UPDATE as INVESTIGATOR_SECURITYHUB_SHARE,
+};
 
 impl EnricherConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -409,10 +414,10 @@ impl EnricherConfig {
             organizations_rate: vars.rate(
                 "ORGANIZATIONS_RPS",
                 "ORGANIZATIONS_BURST",
-                Rate { per_second: 1.0, burst: 5 },
+                quotas::ORGANIZATIONS_PER_ENVIRONMENT,
             )?,
-            account_rate: vars.rate("ACCOUNT_RPS", "ACCOUNT_BURST", Rate { per_second: 5.0, burst: 10 })?,
-            sts_rate: vars.rate("STS_RPS", "STS_BURST", Rate { per_second: 1.0, burst: 2 })?,
+            account_rate: vars.rate("ACCOUNT_RPS", "ACCOUNT_BURST", quotas::ACCOUNT_PER_ENVIRONMENT)?,
+            sts_rate: vars.rate("STS_RPS", "STS_BURST", quotas::STS_ASSUME_ROLE)?,
             securityhub_rate: vars.rate("SECURITYHUB_RPS", "SECURITYHUB_BURST", share)?,
             securityhub_pool: pool,
             quota_sharing: vars.parsed("SECURITYHUB_QUOTA_SHARING", QuotaSharing::Ledger, |_| true)?,
@@ -421,6 +426,9 @@ impl EnricherConfig {
             deadline_margin: Duration::from_millis(vars.parsed("DEADLINE_MARGIN_MS", 3000, |_| true)?),
             investigations,
             events_bus: events_bus(vars)?,
+            refresh_interval: Duration::from_secs(
+                60 * vars.parsed("REFRESH_INTERVAL_MINUTES", 15u64, |m| (1..=7 * 24 * 60).contains(m))?,
+            ),
         })
     }
 }

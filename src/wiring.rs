@@ -19,6 +19,7 @@ use crate::adapters::sdk::{ApiCalls, app_name};
 use crate::adapters::securityhub::SecurityHubWriter;
 use crate::config::{AccountEventsConfig, ContactRole, EnricherConfig, InvestigatorConfig, QuotaSharing};
 use crate::core::enrich::Rendering;
+use crate::core::quotas;
 use crate::core::rate::{BACKGROUND_PREFIX, Rate};
 use crate::limits::Limiter;
 use crate::service::directory::Directory;
@@ -88,7 +89,7 @@ impl Clients {
     /// The investigator's clients: no contact role (its notes' account part comes from the
     /// enricher's cache table).
     pub async fn for_investigator(sdk: &SdkConfig, calls: &ApiCalls) -> Self {
-        Self::new("investigator", None, Rate { per_second: 1.0, burst: 1 }, sdk, calls).await
+        Self::new("investigator", None, quotas::STS_ASSUME_ROLE, sdk, calls).await
     }
 
     pub async fn new(
@@ -218,6 +219,7 @@ impl Enricher {
         });
         Enricher {
             directory: directory(config, clients),
+            refresh_queue: Some(Arc::new(sweep_state(config, clients))),
             pipeline: pipeline(
                 &config.rendering,
                 config.events_bus.as_deref(),
@@ -248,14 +250,11 @@ impl Sweeper {
                 clients,
                 updater(config, clients, true),
             ),
-            read_limit: Limiter::new(SWEEP_GET_FINDINGS_RATE),
+            read_limit: Limiter::new(quotas::SWEEP_GET_FINDINGS),
             write_margin: WRITE_MARGIN,
         }
     }
 }
-
-/// The sweep's GetFindings rate: of the 3/s (burst 6) quota, the investigator keeps 1/s.
-pub const SWEEP_GET_FINDINGS_RATE: Rate = Rate { per_second: 2.0, burst: 4 };
 
 impl Refresher {
     /// The refresher: the sweep, its state in the cache table, and the walk of the OU tree for
@@ -267,6 +266,7 @@ impl Refresher {
             Arc::new(sweep_state(config, clients)),
             Some(source),
         )
+        .with_pass_interval(config.refresh_interval)
     }
 }
 
@@ -292,10 +292,9 @@ impl Investigator {
             ),
             cache: Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.cache_table)),
             detective_limit: Limiter::new(config.detective_rate),
-            // Detective publishes no request-rate quotas for its read operations (the
-            // emulator assumes 10/s); 5/s keeps well inside that for one investigator.
-            detective_read_limit: Limiter::new(Rate { per_second: 5.0, burst: 10 }),
-            read_limit: Limiter::new(Rate { per_second: 3.0, burst: 6 }),
+            detective_read_limit: Limiter::new(quotas::DETECTIVE_READS),
+            // Its share of GetFindings: the sweep takes the rest.
+            read_limit: Limiter::new(quotas::INVESTIGATOR_GET_FINDINGS),
             max_attempts: config.max_attempts,
             retry_base: RETRY_BASE,
             region: region.to_owned(),

@@ -133,6 +133,29 @@ class V2Tests(unittest.TestCase):
                 {"FieldName": "metadata.uid", "Filter": {"Value": "m1", "Comparison": "EQUALS"}}]}] * 11})
         self.assertValidation(ctx, "10 composite")
 
+    def test_get_findings_v2_sorts_by_account_and_skips_ended_statuses(self):
+        a, b = sorted([new_account(), new_account()])
+        seeded = [ocsf(b, "b1"), ocsf(a, "a1"), ocsf(b, "b2"), ocsf(a, "a2")]
+        seeded[2]["status"] = "Resolved"
+        self.seed(seeded)
+        body = {"Filters": {"CompositeOperator": "AND", "CompositeFilters": [
+                    {"Operator": "AND", "StringFilters": [
+                        {"FieldName": "status", "Filter": {"Value": s, "Comparison": "NOT_EQUALS"}}
+                        for s in ("Resolved", "Archived", "Deleted")]},
+                    {"Operator": "OR", "StringFilters": [
+                        {"FieldName": "cloud.account.uid", "Filter": {"Value": acct, "Comparison": "EQUALS"}}
+                        for acct in (a, b)]}]},
+                "SortCriteria": [{"Field": "cloud.account.uid", "SortOrder": "asc"}], "MaxResults": 1}
+        resp = self.c.get_findings_v2(**body)
+        accounts = [resp["Findings"][0]["cloud"]["account"]["uid"]]
+        while "NextToken" in resp:
+            resp = self.c.get_findings_v2(**body, NextToken=resp["NextToken"])
+            accounts += [f["cloud"]["account"]["uid"] for f in resp["Findings"]]
+        self.assertEqual(accounts, [a, a, b], "account order, the resolved finding left out")
+        with self.assertRaises(ClientError) as ctx:
+            self.c.get_findings_v2(SortCriteria=[{"Field": "no.such.field", "SortOrder": "asc"}])
+        self.assertValidation(ctx, "SortCriteria")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -22,6 +22,7 @@ use securityhub_enricher::core::enrich::ENRICHED_COMPLETE;
 use securityhub_enricher::core::event::IncomingBatch;
 use securityhub_enricher::core::fields::keys;
 use securityhub_enricher::core::finding::{Finding, FindingId};
+use securityhub_enricher::core::quotas::SWEEP_GET_FINDINGS as SWEEP_GET_FINDINGS_RATE;
 use securityhub_enricher::core::rate::{BACKGROUND_PREFIX, Rate, share_of};
 use securityhub_enricher::core::time::now_epoch_seconds;
 use securityhub_enricher::limits::Limiter;
@@ -30,7 +31,6 @@ use securityhub_enricher::service::directory::BACKGROUND_LOOKUP_BUDGET;
 use securityhub_enricher::service::quota_share::QuotaShare;
 use securityhub_enricher::service::refresh::Refresher;
 use securityhub_enricher::service::sweep::{SweepReport, WRITE_MARGIN};
-use securityhub_enricher::wiring::SWEEP_GET_FINDINGS_RATE;
 
 use crate::fakes::directory::{InMemoryStore, StaticSource};
 use crate::fakes::enricher::EnricherBuilder;

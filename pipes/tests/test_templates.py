@@ -45,6 +45,7 @@ TOP_README = ROOT / "README.md"
 MAKEFILE = ROOT / "Makefile"
 
 # Every Rust source these tests read (the Rust layout may move: update the paths here only).
+QUOTAS_RS = ROOT / "src" / "core" / "quotas.rs"
 CONFIG_RS = ROOT / "src" / "config.rs"  # ENRICHER_VARS, INVESTIGATOR_VARS, ACCOUNT_EVENTS_VARS, defaults
 SELECT_RS = ROOT / "src" / "core" / "select.rs"  # Criteria::default
 QUOTA_RS = ROOT / "src" / "adapters" / "cache_table" / "schema.rs"  # LEDGER_KEY, CHECKPOINT_KEY, REFRESH_QUEUE_KEY
@@ -178,7 +179,7 @@ CODE_DEFAULTS: dict[str, tuple[str, str]] = {
     "OrganizationsRps": ("ORGANIZATIONS_RPS", "1"),
     "OrganizationsBurst": ("ORGANIZATIONS_BURST", "5"),
     "AccountRps": ("ACCOUNT_RPS", "5"),
-    "AccountBurst": ("ACCOUNT_BURST", "10"),
+    "AccountBurst": ("ACCOUNT_BURST", "7"),
     "StsRps": ("STS_RPS", "1"),
     "StsBurst": ("STS_BURST", "2"),
     "EnricherSecurityHubRps": ("SECURITYHUB_RPS", ""),
@@ -218,8 +219,10 @@ def code_numeric_defaults() -> dict[str, list[float]]:
         found.setdefault(rps, []).append(float(per_second))
         found.setdefault(burst, []).append(float(burst_value))
     # A default named by a constant: `vars.rate("X_RPS", "X_BURST", NAME)` with `const NAME: Rate = Rate { .. };`.
-    constants = dict((name, (float(a), float(b))) for name, a, b in re.findall(rf"const (\w+): Rate = {rate};", source))
-    for rps, burst, constant in re.findall(r'vars\.rate\(\s*"(\w+)",\s*"(\w+)",\s*([A-Z][A-Z0-9_]*)\s*\)', source):
+    # Shared quotas and default shares are declared in src/core/quotas.rs.
+    declared = source + QUOTAS_RS.read_text()
+    constants = dict((name, (float(a), float(b))) for name, a, b in re.findall(rf"const (\w+): Rate = {rate};", declared))
+    for rps, burst, constant in re.findall(r'vars\.rate\(\s*"(\w+)",\s*"(\w+)",\s*(?:quotas::)?([A-Z][A-Z0-9_]*),?\s*\)', source):
         if constant in constants:
             found.setdefault(rps, []).append(constants[constant][0])
             found.setdefault(burst, []).append(constants[constant][1])

@@ -13,8 +13,8 @@ use securityhub_enricher::core::finding::is_account_id;
 use securityhub_enricher::ports::sweep_state::SweepState;
 use securityhub_enricher::service::directory::{Resolution, WarmScope};
 use securityhub_enricher::service::handler::Enricher;
-use securityhub_enricher::service::refresh::ACCOUNTS_PER_SWEEP;
-use securityhub_enricher::service::sweep::{SweepReport, Sweeper};
+use securityhub_enricher::service::refresh::Refresher;
+use securityhub_enricher::service::sweep::SweepReport;
 use securityhub_enricher::telemetry::Report;
 use securityhub_enricher::wiring::{Clients, organizations_source, sweep_state};
 
@@ -51,10 +51,13 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 3600)]
         max_seconds: u64,
     },
-    /// Enrich every ACTIVE finding that needs it (never enriched, Partial, or enriched from
-    /// metadata that has since changed), in every account or the given ones; findings already
-    /// current are not written. Shares BatchUpdateFindings' quota with the running enrichers
-    /// and yields to them.
+    /// Enrich every active finding of both hubs that needs it (never enriched, Partial, or
+    /// enriched from metadata that has since changed), in every account or the given ones;
+    /// findings already current are not written. Runs the refresher's loop: the directory is
+    /// warmed from the walk of the OU tree beside the pass, and passes repeat while findings
+    /// stay Partial and progress is made, until --max-seconds. Shares BatchUpdateFindings'
+    /// quota with the running enrichers and yields to them; publishes what it writes when
+    /// ENRICHED_EVENTS_BUS is set; leaves the refresher's checkpoint and queue alone.
     Sweep {
         /// Sweep only these accounts' findings (20 at a time).
         #[arg(long = "account", value_name = "ACCOUNT_ID")]
@@ -89,7 +92,6 @@ async fn main() -> Result<()> {
         }
         Command::Sweep { accounts, max_seconds, json } => {
             check_ids(&accounts)?;
-            let sweeper = Sweeper::from_clients(&config, &clients);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(max_seconds);
             let started = std::time::Instant::now();
             let on_terminal = std::io::stderr().is_terminal();
@@ -106,18 +108,17 @@ async fn main() -> Result<()> {
                     );
                 }
             };
-            let mut total = SweepReport::default();
-            // GetFindings filters on at most 20 account ids: larger lists go 20 at a time.
-            let chunks: Vec<&[String]> =
-                if accounts.is_empty() { vec![&[]] } else { accounts.chunks(ACCOUNTS_PER_SWEEP).collect() };
-            for chunk in chunks {
-                let report = sweeper.run(chunk, None, deadline, &progress).await;
-                let stopped = report.stopped.is_some();
-                total += report;
-                if stopped {
-                    break;
-                }
+            // The refresher's own loop: the warm-up from the walk beside the pass, and passes
+            // repeated while findings stay Partial and progress is made, until the deadline.
+            let refresher = Refresher::from_clients(&config, &clients);
+            let run = refresher.complete(&accounts, deadline, &progress).await;
+            if let Some(warm) = &run.warm {
+                eprintln!(
+                    "directory warmed from the OU tree: {} of {} accounts looked up ({} already cached, {} failed, {} not reached)",
+                    warm.cached, warm.accounts, warm.already_cached, warm.failed, warm.not_reached
+                );
             }
+            let total = run.sweep;
             if on_terminal {
                 eprintln!();
             }
@@ -184,13 +185,20 @@ fn print_summary(r: &SweepReport) {
     println!("  still partial        {}", r.still_partial);
     println!("  skipped              {} {:?}", r.skipped.values().sum::<usize>(), r.skipped);
     println!("  failed (retry)       {} {:?}", r.failed.values().sum::<usize>(), r.failed);
-    println!("GetFindings calls      {}", r.get_findings_calls);
+    println!("  of the new hub       {}", r.examined_v2);
+    println!("GetFindings(V2) calls  {}", r.get_findings_calls);
     println!(
         "BatchUpdateFindings    {} accepted ({} sent) against the bound Σ⌈n/100⌉ = {}",
         r.writes.updates.findings_per_call.len(),
         r.writes.updates.calls,
         r.writes.minimum_calls
     );
+    println!(
+        "BatchUpdateFindingsV2  {} accepted against the bound {}",
+        r.writes.updates_v2.findings_per_call.len(),
+        r.writes.minimum_calls_v2
+    );
+    println!("events published       {} ({} failed)", r.writes.events.published, r.writes.events.failed);
     match (&r.stopped, &r.resume_token) {
         (None, _) => println!("remaining              none: every active finding was examined"),
         (Some(why), _) => println!("remaining              not examined yet ({why}); run the sweep again"),

@@ -162,6 +162,24 @@ pub fn is_current(finding: &Finding, enrichment: &AccountEnrichment) -> bool {
     }
 }
 
+/// True when the enrichment is `Partial` and the finding already carries a `Partial`
+/// enrichment of ours: writing it again gains nothing (the account is still not resolved), and
+/// what the partial text says (the finding's own account name) differs with the findings a path
+/// happens to read together. So `Partial` never replaces `Partial`, on any path: the loop guard
+/// for partial enrichment, and what keeps the stream and the sweep from rewriting each other.
+pub fn is_still_partial(finding: &Finding, enrichment: &AccountEnrichment) -> bool {
+    if enrichment.is_complete() {
+        return false;
+    }
+    match &finding.ocsf {
+        Some(ocsf) => comment::owner(ocsf.comment.as_deref()) == CommentOwner::OursPending,
+        None => {
+            finding.user_defined_fields.get(enrich::keys::FINDING_ENRICHED).map(String::as_str)
+                == Some(enrich::ENRICHED_PARTIAL)
+        }
+    }
+}
+
 /// Groups kept findings by identical payload and cuts each group into requests of ≤ 100.
 /// The payload is built once per (account, foreign fields, note), never per finding: the note
 /// is the account's, or the account's followed by an investigation part, which a job's

@@ -1,5 +1,6 @@
-//! Port: what the sweep keeps between runs: where a sweep of every finding stopped, and the
-//! accounts whose findings wait to be refreshed because their metadata changed.
+//! Port: what the sweep keeps between runs: where a sweep of every finding stopped, when the
+//! last one finished, the accounts whose findings wait to be refreshed (their metadata changed,
+//! or the stream could not resolve them), and the lease that keeps two runs from overlapping.
 
 use async_trait::async_trait;
 
@@ -24,4 +25,12 @@ pub trait SweepState: Send + Sync {
     async fn enqueue(&self, accounts: &[String]) -> Result<(), StoreError>;
     /// Takes accounts off the queue once their findings are refreshed.
     async fn dequeue(&self, accounts: &[String]) -> Result<(), StoreError>;
+    /// When the last pass over every finding reached its end (epoch seconds), if one has.
+    async fn last_pass_completed(&self) -> Result<Option<i64>, StoreError>;
+    async fn record_pass_completed(&self, at: i64) -> Result<(), StoreError>;
+    /// Takes the run lease for `holder` until `until` (epoch seconds), if no other holder has
+    /// one that has not expired at `now`; true when taken.
+    async fn take_lease(&self, holder: &str, now: i64, until: i64) -> Result<bool, StoreError>;
+    /// Gives the lease back, if `holder` still has it.
+    async fn release_lease(&self, holder: &str) -> Result<(), StoreError>;
 }

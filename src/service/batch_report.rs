@@ -21,6 +21,8 @@ pub struct BatchReport {
     pub prefetch: PrefetchStats,
     pub writes: WriteStats,
     pub investigations: FanoutStats,
+    /// Accounts not resolved in time, queued for the refresher.
+    pub queued_for_refresh: usize,
     /// Seconds between Kinesis accepting each record and this batch starting, when known.
     #[serde(skip)]
     pub record_ages: Vec<f64>,
@@ -60,6 +62,7 @@ impl Report for BatchReport {
             memory_hits = self.prefetch.memory_hits,
             store_hits = self.prefetch.store_hits,
             lookups = self.prefetch.lookups,
+            queued_for_refresh = self.queued_for_refresh,
             investigation_jobs_created = self.investigations.jobs_created,
             investigation_jobs_joined = self.investigations.jobs_joined,
             investigation_findings_joined = self.investigations.findings_joined,

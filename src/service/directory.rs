@@ -112,8 +112,9 @@ struct Tiers {
     source: Arc<dyn AccountSource>,
     times: CacheTimes,
     lookup_concurrency: usize,
-    /// How long a batch waits for lookups before enriching partially.
-    lookup_budget: std::time::Duration,
+    /// How long a batch waits for lookups before enriching partially; `None`: until the
+    /// caller's deadline (sweeps).
+    lookup_budget: Option<std::time::Duration>,
     /// How long lookups go on after their batch stopped waiting.
     background_budget: std::time::Duration,
 }
@@ -141,8 +142,17 @@ impl Directory {
         let memory =
             moka::future::Cache::builder().max_capacity(times.memory_capacity).time_to_live(times.memory).build();
         let background_budget = BACKGROUND_LOOKUP_BUDGET;
+        let lookup_budget = Some(lookup_budget);
         let tiers = Tiers { memory, store, source, times, lookup_concurrency, lookup_budget, background_budget };
         Directory { tiers: Arc::new(tiers) }
+    }
+
+    /// Lookups are waited for until the caller's deadline, not the stream's per-batch budget
+    /// (`LOOKUP_BUDGET_SECONDS`): a sweep has no shard waiting behind it, and a `Partial` write
+    /// it made would only be written again. Only before the directory is first used.
+    pub fn waiting_until_deadline(mut self) -> Self {
+        Arc::get_mut(&mut self.tiers).expect("a directory not yet shared").lookup_budget = None;
+        self
     }
 
     /// Lets background lookups go on for `budget` instead of `BACKGROUND_LOOKUP_BUDGET` (the
@@ -250,7 +260,7 @@ impl Directory {
         if accounts.is_empty() {
             return (resolved, stats);
         }
-        let wait_until = deadline.min(Instant::now() + self.tiers.lookup_budget);
+        let wait_until = self.tiers.lookup_budget.map_or(deadline, |budget| deadline.min(Instant::now() + budget));
         let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(Arc::clone(&self.tiers).look_up_all(accounts.clone(), sender));
 

@@ -3,15 +3,18 @@
 //! retry. The rules live in `core`; this file only puts them in order around the ports.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::core::error::error_chain;
 use crate::core::event::{Candidate, Decoded, IncomingBatch, batch_response, decode_batch};
 use crate::core::outcome::{FailReason, FindingOutcome, settle};
 use crate::core::plan;
 use crate::core::select::may_investigate;
 use crate::core::time::since_epoch;
+use crate::ports::sweep_state::SweepState;
 use crate::service::batch_report::BatchReport;
 use crate::service::directory::{Directory, Resolution};
 use crate::service::fanout::{Fanout, FanoutStats};
@@ -19,6 +22,9 @@ use crate::service::pipeline::{Pipeline, WriteStats};
 
 pub struct Enricher {
     pub directory: Directory,
+    /// Accounts the batch could not resolve in time are queued here, so the refresher (which
+    /// runs every minute) completes their findings without waiting for another event.
+    pub refresh_queue: Option<Arc<dyn SweepState>>,
     /// Rendering, currency, writes and events: the same pipeline as the sweep's.
     pub pipeline: Pipeline,
     /// Work stops this long before the invocation's deadline, so the response always goes out.
@@ -54,7 +60,13 @@ impl Enricher {
             self.write(&candidates, &ready, &cache.resolved, work_deadline),
             self.directory.look_up(cache.pending, work_deadline),
         );
+        let unresolved: Vec<String> = looked_up
+            .iter()
+            .filter(|(_, resolution)| !matches!(resolution, Resolution::Fresh(_)))
+            .map(|(account, _)| account.clone())
+            .collect();
         let (second, second_writes) = self.write(&candidates, &waiting, &looked_up, work_deadline).await;
+        let queued_for_refresh = self.queue_for_refresh(unresolved).await;
         writes += second_writes;
         let mut prefetch = cache.stats;
         prefetch += lookup_stats;
@@ -80,8 +92,26 @@ impl Enricher {
             prefetch,
             writes,
             investigations,
+            queued_for_refresh,
             record_ages,
             duration_ms: started.elapsed().as_millis(),
+        }
+    }
+
+    /// Queues accounts this batch could not resolve (written `Partial`, or from a stale entry):
+    /// the refresher rewrites their findings once their lookup lands. A failed queue write is
+    /// logged, not failed: the refresher's pass over every finding reaches them anyway.
+    async fn queue_for_refresh(&self, accounts: Vec<String>) -> usize {
+        let Some(queue) = &self.refresh_queue else { return 0 };
+        if accounts.is_empty() {
+            return 0;
+        }
+        match queue.enqueue(&accounts).await {
+            Ok(()) => accounts.len(),
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), accounts = accounts.len(), "unresolved accounts not queued for refresh");
+                0
+            }
         }
     }
 

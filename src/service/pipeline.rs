@@ -101,6 +101,8 @@ impl Pipeline {
             let enrichment = enrichments.get(&finding.aws_account_id);
             if addendum.is_none() && enrichment.is_some_and(|e| plan::is_current(finding, e)) {
                 outcomes.push((i, FindingOutcome::Skipped(SkipReason::Current)));
+            } else if addendum.is_none() && enrichment.is_some_and(|e| plan::is_still_partial(finding, e)) {
+                outcomes.push((i, FindingOutcome::Skipped(SkipReason::StillPartial)));
             } else if finding.ocsf.is_some() {
                 v2.push(i);
             } else {
@@ -130,7 +132,8 @@ impl Pipeline {
                 .flat_map(|r| r.members())
                 .chain(comments.requests.iter().flat_map(|r| r.members()))
                 .collect();
-            let (unpublished, events) = self.publish(publisher, candidates, &to_write, &enrichments, deadline).await;
+            let (unpublished, events) =
+                Box::pin(self.publish(publisher, candidates, &to_write, &enrichments, deadline)).await;
             stats.events = events;
             if !unpublished.is_empty() {
                 for &i in &unpublished {
@@ -148,9 +151,9 @@ impl Pipeline {
             }
         }
         // One after the other: both draw on the one BatchUpdateFindings quota share.
-        let (sent, updates) = self.updater.run(&grouped.requests, deadline).await;
+        let (sent, updates) = Box::pin(self.updater.run(&grouped.requests, deadline)).await;
         outcomes.extend(sent);
-        let (sent_v2, updates_v2) = self.updater.run_v2(&comments.requests, deadline).await;
+        let (sent_v2, updates_v2) = Box::pin(self.updater.run_v2(&comments.requests, deadline)).await;
         outcomes.extend(sent_v2);
         stats.updates = updates;
         stats.updates_v2 = updates_v2;

@@ -27,6 +27,12 @@ pub const ACCOUNTS_PER_SWEEP: usize = 20;
 pub struct Refresher {
     pub sweeper: Sweeper,
     pub state: Arc<dyn SweepState>,
+    /// A new pass over every finding begins this long after the last one reached its end with
+    /// nothing left `Partial` (`REFRESH_INTERVAL_MINUTES`); runs between passes only take the
+    /// queue. Zero: every run passes.
+    pass_interval: Duration,
+    /// This environment's name on the run lease.
+    holder: String,
     /// The walk of the OU tree: names and OU paths in about (OUs + accounts ÷ 20) calls, then
     /// 2 per uncached account, instead of about 4 per account looked up on its own. `None`: the
     /// sweep's own per-page lookups alone.
@@ -51,6 +57,16 @@ const MIN_TIME_FOR_A_PASS: Duration = Duration::from_secs(60);
 /// Between passes while the warm-up is still completing accounts.
 const PASS_PAUSE: Duration = Duration::from_secs(30);
 
+/// What a run's passes go over.
+enum Scope<'a> {
+    /// Every finding, from the refresher's checkpoint, which the passes move on.
+    Organization { checkpoint: Option<Checkpoint> },
+    /// Every finding, from the start, the checkpoint left alone (the operator's sweep).
+    Everything,
+    /// These accounts' findings (at most 20), the checkpoint left alone.
+    Accounts(&'a [String]),
+}
+
 /// What a run did: which kind of sweep, and its report.
 #[derive(Debug, Serialize)]
 pub struct RefreshReport {
@@ -62,6 +78,9 @@ pub struct RefreshReport {
     pub warm: Option<WarmReport>,
     /// Why the walk failed (the sweep went on with its own lookups).
     pub warm_error: Option<String>,
+    /// Why this run did nothing: another run holds the lease, or no pass is due and the queue
+    /// is empty.
+    pub idle: Option<&'static str>,
     pub sweep: SweepReport,
     /// The (last) pass over every finding reached its end in this run.
     pub pass_complete: bool,
@@ -79,6 +98,7 @@ impl RefreshReport {
             accounts: Vec::new(),
             warm: None,
             warm_error: None,
+            idle: None,
             sweep: SweepReport::default(),
             pass_complete: false,
             extra_passes: 0,
@@ -89,10 +109,40 @@ impl RefreshReport {
 
 impl Refresher {
     pub fn new(sweeper: Sweeper, state: Arc<dyn SweepState>, walk: Option<Arc<dyn OrganizationWalk>>) -> Self {
-        Refresher { sweeper, state, walk, walked: tokio::sync::Mutex::new(None) }
+        let holder = format!("{:016x}", rand::random::<u64>());
+        Refresher { sweeper, state, pass_interval: Duration::ZERO, holder, walk, walked: tokio::sync::Mutex::new(None) }
     }
 
+    /// Begins a new pass over every finding only this long after the last one finished.
+    pub fn with_pass_interval(mut self, interval: Duration) -> Self {
+        self.pass_interval = interval;
+        self
+    }
+
+    /// One scheduled run, under the run lease: the schedule fires every minute, so that the
+    /// queue (accounts the stream could not resolve, accounts that changed) is taken within a
+    /// minute or two, and a run that ends at Lambda's timeout is followed at once; the lease
+    /// keeps two runs from ever overlapping.
     pub async fn run(&self, deadline: Instant, progress: &(dyn Fn(&SweepReport) + Sync)) -> RefreshReport {
+        let now = now_epoch_seconds();
+        let until = now + deadline.saturating_duration_since(Instant::now()).as_secs() as i64 + 1;
+        match self.state.take_lease(&self.holder, now, until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!("another refresher run holds the lease; this one does nothing");
+                return RefreshReport { idle: Some("another run holds the lease"), ..RefreshReport::nothing_yet(0) };
+            }
+            Err(error) => return self.failed_state(error_chain(&error)),
+        }
+        let report = Box::pin(self.run_leased(deadline, progress)).await;
+        if let Err(error) = self.state.release_lease(&self.holder).await {
+            // It expires by itself at the run's deadline.
+            tracing::warn!(error = %error_chain(&error), "the run lease was not given back");
+        }
+        report
+    }
+
+    async fn run_leased(&self, deadline: Instant, progress: &(dyn Fn(&SweepReport) + Sync)) -> RefreshReport {
         let queued = match self.state.queued().await {
             Ok(queued) => queued,
             Err(error) => return self.failed_state(error_chain(&error)),
@@ -123,7 +173,47 @@ impl Refresher {
             Ok(checkpoint) => checkpoint,
             Err(error) => return self.failed_state(error_chain(&error)),
         };
-        Box::pin(self.passes(checkpoint, deadline, progress)).await
+        if checkpoint.is_none() && !self.pass_interval.is_zero() {
+            let due = match self.state.last_pass_completed().await {
+                Ok(last) => last.is_none_or(|at| now_epoch_seconds() - at >= self.pass_interval.as_secs() as i64),
+                Err(error) => return self.failed_state(error_chain(&error)),
+            };
+            if !due {
+                return RefreshReport {
+                    idle: Some("no pass is due and the queue is empty"),
+                    ..RefreshReport::nothing_yet(0)
+                };
+            }
+        }
+        Box::pin(self.passes(Scope::Organization { checkpoint }, deadline, progress)).await
+    }
+
+    /// The operator's sweep (`enricher-admin sweep`): the same loop as a run (the warm-up from
+    /// the walk beside the pass, passes repeated while findings stay `Partial` and progress is
+    /// made), over every finding or over these accounts' (20 at a time), until `deadline`. It
+    /// neither reads nor moves the refresher's checkpoint, and leaves the queue alone.
+    pub async fn complete(
+        &self,
+        accounts: &[String],
+        deadline: Instant,
+        progress: &(dyn Fn(&SweepReport) + Sync),
+    ) -> RefreshReport {
+        if accounts.is_empty() {
+            return Box::pin(self.passes(Scope::Everything, deadline, progress)).await;
+        }
+        let mut total = RefreshReport::nothing_yet(0);
+        for chunk in accounts.chunks(ACCOUNTS_PER_SWEEP) {
+            let report = Box::pin(self.passes(Scope::Accounts(chunk), deadline, progress)).await;
+            let finished = report.pass_complete;
+            total.accounts.extend(report.accounts);
+            total.sweep += report.sweep;
+            total.extra_passes += report.extra_passes;
+            total.pass_complete = finished;
+            if !finished {
+                break;
+            }
+        }
+        total
     }
 
     /// The pass over every finding from `checkpoint`, and beside it the warm-up: the accounts
@@ -134,12 +224,20 @@ impl Refresher {
     /// Organizations budget, on completing them.
     async fn passes(
         &self,
-        mut checkpoint: Option<Checkpoint>,
+        scope: Scope<'_>,
         deadline: Instant,
         progress: &(dyn Fn(&SweepReport) + Sync),
     ) -> RefreshReport {
         let mut report = RefreshReport::nothing_yet(0);
-        let walked = match Box::pin(self.walked(deadline)).await {
+        let (accounts, mut checkpoint, saving) = match scope {
+            Scope::Organization { checkpoint } => (&[][..], checkpoint, true),
+            Scope::Everything => (&[][..], None, false),
+            Scope::Accounts(accounts) => (accounts, None, false),
+        };
+        report.accounts = accounts.to_vec();
+        // The walk warms the whole organization: worth it for a pass over every finding only.
+        let walking = accounts.is_empty();
+        let walked = match Box::pin(async { if walking { self.walked(deadline).await } else { Ok(None) } }).await {
             Ok(walked) => walked,
             Err(error) => {
                 let error = error_chain(&error);
@@ -164,15 +262,25 @@ impl Refresher {
             loop {
                 let pass_started_at = checkpoint.as_ref().map_or_else(now_epoch_seconds, |c| c.pass_started_at);
                 let resume = checkpoint.take().map(|c| c.next_token);
-                let sweep = Box::pin(self.sweeper.run_deferring(&[], resume, deadline, &defer, progress)).await;
+                let sweep = Box::pin(self.sweeper.run_deferring(accounts, resume, deadline, &defer, progress)).await;
                 let next = sweep.resume_token.clone().map(|next_token| Checkpoint { next_token, pass_started_at });
                 // A pass that reached its end starts again from the first page next time.
                 report.pass_complete = next.is_none() && sweep.complete();
-                if let Err(error) = self.state.save_checkpoint(next.as_ref()).await {
+                if saving && let Err(error) = self.state.save_checkpoint(next.as_ref()).await {
                     report.state_error = Some(error_chain(&error));
                 }
                 let (partial, completed) = (sweep.incomplete(), sweep.enriched_complete);
                 report.sweep += sweep;
+                // A pass that reached its end with nothing left short of complete: the next one
+                // waits for the interval. One that left findings Partial does not count, so the
+                // next run passes again.
+                if saving
+                    && report.pass_complete
+                    && partial == 0
+                    && let Err(error) = self.state.record_pass_completed(now_epoch_seconds()).await
+                {
+                    report.state_error = Some(error_chain(&error));
+                }
                 let still_warming = warming.load(Ordering::Acquire);
                 if !still_warming {
                     after_warm += 1;
@@ -235,6 +343,10 @@ impl Refresher {
 
 impl Report for RefreshReport {
     fn log(&self) {
+        if let Some(idle) = self.idle {
+            tracing::info!(queued = self.queued, "refresher run: nothing to do ({idle})");
+            return;
+        }
         if let Some(error) = &self.state_error {
             tracing::error!(error = %error, "the sweep's state was not updated; the next run repeats this work");
         }

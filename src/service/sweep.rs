@@ -54,6 +54,7 @@ pub struct SweepReport {
     pub still_partial: usize,
     pub skipped: BTreeMap<String, usize>,
     pub failed: BTreeMap<String, usize>,
+    /// GetFindings and GetFindingsV2 calls (pages read).
     pub get_findings_calls: usize,
     /// Of `examined`, the new hub's (OCSF) findings.
     pub examined_v2: usize,
@@ -173,7 +174,9 @@ struct Pending {
     findings: Vec<Finding>,
     /// The position from which this account's findings can all be read again.
     resume_from: Option<Position>,
-    /// What the directory said of the accounts of the pages read, asked once per page.
+    /// What the directory said of the accounts of the pages read, asked once per page, kept
+    /// for the run: an account's findings on the new hub are resolved as its CSPM ones were.
+    /// (One entry per account of the organization at most.)
     resolutions: HashMap<String, Resolution>,
     /// Deferred accounts the cache could not answer: their findings wait for the next pass.
     awaiting: HashSet<String>,
@@ -231,7 +234,7 @@ impl Sweeper {
                     break;
                 }
             };
-            self.resolve_page(&page.findings, &mut pending, deadline, defer).await;
+            Box::pin(self.resolve_page(&page.findings, &mut pending, deadline, defer)).await;
             for finding in page.findings {
                 report.examined += 1;
                 if at.hub == Hub::V2 {
@@ -239,13 +242,13 @@ impl Sweeper {
                 }
                 let key = (at.hub, finding.aws_account_id.clone());
                 if pending.account.as_ref() != Some(&key) {
-                    self.flush(&mut pending, &mut report, deadline, true).await;
+                    self.flush(&mut pending, &mut report, deadline).await;
                     pending.account = Some(key);
                     pending.resume_from = Some(at.clone());
                 }
                 pending.findings.push(finding);
                 if pending.findings.len() >= FLUSH_AT {
-                    self.flush(&mut pending, &mut report, deadline, false).await;
+                    self.flush(&mut pending, &mut report, deadline).await;
                     pending.resume_from = Some(at.clone());
                 }
             }
@@ -253,7 +256,7 @@ impl Sweeper {
             position = at.after(page.next_token);
         }
         let failed_before: usize = report.failed.values().sum();
-        self.flush(&mut pending, &mut report, deadline, true).await;
+        self.flush(&mut pending, &mut report, deadline).await;
         let flush_failed = report.failed.values().sum::<usize>() > failed_before;
         // Stopped early: everything read is written, so the next run goes on from the next page;
         // but if writing the last account failed, from where that account began (what was
@@ -324,15 +327,11 @@ impl Sweeper {
         }
     }
 
-    /// Writes what the pending account needs; with `account_done`, forgets the account.
-    async fn flush(&self, pending: &mut Pending, report: &mut SweepReport, deadline: Instant, account_done: bool) {
+    /// Writes what the pending account needs.
+    async fn flush(&self, pending: &mut Pending, report: &mut SweepReport, deadline: Instant) {
         let findings = std::mem::take(&mut pending.findings);
         if !findings.is_empty() {
             self.write(findings, pending, report, deadline).await;
-        }
-        if account_done && let Some((_, account)) = pending.account.take() {
-            pending.resolutions.remove(&account);
-            pending.awaiting.remove(&account);
         }
     }
 
@@ -355,7 +354,8 @@ impl Sweeper {
         }
         let resolutions = &pending.resolutions;
         let known = |account: &str| resolutions.get(account).and_then(Resolution::record);
-        let served = self.pipeline.serve(&candidates, &eligible, known, None, deadline).await;
+        // Boxed: the pipeline's future is large, and a sweep's stack is deep already.
+        let served = Box::pin(self.pipeline.serve(&candidates, &eligible, known, None, deadline)).await;
         for (_, outcome) in &served.outcomes {
             report.count(outcome);
         }

@@ -474,14 +474,21 @@ async fn the_refresher_enriches_findings_from_before_the_stream_and_refreshes_a_
     let passes = 1 + first.extra_passes;
     assert_eq!(first.warm.as_ref().map(|w| (w.accounts, w.cached)), Some((7, 7)), "{first:?}");
     assert_eq!((sweep.examined, sweep.enriched_complete), (250 * passes, 250), "{sweep:?}");
-    assert_eq!(sweep.get_findings_calls, 3 * passes, "pages of 100");
+    assert_eq!(sweep.get_findings_calls, 4 * passes, "pages of 100, and the new hub's (empty) page");
     assert_eq!(calls.calls("Organizations", "DescribeAccount"), 0, "no account looked up on its own");
     assert_eq!(sweep.writes.updates.findings_per_call.len(), sweep.writes.minimum_calls, "Σ⌈n/100⌉ over the sweep");
     let stored = hub_findings(&aws_sdk_securityhub::Client::new(&stack.sdk)).await;
     assert!(stored.iter().all(|f| f.user_defined_fields.as_ref().unwrap()["findingEnriched"] == "True"));
 
     let writes_before = calls.calls("SecurityHub", "BatchUpdateFindings");
-    let second = refresher.run(later(), &|_| {}).await;
+    // The next scheduled run finds no pass due (REFRESH_INTERVAL_MINUTES after the last one) and
+    // an empty queue: it reads nothing.
+    let reads_before = calls.calls("SecurityHub", "GetFindings");
+    let idle = refresher.run(later(), &|_| {}).await;
+    assert_eq!(idle.idle, Some("no pass is due and the queue is empty"), "{idle:?}");
+    assert_eq!(calls.calls("SecurityHub", "GetFindings"), reads_before);
+    // The operator's sweep passes anyway, and finds every finding current.
+    let second = refresher.complete(&[], later(), &|_| {}).await;
     assert_eq!((second.sweep.examined, second.sweep.current), (250, 250), "{:?}", second.sweep);
     assert_eq!(calls.calls("SecurityHub", "BatchUpdateFindings"), writes_before, "nothing current is rewritten");
 

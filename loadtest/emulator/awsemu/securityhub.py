@@ -923,7 +923,16 @@ class SecurityHubService(Service):
         if body.get("Scopes"):
             raise validation_error("Scopes is not supported by this emulator")
         predicate = self._compile_v2_filters(body.get("Filters") or {})
-        fingerprint = hashlib.sha256(json.dumps(body.get("Filters") or {}, sort_keys=True).encode()).hexdigest()[:16]
+        sort = body.get("SortCriteria") or []
+        if not isinstance(sort, list):
+            raise validation_error("SortCriteria must be a list")
+        for c in sort:
+            if not isinstance(c, dict) or c.get("SortOrder", "asc") not in ("asc", "desc"):
+                raise validation_error("SortCriteria: SortOrder must be asc or desc")
+            if not isinstance(c.get("Field"), str) or c["Field"] not in OCSF_STRING_FIELDS:
+                raise validation_error(f"SortCriteria: unknown Field {c.get('Field')!r}")
+        fingerprint = hashlib.sha256(
+            json.dumps([body.get("Filters") or {}, sort], sort_keys=True).encode()).hexdigest()[:16]
         offset = 0
         token = body.get("NextToken")
         if token:
@@ -932,6 +941,8 @@ class SecurityHubService(Service):
                 raise validation_error("NextToken does not match the request's filters")
         with self.store.lock:
             matched = [f for f in self._state(ctx).findings_v2.values() if predicate(f)]
+            for c in reversed(sort):
+                matched = self._sorted(matched, c["Field"], c.get("SortOrder", "asc") == "desc")
             page = copy.deepcopy(matched[offset:offset + max_results])
         resp: dict[str, Any] = {"Findings": page}
         if offset + max_results < len(matched):

@@ -12,6 +12,7 @@ use securityhub_enricher::limits::Limiter;
 use securityhub_enricher::ports::events::EventPublisher;
 use securityhub_enricher::ports::findings::{FindingsReader, FindingsWriter, FindingsWriterV2};
 use securityhub_enricher::ports::metadata::{AccountSource, MetadataStore};
+use securityhub_enricher::ports::sweep_state::SweepState;
 use securityhub_enricher::service::directory::Directory;
 use securityhub_enricher::service::fanout::Fanout;
 use securityhub_enricher::service::handler::Enricher;
@@ -56,6 +57,7 @@ pub struct EnricherBuilder {
     tag_filter: TagFilter,
     deadline_margin: Duration,
     fanout: Option<Fanout>,
+    refresh_queue: Option<Arc<dyn SweepState>>,
 }
 
 impl Default for EnricherBuilder {
@@ -77,6 +79,7 @@ impl Default for EnricherBuilder {
             tag_filter: TagFilter::All,
             deadline_margin: Duration::from_millis(50),
             fanout: None,
+            refresh_queue: None,
         }
     }
 }
@@ -163,6 +166,12 @@ impl EnricherBuilder {
         self
     }
 
+    /// Queues the accounts a batch could not resolve here (the cache table's queue in AWS).
+    pub fn refresh_queue(mut self, queue: Arc<dyn SweepState>) -> Self {
+        self.refresh_queue = Some(queue);
+        self
+    }
+
     pub fn fanout(mut self, fanout: Fanout) -> Self {
         self.fanout = Some(fanout);
         self
@@ -174,7 +183,7 @@ impl EnricherBuilder {
         let enricher = self.build();
         Sweeper {
             reader,
-            directory: enricher.directory,
+            directory: enricher.directory.waiting_until_deadline(),
             pipeline: enricher.pipeline,
             read_limit: Limiter::new(reads),
             write_margin: WRITE_MARGIN,
@@ -197,6 +206,7 @@ impl EnricherBuilder {
         let rendering = Rendering { tag_filter: self.tag_filter, routing: self.routing };
         Enricher {
             directory,
+            refresh_queue: self.refresh_queue,
             pipeline: Pipeline { rendering, updater, publisher },
             deadline_margin: self.deadline_margin,
             fanout: self.fanout,

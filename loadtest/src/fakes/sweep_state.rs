@@ -11,6 +11,9 @@ use securityhub_enricher::ports::sweep_state::{Checkpoint, SweepState};
 pub struct InMemorySweepState {
     checkpoint: Mutex<Option<Checkpoint>>,
     queue: Mutex<BTreeSet<String>>,
+    last_pass: Mutex<Option<i64>>,
+    /// The lease's holder and expiry.
+    pub lease: Mutex<Option<(String, i64)>>,
 }
 
 #[async_trait]
@@ -37,6 +40,34 @@ impl SweepState for InMemorySweepState {
         let mut queue = self.queue.lock().unwrap();
         for account in accounts {
             queue.remove(account);
+        }
+        Ok(())
+    }
+
+    async fn last_pass_completed(&self) -> Result<Option<i64>, StoreError> {
+        Ok(*self.last_pass.lock().unwrap())
+    }
+
+    async fn record_pass_completed(&self, at: i64) -> Result<(), StoreError> {
+        *self.last_pass.lock().unwrap() = Some(at);
+        Ok(())
+    }
+
+    async fn take_lease(&self, holder: &str, now: i64, until: i64) -> Result<bool, StoreError> {
+        let mut lease = self.lease.lock().unwrap();
+        match lease.as_ref() {
+            Some((other, expires)) if other != holder && *expires >= now => Ok(false),
+            _ => {
+                *lease = Some((holder.to_owned(), until));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release_lease(&self, holder: &str) -> Result<(), StoreError> {
+        let mut lease = self.lease.lock().unwrap();
+        if lease.as_ref().is_some_and(|(h, _)| h == holder) {
+            *lease = None;
         }
         Ok(())
     }

@@ -28,6 +28,13 @@ pub const PASS_STARTED_ATTRIBUTE: &str = "PassStartedAt";
 /// The accounts whose findings wait to be refreshed (`ACCOUNTS_ATTRIBUTE`, a string set that
 /// account-events and `enricher-admin invalidate` add to and the sweep takes from).
 pub const REFRESH_QUEUE_KEY: &str = "refresh#queue";
+/// The item that says when the last pass over every finding reached its end.
+pub const LAST_PASS_KEY: &str = "sweep#last-pass";
+pub const COMPLETED_AT_ATTRIBUTE: &str = "CompletedAt";
+/// The refresher's run lease: one run at a time, whatever the schedule fires.
+pub const LEASE_KEY: &str = "refresh#lease";
+pub const HOLDER_ATTRIBUTE: &str = "Holder";
+pub const LEASED_UNTIL_ATTRIBUTE: &str = "LeasedUntil";
 pub const ACCOUNTS_ATTRIBUTE: &str = "Accounts";
 
 /// The key attribute value of an item.
