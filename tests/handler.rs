@@ -519,3 +519,20 @@ async fn an_explicit_request_survives_its_duplicates_and_one_actor_gets_one_job(
     assert_eq!(queued[&role], (vec!["inspector-1".to_owned()], 11), "the request, ahead of any severity");
     assert_eq!(queued[&alice], (vec![id("g1", A).id, id("g2", A).id], 3));
 }
+
+#[tokio::test(start_paused = true)]
+async fn accounts_a_batch_cannot_resolve_are_queued_for_the_refresher() {
+    let source = StaticSource::new([account(A, "payments-prod"), account(B, "data-lake")]);
+    source.fail(&[A]);
+    let queue = Arc::new(loadtest::fakes::sweep_state::InMemorySweepState::default());
+    let enricher = EnricherBuilder::new()
+        .source(Arc::new(source))
+        .refresh_queue(queue.clone())
+        .backoff(Duration::from_millis(1), 3)
+        .build();
+    let report = enricher.handle(fixture("pipe_batch.json"), soon()).await;
+    assert!(report.tally.balances());
+    assert_eq!(report.queued_for_refresh, 1);
+    use securityhub_enricher::ports::sweep_state::SweepState as _;
+    assert_eq!(queue.queued().await.unwrap(), vec![A.to_owned()], "only the account left Partial");
+}

@@ -294,11 +294,12 @@ async fn a_warm_up_cut_short_counts_the_accounts_it_did_not_reach_not_failed() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_pass_that_leaves_findings_partial_is_followed_by_another_in_the_same_run() {
+async fn a_sweep_waits_for_slow_lookups_and_an_outage_costs_one_extra_pass() {
     let hub = Arc::new(InMemoryHub::default());
     hub.import((0..30).map(|n| finding(A, n)));
-    // Organizations answers in 1.5 s; a page waits 1 s for it, so the first pass writes Partial
-    // and the lookup lands in the background.
+    // Organizations answers in 1.5 s, past the stream's 1 s lookup budget: a sweep waits for it
+    // until its own deadline instead, so the first pass writes every finding complete, none
+    // Partial first.
     let source = Arc::new(StaticSource::new([account(A, &[])]).with_latency(Duration::from_millis(1500)));
     let slow = EnricherBuilder::new()
         .source(source.clone())
@@ -308,9 +309,10 @@ async fn a_pass_that_leaves_findings_partial_is_followed_by_another_in_the_same_
     let state = Arc::new(InMemorySweepState::default());
     let refresher = Refresher::new(slow, state.clone(), None);
     let run = refresher.run(far(), &no_progress).await;
-    assert_eq!(run.extra_passes, 1, "{run:?}");
+    assert_eq!(run.extra_passes, 0, "{run:?}");
     assert!(run.pass_complete);
-    assert_eq!((run.sweep.still_partial, run.sweep.enriched_complete), (30, 30), "{:?}", run.sweep);
+    assert_eq!((run.sweep.still_partial, run.sweep.enriched_complete), (0, 30), "{:?}", run.sweep);
+    assert_eq!(run.sweep.writes.updates.findings_per_call, vec![30], "each finding written once");
     assert_eq!(hub.stored(&finding(A, 7).identifier()).unwrap().user_defined_fields[keys::FINDING_ENRICHED], "True");
 
     // While Organizations is down, a run makes one extra pass and stops: no spinning.
@@ -321,4 +323,40 @@ async fn a_pass_that_leaves_findings_partial_is_followed_by_another_in_the_same_
     let outage = refresher.run(far(), &no_progress).await;
     assert_eq!(outage.extra_passes, 1, "{outage:?}");
     assert_eq!(outage.sweep.still_partial, 20, "ten findings of B, Partial in both passes");
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_runs_never_overlap_and_a_pass_waits_for_its_interval_while_the_queue_is_taken_at_once() {
+    let hub = Arc::new(InMemoryHub::default());
+    hub.import((0..10).map(|n| finding(A, n)).chain((0..10).map(|n| finding(B, n))));
+    let source = Arc::new(StaticSource::new([account(A, &[]), account(B, &[])]));
+    let state = Arc::new(InMemorySweepState::default());
+    let refresher = Refresher::new(sweeper(&hub, source.clone()), state.clone(), None)
+        .with_pass_interval(Duration::from_secs(15 * 60));
+
+    // Another environment's run holds the lease: this one does nothing, reads nothing.
+    *state.lease.lock().unwrap() = Some(("other".into(), i64::MAX));
+    let blocked = refresher.run(far(), &no_progress).await;
+    assert_eq!(blocked.idle, Some("another run holds the lease"));
+    assert_eq!(hub.reads.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+    // Its lease expired (the holder died): taken over.
+    *state.lease.lock().unwrap() = Some(("other".into(), 0));
+    let first = refresher.run(far(), &no_progress).await;
+    assert!(first.pass_complete && first.idle.is_none(), "{first:?}");
+    assert_eq!(first.sweep.enriched_complete, 20);
+    assert_eq!(*state.lease.lock().unwrap(), None, "given back at the end of the run");
+
+    // A minute later: no pass is due, nothing queued.
+    let idle = refresher.run(far(), &no_progress).await;
+    assert_eq!(idle.idle, Some("no pass is due and the queue is empty"));
+
+    // An account the stream could not resolve is queued: the next run takes it at once.
+    source.update(account(B, &[("team", "blue")]));
+    refresher.sweeper.directory.invalidate(&[B.to_owned()]).await.unwrap();
+    state.enqueue(&[B.to_owned()]).await.unwrap();
+    let queued = refresher.run(far(), &no_progress).await;
+    assert_eq!(queued.accounts, vec![B.to_owned()]);
+    assert_eq!((queued.sweep.examined, queued.sweep.enriched_complete), (10, 10), "{:?}", queued.sweep);
+    assert_eq!(hub.stored(&finding(B, 3).identifier()).unwrap().user_defined_fields["team"], "blue");
 }
