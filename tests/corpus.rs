@@ -364,6 +364,24 @@ fn run(file: &str, events: Vec<Value>, totals: &mut Totals) {
     let written = triage.kept.iter().filter(|&&i| outcomes[i].is_some()).count();
     assert_eq!(written, triage.kept.len(), "{file}: every kept finding is written");
 
+    // Organizations unreachable: the same findings written `Partial`, within the same limits.
+    let unknown = routed_account_enrichments(
+        triage.kept.iter().map(|&i| &candidates[i].finding),
+        |_| None,
+        &TagFilter::All,
+        &rules(),
+    );
+    for request in &group_updates(candidates, &v1, &unknown).requests {
+        let payload = &request.payload;
+        assert!(payload.is_partial(), "{file}");
+        assert!(payload.note.as_ref().is_none_or(|n| n.chars().count() <= NOTE_MAX_CHARS), "{file}");
+        assert!(payload.fields.len() <= FIELDS_MAX_PAIRS, "{file}");
+    }
+    for request in &group_comments(candidates, &v2, &unknown).requests {
+        assert!(request.partial && request.comment.chars().count() <= COMMENT_MAX_CHARS, "{file}");
+        assert_eq!(comment::owner(Some(&request.comment)), CommentOwner::OursPending, "{file}");
+    }
+
     let mut tally = decoded.tally.clone();
     let failed = settle(&mut tally, decoded.records.clone(), outcomes);
     assert!(failed.is_empty(), "{file}: nothing to retry");
