@@ -2,7 +2,7 @@
 //! metadata, one Kinesis batch at a time, and runs the Detective investigations they ask for.
 //!
 //! This crate is what ships: the library and the binaries that run in AWS (`enricher`,
-//! `investigator`, `account-events`) or that an operator runs against it (`enricher-admin`).
+//! `investigator`, `account-events`, `refresher`) or that an operator runs against it (`enricher-admin`).
 //! The load-test harness, the local-stack runner, the demo and the in-memory fakes of the
 //! ports live in the `loadtest/` crate, which depends on this one and never the other way.
 //!
@@ -24,13 +24,23 @@
 //! | `core::routing` | pure | `ROUTING_POLICY` as data: owner, environment, criticality per account |
 //! | `core::enriched_event` | pure | the versioned "Finding Enriched" event and PutEvents' limits |
 //! | `core::plan` | pure | screen (loop guard), dedup, group into the fewest update requests (V1 by payload, V2 by comment) |
-//! | `core::select` | pure | which findings and IAM entities are investigated, and when |
+//! | `core::select` | pure | investigation selection; re-exports its four files' public items as `core::select::X` |
+//! | `core::select::policy` | pure | trigger policy: which findings are investigated, and when (criteria, asks, `may_investigate`) |
+//! | `core::select::iam` | pure | ASFF IAM entity decoding: resources → IAM user and role ARNs, per `PrincipalType` |
+//! | `core::select::sequence` | pure | attack sequences: the IAM entities of a sequence's actors, its signals |
+//! | `core::select::jobs` | pure | job planning: one job per actor and overlapping window |
+//! | `core::select::test_support` | test | the findings and batches the select tests are built from |
 //! | `core::investigation` | pure | job domain types, the verdict and its note |
 //! | `core::account_change` | pure | which accounts a forwarded CloudTrail event changed |
 //! | `core::rate`, `core::time`, `core::error` | pure | rates and shares, the one clock, the error chain |
-//! | `ports` | port | traits between service and adapters: metadata store and source, findings writers (V1, V2) and reader, event publisher, quota ledger, jobs, Detective |
+//! | `ports` | port | traits between service and adapters, one module per capability: |
+//! | `ports::metadata`, `ports::findings`, `ports::events` | port | metadata store and source; findings writers (V1, V2) and reader; the event publisher |
+//! | `ports::ledger`, `ports::jobs`, `ports::detective`, `ports::sweep_state` | port | quota ledger; job table; Detective; the sweep's checkpoint and refresh queue |
 //! | `adapters::sdk` | adapter | SDK config, app names, the one error classifier, call counting |
-//! | `adapters::cache_table` | adapter | the cache table: its schema (one owner), the account tier, the quota ledger item |
+//! | `adapters::cache_table` | adapter | the cache table (`CACHE_TABLE`), one file per kind of item: |
+//! | `adapters::cache_table::schema` | adapter | its key and attributes, in one place |
+//! | `adapters::cache_table::store`, `adapters::cache_table::ledger` | adapter | the account metadata tier; the quota ledger item |
+//! | `adapters::cache_table::sweep_state` | adapter | the sweep's checkpoint and the queue of accounts to refresh |
 //! | `adapters::organizations` | adapter | Organizations and Account Management lookups |
 //! | `adapters::securityhub` | adapter | BatchUpdateFindings, GetFindings and BatchUpdateFindingsV2 |
 //! | `adapters::eventbridge` | adapter | PutEvents to `ENRICHED_EVENTS_BUS` |
@@ -42,6 +52,8 @@
 //! | `service::publisher` | glue | enriched-finding events, 10 per PutEvents, failed entries retried |
 //! | `service::fanout`, `service::investigator` | glue | queueing investigations; the investigator's pass |
 //! | `service::account_events` | glue | forgetting changed accounts |
+//! | `service::sweep` | glue | the sweep: every active finding that needs work, enriched through the same core as the stream |
+//! | `service::refresh` | glue | one `refresher` run: queued accounts first, then the pass from its checkpoint, warming the directory beside it |
 //! | `limits` | infrastructure | client-side rate limits (`governor`) within a deadline, jittered backoff |
 //! | `telemetry` | infrastructure | metric names, EMF, JSON logs, the `Report` trait, call counts |
 //! | `config` | config | the one place environment variables are read and validated |

@@ -51,11 +51,8 @@ pub fn render(account: &AccountMetadata, path: &str, routing: &Routing, complete
         Completeness::Partial => PENDING_MARKER,
     };
     let name = account.name.as_deref().unwrap_or("unknown name");
-    let mut text = format!("{marker} Account {name} ({})", account.account_id);
-    if !path.is_empty() {
-        text.push_str(&format!(" in {path}"));
-    }
-    text.push('.');
+    let head = format!("{marker} Account {name} ({})", account.account_id);
+    let mut text = String::from(".");
     for (label, value) in
         [("Owner", &routing.owner), ("Environment", &routing.environment), ("Criticality", &routing.criticality)]
     {
@@ -74,7 +71,28 @@ pub fn render(account: &AccountMetadata, path: &str, routing: &Routing, complete
     if completeness == Completeness::Partial {
         text.push_str(" Organization details pending.");
     }
-    truncate_chars(&text, COMMENT_MAX_CHARS)
+    let room = COMMENT_MAX_CHARS.saturating_sub(head.chars().count() + text.chars().count());
+    truncate_chars(&format!("{head}{}{text}", place(path, room)), COMMENT_MAX_CHARS)
+}
+
+/// " in Root/Workloads/Prod"; when that does not fit in `room` characters, as many of the path's
+/// last OUs as fit behind an ellipsis (" in …/Workloads/Prod"), so that a deep path of long OU
+/// names (5 levels of up to 128 characters) never pushes routing and the contact out of the
+/// comment. Empty when not even the account's own OU fits.
+fn place(path: &str, room: usize) -> String {
+    let full = format!(" in {path}");
+    if path.is_empty() || full.chars().count() <= room {
+        return if path.is_empty() { String::new() } else { full };
+    }
+    let mut kept = String::new();
+    for segment in path.split('/').rev().filter(|s| !s.is_empty()) {
+        let longer = if kept.is_empty() { segment.to_owned() } else { format!("{segment}/{kept}") };
+        if format!(" in …/{longer}").chars().count() > room {
+            break;
+        }
+        kept = longer;
+    }
+    if kept.is_empty() { String::new() } else { format!(" in …/{kept}") }
 }
 
 #[cfg(test)]
@@ -113,6 +131,37 @@ mod tests {
         assert_eq!(owner(Some("triaged by alice")), CommentOwner::Foreign);
         assert_eq!(owner(Some("  ")), CommentOwner::Empty);
         assert_eq!(owner(None), CommentOwner::Empty);
+    }
+
+    #[test]
+    fn a_deep_path_of_long_names_gives_way_to_routing_and_the_contact() {
+        let routing = Routing {
+            owner: Some("payments".into()),
+            environment: Some("prod".into()),
+            criticality: Some("high".into()),
+        };
+        let ou = |c: char| c.to_string().repeat(128);
+        let path = format!("Root/{}/{}/{}/{}/{}", ou('a'), ou('b'), ou('c'), ou('d'), ou('e'));
+        let mut account = account("pay");
+        account.name = Some("n".repeat(50));
+        for completeness in [Completeness::Complete, Completeness::Partial] {
+            let text = render(&account, &path, &routing, completeness);
+            assert!(text.chars().count() <= COMMENT_MAX_CHARS, "{}", text.chars().count());
+            assert!(text.contains(" in …/"), "{text}");
+            assert!(text.contains(&format!("{}.", ou('e'))), "the account's own OU is kept: {text}");
+            assert!(!text.contains(&ou('a')), "{text}");
+            let end = match completeness {
+                Completeness::Complete => {
+                    " Owner: payments. Environment: prod. Criticality: high. Security contact: CISO."
+                }
+                Completeness::Partial => {
+                    " Owner: payments. Environment: prod. Criticality: high. Security contact: CISO. Organization details pending."
+                }
+            };
+            assert!(text.ends_with(end), "{text}");
+        }
+        let short = render(&account, "Root/Prod", &routing, Completeness::Complete);
+        assert!(short.contains(" in Root/Prod. Owner: payments."), "a path that fits is written whole: {short}");
     }
 
     proptest! {
