@@ -19,11 +19,12 @@
 //! | `core::account` | pure | account metadata as looked up and cached |
 //! | `core::cache_entry` | pure | cache entry lifetimes: fresh, stale, expired |
 //! | `core::fields` | pure | Security Hub's field limits and the UserDefinedFields keys we own |
-//! | `core::enrich` | pure | metadata → Note and UserDefinedFields within limits; the fallback and completeness rule |
+//! | `core::enrich` | pure | `Rendering` (`TAG_KEYS`, `ROUTING_POLICY`, `OWNER_TAG_KEY`): metadata → Note and UserDefinedFields within limits, the Note's account and investigation parts; the fallback and completeness rule |
 //! | `core::comment` | pure | the new hub's `Comment` (≤ 512, marked as ours): whose comment a finding carries, the loop guard |
 //! | `core::routing` | pure | `ROUTING_POLICY` as data: owner, environment, criticality per account |
 //! | `core::enriched_event` | pure | the versioned "Finding Enriched" event and PutEvents' limits |
-//! | `core::plan` | pure | screen (loop guard), dedup, group into the fewest update requests (V1 by payload, V2 by comment) |
+//! | `core::plan` | pure | screen (the loop guard for events), dedup, "current" and "still partial" for both hubs, group into the fewest update requests (V1 by payload, V2 by comment) |
+//! | `core::quotas` | pure | every shared rate declared once: each API's quota and the default share of each holder, with the test that they fit |
 //! | `core::select` | pure | investigation selection; re-exports its four files' public items as `core::select::X` |
 //! | `core::select::policy` | pure | trigger policy: which findings are investigated, and when (criteria, asks, `may_investigate`) |
 //! | `core::select::iam` | pure | ASFF IAM entity decoding: resources → IAM user and role ARNs, per `PrincipalType` |
@@ -45,15 +46,16 @@
 //! | `adapters::securityhub` | adapter | BatchUpdateFindings, GetFindings and BatchUpdateFindingsV2 |
 //! | `adapters::eventbridge` | adapter | PutEvents to `ENRICHED_EVENTS_BUS` |
 //! | `adapters::jobs_table`, `adapters::detective` | adapter | the job table, Detective |
-//! | `service::handler` | glue | one batch, start to finish |
+//! | `service::pipeline` | glue | the one enrichment pipeline every path writes through: render, decide current, group, publish, write |
+//! | `service::handler` | glue | one batch, start to finish; queues the accounts it could not resolve |
 //! | `service::batch_report` | glue | the per-batch report: its log line and metrics |
 //! | `service::directory` | glue | memory → table → source, in a time budget |
 //! | `service::updater`, `service::quota_share` | glue | pacing and retrying updates of both hubs, sharing the quota |
 //! | `service::publisher` | glue | enriched-finding events, 10 per PutEvents, failed entries retried |
 //! | `service::fanout`, `service::investigator` | glue | queueing investigations; the investigator's pass |
 //! | `service::account_events` | glue | forgetting changed accounts |
-//! | `service::sweep` | glue | the sweep: every active finding that needs work, enriched through the same core as the stream |
-//! | `service::refresh` | glue | one `refresher` run: queued accounts first, then the pass from its checkpoint, warming the directory beside it |
+//! | `service::sweep` | glue | the sweep: every active finding of both hubs that needs work, through the same pipeline as the stream |
+//! | `service::refresh` | glue | one `refresher` run under the run lease: queued accounts first, then the pass from its checkpoint when due, warming the directory beside it; the operator's sweep runs the same loop |
 //! | `limits` | infrastructure | client-side rate limits (`governor`) within a deadline, jittered backoff |
 //! | `telemetry` | infrastructure | metric names, EMF, JSON logs, the `Report` trait, call counts |
 //! | `config` | config | the one place environment variables are read and validated |
