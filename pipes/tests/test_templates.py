@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 from cfnlint.decode import decode
 
+from pipes import delegation_policy
 from pipes.tests import iam_check
 from pipes.tests.cfn import Stack
 from pipes.tests.iam_check import Request, evaluate
@@ -604,7 +605,7 @@ class IamTest(unittest.TestCase):
         self.assertEqual(policy["Type"], "AWS::Organizations::ResourcePolicy")
         self.assertEqual(policy["Condition"], "CreateDelegationPolicy")
         self.assertEqual(template["Parameters"]["CreateOrganizationsDelegationPolicy"]["AllowedValues"], ["true", "false"])
-        stack = Stack(template, MANAGEMENT_PARAMETERS, account=iam_check.MANAGEMENT_ACCOUNT)
+        stack = Stack(template, {**MANAGEMENT_PARAMETERS, "CreateOrganizationsDelegationPolicy": "true"}, account=iam_check.MANAGEMENT_ACCOUNT)
         (statement,) = stack.resources()["OrganizationsDelegationPolicy"]["Properties"]["Content"]["Statement"]
         self.assertEqual(statement["Principal"], {"AWS": "arn:aws:iam::111122223333:root"})
         self.assertEqual(statement["Effect"], "Allow")
@@ -616,11 +617,25 @@ class IamTest(unittest.TestCase):
         self.assertTrue(all(a.split(":")[1].startswith(("Describe", "List")) for a in statement["Action"]), "read-only")
         off = Stack(template, {**MANAGEMENT_PARAMETERS, "CreateOrganizationsDelegationPolicy": "false"})
         self.assertNotIn("OrganizationsDelegationPolicy", off.resources())
+        # Never replace what exists: off unless asked for, and kept when the stack goes or the
+        # parameter is turned off again (a policy others may rely on by then).
+        self.assertEqual(template["Parameters"]["CreateOrganizationsDelegationPolicy"]["Default"], "false")
+        self.assertNotIn("OrganizationsDelegationPolicy", Stack(template, MANAGEMENT_PARAMETERS).resources())
+        self.assertEqual(policy.get("DeletionPolicy"), "Retain")
+        self.assertEqual(policy.get("UpdateReplacePolicy"), "Retain")
+        on = Stack(template, {**MANAGEMENT_PARAMETERS, "CreateOrganizationsDelegationPolicy": "true"}, account=iam_check.MANAGEMENT_ACCOUNT)
+        (created,) = on.resources()["OrganizationsDelegationPolicy"]["Properties"]["Content"]["Statement"]
+        self.assertEqual(created, statement)
+        # The check script's statement and the stack's output are that statement.
+        self.assertEqual(delegation_policy.statement("111122223333"), statement)
+        output = json.loads(stack.resolve(template["Outputs"]["DelegationPolicyStatement"]["Value"]))
+        self.assertEqual(output, statement)
         readme = README.read_text()
         for action in statement["Action"]:
             mentions(self, readme, json.dumps(action), "pipes/README.md (the statement to merge)")
         mentions(self, readme, "describe-resource-policy", "pipes/README.md")
         mentions(self, readme, "put-resource-policy", "pipes/README.md")
+        mentions(self, readme, "python3 -m pipes.delegation_policy", "pipes/README.md")
 
 
 # ------------------------------------------------------------------------------------------
