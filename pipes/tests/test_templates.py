@@ -518,6 +518,36 @@ class IamTest(unittest.TestCase):
                 decision = evaluate(statements, Request("securityhub:BatchUpdateFindings", [hub], context))
                 self.assertEqual(decision.allowed, allowed, f"{role} {fields}: {decision.reason}")
 
+    def test_every_principal_that_may_update_findings_is_denied_the_ocsf_severity_and_status(self):
+        """BatchUpdateFindingsV2 is authorized as securityhub:BatchUpdateFindings, so any principal
+        allowed that action could set SeverityId and StatusId of the new hub's findings unless denied.
+        Every principal of both templates (roles and managed policies, in every variant) that may call
+        it carries the enricher's Deny statements, so that even a broader policy attached beside ours
+        (here: Allow *) cannot change them; and the ASFF fields but Note and UserDefinedFields likewise."""
+        variants = [REQUIRED_PARAMETERS, ALL_ON, {**ALL_ON, "KmsKeyArn": iam_check.KMS_KEY, "ContactRoleArn": "arn:aws:iam::999999999999:role/securityhub-enricher-contacts"}]
+        broader = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+        resources = [f"arn:aws:securityhub:us-east-1:111122223333:{r}" for r in ("hub/default", "hubv2/unknown", "hubv2/default")]
+        ocsf = lambda *fields: {f"securityhub:ocsfsyntaxpath/{f.lower()}": [iam_check.UnknownValue(f)] for f in fields}  # noqa: E731
+        asff = lambda *fields: {f"securityhub:asffsyntaxpath/{f.lower()}": [iam_check.UnknownValue(f)] for f in fields}  # noqa: E731
+        writers: set[str] = set()
+        stacks = [Stack(self.templates["template.yaml"], v) for v in variants]
+        stacks.append(Stack(self.templates["management-account.yaml"], {**MANAGEMENT_PARAMETERS, "CreateOrganizationsDelegationPolicy": "true",
+                                                                         "EnricherEventBusArn": "arn:aws:events:us-east-1:111122223333:event-bus/default",
+                                                                         "AlarmEmail": "a@b.example"}, account=iam_check.MANAGEMENT_ACCOUNT))
+        for stack in stacks:
+            for name, statements_ in principals(stack).items():
+                if not any(s["Effect"] == "Allow" and "securityhub:BatchUpdateFindings" in as_list(s["Action"]) for s in statements_):
+                    continue
+                writers.add(name)
+                for resource in resources:
+                    for context in (ocsf("Comment", "SeverityId"), ocsf("Comment", "StatusId"), ocsf("SeverityId"), ocsf("StatusId"),
+                                    asff("Note", "Workflow.Status"), asff("Note", "Severity.Label"), asff("Note", "Types")):
+                        request = Request("securityhub:BatchUpdateFindings", [resource], context)
+                        for extra in ([], [broader]):
+                            decision = evaluate(statements_ + extra, request)
+                            self.assertFalse(decision.allowed, f"{name} {resource} {sorted(context)} {'with a broader policy' if extra else ''}")
+        self.assertEqual(writers, {"EnricherRole", "InvestigatorRole", "OperatorPolicy"}, "the principals that may call BatchUpdateFindings")
+
     def cache_writes(self):
         """(principal, statements, cache table ARN) of every role and the operator policy, with and without a key."""
         for kms in ("", iam_check.KMS_KEY):
