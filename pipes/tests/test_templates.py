@@ -1370,6 +1370,53 @@ def filter_matches(pattern: str, line: str) -> bool:
     return any((quoted or bare) in line for quoted, bare in terms)
 
 
+def rearmed_alarms(stack: Stack) -> dict[str, dict]:
+    """Alarm name -> the schedule that puts it back to INSUFFICIENT_DATA (so that it notifies again)."""
+    found = {}
+    for name, schedule in stack.resources("AWS::Scheduler::Schedule").items():
+        target = schedule["Properties"]["Target"]
+        if target["Arn"] != "arn:aws:scheduler:::aws-sdk:cloudwatch:setAlarmState":
+            continue
+        body = json.loads(target["Input"])
+        self_alarm = next(a for a in stack.resources("AWS::CloudWatch::Alarm") if stack.ref(a) == body["AlarmName"])
+        found[self_alarm] = {"schedule": name, **schedule["Properties"], "body": body}
+    return found
+
+
+def metric_math(expression: str, values: dict[str, float | None]) -> float | None:
+    """Evaluates the few metric-math functions our alarms use (IF, FILL, AND, comparisons,
+    + and -) on one datapoint per metric; None is a missing datapoint."""
+    class Missing(Exception):
+        pass
+
+    def fill(value, default):
+        return default if value is None else value
+
+    def if_(condition, yes, no):
+        return yes if condition else no
+
+    python = expression.replace("FILL(", "fill(").replace("IF(", "if_(").replace(" AND ", " and ").replace(" OR ", " or ")
+    if re.search(r"[A-Z]{2,}\(", python):
+        raise AssertionError(f"metric math function not modelled: {expression}")
+    scope = {"fill": fill, "if_": if_, **values}
+    try:
+        return float(eval(python, {"__builtins__": {}}, scope))  # noqa: S307 (our own template's expressions)
+    except TypeError:
+        return None  # a missing datapoint used without FILL
+
+
+def alarm_breaches(alarm: dict, values: dict[str, float | None]) -> bool | None:
+    """One datapoint of `alarm`'s watched value against its threshold; None = missing."""
+    properties = alarm["Properties"]
+    (watched,) = [m for m in properties["Metrics"] if m.get("ReturnData")]
+    value = metric_math(watched["Expression"], values)
+    if value is None:
+        return None
+    threshold = float(properties["Threshold"])
+    return {"GreaterThanThreshold": value > threshold, "GreaterThanOrEqualToThreshold": value >= threshold,
+            "LessThanThreshold": value < threshold}[properties["ComparisonOperator"]]
+
+
 class AlarmsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -1382,9 +1429,11 @@ class AlarmsTest(unittest.TestCase):
             self.assertEqual(stack.resources()["AlarmEmailSubscription"]["Properties"]["Protocol"], "email")
             alarms = stack.resources("AWS::CloudWatch::Alarm")
             self.assertTrue(alarms)
+            rearmed = rearmed_alarms(stack)
             for name, alarm in alarms.items():
                 self.assertEqual(alarm["Properties"]["AlarmActions"], [topic], name)
-                self.assertEqual(alarm["Properties"]["OKActions"], [topic], name)
+                # A re-armed alarm has no OKActions: re-arming a healthy one would send an OK each time.
+                self.assertEqual(alarm["Properties"].get("OKActions"), None if name in rearmed else [topic], name)
                 self.assertTrue(alarm["Properties"].get("AlarmDescription"), name)
         given = "arn:aws:sns:us-east-1:111122223333:paging"
         for stack in both_stacks(AlarmTopicArn=given):
@@ -1482,6 +1531,88 @@ class AlarmsTest(unittest.TestCase):
                 self.assertTrue(filter_matches(pattern, line), line)
             for line in fine:
                 self.assertFalse(filter_matches(pattern, line), line)
+
+    def test_silence_is_breaching_where_it_means_stopped(self):
+        """The pipe polls the stream all the time, the refresher completes a run every interval and
+        the investigator runs every minute: their silence is a stop, and alarms. Elsewhere no data is
+        an idle system (the SQS, Events and Pipes metrics and ours are sent only with activity)."""
+        (stack, management) = both_stacks()
+        breaching = {n for st in (stack, management) for n, a in st.resources("AWS::CloudWatch::Alarm").items()
+                     if a["Properties"]["TreatMissingData"] == "breaching"}
+        self.assertEqual(breaching, {"IteratorAgeAlarm", "RefresherStalledAlarm", "InvestigatorNotRunningAlarm"})
+
+    def test_findings_in_the_stream_but_no_enricher_run_for_15_minutes(self):
+        (stack, _) = both_stacks()
+        alarm = stack.resources()["EnricherNotRunningAlarm"]
+        stats = {m["Id"]: m["MetricStat"] for m in alarm["Properties"]["Metrics"] if "MetricStat" in m}
+        self.assertEqual(stats["incoming"]["Metric"], {"Namespace": "AWS/Kinesis", "MetricName": "IncomingRecords",
+                                                       "Dimensions": [{"Name": "StreamName", "Value": stack.ref("FindingsStream")}]})
+        self.assertEqual(stats["invocations"]["Metric"], {"Namespace": "AWS/Lambda", "MetricName": "Invocations",
+                                                          "Dimensions": [{"Name": "FunctionName", "Value": stack.ref("EnricherFunction")}]})
+        self.assertEqual({s["Period"] for s in stats.values()}, {900})
+        self.assertEqual((stats["incoming"]["Stat"], stats["invocations"]["Stat"]), ("Sum", "Sum"))
+        self.assertEqual(alarm["Properties"]["EvaluationPeriods"], 1)
+        for incoming, invocations, fires in [(10, 0, True), (10, None, True), (1, 3, False), (None, None, False),
+                                             (0, 0, False), (None, 2, False)]:
+            self.assertEqual(bool(alarm_breaches(alarm, {"incoming": incoming, "invocations": invocations})), fires, (incoming, invocations))
+
+    def test_the_refresher_not_completing_a_run_in_twice_its_interval(self):
+        template = self.templates["template.yaml"]
+        self.assertLessEqual(int(template["Parameters"]["RefreshIntervalMinutes"]["MaxValue"]) * 2 * 60, 86400,
+                             "CloudWatch looks back at most one day")
+        self.assertIn("RefreshRunsCompleted", code_metrics(TELEMETRY_RS.read_text()))
+        mentions(self, (ROOT / "src" / "service" / "refresh.rs").read_text(), "Metric::RefreshRunsCompleted.count(", "src/service/refresh.rs")
+        for interval in ("15", "60", "720"):
+            stack = Stack(template, {**ALL_ON, "RefreshIntervalMinutes": interval})
+            alarm = stack.resources()["RefresherStalledAlarm"]["Properties"]
+            self.assertEqual((alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]),
+                             (NAMESPACE, "RefreshRunsCompleted", [{"Name": "Function", "Value": "refresher"}]))
+            window = alarm["Period"] * int(alarm["EvaluationPeriods"])
+            self.assertEqual(window, 2 * int(interval) * 60, "twice the interval")
+            self.assertEqual(alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"], "every period of the window empty")
+            self.assertEqual((alarm["Statistic"], alarm["ComparisonOperator"], float(alarm["Threshold"])), ("Sum", "LessThanThreshold", 1.0))
+            schedule = stack.resources()["RefresherFunction"]["Properties"]["Events"]["Schedule"]["Properties"]["Schedule"]
+            self.assertEqual(schedule, f"rate({interval} minutes)")
+
+    def test_pending_investigations_growing_for_an_hour(self):
+        (stack, _) = both_stacks()
+        alarm = stack.resources()["InvestigationBacklogAlarm"]
+        properties = alarm["Properties"]
+        metrics = {m["Id"]: (m["MetricStat"]["Metric"]["MetricName"], m["MetricStat"]["Metric"]["Dimensions"][0]["Value"], m["MetricStat"]["Period"])
+                   for m in properties["Metrics"] if "MetricStat" in m}
+        self.assertEqual(metrics, {"queued": ("InvestigationsQueued", "enricher", 900), "completed": ("InvestigationsCompleted", "investigator", 900),
+                                   "failed": ("InvestigationsFailed", "investigator", 900), "notcovered": ("InvestigationsNotCovered", "investigator", 900),
+                                   "joined": ("InvestigationsJoined", "investigator", 900)})
+        self.assertEqual(900 * properties["EvaluationPeriods"], 3600)
+        self.assertEqual(properties["DatapointsToAlarm"], properties["EvaluationPeriods"])
+        zero = dict.fromkeys(metrics, 0)
+        for values, fires in [({**zero, "queued": 5, "completed": 2}, True), ({**zero, "queued": 5, "completed": 3, "joined": 2}, False),
+                              ({**zero, "queued": 5, "completed": None, "failed": None, "notcovered": None, "joined": None}, True),
+                              ({**zero, "queued": 0, "completed": 4}, False)]:
+            self.assertEqual(alarm_breaches(alarm, values), fires, values)
+        investigator = stack.resources()["InvestigatorNotRunningAlarm"]["Properties"]
+        self.assertEqual(investigator["Dimensions"], [{"Name": "FunctionName", "Value": stack.ref("InvestigatorFunction")}])
+        self.assertEqual(investigator["Period"] * investigator["EvaluationPeriods"], 900)
+        off = Stack(self.templates["template.yaml"], {**ALL_ON, "EnableInvestigations": "false"}).resources()
+        self.assertNotIn("InvestigationBacklogAlarm", off)
+        self.assertNotIn("InvestigatorNotRunningAlarm", off)
+
+    def test_dead_letter_alarms_notify_again_while_messages_wait(self):
+        for stack in both_stacks():
+            queues = {stack.get_att(q, "QueueName") for q in stack.resources("AWS::SQS::Queue")}
+            depth = {n for n, dims in alarms_on(stack, "AWS/SQS", "ApproximateNumberOfMessagesVisible") if dims.get("QueueName") in queues}
+            rearmed = rearmed_alarms(stack)
+            self.assertEqual(set(rearmed), depth, "every dead-letter queue alarm, and only those")
+            for name, schedule in rearmed.items():
+                self.assertEqual(schedule["ScheduleExpression"], f"rate({stack.parameters['DeadLetterReminderHours']} hours)")
+                self.assertEqual(schedule["body"]["StateValue"], "INSUFFICIENT_DATA", "back to ALARM, and notifying, at the next evaluation")
+                role = next(r for r in stack.resources("AWS::IAM::Role") if stack.arn(r) == schedule["Target"]["RoleArn"])
+                trust = stack.resources()[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+                self.assertEqual([t["Principal"] for t in trust], [{"Service": "scheduler.amazonaws.com"}])
+                statements_ = iam_check.role_statements(stack, role)
+                self.assertTrue(evaluate(statements_, Request("cloudwatch:SetAlarmState", [stack.arn(name)])).allowed, name)
+                other = f"arn:aws:cloudwatch:us-east-1:{stack.account}:alarm:RecordAgeAlarm"
+                self.assertFalse(evaluate(statements_, Request("cloudwatch:SetAlarmState", [other])).allowed, "only the dead-letter alarms")
 
     def test_the_readme_lists_every_alarm(self):
         readme = README.read_text()
