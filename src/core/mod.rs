@@ -17,6 +17,7 @@ pub mod ocsf;
 pub mod outcome;
 pub mod plan;
 pub mod rate;
+pub mod redrive;
 pub mod routing;
 pub mod select;
 pub mod time;

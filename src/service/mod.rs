@@ -10,6 +10,7 @@ pub mod handler;
 pub mod investigator;
 pub mod publisher;
 pub mod quota_share;
+pub mod redrive;
 pub mod refresh;
 pub mod sweep;
 pub mod updater;
