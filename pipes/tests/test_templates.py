@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 from cfnlint.decode import decode
 
-from pipes import delegation_policy
+from pipes import delegation_policy, key_policy
 from pipes.tests import iam_check
 from pipes.tests.cfn import Stack
 from pipes.tests.iam_check import Request, evaluate
@@ -1312,19 +1312,43 @@ class KmsTest(unittest.TestCase):
                         service = via.split(".")[0]
                         self.assertIn((action, service), required.get(principal, set()), f"{principal}: {action} via {via} is more than it needs")
 
+    def test_a_key_of_another_region_is_refused_before_anything_is_created(self):
+        template = load(MAIN)
+        rule = template["Rules"]["KeyInThisRegion"]
+        key = "arn:aws:kms:{}:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        for stack_region, key_region, refused in [("us-east-1", "us-east-1", False), ("eu-west-1", "us-east-1", True),
+                                                  ("eu-west-1", "eu-west-1", False), ("ap-southeast-2", "ap-southeast-1", True)]:
+            stack = Stack(template, {**REQUIRED_PARAMETERS, "KmsKeyArn": key.format(key_region)}, region=stack_region)
+            self.assertTrue(stack.resolve(rule["RuleCondition"]))
+            (assertion,) = rule["Assertions"]
+            self.assertEqual(not stack.resolve(assertion["Assert"]), refused, (stack_region, key_region))
+        self.assertFalse(Stack(template, REQUIRED_PARAMETERS).resolve(rule["RuleCondition"]), "no key, nothing to check")
+
+    def test_the_key_policy_is_generated_and_is_the_stacks_output_and_the_readmes(self):
+        """pipes.key_policy prints it for any account and Region, the stack's output KeyPolicy is the
+        same document filled in by CloudFormation, and the README shows the us-east-1 example."""
+        for account, region in [("111122223333", "us-east-1"), ("444455556666", "eu-central-1")]:
+            generated = key_policy.key_policy(account, region)
+            stack = Stack(load(MAIN), {**REQUIRED_PARAMETERS, "KmsKeyArn": f"arn:aws:kms:{region}:{account}:key/k"}, account=account, region=region)
+            output = json.loads(stack.resolve(load(MAIN)["Outputs"]["KeyPolicy"]["Value"]))
+            self.assertEqual(output, generated, region)
+        self.assertEqual(key_policy_from_readme(), key_policy.key_policy("111122223333", "us-east-1"))
+        mentions(self, README.read_text(), "python3 -m pipes.key_policy", "pipes/README.md")
+        self.assertEqual(load(MAIN)["Outputs"]["KeyPolicy"]["Condition"], "HasKmsKey")
+
     def test_the_readme_key_policy_lets_the_services_use_the_key(self):
         """The encrypted stores that services write on their own (not through a role): CloudWatch Logs
         (log groups), EventBridge (the events dead-letter queue) and CloudWatch (alarms to the topic).
         The key policy also has to enable IAM policies, through which the roles above get their grants."""
-        policy = key_policy_from_readme()["Statement"]
-        account, region = "111122223333", "us-east-1"
+        account, region = "444455556666", "eu-central-1"
+        policy = key_policy.key_policy(account, region)["Statement"]
         role = f"arn:aws:iam::{account}:role/securityhub-enricher-{region}"
         self.assertTrue(evaluate(policy, Request("kms:Decrypt", ["*"], principal={"AWS": role})).allowed, "IAM policies enabled")
         log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/securityhub-enricher-enricher"
         for action in ("kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom", "kms:GenerateDataKey", "kms:DescribeKey"):
             request = Request(action, ["*"], {"kms:encryptioncontext:aws:logs:arn": [log_group]}, principal={"Service": f"logs.{region}.amazonaws.com"})
             self.assertTrue(evaluate(policy, request).allowed, f"CloudWatch Logs {action}")
-        other = Request("kms:Decrypt", ["*"], {"kms:encryptioncontext:aws:logs:arn": [f"arn:aws:logs:{region}:444455556666:log-group:x"]},
+        other = Request("kms:Decrypt", ["*"], {"kms:encryptioncontext:aws:logs:arn": [f"arn:aws:logs:{region}:777788889999:log-group:x"]},
                         principal={"Service": f"logs.{region}.amazonaws.com"})
         self.assertFalse(evaluate(policy, other).allowed, "only this account's log groups")
         for service in ("events.amazonaws.com", "cloudwatch.amazonaws.com"):
@@ -1443,7 +1467,7 @@ class AlarmsTest(unittest.TestCase):
 
     def test_deploying_without_a_destination_is_refused(self):
         for name, template in self.templates.items():
-            (rule,) = template["Rules"].values()
+            rule = template["Rules"]["AlarmsReachSomeone" if name == "template.yaml" else "ForwardingAlarmsReachSomeone"]
             (assertion,) = rule["Assertions"]
             for topic, email, ok in [("", "", False), ("arn:aws:sns:us-east-1:1:t", "", True), ("", "a@b.example", True)]:
                 parameters = {"AlarmTopicArn": topic, "AlarmEmail": email}
