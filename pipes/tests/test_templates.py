@@ -1686,6 +1686,10 @@ class BuildTest(unittest.TestCase):
         recipe = re.search(r"^package:.*\n((?:\t.*\n)+)", self.makefile, re.M).group(1)
         self.assertIn("cargo lambda build --release", recipe)
         self.assertIn("$(addprefix --bin ,$(LAMBDA_BINS))", recipe)
+        # The operator's CLI, for the operator's own machine (host target, release).
+        self.assertEqual(make_variable(self.makefile, "OPERATOR_BIN"), "enricher-admin")
+        self.assertIn("cargo build --release --bin $(OPERATOR_BIN)", recipe)
+        self.assertIn("test -x target/release/$(OPERATOR_BIN)", recipe)
         pins = (ROOT / "requirements-package.txt").read_text()
         self.assertRegex(pins, r"(?m)^cargo-lambda==\d+\.\d+\.\d+$")
         self.assertRegex(pins, r"(?m)^ziglang==\d+\.\d+\.\d+$")
