@@ -51,16 +51,21 @@ test-permissions: $(STAMP)
 # architecture (Globals: Architectures). ARCH=x86_64 builds for x86-64 instead; the template must then
 # say x86_64 too.
 LAMBDA_BINS := enricher investigator account-events refresher
+# The operator's CLI, built for the machine that runs `make package` (not for Lambda).
+OPERATOR_BIN := enricher-admin
 ARCH ?= arm64
 PACKAGE_STAMP := $(VENV)/.package-installed
 
 ## package: build the functions for Lambda (release, $(ARCH)) into target/lambda/<name>/bootstrap, with
 ## cargo-lambda and Zig from requirements-package.txt (pinned, in .venv); needs the Rust target
-## (rustup target add aarch64-unknown-linux-gnu; cargo-lambda adds it when rustup can)
+## (rustup target add aarch64-unknown-linux-gnu; cargo-lambda adds it when rustup can); and the
+## operator's CLI for this machine (host target, release): target/release/enricher-admin
 package: $(PACKAGE_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --$(subst _,-,$(ARCH)) $(addprefix --bin ,$(LAMBDA_BINS))
 	@for bin in $(LAMBDA_BINS); do test -x target/lambda/$$bin/bootstrap || { echo "missing target/lambda/$$bin/bootstrap" >&2; exit 1; }; done
-	@echo "built: $(foreach bin,$(LAMBDA_BINS),target/lambda/$(bin)/bootstrap)"
+	cargo build --release --bin $(OPERATOR_BIN)
+	@test -x target/release/$(OPERATOR_BIN) || { echo "missing target/release/$(OPERATOR_BIN)" >&2; exit 1; }
+	@echo "built: $(foreach bin,$(LAMBDA_BINS),target/lambda/$(bin)/bootstrap) target/release/$(OPERATOR_BIN)"
 
 $(PACKAGE_STAMP): requirements-package.txt $(STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-package.txt

@@ -278,6 +278,12 @@ pub fn env_vars() -> Vars<impl Fn(&str) -> Option<String>> {
     Vars(|name: &str| std::env::var(name).ok())
 }
 
+/// Variables from a map instead of the process environment: a deployed function's environment
+/// as Lambda reports it (`enricher-admin --stack`), read by the same parsers.
+pub fn map_vars(map: &std::collections::BTreeMap<String, String>) -> Vars<impl Fn(&str) -> Option<String> + '_> {
+    Vars(move |name: &str| map.get(name).cloned())
+}
+
 /// Variables the enricher reads; the template test checks the template sets exactly these.
 pub const ENRICHER_VARS: &[&str] = &[
     "CACHE_TABLE",

@@ -33,10 +33,12 @@
 //! | `core::select::test_support` | test | the findings and batches the select tests are built from |
 //! | `core::investigation` | pure | job domain types, the verdict and its note |
 //! | `core::account_change` | pure | which accounts a forwarded CloudTrail event changed |
+//! | `core::redrive` | pure | a Kinesis source's dead letter (`KinesisBatchInfo`), sequence-number order, PutRecords' limits |
 //! | `core::rate`, `core::time`, `core::error` | pure | rates and shares, the one clock, the error chain |
 //! | `ports` | port | traits between service and adapters, one module per capability: |
 //! | `ports::metadata`, `ports::findings`, `ports::events` | port | metadata store and source; findings writers (V1, V2) and reader; the event publisher |
-//! | `ports::ledger`, `ports::jobs`, `ports::detective`, `ports::sweep_state` | port | quota ledger; job table; Detective; the sweep's checkpoint and refresh queue |
+//! | `ports::ledger`, `ports::jobs`, `ports::detective`, `ports::sweep_state` | port | quota ledger; job table; Detective; the sweep's checkpoint, refresh queue and run lease |
+//! | `ports::redrive` | port | the dead-letter queue and stream of `redrive` |
 //! | `adapters::sdk` | adapter | SDK config, app names, the one error classifier, call counting |
 //! | `adapters::cache_table` | adapter | the cache table (`CACHE_TABLE`), one file per kind of item: |
 //! | `adapters::cache_table::schema` | adapter | its key and attributes, in one place |
@@ -46,6 +48,8 @@
 //! | `adapters::securityhub` | adapter | BatchUpdateFindings, GetFindings and BatchUpdateFindingsV2 |
 //! | `adapters::eventbridge` | adapter | PutEvents to `ENRICHED_EVENTS_BUS` |
 //! | `adapters::jobs_table`, `adapters::detective` | adapter | the job table, Detective |
+//! | `adapters::redrive` | adapter | the pipe's dead-letter queue (SQS) and the stream read back and written again (Kinesis) |
+//! | `adapters::stack` | adapter | a deployed stack read back for `enricher-admin --stack`: its resources and the enricher's environment |
 //! | `service::pipeline` | glue | the one enrichment pipeline every path writes through: render, decide current, group, publish, write |
 //! | `service::handler` | glue | one batch, start to finish; queues the accounts it could not resolve |
 //! | `service::batch_report` | glue | the per-batch report: its log line and metrics |
@@ -56,6 +60,7 @@
 //! | `service::account_events` | glue | forgetting changed accounts |
 //! | `service::sweep` | glue | the sweep: every active finding of both hubs that needs work, through the same pipeline as the stream |
 //! | `service::refresh` | glue | one `refresher` run under the run lease: queued accounts first, then the pass from its checkpoint when due, warming the directory beside it; the operator's sweep runs the same loop |
+//! | `service::redrive` | glue | dead-lettered batches sent back, what could not be sent said per dead letter |
 //! | `limits` | infrastructure | client-side rate limits (`governor`) within a deadline, jittered backoff |
 //! | `telemetry` | infrastructure | metric names, EMF, JSON logs, the `Report` trait, call counts |
 //! | `config` | config | the one place environment variables are read and validated |

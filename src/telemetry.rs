@@ -74,6 +74,9 @@ pub enum Metric {
     SweepFindingsExamined,
     /// Accounts waiting in the refresh queue as a refresher run begins.
     RefreshQueueDepth,
+    /// 1 per refresher run that completed with its state saved (`RefresherStalledAlarm` fires
+    /// when none is counted in twice the refresh interval).
+    RefreshRunsCompleted,
     /// Accounts the refresher's walk of the OU tree cached as a pass began.
     AccountsWarmed,
     InvestigationsQueued,

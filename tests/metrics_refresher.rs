@@ -55,5 +55,7 @@ async fn the_refreshers_metrics_cover_its_dashboard_series() {
     assert!(missing.is_empty(), "the dashboard reads refresher metrics the code does not emit: {missing:?}");
     assert_eq!(values["SweepFindingsExamined"], (queued.sweep.examined + pass.sweep.examined) as f64);
     assert_eq!(values["AccountsWarmed"], 1.0);
+    // RefresherStalledAlarm's metric: one per run that completed with its state saved.
+    assert_eq!(values["RefreshRunsCompleted"], 2.0);
     assert_eq!(values["FindingsEnriched"], (queued.sweep.enriched_complete + pass.sweep.enriched_complete) as f64);
 }

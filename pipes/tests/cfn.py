@@ -158,6 +158,8 @@ class Stack:
             "AWS::Events::Rule": f"arn:{p}:events:{r}:{a}:rule/{name}",
             "AWS::Pipes::Pipe": f"arn:{p}:pipes:{r}:{a}:pipe/{name}",
             "AWS::SecurityHub::ActionTarget": f"arn:{p}:securityhub:{r}:{a}:action/custom/{name}",
+            "AWS::CloudWatch::Alarm": f"arn:{p}:cloudwatch:{r}:{a}:alarm:{name}",
+            "AWS::Scheduler::Schedule": f"arn:{p}:scheduler:{r}:{a}:schedule/default/{name}",
             "AWS::Organizations::ResourcePolicy": f"arn:{p}:organizations::{a}:resourcepolicy/o-example/rp-{name}",
         }
         if type_ not in shapes:

@@ -310,6 +310,25 @@ def table_logical_id(name: str | None) -> str | None:
     return None
 
 
+def stream_logical_id(name: str) -> str | None:
+    """The tests name findings streams `findings...` (the stack's is `<stack>-FindingsStream-...`)."""
+    return "FindingsStream" if "findings" in name.lower() else None
+
+
+def queue_logical_id(name: str) -> str | None:
+    """The tests name dead-letter queues `...dead-letters...` (`events-...` for the events queue);
+    the stack's are `<stack>-DeadLetterQueue-...` and `<stack>-EventsDeadLetterQueue-...`."""
+    lowered = name.lower().replace("-", "")
+    if "deadletter" not in lowered:
+        return None
+    return "EventsDeadLetterQueue" if "events" in lowered else "DeadLetterQueue"
+
+
+# Operations that name the stack's enricher function when the log records none (the proxy sees a
+# restJson1 path it does not decode): checked against that function.
+LAMBDA_FUNCTION_ANY = {"GetFunctionConfiguration": "EnricherFunction"}
+
+
 class UnmappedCall(Exception):
     """A record the checker cannot turn into an IAM request (it fails the check)."""
 
@@ -411,8 +430,30 @@ def request_for(
             return [Request(action, ["*"])]
         if not resource:
             raise UnmappedCall(f"kinesis {operation} names no stream")
+        name = resource.rsplit("/", 1)[-1]
+        logical = stream_logical_id(name)
+        if logical is not None:
+            return [Request(action, [stack.arn(logical)])]
         arn = resource if resource.startswith("arn:") else f"arn:aws:kinesis:{region}:{account}:stream/{resource}"
         return [Request(action, [arn])]
+    if service == "sqs":
+        if not resource:
+            raise UnmappedCall(f"sqs {operation} names no queue")
+        name = resource.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        logical = queue_logical_id(name)
+        if logical is None:
+            raise UnmappedCall(f"queue {name!r} is none of the stack's dead-letter queues")
+        return [Request(action, [stack.arn(logical)])]
+    if service == "cloudformation":
+        if not resource:
+            raise UnmappedCall(f"cloudformation {operation} names no stack")
+        name = resource.split(":stack/", 1)[-1].split("/", 1)[0]
+        arn = f"arn:aws:cloudformation:{region}:{account}:stack/{name}/00000000-0000-0000-0000-000000000000"
+        return [Request(action, [arn])]
+    if service == "lambda" and operation in LAMBDA_FUNCTION_ANY:
+        if resource:
+            return [Request(action, [resource if resource.startswith("arn:") else f"arn:aws:lambda:{region}:{account}:function:{resource}"])]
+        return [Request(action, [stack.arn(LAMBDA_FUNCTION_ANY[operation])])]
     if service == "events":
         bus = resource or "default"
         arn = bus if bus.startswith("arn:") else f"arn:aws:events:{region}:{account}:event-bus/{bus}"

@@ -109,6 +109,14 @@ CODE_CALLS = [
     call("enricher-admin", "securityhub", "GetFindings"),
     call("enricher-admin", "dynamodb", "UpdateItem", table="cache", keys=[LEDGER]),  # sweep's background claim
     call("enricher-admin", "securityhub", "BatchUpdateFindings", fields=["Note", "UserDefinedFields"]),
+    # enricher-admin --stack, and redrive
+    call("enricher-admin", "cloudformation", "ListStackResources", resource="securityhub-enricher"),
+    call("enricher-admin", "lambda", "GetFunctionConfiguration"),
+    call("enricher-admin", "sqs", "ReceiveMessage", resource="https://sqs.us-east-1.amazonaws.com/111122223333/pipe-dead-letters"),
+    call("enricher-admin", "sqs", "DeleteMessage", resource="https://sqs.us-east-1.amazonaws.com/111122223333/securityhub-enricher-DeadLetterQueue-AB12"),
+    call("enricher-admin", "kinesis", "GetShardIterator", resource="findings-redrive"),
+    call("enricher-admin", "kinesis", "GetRecords", resource="arn:aws:kinesis:us-east-1:111122223333:stream/securityhub-enricher-FindingsStream-X1"),
+    call("enricher-admin", "kinesis", "PutRecords", resource="findings-redrive"),
     # set-up code of the tests: not checked
     call(None, "dynamodb", "CreateTable", table="cache"),
     call(None, "organizations", "CreateOrganization"),
@@ -412,6 +420,21 @@ class ObservedCallsTest(unittest.TestCase):
         self.assertEqual(len(problems), 1)
         _, problems = self.violations([call("enricher", "kinesis", "GetRecords", resource=stream)])
         self.assertEqual(len(problems), 1, "the enricher function itself may not read the stream")
+
+    def test_redrive_and_stack_reads_reach_this_stacks_queue_stream_and_function_only(self):
+        pipe_queue = f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/pipe-dead-letters"
+        events_queue = f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/events-dead-letters"
+        denied = [
+            call("enricher-admin", "sqs", "ReceiveMessage", resource=events_queue),
+            call("enricher-admin", "sqs", "SendMessage", resource=pipe_queue),
+            call("enricher", "sqs", "ReceiveMessage", resource=pipe_queue),
+            call("enricher-admin", "kinesis", "DeleteStream", resource="findings"),
+            call("enricher-admin", "cloudformation", "ListStackResources", resource="another-stack"),
+            call("enricher-admin", "lambda", "GetFunctionConfiguration", resource="someone-elses-function"),
+        ]
+        for record in denied:
+            with self.subTest(record):
+                self.assertEqual(len(self.violations([record])[1]), 1)
 
     def test_operator_calls_are_checked_against_the_operator_policy(self):
         ok = [call("enricher-admin", "dynamodb", "Scan", table="cache"),

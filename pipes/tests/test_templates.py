@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 from cfnlint.decode import decode
 
+from pipes import delegation_policy, key_policy
 from pipes.tests import iam_check
 from pipes.tests.cfn import Stack
 from pipes.tests.iam_check import Request, evaluate
@@ -520,6 +521,36 @@ class IamTest(unittest.TestCase):
                 decision = evaluate(statements, Request("securityhub:BatchUpdateFindings", [hub], context))
                 self.assertEqual(decision.allowed, allowed, f"{role} {fields}: {decision.reason}")
 
+    def test_every_principal_that_may_update_findings_is_denied_the_ocsf_severity_and_status(self):
+        """BatchUpdateFindingsV2 is authorized as securityhub:BatchUpdateFindings, so any principal
+        allowed that action could set SeverityId and StatusId of the new hub's findings unless denied.
+        Every principal of both templates (roles and managed policies, in every variant) that may call
+        it carries the enricher's Deny statements, so that even a broader policy attached beside ours
+        (here: Allow *) cannot change them; and the ASFF fields but Note and UserDefinedFields likewise."""
+        variants = [REQUIRED_PARAMETERS, ALL_ON, {**ALL_ON, "KmsKeyArn": iam_check.KMS_KEY, "ContactRoleArn": "arn:aws:iam::999999999999:role/securityhub-enricher-contacts"}]
+        broader = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+        resources = [f"arn:aws:securityhub:us-east-1:111122223333:{r}" for r in ("hub/default", "hubv2/unknown", "hubv2/default")]
+        ocsf = lambda *fields: {f"securityhub:ocsfsyntaxpath/{f.lower()}": [iam_check.UnknownValue(f)] for f in fields}  # noqa: E731
+        asff = lambda *fields: {f"securityhub:asffsyntaxpath/{f.lower()}": [iam_check.UnknownValue(f)] for f in fields}  # noqa: E731
+        writers: set[str] = set()
+        stacks = [Stack(self.templates["template.yaml"], v) for v in variants]
+        stacks.append(Stack(self.templates["management-account.yaml"], {**MANAGEMENT_PARAMETERS, "CreateOrganizationsDelegationPolicy": "true",
+                                                                         "EnricherEventBusArn": "arn:aws:events:us-east-1:111122223333:event-bus/default",
+                                                                         "AlarmEmail": "a@b.example"}, account=iam_check.MANAGEMENT_ACCOUNT))
+        for stack in stacks:
+            for name, statements_ in principals(stack).items():
+                if not any(s["Effect"] == "Allow" and "securityhub:BatchUpdateFindings" in as_list(s["Action"]) for s in statements_):
+                    continue
+                writers.add(name)
+                for resource in resources:
+                    for context in (ocsf("Comment", "SeverityId"), ocsf("Comment", "StatusId"), ocsf("SeverityId"), ocsf("StatusId"),
+                                    asff("Note", "Workflow.Status"), asff("Note", "Severity.Label"), asff("Note", "Types")):
+                        request = Request("securityhub:BatchUpdateFindings", [resource], context)
+                        for extra in ([], [broader]):
+                            decision = evaluate(statements_ + extra, request)
+                            self.assertFalse(decision.allowed, f"{name} {resource} {sorted(context)} {'with a broader policy' if extra else ''}")
+        self.assertEqual(writers, {"EnricherRole", "InvestigatorRole", "OperatorPolicy"}, "the principals that may call BatchUpdateFindings")
+
     def cache_writes(self):
         """(principal, statements, cache table ARN) of every role and the operator policy, with and without a key."""
         for kms in ("", iam_check.KMS_KEY):
@@ -607,7 +638,7 @@ class IamTest(unittest.TestCase):
         self.assertEqual(policy["Type"], "AWS::Organizations::ResourcePolicy")
         self.assertEqual(policy["Condition"], "CreateDelegationPolicy")
         self.assertEqual(template["Parameters"]["CreateOrganizationsDelegationPolicy"]["AllowedValues"], ["true", "false"])
-        stack = Stack(template, MANAGEMENT_PARAMETERS, account=iam_check.MANAGEMENT_ACCOUNT)
+        stack = Stack(template, {**MANAGEMENT_PARAMETERS, "CreateOrganizationsDelegationPolicy": "true"}, account=iam_check.MANAGEMENT_ACCOUNT)
         (statement,) = stack.resources()["OrganizationsDelegationPolicy"]["Properties"]["Content"]["Statement"]
         self.assertEqual(statement["Principal"], {"AWS": "arn:aws:iam::111122223333:root"})
         self.assertEqual(statement["Effect"], "Allow")
@@ -619,11 +650,25 @@ class IamTest(unittest.TestCase):
         self.assertTrue(all(a.split(":")[1].startswith(("Describe", "List")) for a in statement["Action"]), "read-only")
         off = Stack(template, {**MANAGEMENT_PARAMETERS, "CreateOrganizationsDelegationPolicy": "false"})
         self.assertNotIn("OrganizationsDelegationPolicy", off.resources())
+        # Never replace what exists: off unless asked for, and kept when the stack goes or the
+        # parameter is turned off again (a policy others may rely on by then).
+        self.assertEqual(template["Parameters"]["CreateOrganizationsDelegationPolicy"]["Default"], "false")
+        self.assertNotIn("OrganizationsDelegationPolicy", Stack(template, MANAGEMENT_PARAMETERS).resources())
+        self.assertEqual(policy.get("DeletionPolicy"), "Retain")
+        self.assertEqual(policy.get("UpdateReplacePolicy"), "Retain")
+        on = Stack(template, {**MANAGEMENT_PARAMETERS, "CreateOrganizationsDelegationPolicy": "true"}, account=iam_check.MANAGEMENT_ACCOUNT)
+        (created,) = on.resources()["OrganizationsDelegationPolicy"]["Properties"]["Content"]["Statement"]
+        self.assertEqual(created, statement)
+        # The check script's statement and the stack's output are that statement.
+        self.assertEqual(delegation_policy.statement("111122223333"), statement)
+        output = json.loads(stack.resolve(template["Outputs"]["DelegationPolicyStatement"]["Value"]))
+        self.assertEqual(output, statement)
         readme = README.read_text()
         for action in statement["Action"]:
             mentions(self, readme, json.dumps(action), "pipes/README.md (the statement to merge)")
         mentions(self, readme, "describe-resource-policy", "pipes/README.md")
         mentions(self, readme, "put-resource-policy", "pipes/README.md")
+        mentions(self, readme, "python3 -m pipes.delegation_policy", "pipes/README.md")
 
 
 # ------------------------------------------------------------------------------------------
@@ -1270,19 +1315,43 @@ class KmsTest(unittest.TestCase):
                         service = via.split(".")[0]
                         self.assertIn((action, service), required.get(principal, set()), f"{principal}: {action} via {via} is more than it needs")
 
+    def test_a_key_of_another_region_is_refused_before_anything_is_created(self):
+        template = load(MAIN)
+        rule = template["Rules"]["KeyInThisRegion"]
+        key = "arn:aws:kms:{}:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        for stack_region, key_region, refused in [("us-east-1", "us-east-1", False), ("eu-west-1", "us-east-1", True),
+                                                  ("eu-west-1", "eu-west-1", False), ("ap-southeast-2", "ap-southeast-1", True)]:
+            stack = Stack(template, {**REQUIRED_PARAMETERS, "KmsKeyArn": key.format(key_region)}, region=stack_region)
+            self.assertTrue(stack.resolve(rule["RuleCondition"]))
+            (assertion,) = rule["Assertions"]
+            self.assertEqual(not stack.resolve(assertion["Assert"]), refused, (stack_region, key_region))
+        self.assertFalse(Stack(template, REQUIRED_PARAMETERS).resolve(rule["RuleCondition"]), "no key, nothing to check")
+
+    def test_the_key_policy_is_generated_and_is_the_stacks_output_and_the_readmes(self):
+        """pipes.key_policy prints it for any account and Region, the stack's output KeyPolicy is the
+        same document filled in by CloudFormation, and the README shows the us-east-1 example."""
+        for account, region in [("111122223333", "us-east-1"), ("444455556666", "eu-central-1")]:
+            generated = key_policy.key_policy(account, region)
+            stack = Stack(load(MAIN), {**REQUIRED_PARAMETERS, "KmsKeyArn": f"arn:aws:kms:{region}:{account}:key/k"}, account=account, region=region)
+            output = json.loads(stack.resolve(load(MAIN)["Outputs"]["KeyPolicy"]["Value"]))
+            self.assertEqual(output, generated, region)
+        self.assertEqual(key_policy_from_readme(), key_policy.key_policy("111122223333", "us-east-1"))
+        mentions(self, README.read_text(), "python3 -m pipes.key_policy", "pipes/README.md")
+        self.assertEqual(load(MAIN)["Outputs"]["KeyPolicy"]["Condition"], "HasKmsKey")
+
     def test_the_readme_key_policy_lets_the_services_use_the_key(self):
         """The encrypted stores that services write on their own (not through a role): CloudWatch Logs
         (log groups), EventBridge (the events dead-letter queue) and CloudWatch (alarms to the topic).
         The key policy also has to enable IAM policies, through which the roles above get their grants."""
-        policy = key_policy_from_readme()["Statement"]
-        account, region = "111122223333", "us-east-1"
+        account, region = "444455556666", "eu-central-1"
+        policy = key_policy.key_policy(account, region)["Statement"]
         role = f"arn:aws:iam::{account}:role/securityhub-enricher-{region}"
         self.assertTrue(evaluate(policy, Request("kms:Decrypt", ["*"], principal={"AWS": role})).allowed, "IAM policies enabled")
         log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/securityhub-enricher-enricher"
         for action in ("kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom", "kms:GenerateDataKey", "kms:DescribeKey"):
             request = Request(action, ["*"], {"kms:encryptioncontext:aws:logs:arn": [log_group]}, principal={"Service": f"logs.{region}.amazonaws.com"})
             self.assertTrue(evaluate(policy, request).allowed, f"CloudWatch Logs {action}")
-        other = Request("kms:Decrypt", ["*"], {"kms:encryptioncontext:aws:logs:arn": [f"arn:aws:logs:{region}:444455556666:log-group:x"]},
+        other = Request("kms:Decrypt", ["*"], {"kms:encryptioncontext:aws:logs:arn": [f"arn:aws:logs:{region}:777788889999:log-group:x"]},
                         principal={"Service": f"logs.{region}.amazonaws.com"})
         self.assertFalse(evaluate(policy, other).allowed, "only this account's log groups")
         for service in ("events.amazonaws.com", "cloudwatch.amazonaws.com"):
@@ -1328,6 +1397,53 @@ def filter_matches(pattern: str, line: str) -> bool:
     return any((quoted or bare) in line for quoted, bare in terms)
 
 
+def rearmed_alarms(stack: Stack) -> dict[str, dict]:
+    """Alarm name -> the schedule that puts it back to INSUFFICIENT_DATA (so that it notifies again)."""
+    found = {}
+    for name, schedule in stack.resources("AWS::Scheduler::Schedule").items():
+        target = schedule["Properties"]["Target"]
+        if target["Arn"] != "arn:aws:scheduler:::aws-sdk:cloudwatch:setAlarmState":
+            continue
+        body = json.loads(target["Input"])
+        self_alarm = next(a for a in stack.resources("AWS::CloudWatch::Alarm") if stack.ref(a) == body["AlarmName"])
+        found[self_alarm] = {"schedule": name, **schedule["Properties"], "body": body}
+    return found
+
+
+def metric_math(expression: str, values: dict[str, float | None]) -> float | None:
+    """Evaluates the few metric-math functions our alarms use (IF, FILL, AND, comparisons,
+    + and -) on one datapoint per metric; None is a missing datapoint."""
+    class Missing(Exception):
+        pass
+
+    def fill(value, default):
+        return default if value is None else value
+
+    def if_(condition, yes, no):
+        return yes if condition else no
+
+    python = expression.replace("FILL(", "fill(").replace("IF(", "if_(").replace(" AND ", " and ").replace(" OR ", " or ")
+    if re.search(r"[A-Z]{2,}\(", python):
+        raise AssertionError(f"metric math function not modelled: {expression}")
+    scope = {"fill": fill, "if_": if_, **values}
+    try:
+        return float(eval(python, {"__builtins__": {}}, scope))  # noqa: S307 (our own template's expressions)
+    except TypeError:
+        return None  # a missing datapoint used without FILL
+
+
+def alarm_breaches(alarm: dict, values: dict[str, float | None]) -> bool | None:
+    """One datapoint of `alarm`'s watched value against its threshold; None = missing."""
+    properties = alarm["Properties"]
+    (watched,) = [m for m in properties["Metrics"] if m.get("ReturnData")]
+    value = metric_math(watched["Expression"], values)
+    if value is None:
+        return None
+    threshold = float(properties["Threshold"])
+    return {"GreaterThanThreshold": value > threshold, "GreaterThanOrEqualToThreshold": value >= threshold,
+            "LessThanThreshold": value < threshold}[properties["ComparisonOperator"]]
+
+
 class AlarmsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -1340,9 +1456,11 @@ class AlarmsTest(unittest.TestCase):
             self.assertEqual(stack.resources()["AlarmEmailSubscription"]["Properties"]["Protocol"], "email")
             alarms = stack.resources("AWS::CloudWatch::Alarm")
             self.assertTrue(alarms)
+            rearmed = rearmed_alarms(stack)
             for name, alarm in alarms.items():
                 self.assertEqual(alarm["Properties"]["AlarmActions"], [topic], name)
-                self.assertEqual(alarm["Properties"]["OKActions"], [topic], name)
+                # A re-armed alarm has no OKActions: re-arming a healthy one would send an OK each time.
+                self.assertEqual(alarm["Properties"].get("OKActions"), None if name in rearmed else [topic], name)
                 self.assertTrue(alarm["Properties"].get("AlarmDescription"), name)
         given = "arn:aws:sns:us-east-1:111122223333:paging"
         for stack in both_stacks(AlarmTopicArn=given):
@@ -1352,7 +1470,7 @@ class AlarmsTest(unittest.TestCase):
 
     def test_deploying_without_a_destination_is_refused(self):
         for name, template in self.templates.items():
-            (rule,) = template["Rules"].values()
+            rule = template["Rules"]["AlarmsReachSomeone" if name == "template.yaml" else "ForwardingAlarmsReachSomeone"]
             (assertion,) = rule["Assertions"]
             for topic, email, ok in [("", "", False), ("arn:aws:sns:us-east-1:1:t", "", True), ("", "a@b.example", True)]:
                 parameters = {"AlarmTopicArn": topic, "AlarmEmail": email}
@@ -1441,6 +1559,88 @@ class AlarmsTest(unittest.TestCase):
             for line in fine:
                 self.assertFalse(filter_matches(pattern, line), line)
 
+    def test_silence_is_breaching_where_it_means_stopped(self):
+        """The pipe polls the stream all the time, the refresher completes a run every interval and
+        the investigator runs every minute: their silence is a stop, and alarms. Elsewhere no data is
+        an idle system (the SQS, Events and Pipes metrics and ours are sent only with activity)."""
+        (stack, management) = both_stacks()
+        breaching = {n for st in (stack, management) for n, a in st.resources("AWS::CloudWatch::Alarm").items()
+                     if a["Properties"]["TreatMissingData"] == "breaching"}
+        self.assertEqual(breaching, {"IteratorAgeAlarm", "RefresherStalledAlarm", "InvestigatorNotRunningAlarm"})
+
+    def test_findings_in_the_stream_but_no_enricher_run_for_15_minutes(self):
+        (stack, _) = both_stacks()
+        alarm = stack.resources()["EnricherNotRunningAlarm"]
+        stats = {m["Id"]: m["MetricStat"] for m in alarm["Properties"]["Metrics"] if "MetricStat" in m}
+        self.assertEqual(stats["incoming"]["Metric"], {"Namespace": "AWS/Kinesis", "MetricName": "IncomingRecords",
+                                                       "Dimensions": [{"Name": "StreamName", "Value": stack.ref("FindingsStream")}]})
+        self.assertEqual(stats["invocations"]["Metric"], {"Namespace": "AWS/Lambda", "MetricName": "Invocations",
+                                                          "Dimensions": [{"Name": "FunctionName", "Value": stack.ref("EnricherFunction")}]})
+        self.assertEqual({s["Period"] for s in stats.values()}, {900})
+        self.assertEqual((stats["incoming"]["Stat"], stats["invocations"]["Stat"]), ("Sum", "Sum"))
+        self.assertEqual(alarm["Properties"]["EvaluationPeriods"], 1)
+        for incoming, invocations, fires in [(10, 0, True), (10, None, True), (1, 3, False), (None, None, False),
+                                             (0, 0, False), (None, 2, False)]:
+            self.assertEqual(bool(alarm_breaches(alarm, {"incoming": incoming, "invocations": invocations})), fires, (incoming, invocations))
+
+    def test_the_refresher_not_completing_a_run_in_twice_its_interval(self):
+        template = self.templates["template.yaml"]
+        self.assertLessEqual(int(template["Parameters"]["RefreshIntervalMinutes"]["MaxValue"]) * 2 * 60, 86400,
+                             "CloudWatch looks back at most one day")
+        self.assertIn("RefreshRunsCompleted", code_metrics(TELEMETRY_RS.read_text()))
+        mentions(self, (ROOT / "src" / "service" / "refresh.rs").read_text(), "Metric::RefreshRunsCompleted.count(", "src/service/refresh.rs")
+        for interval in ("15", "60", "720"):
+            stack = Stack(template, {**ALL_ON, "RefreshIntervalMinutes": interval})
+            alarm = stack.resources()["RefresherStalledAlarm"]["Properties"]
+            self.assertEqual((alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]),
+                             (NAMESPACE, "RefreshRunsCompleted", [{"Name": "Function", "Value": "refresher"}]))
+            window = alarm["Period"] * int(alarm["EvaluationPeriods"])
+            self.assertEqual(window, 2 * int(interval) * 60, "twice the interval")
+            self.assertEqual(alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"], "every period of the window empty")
+            self.assertEqual((alarm["Statistic"], alarm["ComparisonOperator"], float(alarm["Threshold"])), ("Sum", "LessThanThreshold", 1.0))
+            schedule = stack.resources()["RefresherFunction"]["Properties"]["Events"]["Schedule"]["Properties"]["Schedule"]
+            self.assertEqual(schedule, f"rate({interval} minutes)")
+
+    def test_pending_investigations_growing_for_an_hour(self):
+        (stack, _) = both_stacks()
+        alarm = stack.resources()["InvestigationBacklogAlarm"]
+        properties = alarm["Properties"]
+        metrics = {m["Id"]: (m["MetricStat"]["Metric"]["MetricName"], m["MetricStat"]["Metric"]["Dimensions"][0]["Value"], m["MetricStat"]["Period"])
+                   for m in properties["Metrics"] if "MetricStat" in m}
+        self.assertEqual(metrics, {"queued": ("InvestigationsQueued", "enricher", 900), "completed": ("InvestigationsCompleted", "investigator", 900),
+                                   "failed": ("InvestigationsFailed", "investigator", 900), "notcovered": ("InvestigationsNotCovered", "investigator", 900),
+                                   "joined": ("InvestigationsJoined", "investigator", 900)})
+        self.assertEqual(900 * properties["EvaluationPeriods"], 3600)
+        self.assertEqual(properties["DatapointsToAlarm"], properties["EvaluationPeriods"])
+        zero = dict.fromkeys(metrics, 0)
+        for values, fires in [({**zero, "queued": 5, "completed": 2}, True), ({**zero, "queued": 5, "completed": 3, "joined": 2}, False),
+                              ({**zero, "queued": 5, "completed": None, "failed": None, "notcovered": None, "joined": None}, True),
+                              ({**zero, "queued": 0, "completed": 4}, False)]:
+            self.assertEqual(alarm_breaches(alarm, values), fires, values)
+        investigator = stack.resources()["InvestigatorNotRunningAlarm"]["Properties"]
+        self.assertEqual(investigator["Dimensions"], [{"Name": "FunctionName", "Value": stack.ref("InvestigatorFunction")}])
+        self.assertEqual(investigator["Period"] * investigator["EvaluationPeriods"], 900)
+        off = Stack(self.templates["template.yaml"], {**ALL_ON, "EnableInvestigations": "false"}).resources()
+        self.assertNotIn("InvestigationBacklogAlarm", off)
+        self.assertNotIn("InvestigatorNotRunningAlarm", off)
+
+    def test_dead_letter_alarms_notify_again_while_messages_wait(self):
+        for stack in both_stacks():
+            queues = {stack.get_att(q, "QueueName") for q in stack.resources("AWS::SQS::Queue")}
+            depth = {n for n, dims in alarms_on(stack, "AWS/SQS", "ApproximateNumberOfMessagesVisible") if dims.get("QueueName") in queues}
+            rearmed = rearmed_alarms(stack)
+            self.assertEqual(set(rearmed), depth, "every dead-letter queue alarm, and only those")
+            for name, schedule in rearmed.items():
+                self.assertEqual(schedule["ScheduleExpression"], f"rate({stack.parameters['DeadLetterReminderHours']} hours)")
+                self.assertEqual(schedule["body"]["StateValue"], "INSUFFICIENT_DATA", "back to ALARM, and notifying, at the next evaluation")
+                role = next(r for r in stack.resources("AWS::IAM::Role") if stack.arn(r) == schedule["Target"]["RoleArn"])
+                trust = stack.resources()[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+                self.assertEqual([t["Principal"] for t in trust], [{"Service": "scheduler.amazonaws.com"}])
+                statements_ = iam_check.role_statements(stack, role)
+                self.assertTrue(evaluate(statements_, Request("cloudwatch:SetAlarmState", [stack.arn(name)])).allowed, name)
+                other = f"arn:aws:cloudwatch:us-east-1:{stack.account}:alarm:RecordAgeAlarm"
+                self.assertFalse(evaluate(statements_, Request("cloudwatch:SetAlarmState", [other])).allowed, "only the dead-letter alarms")
+
     def test_the_readme_lists_every_alarm(self):
         readme = README.read_text()
         for name, template in self.templates.items():
@@ -1489,6 +1689,10 @@ class BuildTest(unittest.TestCase):
         recipe = re.search(r"^package:.*\n((?:\t.*\n)+)", self.makefile, re.M).group(1)
         self.assertIn("cargo lambda build --release", recipe)
         self.assertIn("$(addprefix --bin ,$(LAMBDA_BINS))", recipe)
+        # The operator's CLI, for the operator's own machine (host target, release).
+        self.assertEqual(make_variable(self.makefile, "OPERATOR_BIN"), "enricher-admin")
+        self.assertIn("cargo build --release --bin $(OPERATOR_BIN)", recipe)
+        self.assertIn("test -x target/release/$(OPERATOR_BIN)", recipe)
         pins = (ROOT / "requirements-package.txt").read_text()
         self.assertRegex(pins, r"(?m)^cargo-lambda==\d+\.\d+\.\d+$")
         self.assertRegex(pins, r"(?m)^ziglang==\d+\.\d+\.\d+$")

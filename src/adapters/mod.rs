@@ -6,5 +6,7 @@ pub mod detective;
 pub mod eventbridge;
 pub mod jobs_table;
 pub mod organizations;
+pub mod redrive;
 pub mod sdk;
 pub mod securityhub;
+pub mod stack;

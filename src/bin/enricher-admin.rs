@@ -1,18 +1,23 @@
 //! `enricher-admin`: operator commands for a deployed enricher, run with the operator's AWS
-//! credentials and the enricher's configuration variables (at least CACHE_TABLE).
+//! credentials and the enricher's configuration: read from the deployed stack with
+//! `--stack NAME` (the enricher function's environment), or else from the enricher's variables
+//! set by hand (at least CACHE_TABLE).
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use securityhub_enricher::adapters::sdk::{ApiCalls, load_sdk_config};
-use securityhub_enricher::config::EnricherConfig;
+use securityhub_enricher::adapters::redrive::{KinesisReplay, SqsDeadLetters};
+use securityhub_enricher::adapters::sdk::{ApiCalls, app_name, load_sdk_config};
+use securityhub_enricher::adapters::stack::{self, DeployedStack, read_stack};
+use securityhub_enricher::config::{EnricherConfig, map_vars};
 use securityhub_enricher::core::account::AccountRecord;
 use securityhub_enricher::core::finding::is_account_id;
 use securityhub_enricher::ports::sweep_state::SweepState;
 use securityhub_enricher::service::directory::{Resolution, WarmScope};
 use securityhub_enricher::service::handler::Enricher;
+use securityhub_enricher::service::redrive::{Disposition, RedriveOptions, RedriveReport, redrive};
 use securityhub_enricher::service::refresh::Refresher;
 use securityhub_enricher::service::sweep::SweepReport;
 use securityhub_enricher::telemetry::Report;
@@ -21,6 +26,12 @@ use securityhub_enricher::wiring::{Clients, organizations_source, sweep_state};
 #[derive(Parser)]
 #[command(about = "Operator commands for securityhub-enricher")]
 struct Cli {
+    /// Read the configuration from this deployed stack of pipes/template.yaml (CloudFormation
+    /// ListStackResources, then the enricher function's environment with Lambda
+    /// GetFunctionConfiguration) instead of the environment variables; `redrive` also finds the
+    /// pipe's dead-letter queue and the stream there.
+    #[arg(long, global = true, value_name = "NAME")]
+    stack: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,14 +80,85 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
     },
+    /// Send dead-lettered batches back: for each message of the pipe's dead-letter queue (the
+    /// batch's shard and sequence numbers), read the batch's records back from the stream while
+    /// it retains them and put them on the stream again with their partition keys; a message is
+    /// deleted only when all its records were sent. Says what could not be sent. Exit status 1
+    /// when a message is kept.
+    Redrive {
+        /// The dead-letter queue's URL (output DeadLetterQueueUrl); with --stack, the stack's.
+        #[arg(long, value_name = "URL")]
+        queue_url: Option<String>,
+        /// The findings stream's name; with --stack, the stack's.
+        #[arg(long, value_name = "NAME")]
+        stream: Option<String>,
+        /// Stop after this many dead letters.
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        max_messages: usize,
+        /// Read the batches back and report; send and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete a message whose records were all sent except those past the stream's
+        /// retention (they can never be sent); by default it stays, and says so.
+        #[arg(long)]
+        discard_expired: bool,
+        /// Also write the report to this file as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let config = EnricherConfig::from_env().context("reading the enricher's configuration")?;
     let calls = ApiCalls::default();
     let sdk = load_sdk_config().await;
+    let admin = sdk.to_builder().app_name(app_name("enricher-admin")).build();
+    let deployed = match &cli.stack {
+        Some(name) => {
+            let cloudformation = aws_sdk_cloudformation::Client::from_conf(
+                aws_sdk_cloudformation::config::Builder::from(&admin).interceptor(calls.clone()).build(),
+            );
+            let lambda = aws_sdk_lambda::Client::from_conf(
+                aws_sdk_lambda::config::Builder::from(&admin).interceptor(calls.clone()).build(),
+            );
+            Some(read_stack(&cloudformation, &lambda, name).await.with_context(|| format!("reading stack {name}"))?)
+        }
+        None => None,
+    };
+    if let Command::Redrive { queue_url, stream, max_messages, dry_run, discard_expired, json } = cli.command {
+        let (queue_url, stream) = match &deployed {
+            Some(d) => (
+                queue_url.unwrap_or(d.resource(stack::PIPE_DEAD_LETTER_QUEUE)?.to_owned()),
+                stream.unwrap_or(d.resource(stack::FINDINGS_STREAM)?.to_owned()),
+            ),
+            None => (
+                queue_url.context("--queue-url is required without --stack")?,
+                stream.context("--stream is required without --stack")?,
+            ),
+        };
+        let queue = SqsDeadLetters::new(
+            aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(&admin).interceptor(calls.clone()).build(),
+            ),
+            &queue_url,
+        );
+        let replay = KinesisReplay::new(aws_sdk_kinesis::Client::from_conf(
+            aws_sdk_kinesis::config::Builder::from(&admin).interceptor(calls.clone()).build(),
+        ));
+        let options = RedriveOptions { stream, max_letters: max_messages, dry_run, discard_expired };
+        let report = redrive(&queue, &replay, &options).await.context("redrive")?;
+        print_redrive(&report, &queue_url);
+        if let Some(path) = json {
+            std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if report.kept() > 0 {
+            bail!("{} dead letters kept in {queue_url}: see above for what could not be sent", report.kept());
+        }
+        return Ok(());
+    }
+    let config = configuration(deployed.as_ref())?;
     let clients = Clients::for_enricher("enricher-admin", &config, &sdk, &calls).await;
     let enricher = Enricher::from_clients(&config, &clients);
     match cli.command {
@@ -154,6 +236,7 @@ async fn main() -> Result<()> {
                 bail!("{} accounts were not reached within --max-seconds {max_seconds}", report.not_reached);
             }
         }
+        Command::Redrive { .. } => unreachable!("redrive returned above: it needs no enricher configuration"),
         Command::Warm { accounts, .. } => {
             check_ids(&accounts)?;
             enricher.directory.invalidate(&accounts).await?;
@@ -203,6 +286,52 @@ fn print_summary(r: &SweepReport) {
         (None, _) => println!("remaining              none: every active finding was examined"),
         (Some(why), _) => println!("remaining              not examined yet ({why}); run the sweep again"),
     }
+}
+
+/// The enricher's configuration: the deployed function's environment with `--stack`, else the
+/// process environment; one parser either way.
+fn configuration(deployed: Option<&DeployedStack>) -> Result<EnricherConfig> {
+    match deployed {
+        Some(stack) => EnricherConfig::from_vars(&map_vars(&stack.enricher_environment)).with_context(|| {
+            format!(
+                "the enricher's configuration in stack {} ({})",
+                stack.name,
+                stack.resources[stack::ENRICHER_FUNCTION]
+            )
+        }),
+        None => EnricherConfig::from_env().context("reading the enricher's configuration (or give --stack NAME)"),
+    }
+}
+
+fn print_redrive(report: &RedriveReport, queue_url: &str) {
+    for letter in &report.letters {
+        let verdict = match letter.disposition {
+            Disposition::Redriven => "sent, deleted",
+            Disposition::RedrivenExpiredDiscarded => "retained records sent, deleted (--discard-expired)",
+            Disposition::Kept => "KEPT",
+            Disposition::DryRun => "dry run",
+        };
+        let lost = letter.records_past_retention.map_or("unknown".to_owned(), |n| n.to_string());
+        println!(
+            "{} {} {}..{}: batch {} · found {} · sent {} · past retention {lost} · not sent {} · {verdict}{}",
+            letter.message_id,
+            letter.shard_id.as_deref().unwrap_or("-"),
+            letter.start_sequence_number.as_deref().unwrap_or("-"),
+            letter.end_sequence_number.as_deref().unwrap_or("-"),
+            letter.batch_size.map_or("?".to_owned(), |n| n.to_string()),
+            letter.records_found,
+            letter.records_sent,
+            letter.records_not_sent,
+            letter.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+        );
+    }
+    println!(
+        "{} dead letters from {queue_url}: {} records sent, {} letters deleted, {} kept",
+        report.letters.len(),
+        report.records_sent(),
+        report.deleted(),
+        report.kept()
+    );
 }
 
 fn check_ids(accounts: &[String]) -> Result<()> {

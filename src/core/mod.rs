@@ -18,6 +18,7 @@ pub mod outcome;
 pub mod plan;
 pub mod quotas;
 pub mod rate;
+pub mod redrive;
 pub mod routing;
 pub mod select;
 pub mod time;

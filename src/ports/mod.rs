@@ -8,4 +8,5 @@ pub mod findings;
 pub mod jobs;
 pub mod ledger;
 pub mod metadata;
+pub mod redrive;
 pub mod sweep_state;

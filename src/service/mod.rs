@@ -11,6 +11,7 @@ pub mod investigator;
 pub mod pipeline;
 pub mod publisher;
 pub mod quota_share;
+pub mod redrive;
 pub mod refresh;
 pub mod sweep;
 pub mod updater;

@@ -374,6 +374,7 @@ impl Report for RefreshReport {
 
     fn record_metrics(&self) {
         Metric::RefreshQueueDepth.observe(self.queued as f64);
+        Metric::RefreshRunsCompleted.count(usize::from(self.state_error.is_none()));
         Metric::AccountsWarmed.count(self.warm.as_ref().map_or(0, |w| w.cached));
         self.sweep.record_metrics();
     }

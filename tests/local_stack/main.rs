@@ -6,11 +6,13 @@
 //! - `investigations`: one StartInvestigation per (entity, window); the investigator's states.
 //! - `faults`: throttling storms, outages, resets, AccessDenied, Detective failures.
 //! - `hubs`: both hubs in one run, routing, enriched-finding events through an EventBridge rule.
+//! - `redrive`: `enricher-admin redrive` and `--stack` on SQS, Kinesis, CloudFormation and Lambda.
 
 mod faults;
 mod hubs;
 mod investigations;
 mod local_aws;
+mod redrive;
 
 use std::io::Write as _;
 use std::sync::Once;

@@ -44,6 +44,12 @@ SERVICE_PROTOCOL = {
 # The restJson1 operations the emulator implements, named from its own HTTP bindings.
 EMULATED_OPERATIONS = operation_router(SERVICE_CLASSES)
 
+# restJson1 operations of moto's services that the code calls, by method and path (Lambda API
+# reference), which the first-segment rule below would misname.
+MOTO_REST_OPERATIONS = [
+    ("lambda", "GET", re.compile(r"^/2015-03-31/functions/[^/]+/configuration/?$"), "GetFunctionConfiguration"),
+]
+
 APP_RE = re.compile(r"(?:^|\s)app/(\S+)")
 
 
@@ -100,8 +106,12 @@ def identify(method: str, path: str, headers: Any, body: bytes) -> RequestInfo:
         else:
             protocol = "restjson"
             resolved = EMULATED_OPERATIONS.resolve(service, method, split.path or "/")
+            moto_rest = next((op for svc, verb, pattern, op in MOTO_REST_OPERATIONS
+                              if svc == service and verb == method.upper() and pattern.match(split.path or "/")), None)
             if resolved is not None:
                 service, operation = resolved[0], resolved[1].operation
+            elif moto_rest is not None:
+                operation = moto_rest
             else:
                 segment = split.path.lstrip("/").split("/", 1)[0]
                 operation = (segment[:1].upper() + segment[1:]) if segment else method.upper()

@@ -46,6 +46,8 @@ RESOURCE_PARAMETERS = {
     "kinesis": ("StreamARN", "StreamName"),
     "organizations": ("ResourceId", "AccountId"),
     "account": ("AccountId",),
+    "sqs": ("QueueUrl",),
+    "cloudformation": ("StackName",),
 }
 # "#name = :value" (either way round) in a KeyConditionExpression.
 EQUALITY_RE = re.compile(r"([#A-Za-z_][\w.]*)\s*=\s*(:\w+)|(:\w+)\s*=\s*([#A-Za-z_][\w.]*)")
