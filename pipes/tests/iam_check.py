@@ -399,6 +399,14 @@ def request_for(
                 context[(key + name).lower()] = [UnknownValue(name)]
             hub = f"arn:aws:securityhub:{region}:{account}:" + ("hubv2/unknown" if v2 else "hub/default")
             return [Request("securityhub:BatchUpdateFindings", [hub], context)]
+        if operation == "GetFindingsV2":
+            # GetFindings and GetFindingsV2 both use securityhub:GetFindings (API reference); the
+            # new hub's resource is assumed hubv2/*, as for BatchUpdateFindingsV2.
+            return [Request("securityhub:GetFindings", [f"arn:aws:securityhub:{region}:{account}:hubv2/unknown"])]
+        if operation == "ListFindingAggregators":
+            return [Request(action, ["*"])]
+        if operation == "GetFindingAggregator":
+            return [Request(action, [f"arn:aws:securityhub:{region}:{account}:finding-aggregator/unknown"])]
         return [Request(action, [f"arn:aws:securityhub:{region}:{account}:hub/default"])]
     if service == "detective":
         if operation == "ListGraphs":
@@ -414,6 +422,14 @@ def request_for(
         arn = resource if resource.startswith("arn:") else f"arn:aws:kinesis:{region}:{account}:stream/{resource}"
         return [Request(action, [arn])]
     if service == "events":
+        # Service Authorization Reference: ListRules has no resource type; DescribeRule is
+        # authorized on the rule (default bus: rule/NAME).
+        if operation == "ListRules":
+            return [Request(action, ["*"])]
+        if operation == "DescribeRule":
+            if not resource:
+                raise UnmappedCall("events DescribeRule without Name")
+            return [Request(action, [f"arn:aws:events:{region}:{account}:rule/{resource}"])]
         bus = resource or "default"
         arn = bus if bus.startswith("arn:") else f"arn:aws:events:{region}:{account}:event-bus/{bus}"
         return [Request(action, [arn])]

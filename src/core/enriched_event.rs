@@ -118,6 +118,7 @@ mod tests {
 
     fn enrichment(tags: BTreeMap<String, String>) -> AccountEnrichment {
         let meta = AccountMetadata {
+            state: None,
             account_id: "111122223333".into(),
             name: Some("payments-prod".into()),
             ou_path: vec![
