@@ -28,13 +28,14 @@
 //! | `core::investigation` | pure | job domain types, the verdict and its note |
 //! | `core::account_change` | pure | which accounts a forwarded CloudTrail event changed |
 //! | `core::rate`, `core::time`, `core::error` | pure | rates and shares, the one clock, the error chain |
-//! | `ports` | port | traits between service and adapters: metadata store and source, findings writers (V1, V2) and reader, event publisher, quota ledger, jobs, Detective |
+//! | `ports` | port | traits between service and adapters: metadata store and source, findings writers (V1, V2) and reader, event publisher, quota ledger, jobs, Detective, the doctor's deployment probe |
 //! | `adapters::sdk` | adapter | SDK config, app names, the one error classifier, call counting |
 //! | `adapters::cache_table` | adapter | the cache table: its schema (one owner), the account tier, the quota ledger item |
 //! | `adapters::organizations` | adapter | Organizations and Account Management lookups |
 //! | `adapters::securityhub` | adapter | BatchUpdateFindings, GetFindings and BatchUpdateFindingsV2 |
 //! | `adapters::eventbridge` | adapter | PutEvents to `ENRICHED_EVENTS_BUS` |
 //! | `adapters::jobs_table`, `adapters::detective` | adapter | the job table, Detective |
+//! | `adapters::deployment` | adapter | the doctor's read-only probe of a deployment (one call per question, errors with their AWS code) |
 //! | `service::handler` | glue | one batch, start to finish |
 //! | `service::batch_report` | glue | the per-batch report: its log line and metrics |
 //! | `service::directory` | glue | memory → table → source, in a time budget |
@@ -42,6 +43,7 @@
 //! | `service::publisher` | glue | enriched-finding events, 10 per PutEvents, failed entries retried |
 //! | `service::fanout`, `service::investigator` | glue | queueing investigations; the investigator's pass |
 //! | `service::account_events` | glue | forgetting changed accounts |
+//! | `service::doctor` | glue | `enricher-admin doctor`: each deployment check, pass or fail with its fix |
 //! | `limits` | infrastructure | client-side rate limits (`governor`) within a deadline, jittered backoff |
 //! | `telemetry` | infrastructure | metric names, EMF, JSON logs, the `Report` trait, call counts |
 //! | `config` | config | the one place environment variables are read and validated |
