@@ -159,7 +159,8 @@ impl PassReport {
             + self.waits.get("scope_window").copied().unwrap_or(0)
             + self.waits.get("claim").copied().unwrap_or(0);
         let left = self.waits.values().sum::<usize>();
-        left > 0 && clocked == left && self.next_due_at.is_some_and(|at| at > horizon)
+        // Jobs started this pass are running now: they can finish soon.
+        self.started == 0 && left > 0 && clocked == left && self.next_due_at.is_some_and(|at| at > horizon)
     }
 
     /// One phrase per wait kind: "3 next attempt, 1 quota".
@@ -578,5 +579,50 @@ impl Investigator {
         }
         tracing::info!(job_id = %job.job_id, findings = current.len(), "investigation verdict written");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(created_at: Option<i64>) -> JobSeen {
+        JobSeen { job_id: "arn:aws:iam::111122223333:user/alice|0".into(), status: JobStatus::Pending, created_at }
+    }
+
+    #[test]
+    fn a_pass_says_what_its_jobs_wait_for_and_names_the_overdue_ones() {
+        let now = 10_000;
+        let mut report = PassReport::default();
+        report.note(&seen(Some(now - 60)), Wait::NextAttempt { at: now + 120, attempts: 1 }, now);
+        report.note(&seen(Some(now - EXPECTED_JOB_SECONDS - 1)), Wait::ScopeWindow { at: now + 90 }, now);
+        assert_eq!(report.waits_text(), "1 next attempt, 1 scope window");
+        assert_eq!(report.next_due_at, Some(now + 90));
+        assert!(report.nothing_due_before(now + 30), "only clocks further away than the horizon");
+        assert!(!report.nothing_due_before(now + 100));
+        let started = PassReport { started: 1, ..report.clone() };
+        assert!(!started.nothing_due_before(now + 30), "a job started this pass can finish soon");
+        assert_eq!(report.overdue_total, 1);
+        assert_eq!(report.overdue[0].waiting_for, Wait::ScopeWindow { at: now + 90 });
+        assert_eq!(report.overdue[0].age_seconds, EXPECTED_JOB_SECONDS + 1);
+        // A job waiting for the quota or a running investigation can finish at the next pass.
+        report.note(&seen(None), Wait::Quota, now);
+        assert!(!report.nothing_due_before(now + 30));
+        assert_eq!(serde_json::to_value(Wait::NextAttempt { at: 5, attempts: 2 }).unwrap()["for"], "next_attempt");
+    }
+
+    #[test]
+    fn every_step_that_leaves_a_job_active_says_why() {
+        assert_eq!(Step::Waiting.wait(), Some(Wait::Quota));
+        assert_eq!(Step::StillRunning.wait(), Some(Wait::Investigation));
+        assert_eq!(
+            Step::Retried { next_attempt_at: 7, attempts: 2 }.wait(),
+            Some(Wait::NextAttempt { at: 7, attempts: 2 })
+        );
+        assert_eq!(Step::ClaimLost.wait(), Some(Wait::NextPass));
+        assert_eq!(Step::Error.wait(), Some(Wait::NextPass));
+        for done in [Step::Started, Step::NotCovered, Step::Completed, Step::Failed] {
+            assert_eq!(done.wait(), None);
+        }
     }
 }
