@@ -557,7 +557,9 @@ class Checker:
         function, service, operation = record["function"], record["service"], record["operation"]
         if function == "investigator" and not variant.investigations:
             return False
-        if function in ("enricher", "refresher"):  # the refresher does the enricher's work, as its role
+        # The refresher does the enricher's work, as its role; enricher-admin (doctor) reads the
+        # jobs table only when the deployment has one.
+        if function in ("enricher", "refresher", "enricher-admin"):
             tables = list(record.get("tables") or []) + ([record["table"]] if record.get("table") else [])
             if any(table_logical_id(t) == "JobsTable" for t in tables) and not variant.investigations:
                 return False
