@@ -59,7 +59,7 @@ pub struct Investigator {
     /// GetFindings: 3 requests/s per account and region.
     pub read_limit: Limiter,
     pub max_attempts: u32,
-    /// A transient failure waits this × 2^attempts (at most 64×) before the next try.
+    /// A transient failure waits this × 2^(attempts − 1) (at most 64×) before the next try.
     pub retry_base: Duration,
     pub region: String,
     pub deadline_margin: Duration,
@@ -419,8 +419,11 @@ impl Investigator {
         })
     }
 
+    /// The wait before attempt `attempts` + 1: `retry_base` after the first failure, doubling
+    /// after each further one (at most 64×). (It was 2× from the first failure on, so the first
+    /// retry came after two minutes rather than the one RETRY_BASE says.)
     fn backoff(&self, attempts: u32) -> i64 {
-        self.retry_base.as_secs() as i64 * 2i64.pow(attempts.min(6))
+        self.retry_base.as_secs() as i64 * 2i64.pow(attempts.saturating_sub(1).min(6))
     }
 
     async fn start(&self, job: &Job, now: i64, deadline: Instant) -> Result<Step, StepError> {

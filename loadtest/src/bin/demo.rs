@@ -392,7 +392,7 @@ async fn run_investigations(config: &EnricherConfig, clients: &Clients, calls: &
         let now = securityhub_enricher::core::time::now_epoch_seconds();
         if report.nothing_due_before(now + 30) {
             println!(
-                "   stopped waiting: the {} jobs left cannot finish soon ({}; the earliest is due in {} s)",
+                "   stopped waiting: {} job(s) left, none can finish soon ({}; the earliest is due in {} s)",
                 report.active,
                 report.waits_text(),
                 report.next_due_at.map_or(0, |at| at - now)
