@@ -38,7 +38,7 @@
 //! | `ports` | port | traits between service and adapters, one module per capability: |
 //! | `ports::metadata`, `ports::findings`, `ports::events` | port | metadata store and source; findings writers (V1, V2) and reader; the event publisher |
 //! | `ports::ledger`, `ports::jobs`, `ports::detective`, `ports::sweep_state` | port | quota ledger; job table; Detective; the sweep's checkpoint, refresh queue and run lease |
-//! | `ports::redrive` | port | the dead-letter queue and stream of `redrive` |
+//! | `ports::redrive`, `ports::deployment` | port | the dead-letter queue and stream of `redrive`; the doctor's deployment probe |
 //! | `adapters::sdk` | adapter | SDK config, app names, the one error classifier, call counting |
 //! | `adapters::cache_table` | adapter | the cache table (`CACHE_TABLE`), one file per kind of item: |
 //! | `adapters::cache_table::schema` | adapter | its key and attributes, in one place |
@@ -50,6 +50,7 @@
 //! | `adapters::jobs_table`, `adapters::detective` | adapter | the job table, Detective |
 //! | `adapters::redrive` | adapter | the pipe's dead-letter queue (SQS) and the stream read back and written again (Kinesis) |
 //! | `adapters::stack` | adapter | a deployed stack read back for `enricher-admin --stack`: its resources and the enricher's environment |
+//! | `adapters::deployment` | adapter | the doctor's read-only probe of a deployment (one call per question, errors with their AWS code) |
 //! | `service::pipeline` | glue | the one enrichment pipeline every path writes through: render, decide current, group, publish, write |
 //! | `service::handler` | glue | one batch, start to finish; queues the accounts it could not resolve |
 //! | `service::batch_report` | glue | the per-batch report: its log line and metrics |
@@ -61,6 +62,7 @@
 //! | `service::sweep` | glue | the sweep: every active finding of both hubs that needs work, through the same pipeline as the stream |
 //! | `service::refresh` | glue | one `refresher` run under the run lease: queued accounts first, then the pass from its checkpoint when due, warming the directory beside it; the operator's sweep runs the same loop |
 //! | `service::redrive` | glue | dead-lettered batches sent back, what could not be sent said per dead letter |
+//! | `service::doctor` | glue | `enricher-admin doctor`: each deployment check, pass or fail with its fix |
 //! | `limits` | infrastructure | client-side rate limits (`governor`) within a deadline, jittered backoff |
 //! | `telemetry` | infrastructure | metric names, EMF, JSON logs, the `Report` trait, call counts |
 //! | `config` | config | the one place environment variables are read and validated |

@@ -90,6 +90,18 @@ pub enum Metric {
     /// Enricher: findings that joined another finding's job in the same batch (same actor and window).
     /// Investigator: pending jobs joined to an earlier pending job of the same actor.
     InvestigationsJoined,
+    /// Jobs whose investigation Detective was still running at the pass.
+    InvestigationsRunning,
+    /// Jobs retried after a transient failure, waiting for their next attempt.
+    InvestigationsRetried,
+    /// Jobs not due at the pass: waiting for their next attempt, scope window or another claim.
+    InvestigationsNotDue,
+    /// Jobs another runner claimed first.
+    InvestigationsClaimsLost,
+    /// Job steps that failed (the jobs table, Detective, the write-back); the next pass retries.
+    InvestigationErrors,
+    /// Jobs active longer than expected (`EXPECTED_JOB_SECONDS`); the log names what each waits for.
+    InvestigationsOverdue,
 }
 
 impl Metric {

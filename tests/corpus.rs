@@ -63,6 +63,7 @@ fn metadata(account_id: &str, ou: &str) -> AccountMetadata {
             email: format!("{}@{}.example.com", "e".repeat(64), "d".repeat(176)),
             phone: "+1 555 0100 0100 0100 010".into(),
         }),
+        state: None,
     }
 }
 

@@ -35,6 +35,7 @@ fn id(name: &str, account: &str) -> FindingId {
 
 fn account(id: &str, name: &str) -> AccountRecord {
     AccountRecord::Found(AccountMetadata {
+        state: None,
         account_id: id.into(),
         name: Some(name.into()),
         ou_path: vec![

@@ -29,6 +29,7 @@ const POLICY: &str = r#"{"rules":[
 
 fn account(id: &str, name: &str, team: &str) -> AccountRecord {
     AccountRecord::Found(AccountMetadata {
+        state: None,
         account_id: id.into(),
         name: Some(name.into()),
         ou_path: ["Root", "Workloads", "Prod"]

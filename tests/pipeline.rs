@@ -45,6 +45,7 @@ fn account(n: usize, team: &str, under_workloads: bool) -> AccountRecord {
         ou_path,
         tags: BTreeMap::from([("team".into(), team.into()), ("owner".into(), format!("{team}-tag"))]),
         security_contact: ContactLookup::NotSet,
+        state: None,
     })
 }
 

@@ -28,6 +28,7 @@ const READS: Rate = Rate { per_second: 2.0, burst: 4 };
 
 fn account(id: &str, tags: &[(&str, &str)]) -> AccountRecord {
     AccountRecord::Found(AccountMetadata {
+        state: None,
         account_id: id.into(),
         name: Some(format!("name-{id}")),
         ou_path: vec![OrgUnit { id: "r-1".into(), name: "Root".into() }],

@@ -49,6 +49,7 @@ pub fn synthetic_org(accounts: usize, seed: u64) -> Vec<AccountRecord> {
                 tags.insert("DataClassification".into(), "confidential".into());
             }
             AccountRecord::Found(AccountMetadata {
+                state: None,
                 account_id: account_id(i),
                 name: Some(format!("workload-{i:05}")),
                 ou_path: path,

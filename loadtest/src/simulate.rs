@@ -720,6 +720,7 @@ mod tests {
         let ou = |id: &str| OrgUnit { id: id.into(), name: id.into() };
         let account = |n: usize, path: Vec<OrgUnit>| {
             AccountRecord::Found(AccountMetadata {
+                state: None,
                 account_id: format!("{n:012}"),
                 name: None,
                 ou_path: path,

@@ -418,6 +418,14 @@ def request_for(
                 context[(key + name).lower()] = [UnknownValue(name)]
             hub = f"arn:aws:securityhub:{region}:{account}:" + ("hubv2/unknown" if v2 else "hub/default")
             return [Request("securityhub:BatchUpdateFindings", [hub], context)]
+        if operation == "GetFindingsV2":
+            # GetFindings and GetFindingsV2 both use securityhub:GetFindings (API reference); the
+            # new hub's resource is assumed hubv2/*, as for BatchUpdateFindingsV2.
+            return [Request("securityhub:GetFindings", [f"arn:aws:securityhub:{region}:{account}:hubv2/unknown"])]
+        if operation == "ListFindingAggregators":
+            return [Request(action, ["*"])]
+        if operation == "GetFindingAggregator":
+            return [Request(action, [f"arn:aws:securityhub:{region}:{account}:finding-aggregator/unknown"])]
         return [Request(action, [f"arn:aws:securityhub:{region}:{account}:hub/default"])]
     if service == "detective":
         if operation == "ListGraphs":
@@ -455,6 +463,14 @@ def request_for(
             return [Request(action, [resource if resource.startswith("arn:") else f"arn:aws:lambda:{region}:{account}:function:{resource}"])]
         return [Request(action, [stack.arn(LAMBDA_FUNCTION_ANY[operation])])]
     if service == "events":
+        # Service Authorization Reference: ListRules has no resource type; DescribeRule is
+        # authorized on the rule (default bus: rule/NAME).
+        if operation == "ListRules":
+            return [Request(action, ["*"])]
+        if operation == "DescribeRule":
+            if not resource:
+                raise UnmappedCall("events DescribeRule without Name")
+            return [Request(action, [f"arn:aws:events:{region}:{account}:rule/{resource}"])]
         bus = resource or "default"
         arn = bus if bus.startswith("arn:") else f"arn:aws:events:{region}:{account}:event-bus/{bus}"
         return [Request(action, [arn])]
@@ -582,7 +598,9 @@ class Checker:
         function, service, operation = record["function"], record["service"], record["operation"]
         if function == "investigator" and not variant.investigations:
             return False
-        if function in ("enricher", "refresher"):  # the refresher does the enricher's work, as its role
+        # The refresher does the enricher's work, as its role; enricher-admin (doctor) reads the
+        # jobs table only when the deployment has one.
+        if function in ("enricher", "refresher", "enricher-admin"):
             tables = list(record.get("tables") or []) + ([record["table"]] if record.get("table") else [])
             if any(table_logical_id(t) == "JobsTable" for t in tables) and not variant.investigations:
                 return False

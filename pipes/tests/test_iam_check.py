@@ -333,10 +333,10 @@ class ObservedCallsTest(unittest.TestCase):
     def test_a_granted_call_passes_and_an_ungranted_one_fails(self):
         granted = call("enricher", "organizations", "DescribeAccount", resource="111122223333")
         self.assertEqual(self.violations([granted])[1], [])
-        ungranted = call("enricher", "organizations", "ListAccounts")
+        ungranted = call("investigator", "organizations", "ListAccounts")
         _, problems = self.violations([ungranted, ungranted])
         self.assertEqual(len(problems), 1)
-        self.assertIn("enricher: organizations:ListAccounts needs organizations:ListAccounts on *", problems[0])
+        self.assertIn("investigator: organizations:ListAccounts needs organizations:ListAccounts on *", problems[0])
         self.assertIn("[2 calls]", problems[0])
 
     def test_findings_fields_other_than_note_and_user_defined_fields_are_denied(self):

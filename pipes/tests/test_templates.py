@@ -432,6 +432,8 @@ class IamTest(unittest.TestCase):
                 "organizations:DescribeOrganizationalUnit", "organizations:ListRoots", "organizations:DescribeOrganization",
                 # the refresher's walk of the OU tree as each pass begins
                 "organizations:ListAccountsForParent", "organizations:ListOrganizationalUnitsForParent",
+                # the walk by account paths (Account.Paths) where Organizations returns them
+                "organizations:ListAccounts",
                 "account:GetAlternateContact",
                 "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey",  # customer managed key only
                 "events:PutEvents",  # ENRICHED_EVENTS_BUS only
@@ -474,14 +476,22 @@ class IamTest(unittest.TestCase):
         seen = 0
         for _, statement in self.each_statement():
             if statement["Effect"] == "Allow" and any(a.startswith("securityhub:") for a in as_list(statement["Action"])):
-                if statement["Resource"] == hub_v2:
+                actions = set(as_list(statement["Action"]))
+                if statement["Resource"] == hub_v2 and "securityhub:BatchUpdateFindings" in actions:
                     self.assertEqual(statement["Condition"], {"Null": {"securityhub:OCSFSyntaxPath/Comment": "false"}})
+                elif statement["Resource"] == hub_v2:
+                    self.assertEqual(actions, {"securityhub:GetFindings"})  # doctor's GetFindingsV2
+                elif statement["Resource"] == "*":
+                    self.assertEqual({a for a in actions if a.startswith("securityhub:")}, {"securityhub:ListFindingAggregators"})
+                elif "securityhub:GetFindingAggregator" in actions:
+                    self.assertEqual(statement["Resource"], {"Fn::Sub": "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:finding-aggregator/*"})
                 else:
                     self.assertEqual(statement["Resource"], hub)
                 seen += 1
         # EnricherRole: BatchUpdateFindings, and GetFindings for the refresher; InvestigatorRole;
-        # OperatorPolicy (enricher-admin sweep).
-        self.assertEqual(seen, 5)
+        # OperatorPolicy (enricher-admin sweep, and doctor's four: the hub, the new hub, the
+        # aggregator and the aggregator list).
+        self.assertEqual(seen, 9)
     def test_v2_updates_are_limited_to_comment(self):
         """BatchUpdateFindingsV2 takes Comment, SeverityId and StatusId; the enricher may set Comment only."""
         stack = Stack(self.templates["template.yaml"], REQUIRED_PARAMETERS)
@@ -800,7 +810,10 @@ class DashboardTest(unittest.TestCase):
             ("InvestigationsJoined", "enricher"), ("InvestigationsJoined", "investigator"),
             ("InvestigationsPending", "investigator"), ("InvestigationsNotCovered", "investigator"),
             ("InvestigationsStarted", "investigator"), ("InvestigationsCompleted", "investigator"),
-            ("InvestigationsFailed", "investigator")})
+            ("InvestigationsFailed", "investigator"), ("InvestigationsRunning", "investigator"),
+            ("InvestigationsRetried", "investigator"), ("InvestigationsNotDue", "investigator"),
+            ("InvestigationsClaimsLost", "investigator"), ("InvestigationErrors", "investigator"),
+            ("InvestigationsOverdue", "investigator")})
 
     def test_math_expressions_use_ids_of_their_widget(self):
         for widget in fill(self.file_text)["widgets"]:

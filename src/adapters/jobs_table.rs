@@ -74,6 +74,7 @@ impl DynamoJobs {
                 .and_then(|v| v.as_ns().ok())
                 .and_then(|ns| ns.iter().filter_map(|p| p.parse::<u8>().ok()).max())
                 .unwrap_or(0),
+            created_at: number("CreatedAt"),
         })
     }
 }

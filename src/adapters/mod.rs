@@ -2,6 +2,7 @@
 //! crate; tested against the local stack and, for edge cases, with `aws-smithy-mocks`.
 
 pub mod cache_table;
+pub mod deployment;
 pub mod detective;
 pub mod eventbridge;
 pub mod jobs_table;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use securityhub_enricher::adapters::deployment::SdkProbe;
 use securityhub_enricher::adapters::redrive::{KinesisReplay, SqsDeadLetters};
 use securityhub_enricher::adapters::sdk::{ApiCalls, app_name, load_sdk_config};
 use securityhub_enricher::adapters::stack::{self, DeployedStack, read_stack};
@@ -16,6 +17,7 @@ use securityhub_enricher::core::account::AccountRecord;
 use securityhub_enricher::core::finding::is_account_id;
 use securityhub_enricher::ports::sweep_state::SweepState;
 use securityhub_enricher::service::directory::{Resolution, WarmScope};
+use securityhub_enricher::service::doctor::{TTL_ATTRIBUTE, Targets, diagnose};
 use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::service::redrive::{Disposition, RedriveOptions, RedriveReport, redrive};
 use securityhub_enricher::service::refresh::Refresher;
@@ -106,6 +108,24 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
     },
+    /// Read-only checks of the deployment, each printed as pass or fail with its fix: the
+    /// Organizations delegation, the contact role, Security Hub (administrator, aggregation,
+    /// both hubs), the Detective graph and its coverage, the event bus and rules, the tables
+    /// and their TTL, the refresher's schedule. Exits non-zero when any check fails.
+    Doctor {
+        /// Print the checks as one JSON document instead.
+        #[arg(long)]
+        json: bool,
+        /// The findings rules' name prefix on the default bus (the stack's name).
+        #[arg(long, value_name = "PREFIX")]
+        rule_prefix: Option<String>,
+        /// The refresher's schedule rule.
+        #[arg(long, value_name = "NAME")]
+        schedule_rule: Option<String>,
+        /// The behavior graph (default: the one ListGraphs returns, as the investigator finds it).
+        #[arg(long, value_name = "ARN")]
+        graph_arn: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -162,6 +182,36 @@ async fn main() -> Result<()> {
     let clients = Clients::for_enricher("enricher-admin", &config, &sdk, &calls).await;
     let enricher = Enricher::from_clients(&config, &clients);
     match cli.command {
+        Command::Doctor { json, rule_prefix, schedule_rule, graph_arn } => {
+            let probe = SdkProbe::new(
+                clients.organizations.clone(),
+                clients.securityhub.clone(),
+                clients.detective.clone(),
+                clients.eventbridge.clone(),
+                clients.dynamodb.clone(),
+                aws_sdk_sts::Client::new(&sdk),
+                sdk.region().map(ToString::to_string).unwrap_or_default(),
+            );
+            let targets = Targets {
+                cache_table: config.cache_table.clone(),
+                jobs_table: config.investigations.as_ref().map(|i| i.jobs_table.clone()),
+                contact_role: config.contact_role.clone(),
+                events_bus: config.events_bus.clone(),
+                graph_arn,
+                rule_prefix,
+                schedule_rule,
+                ttl_attribute: TTL_ATTRIBUTE.to_owned(),
+            };
+            let report = diagnose(&probe, &targets).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            if report.failed() > 0 {
+                std::process::exit(1);
+            }
+        }
         Command::Invalidate { all: true, .. } => {
             let n = enricher.directory.invalidate_all().await?;
             println!("invalidated {n} cached accounts in {}", config.cache_table);

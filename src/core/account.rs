@@ -31,6 +31,44 @@ pub enum ContactLookup {
     Unknown,
 }
 
+/// An account's lifecycle state as Organizations reports it (`Account.State`, which replaces
+/// `Account.Status`, retired on 9 September 2026). Findings of suspended or closed accounts are
+/// routed apart on it (`accountState`, and the event's `account.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccountState {
+    PendingActivation,
+    Active,
+    Suspended,
+    PendingClosure,
+    Closed,
+}
+
+impl AccountState {
+    /// Organizations' spelling, which we write and publish unchanged.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::PendingActivation => "PENDING_ACTIVATION",
+            AccountState::Active => "ACTIVE",
+            AccountState::Suspended => "SUSPENDED",
+            AccountState::PendingClosure => "PENDING_CLOSURE",
+            AccountState::Closed => "CLOSED",
+        }
+    }
+
+    /// None for a value this version does not know (Organizations may add states).
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "PENDING_ACTIVATION" => AccountState::PendingActivation,
+            "ACTIVE" => AccountState::Active,
+            "SUSPENDED" => AccountState::Suspended,
+            "PENDING_CLOSURE" => AccountState::PendingClosure,
+            "CLOSED" => AccountState::Closed,
+            _ => return None,
+        })
+    }
+}
+
 /// Everything enrichment needs about one account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountMetadata {
@@ -40,6 +78,10 @@ pub struct AccountMetadata {
     pub ou_path: Vec<OrgUnit>,
     pub tags: BTreeMap<String, String>,
     pub security_contact: ContactLookup,
+    /// None when unknown: not looked up yet (a finding's name only), or cached before the
+    /// state was read (such entries are read back without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<AccountState>,
 }
 
 impl AccountMetadata {
@@ -52,6 +94,7 @@ impl AccountMetadata {
             ou_path: Vec::new(),
             tags: BTreeMap::new(),
             security_contact: ContactLookup::Unknown,
+            state: None,
         }
     }
 
@@ -66,4 +109,25 @@ impl AccountMetadata {
 pub enum AccountRecord {
     Found(AccountMetadata),
     NotFound,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_cached_before_the_state_was_read_still_decodes() {
+        let old = r#"{"kind":"Found","account_id":"111122223333","name":"a","ou_path":[],"tags":{},"security_contact":{"state":"NotSet"}}"#;
+        let AccountRecord::Found(meta) = serde_json::from_str::<AccountRecord>(old).unwrap() else { panic!() };
+        assert_eq!(meta.state, None);
+        let mut closed = meta.clone();
+        closed.state = Some(AccountState::PendingClosure);
+        let text = serde_json::to_string(&AccountRecord::Found(closed.clone())).unwrap();
+        assert!(text.contains(r#""state":"PENDING_CLOSURE""#), "{text}");
+        assert_eq!(serde_json::from_str::<AccountRecord>(&text).unwrap(), AccountRecord::Found(closed));
+        for state in ["PENDING_ACTIVATION", "ACTIVE", "SUSPENDED", "PENDING_CLOSURE", "CLOSED"] {
+            assert_eq!(AccountState::parse(state).map(AccountState::as_str), Some(state));
+        }
+        assert_eq!(AccountState::parse("RETIRED"), None);
+    }
 }

@@ -103,6 +103,7 @@ mod tests {
 
     fn account(name: &str) -> AccountMetadata {
         AccountMetadata {
+            state: None,
             account_id: "111122223333".into(),
             name: Some(name.into()),
             ou_path: vec![OrgUnit { id: "r-1".into(), name: "Root".into() }],

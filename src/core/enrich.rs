@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::core::account::{AccountMetadata, AccountRecord, Contact, ContactLookup};
+use crate::core::account::{AccountMetadata, AccountRecord, AccountState, Contact, ContactLookup};
 use crate::core::comment;
 use crate::core::finding::{Finding, Note};
 use crate::core::routing::{Routing, RoutingRules};
@@ -62,6 +62,9 @@ pub struct AccountSummary {
     pub ou_path: Option<String>,
     pub tags: BTreeMap<String, String>,
     pub has_security_contact: bool,
+    /// Organizations' `Account.State`, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<AccountState>,
 }
 
 /// Which account tags to copy: all of them, or those named in `TAG_KEYS`.
@@ -170,6 +173,9 @@ impl AccountEnrichment {
         if let ContactLookup::Found(contact) = &account.security_contact {
             own_fields.push((keys::SECURITY_CONTACT.to_owned(), field_value(&contact_field(contact))));
         }
+        if let Some(state) = account.state {
+            own_fields.push((keys::ACCOUNT_STATE.to_owned(), state.as_str().to_owned()));
+        }
 
         let mut tags = Vec::new();
         let mut tags_dropped = 0;
@@ -201,6 +207,7 @@ impl AccountEnrichment {
             ou_path: (!path.is_empty()).then(|| path.clone()),
             tags: tags.iter().cloned().collect(),
             has_security_contact: matches!(account.security_contact, ContactLookup::Found(_)),
+            state: account.state,
         };
         AccountEnrichment {
             account_id: account.account_id.clone(),
@@ -431,6 +438,7 @@ mod tests {
 
     fn account() -> AccountMetadata {
         AccountMetadata {
+            state: None,
             account_id: "111122223333".into(),
             name: Some("payments-prod".into()),
             ou_path: vec![
@@ -605,6 +613,7 @@ mod tests {
             contact in proptest::option::of((arb_text(), arb_text(), arb_text(), arb_text())),
         ) {
             let account = AccountMetadata {
+                state: None,
                 account_id: "111122223333".into(),
                 name,
                 ou_path: ou_names.into_iter().enumerate().map(|(i, name)| OrgUnit { id: format!("ou-{i}"), name }).collect(),

@@ -111,13 +111,14 @@ pub fn event_for(finding: &Finding, enrichment: &AccountEnrichment) -> Option<Ev
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::account::{AccountMetadata, ContactLookup, OrgUnit};
+    use crate::core::account::{AccountMetadata, AccountState, ContactLookup, OrgUnit};
     use crate::core::enrich::{Completeness, Rendering, TagFilter};
     use crate::core::routing::{RoutingPolicy, RoutingRules};
     use std::collections::BTreeMap;
 
     fn enrichment(tags: BTreeMap<String, String>) -> AccountEnrichment {
         let meta = AccountMetadata {
+            state: Some(AccountState::Suspended),
             account_id: "111122223333".into(),
             name: Some("payments-prod".into()),
             ou_path: vec![
@@ -159,8 +160,20 @@ mod tests {
         assert_eq!(v["account"]["ou_id"], "ou-1");
         assert_eq!(v["account"]["tags"]["team"], "blue");
         assert_eq!(v["account"]["has_security_contact"], true);
+        assert_eq!(v["account"]["state"], "SUSPENDED", "findings of a suspended account can be routed apart");
         assert_eq!(v["routing"]["owner"], "payments");
         assert!(!e.detail.contains("sec@example.com") && !e.detail.contains("CISO"));
+    }
+
+    /// The state is written to the finding too (`accountState`), for automation rules and insights.
+    #[test]
+    fn the_account_state_is_a_field_of_ours_on_the_finding() {
+        let enrichment = enrichment(BTreeMap::new());
+        let fields = enrichment.payload_with_note(&BTreeMap::new()).payload.fields;
+        assert_eq!(fields.get(crate::core::fields::keys::ACCOUNT_STATE).map(String::as_str), Some("SUSPENDED"));
+        // A value someone else wrote under our key is replaced, never kept beside ours.
+        let foreign = enrichment.foreign_fields(&BTreeMap::from([("accountState".into(), "forged".into())]));
+        assert!(!foreign.contains_key("accountState"), "{foreign:?}");
     }
 
     /// The README documents schema version 1 ("Enriched-finding events"): the same objects and

@@ -30,8 +30,11 @@ pub mod keys {
     /// The account tag keys we wrote, comma-separated: they are ours, so when a tag is removed
     /// from the account its key on the finding is ours to retire (see `TOMBSTONE`).
     pub const ENRICHED_TAG_KEYS: &str = "enrichedTagKeys";
+    /// The account's state in Organizations (`ACTIVE`, `SUSPENDED`, `PENDING_CLOSURE`,
+    /// `CLOSED`, `PENDING_ACTIVATION`), so findings of closing accounts can be routed apart.
+    pub const ACCOUNT_STATE: &str = "accountState";
 
-    pub const RESERVED: [&str; 12] = [
+    pub const RESERVED: [&str; 13] = [
         ACCOUNT_NAME,
         OU,
         SECURITY_CONTACT,
@@ -44,11 +47,21 @@ pub mod keys {
         INVESTIGATION_INDICATORS,
         ENRICHED_FROM,
         ENRICHED_TAG_KEYS,
+        ACCOUNT_STATE,
     ];
 
     /// Keys the enricher itself writes: an existing value under one of these is replaced.
-    pub const ENRICHER_OWNED: [&str; 8] =
-        [FINDING_ENRICHED, ENRICHED_FROM, ACCOUNT_NAME, OU, OU_ID, OU_PATH, SECURITY_CONTACT, ENRICHED_TAG_KEYS];
+    pub const ENRICHER_OWNED: [&str; 9] = [
+        FINDING_ENRICHED,
+        ENRICHED_FROM,
+        ACCOUNT_NAME,
+        OU,
+        OU_ID,
+        OU_PATH,
+        SECURITY_CONTACT,
+        ENRICHED_TAG_KEYS,
+        ACCOUNT_STATE,
+    ];
 
     pub fn is_reserved(key: &str) -> bool {
         RESERVED.contains(&key)

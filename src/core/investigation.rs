@@ -93,9 +93,73 @@ pub struct Job {
     pub graph_arn: Option<String>,
     /// The highest priority any finding of the job asked for.
     pub priority: u8,
+    /// When the first finding asked for it (None in jobs written before it was kept).
+    pub created_at: Option<i64>,
 }
 
+/// How long a job is expected to take from its first request to its verdict: a few passes
+/// and an investigation (Detective's take minutes). Past this, the pass report names what the
+/// job waits for.
+pub const EXPECTED_JOB_SECONDS: i64 = 30 * 60;
+
+/// What an active job waits for when a pass leaves it active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(tag = "for", rename_all = "snake_case")]
+pub enum Wait {
+    /// A transient failure was retried: the next attempt (`attempts` so far) is due at `at`.
+    NextAttempt { at: i64, attempts: u32 },
+    /// Due, but the pass's Detective quota went to jobs of higher priority (or the pass ran
+    /// out of time): the next pass.
+    Quota,
+    /// Its scope window has not ended yet (Detective investigates windows in the past): due at `at`.
+    ScopeWindow { at: i64 },
+    /// Detective is running the investigation.
+    Investigation,
+    /// Another runner claimed it at `since`; if it has not started by `since` + 600 s it fails
+    /// rather than start twice.
+    Claim { since: i64 },
+    /// The pass's step failed (logged with its cause); the next pass tries again.
+    NextPass,
+}
+
+impl Wait {
+    /// The earliest time the job can move on, when that is known to be later than the next pass.
+    pub fn due_at(self) -> Option<i64> {
+        match self {
+            Wait::NextAttempt { at, .. } | Wait::ScopeWindow { at } => Some(at),
+            Wait::Claim { since } => Some(since + STALE_CLAIM_SECONDS),
+            Wait::Quota | Wait::Investigation | Wait::NextPass => None,
+        }
+    }
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            Wait::NextAttempt { .. } => "next_attempt",
+            Wait::Quota => "quota",
+            Wait::ScopeWindow { .. } => "scope_window",
+            Wait::Investigation => "investigation",
+            Wait::Claim { .. } => "claim",
+            Wait::NextPass => "next_pass",
+        }
+    }
+}
+
+/// A claim older than this, without an investigation id, may or may not have started one:
+/// it is failed rather than started twice.
+pub const STALE_CLAIM_SECONDS: i64 = 600;
+
+/// Detective wants the window to end in the past: a window ends at least this long ago.
+pub const SCOPE_END_LAG_SECONDS: i64 = 300;
+
+/// The shortest window a job asks for: an hour from its start.
+pub const MIN_SCOPE_SECONDS: i64 = 3600;
+
 impl Job {
+    /// When the job's shortest window (an hour) has ended long enough ago to be investigated.
+    pub fn window_closes_at(&self) -> i64 {
+        self.scope_start + MIN_SCOPE_SECONDS + SCOPE_END_LAG_SECONDS
+    }
+
     /// The 12-digit account of the job's entity (the fifth field of its IAM ARN).
     pub fn entity_account(&self) -> Option<&str> {
         self.entity_arn.split(':').nth(4).filter(|a| crate::core::finding::is_account_id(a))
@@ -298,6 +362,7 @@ mod tests {
             investigation_id: None,
             graph_arn: None,
             priority,
+            created_at: None,
         }
     }
 

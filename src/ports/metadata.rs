@@ -87,10 +87,12 @@ pub struct WalkedAccount {
     pub name: Option<String>,
     /// From the root (first) to the account's parent (last).
     pub ou_path: Vec<crate::core::account::OrgUnit>,
+    pub state: Option<crate::core::account::AccountState>,
 }
 
-/// The whole organization at once, in the fewest calls: names and OU paths from walking the OU
-/// tree (about OUs + accounts ÷ 20 pages), then tags and contact per account.
+/// The whole organization at once, in the fewest calls: names, states and OU paths from
+/// ListAccounts' `Paths` (accounts ÷ 20 pages + one name per OU) or, without them, from walking
+/// the OU tree (about OUs + accounts ÷ 20 pages), then tags and contact per account.
 #[async_trait]
 pub trait OrganizationWalk: Send + Sync {
     async fn walk(&self, deadline: Instant) -> Result<Vec<WalkedAccount>, LookupError>;

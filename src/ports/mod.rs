@@ -2,6 +2,7 @@
 //! per capability, each with the error type its callers match on. No SDK crate appears here,
 //! so the orchestration and its in-memory test doubles never see one.
 
+pub mod deployment;
 pub mod detective;
 pub mod events;
 pub mod findings;

@@ -3,7 +3,7 @@
 //! A pass never waits for an investigation; the next pass (every minute, or on a table
 //! stream event) looks again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,10 @@ use tokio::time::Instant;
 use crate::core::enrich::Addendum;
 use crate::core::error::error_chain;
 use crate::core::event::{Candidate, EventKind};
-use crate::core::investigation::{Job, JobChange, JobStatus, MAX_SCOPE_SECONDS, Verdict, join_pending};
+use crate::core::investigation::{
+    EXPECTED_JOB_SECONDS, Job, JobChange, JobStatus, MAX_SCOPE_SECONDS, SCOPE_END_LAG_SECONDS, STALE_CLAIM_SECONDS,
+    Verdict, Wait, join_pending,
+};
 use crate::core::outcome::FindingOutcome;
 use crate::core::plan::{self, Origin};
 use crate::core::time::now_epoch_seconds;
@@ -26,11 +29,6 @@ use crate::ports::metadata::MetadataStore;
 use crate::service::pipeline::Pipeline;
 use crate::telemetry::{Metric, Report};
 
-/// A claim older than this, without an investigation id, may or may not have started one:
-/// it is failed rather than started twice.
-const STALE_CLAIM_SECONDS: i64 = 600;
-/// Detective wants the window to end in the past.
-const SCOPE_END_LAG_SECONDS: i64 = 300;
 const ACTIVE_JOBS_PER_PASS: usize = 500;
 /// StartInvestigation's answers for an entity the graph cannot investigate.
 const ENTITY_REJECTED: [&str; 2] = ["ResourceNotFoundException", "ValidationException"];
@@ -61,7 +59,7 @@ pub struct Investigator {
     /// GetFindings: 3 requests/s per account and region.
     pub read_limit: Limiter,
     pub max_attempts: u32,
-    /// A transient failure waits this × 2^attempts (at most 64×) before the next try.
+    /// A transient failure waits this × 2^(attempts − 1) (at most 64×) before the next try.
     pub retry_base: Duration,
     pub region: String,
     pub deadline_margin: Duration,
@@ -129,6 +127,76 @@ pub struct PassReport {
     pub not_due: usize,
     pub claims_lost: usize,
     pub errors: usize,
+    /// What the jobs the pass left active wait for, by kind (`Wait::kind`): the quota, their
+    /// next attempt, their scope window, a running investigation, another runner's claim, the
+    /// next pass.
+    pub waits: BTreeMap<&'static str, usize>,
+    /// The earliest time a job waiting on a clock (next attempt, scope window, claim) can move.
+    pub next_due_at: Option<i64>,
+    /// Jobs active longer than `EXPECTED_JOB_SECONDS`, with what each waits for (the first
+    /// `OVERDUE_LISTED`; `overdue_total` counts them all).
+    pub overdue: Vec<OverdueJob>,
+    pub overdue_total: usize,
+}
+
+/// Overdue jobs named in a pass report; the rest are counted.
+pub const OVERDUE_LISTED: usize = 10;
+
+/// A job active past its expected time, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OverdueJob {
+    pub job_id: String,
+    pub status: &'static str,
+    pub age_seconds: i64,
+    pub waiting_for: Wait,
+}
+
+impl PassReport {
+    /// True when every job still active waits on a clock (its next attempt, its window, a
+    /// claim) due later than `horizon`: nothing can finish before then.
+    pub fn nothing_due_before(&self, horizon: i64) -> bool {
+        let clocked = self.waits.get("next_attempt").copied().unwrap_or(0)
+            + self.waits.get("scope_window").copied().unwrap_or(0)
+            + self.waits.get("claim").copied().unwrap_or(0);
+        let left = self.waits.values().sum::<usize>();
+        // Jobs started this pass are running now: they can finish soon.
+        self.started == 0 && left > 0 && clocked == left && self.next_due_at.is_some_and(|at| at > horizon)
+    }
+
+    /// One phrase per wait kind: "3 next attempt, 1 quota".
+    pub fn waits_text(&self) -> String {
+        let parts: Vec<String> = self.waits.iter().map(|(k, n)| format!("{n} {}", k.replace('_', " "))).collect();
+        if parts.is_empty() { "none".to_owned() } else { parts.join(", ") }
+    }
+
+    fn note(&mut self, job: &JobSeen, wait: Wait, now: i64) {
+        *self.waits.entry(wait.kind()).or_default() += 1;
+        if let Some(at) = wait.due_at() {
+            self.next_due_at = Some(self.next_due_at.map_or(at, |t| t.min(at)));
+        }
+        let Some(age) = job.created_at.map(|t| now - t) else { return };
+        if age > EXPECTED_JOB_SECONDS {
+            self.overdue_total += 1;
+            if self.overdue.len() < OVERDUE_LISTED {
+                self.overdue.push(OverdueJob {
+                    job_id: job.job_id.clone(),
+                    status: job.status.as_str(),
+                    age_seconds: age,
+                    waiting_for: wait,
+                });
+            }
+        }
+    }
+}
+
+/// A job the pass advanced, and its step.
+type Advanced = (JobSeen, Step);
+
+/// What a pass remembers of a job it advanced.
+struct JobSeen {
+    job_id: String,
+    status: JobStatus,
+    created_at: Option<i64>,
 }
 
 impl PassReport {
@@ -167,6 +235,9 @@ impl Report for PassReport {
             not_due = self.not_due,
             claims_lost = self.claims_lost,
             errors = self.errors,
+            waits = %self.waits_text(),
+            next_due_at = self.next_due_at,
+            overdue = self.overdue_total,
             balanced = self.balances(),
             "investigator pass done: jobs {} = started {} + waiting {} + not covered {} + joined {} + running {} + completed {} + failed {} + retried {} + not due {} + claims lost {} + errors {}",
             self.active,
@@ -182,6 +253,14 @@ impl Report for PassReport {
             self.claims_lost,
             self.errors
         );
+        if self.overdue_total > 0 {
+            tracing::warn!(
+                overdue = self.overdue_total,
+                jobs = ?self.overdue,
+                "investigation jobs active past their expected {} s: each names what it waits for",
+                EXPECTED_JOB_SECONDS
+            );
+        }
     }
 
     fn record_metrics(&self) {
@@ -191,6 +270,12 @@ impl Report for PassReport {
         Metric::InvestigationsJoined.count(self.joined);
         Metric::InvestigationsCompleted.count(self.completed);
         Metric::InvestigationsFailed.count(self.failed);
+        Metric::InvestigationsRunning.count(self.still_running);
+        Metric::InvestigationsRetried.count(self.retried);
+        Metric::InvestigationsNotDue.count(self.not_due);
+        Metric::InvestigationsClaimsLost.count(self.claims_lost);
+        Metric::InvestigationErrors.count(self.errors);
+        Metric::InvestigationsOverdue.count(self.overdue_total);
     }
 }
 
@@ -219,10 +304,24 @@ enum Step {
     StillRunning,
     Completed,
     Failed,
-    Retried,
-    NotDue,
+    Retried { next_attempt_at: i64, attempts: u32 },
+    NotDue(Wait),
     ClaimLost,
     Error,
+}
+
+impl Step {
+    /// What the job waits for when this step leaves it active.
+    fn wait(&self) -> Option<Wait> {
+        match *self {
+            Step::Waiting => Some(Wait::Quota),
+            Step::StillRunning => Some(Wait::Investigation),
+            Step::Retried { next_attempt_at, attempts } => Some(Wait::NextAttempt { at: next_attempt_at, attempts }),
+            Step::NotDue(wait) => Some(wait),
+            Step::ClaimLost | Step::Error => Some(Wait::NextPass),
+            Step::Started | Step::NotCovered | Step::Completed | Step::Failed => None,
+        }
+    }
 }
 
 impl Investigator {
@@ -256,12 +355,15 @@ impl Investigator {
         // Pending jobs start one after the other, in priority order, so the Detective quota
         // goes to the first ones (starting is paced by DETECTIVE_RPS anyway); the running
         // ones are looked at meanwhile.
-        let (started, looked_at): (Vec<Step>, Vec<Step>) = tokio::join!(
+        let (started, looked_at): (Vec<Advanced>, Vec<Advanced>) = tokio::join!(
             futures::stream::iter(pending).then(|job| self.advance(job, deadline)).collect(),
             futures::stream::iter(others).map(|job| self.advance(job, deadline)).buffer_unordered(4).collect(),
         );
-        let steps = started.into_iter().chain(looked_at);
-        for step in steps {
+        let now = now_epoch_seconds();
+        for (job, step) in started.into_iter().chain(looked_at) {
+            if let Some(wait) = step.wait() {
+                report.note(&job, wait, now);
+            }
             match step {
                 Step::Started => report.started += 1,
                 Step::Waiting => report.waiting += 1,
@@ -269,8 +371,8 @@ impl Investigator {
                 Step::StillRunning => report.still_running += 1,
                 Step::Completed => report.completed += 1,
                 Step::Failed => report.failed += 1,
-                Step::Retried => report.retried += 1,
-                Step::NotDue => report.not_due += 1,
+                Step::Retried { .. } => report.retried += 1,
+                Step::NotDue(_) => report.not_due += 1,
                 Step::ClaimLost => report.claims_lost += 1,
                 Step::Error => report.errors += 1,
             }
@@ -278,24 +380,37 @@ impl Investigator {
         report
     }
 
-    async fn advance(&self, job: Job, deadline: Instant) -> Step {
+    async fn advance(&self, job: Job, deadline: Instant) -> Advanced {
+        let step = self.step(&job, deadline).await;
+        (JobSeen { job_id: job.job_id, status: job.status, created_at: job.created_at }, step)
+    }
+
+    async fn step(&self, job: &Job, deadline: Instant) -> Step {
         let now = now_epoch_seconds();
+        let next_attempt = Wait::NextAttempt { at: job.next_attempt_at, attempts: job.attempts };
         if Instant::now() >= deadline {
             // A due job the pass had no time (no quota) left for waits for the next pass.
-            let due = job.status == JobStatus::Pending && job.next_attempt_at <= now;
-            return if due { Step::Waiting } else { Step::NotDue };
+            return match job.status {
+                JobStatus::Pending if job.next_attempt_at > now => Step::NotDue(next_attempt),
+                JobStatus::Pending => Step::Waiting,
+                JobStatus::Running => Step::NotDue(Wait::Investigation),
+                _ => Step::NotDue(Wait::NextPass),
+            };
         }
         let result = match job.status {
-            JobStatus::Pending if job.next_attempt_at > now => return Step::NotDue,
-            JobStatus::Pending => self.start(&job, now, deadline).await,
+            JobStatus::Pending if job.next_attempt_at > now => return Step::NotDue(next_attempt),
+            JobStatus::Pending if job.window_closes_at() > now => {
+                return Step::NotDue(Wait::ScopeWindow { at: job.window_closes_at() });
+            }
+            JobStatus::Pending => self.start(job, now, deadline).await,
             JobStatus::Starting if job.claimed_at.is_some_and(|t| now - t > STALE_CLAIM_SECONDS) => {
                 let reason = "the start of this investigation was interrupted; not retried, to never start it twice";
-                self.finish(&job, Verdict::Failed { reason: reason.into() }, deadline).await.map(|_| Step::Failed)
+                self.finish(job, Verdict::Failed { reason: reason.into() }, deadline).await.map(|_| Step::Failed)
             }
-            JobStatus::Starting => return Step::NotDue,
-            JobStatus::Running => self.poll(&job, deadline).await,
+            JobStatus::Starting => return Step::NotDue(Wait::Claim { since: job.claimed_at.unwrap_or(now) }),
+            JobStatus::Running => self.poll(job, deadline).await,
             JobStatus::Complete | JobStatus::Failed | JobStatus::NotCovered | JobStatus::Joined => {
-                return Step::NotDue;
+                return Step::NotDue(Wait::NextPass);
             }
         };
         result.unwrap_or_else(|error| {
@@ -304,8 +419,11 @@ impl Investigator {
         })
     }
 
+    /// The wait before attempt `attempts` + 1: `retry_base` after the first failure, doubling
+    /// after each further one (at most 64×). (It was 2× from the first failure on, so the first
+    /// retry came after two minutes rather than the one RETRY_BASE says.)
     fn backoff(&self, attempts: u32) -> i64 {
-        self.retry_base.as_secs() as i64 * 2i64.pow(attempts.min(6))
+        self.retry_base.as_secs() as i64 * 2i64.pow(attempts.saturating_sub(1).min(6))
     }
 
     async fn start(&self, job: &Job, now: i64, deadline: Instant) -> Result<Step, StepError> {
@@ -354,7 +472,7 @@ impl Investigator {
             // tries again, without spending an attempt.
             Err(DetectiveError::Throttled { .. }) => {
                 release().await;
-                Ok(Step::NotDue)
+                Ok(Step::NotDue(Wait::Quota))
             }
             Err(e @ DetectiveError::Transient { .. }) => self.retry_or_fail(job, &error_chain(&e), deadline).await,
             // The graph does not know the entity (its account left, or was never enabled):
@@ -379,9 +497,11 @@ impl Investigator {
             self.finish(job, Verdict::Failed { reason }, deadline).await?;
             return Ok(Step::Failed);
         }
-        let change = JobChange::Retry { attempts, next_attempt_at: now_epoch_seconds() + self.backoff(attempts) };
+        let next_attempt_at = now_epoch_seconds() + self.backoff(attempts);
+        let change = JobChange::Retry { attempts, next_attempt_at };
         self.jobs.update(&job.job_id, &change, now_epoch_seconds()).await?;
-        Ok(Step::Retried)
+        tracing::info!(job_id = %job.job_id, attempts, next_attempt_at, reason, "investigation retried later");
+        Ok(Step::Retried { next_attempt_at, attempts })
     }
 
     async fn poll(&self, job: &Job, deadline: Instant) -> Result<Step, StepError> {
@@ -447,5 +567,50 @@ impl Investigator {
         let current = candidates;
         tracing::info!(job_id = %job.job_id, findings = current.len(), "investigation verdict written");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(created_at: Option<i64>) -> JobSeen {
+        JobSeen { job_id: "arn:aws:iam::111122223333:user/alice|0".into(), status: JobStatus::Pending, created_at }
+    }
+
+    #[test]
+    fn a_pass_says_what_its_jobs_wait_for_and_names_the_overdue_ones() {
+        let now = 10_000;
+        let mut report = PassReport::default();
+        report.note(&seen(Some(now - 60)), Wait::NextAttempt { at: now + 120, attempts: 1 }, now);
+        report.note(&seen(Some(now - EXPECTED_JOB_SECONDS - 1)), Wait::ScopeWindow { at: now + 90 }, now);
+        assert_eq!(report.waits_text(), "1 next attempt, 1 scope window");
+        assert_eq!(report.next_due_at, Some(now + 90));
+        assert!(report.nothing_due_before(now + 30), "only clocks further away than the horizon");
+        assert!(!report.nothing_due_before(now + 100));
+        let started = PassReport { started: 1, ..report.clone() };
+        assert!(!started.nothing_due_before(now + 30), "a job started this pass can finish soon");
+        assert_eq!(report.overdue_total, 1);
+        assert_eq!(report.overdue[0].waiting_for, Wait::ScopeWindow { at: now + 90 });
+        assert_eq!(report.overdue[0].age_seconds, EXPECTED_JOB_SECONDS + 1);
+        // A job waiting for the quota or a running investigation can finish at the next pass.
+        report.note(&seen(None), Wait::Quota, now);
+        assert!(!report.nothing_due_before(now + 30));
+        assert_eq!(serde_json::to_value(Wait::NextAttempt { at: 5, attempts: 2 }).unwrap()["for"], "next_attempt");
+    }
+
+    #[test]
+    fn every_step_that_leaves_a_job_active_says_why() {
+        assert_eq!(Step::Waiting.wait(), Some(Wait::Quota));
+        assert_eq!(Step::StillRunning.wait(), Some(Wait::Investigation));
+        assert_eq!(
+            Step::Retried { next_attempt_at: 7, attempts: 2 }.wait(),
+            Some(Wait::NextAttempt { at: 7, attempts: 2 })
+        );
+        assert_eq!(Step::ClaimLost.wait(), Some(Wait::NextPass));
+        assert_eq!(Step::Error.wait(), Some(Wait::NextPass));
+        for done in [Step::Started, Step::NotCovered, Step::Completed, Step::Failed] {
+            assert_eq!(done.wait(), None);
+        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod account_events;
 pub mod batch_report;
 pub mod directory;
+pub mod doctor;
 pub mod fanout;
 pub mod handler;
 pub mod investigator;

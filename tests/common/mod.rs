@@ -19,6 +19,7 @@ pub const A: &str = "111122223333";
 /// Account `A` with one tag and a security contact whose details must never reach the logs.
 pub fn account_with_contact() -> AccountRecord {
     AccountRecord::Found(AccountMetadata {
+        state: None,
         account_id: A.into(),
         name: Some("prod".into()),
         ou_path: vec![OrgUnit { id: "r-1".into(), name: "Root".into() }],

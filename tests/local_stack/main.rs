@@ -6,8 +6,10 @@
 //! - `investigations`: one StartInvestigation per (entity, window); the investigator's states.
 //! - `faults`: throttling storms, outages, resets, AccessDenied, Detective failures.
 //! - `hubs`: both hubs in one run, routing, enriched-finding events through an EventBridge rule.
+//! - `doctor`: `enricher-admin doctor` on a healthy deployment and with faults injected.
 //! - `redrive`: `enricher-admin redrive` and `--stack` on SQS, Kinesis, CloudFormation and Lambda.
 
+mod doctor;
 mod faults;
 mod hubs;
 mod investigations;

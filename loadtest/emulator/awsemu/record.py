@@ -42,7 +42,9 @@ FINDING_IDENTIFIER_MEMBERS = frozenset(("FindingIdentifiers", "MetadataUids"))
 RESOURCE_PARAMETERS = {
     "sts": ("RoleArn",),
     "detective": ("GraphArn",),
-    "events": ("EventBusName",),
+    # EventBusName first (PutEvents, ListRules, DescribeRule on a custom bus); DescribeEventBus
+    # and DescribeRule name their bus or rule in Name.
+    "events": ("EventBusName", "Name"),
     "kinesis": ("StreamARN", "StreamName"),
     "organizations": ("ResourceId", "AccountId"),
     "account": ("AccountId",),

@@ -12,6 +12,8 @@ import hashlib
 import ipaddress
 import json
 import re
+import threading
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -354,6 +356,11 @@ class SecurityHubState:
         # OCSF findings of the new hub, by metadata.uid (seeded with POST /_emulator/findingsv2:
         # the new hub has no customer import API).
         self.findings_v2: dict[str, dict] = {}
+        # The hub resource, its cross-Region aggregator (at most one per account, in its home
+        # Region), and the organization's delegated administrators (recorded in the management
+        # account's state by EnableOrganizationAdminAccount).
+        self.subscribed_at = now_iso()
+        self.aggregator: dict | None = None
 
 
 # ---------------------------------------------------------------- V2 (OCSF)
@@ -399,6 +406,13 @@ class SecurityHubService(Service):
         ("POST", "/findings", "GetFindings"),
         ("PATCH", "/findingsv2/batchupdatev2", "BatchUpdateFindingsV2"),
         ("POST", "/findingsv2", "GetFindingsV2"),
+        ("GET", "/accounts", "DescribeHub"),
+        ("GET", "/administrator", "GetAdministratorAccount"),
+        ("POST", "/organization/admin/enable", "EnableOrganizationAdminAccount"),
+        ("GET", "/organization/configuration", "DescribeOrganizationConfiguration"),
+        ("POST", "/findingAggregator/create", "CreateFindingAggregator"),
+        ("GET", "/findingAggregator/list", "ListFindingAggregators"),
+        ("GET", "/findingAggregator/get/{FindingAggregatorArn+}", "GetFindingAggregator"),
     )
     # Published Security Hub API quotas: BatchImportFindings and
     # BatchUpdateFindings 10 rps burst 30; GetFindings 3 rps burst 6.
@@ -418,6 +432,75 @@ class SecurityHubService(Service):
         self.store = store
         self.stats = stats
         self.udf_mode = udf_mode
+        # Region -> the delegated administrator account EnableOrganizationAdminAccount named.
+        # The emulator has no organization: any caller may name one (the real API wants the
+        # organization's management account).
+        self.admins: dict[str, str] = {}
+        self._admins_lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._admins_lock:
+            self.admins.clear()
+
+    # ---------------------------------------------------------------- the hub and its setup
+    # Shapes from botocore securityhub/2018-10-26/service-2.json. The emulator's hub is
+    # enabled in every account (findings are accepted without EnableSecurityHub).
+    def describe_hub(self, ctx: RequestContext, _body: dict) -> dict:
+        hub_arn = f"arn:aws:securityhub:{ctx.region}:{ctx.account}:hub/default"
+        asked = (ctx.query.get("HubArn") or [None])[0]
+        if asked is not None and asked != hub_arn:
+            raise ApiError(404, "ResourceNotFoundException", f"Hub {asked} not found")
+        return {"HubArn": hub_arn, "SubscribedAt": self._state(ctx).subscribed_at, "AutoEnableControls": True,
+                "ControlFindingGenerator": "SECURITY_CONTROL"}
+
+    def get_administrator_account(self, ctx: RequestContext, _body: dict) -> dict:
+        # Members of an administrator are out of the emulator's scope: no account has one.
+        return {}
+
+    def enable_organization_admin_account(self, ctx: RequestContext, body: dict) -> dict:
+        admin = body.get("AdminAccountId")
+        if not isinstance(admin, str) or not re.fullmatch(r"\d{12}", admin):
+            raise invalid_input("AdminAccountId must be a 12-digit account id")
+        with self._admins_lock:
+            self.admins[ctx.region] = admin
+        return {"AdminAccountId": admin, "Feature": body.get("Feature") or "SecurityHub"}
+
+    def describe_organization_configuration(self, ctx: RequestContext, _body: dict) -> dict:
+        with self._admins_lock:
+            admin = self.admins.get(ctx.region)
+        if admin != ctx.account:
+            raise ApiError(401, "InvalidAccessException",
+                           f"Account {ctx.account} is not the Security Hub administrator of its organization")
+        return {"AutoEnable": True, "MemberAccountLimitReached": False, "AutoEnableStandards": "DEFAULT",
+                "OrganizationConfiguration": {"ConfigurationType": "LOCAL", "Status": "ENABLED"}}
+
+    def create_finding_aggregator(self, ctx: RequestContext, body: dict) -> dict:
+        mode = body.get("RegionLinkingMode")
+        modes = ("ALL_REGIONS", "ALL_REGIONS_EXCEPT_SPECIFIED", "SPECIFIED_REGIONS", "NO_REGIONS")
+        if mode not in modes:
+            raise invalid_input(f"RegionLinkingMode must be one of {', '.join(modes)}")
+        regions = body.get("Regions") or []
+        if mode != "ALL_REGIONS" and mode != "NO_REGIONS" and not regions:
+            raise invalid_input(f"Regions is required with RegionLinkingMode {mode}")
+        st = self._state(ctx)
+        if st.aggregator is not None:
+            raise invalid_input("A finding aggregator already exists in this account")
+        arn = f"arn:aws:securityhub:{ctx.region}:{ctx.account}:finding-aggregator/{uuid.uuid4()}"
+        st.aggregator = {"FindingAggregatorArn": arn, "FindingAggregationRegion": ctx.region,
+                         "RegionLinkingMode": mode, "Regions": list(regions)}
+        return dict(st.aggregator)
+
+    def list_finding_aggregators(self, ctx: RequestContext, _body: dict) -> dict:
+        # Regional in AWS: the aggregator is listed in its home Region only.
+        agg = self._state(ctx).aggregator
+        return {"FindingAggregators": [{"FindingAggregatorArn": agg["FindingAggregatorArn"]}] if agg else []}
+
+    def get_finding_aggregator(self, ctx: RequestContext, _body: dict) -> dict:
+        arn = ctx.path_params.get("FindingAggregatorArn")
+        agg = self._state(ctx).aggregator
+        if not agg or agg["FindingAggregatorArn"] != arn:
+            raise ApiError(404, "ResourceNotFoundException", f"Finding aggregator {arn} not found")
+        return dict(agg)
 
 
     def control_routes(self):

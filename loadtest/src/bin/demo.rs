@@ -369,16 +369,34 @@ async fn run_investigations(config: &EnricherConfig, clients: &Clients, calls: &
     for pass in 1..=60 {
         let report = investigator.run_pass(tokio::time::Instant::now() + Duration::from_secs(60)).await;
         println!(
-            "   pass {pass}: {} jobs active: {} started, {} waiting for quota, {} not covered, {} still running, {} complete, {} failed",
+            "   pass {pass}: {} jobs active: {} started, {} waiting for quota, {} not covered, {} joined, {} still running, {} complete, {} failed, {} retried, {} not due, {} claims lost, {} errors; left waiting for: {}",
             report.active,
             report.started,
             report.waiting,
             report.not_covered,
+            report.joined,
             report.still_running,
             report.completed,
-            report.failed
+            report.failed,
+            report.retried,
+            report.not_due,
+            report.claims_lost,
+            report.errors,
+            report.waits_text()
         );
         if report.active == 0 {
+            break;
+        }
+        // Jobs that wait on a clock further away than the passes go on (a retry's backoff,
+        // a scope window) cannot finish in this run: say what they wait for and stop.
+        let now = securityhub_enricher::core::time::now_epoch_seconds();
+        if report.nothing_due_before(now + 30) {
+            println!(
+                "   stopped waiting: {} job(s) left, none can finish soon ({}; the earliest is due in {} s)",
+                report.active,
+                report.waits_text(),
+                report.next_due_at.map_or(0, |at| at - now)
+            );
             break;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;

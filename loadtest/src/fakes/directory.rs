@@ -175,6 +175,7 @@ impl OrganizationWalk for StaticSource {
                     account_id: meta.account_id.clone(),
                     name: meta.name.clone(),
                     ou_path: meta.ou_path.clone(),
+                    state: meta.state,
                 }),
                 AccountRecord::NotFound => None,
             })

@@ -28,7 +28,7 @@ fn conflict(job_id: &str) -> JobError {
 
 #[async_trait]
 impl JobStore for InMemoryJobs {
-    async fn enqueue(&self, request: &JobRequest, _now: i64) -> Result<Enqueued, JobError> {
+    async fn enqueue(&self, request: &JobRequest, now: i64) -> Result<Enqueued, JobError> {
         let mut jobs = self.jobs.lock().unwrap();
         let id = request.job_id();
         let Some(job) = jobs.get_mut(&id) else {
@@ -47,6 +47,7 @@ impl JobStore for InMemoryJobs {
                     investigation_id: None,
                     graph_arn: None,
                     priority: request.priority,
+                    created_at: Some(now),
                 },
             );
             return Ok(Enqueued::Created);

@@ -1,0 +1,417 @@
+//! `enricher-admin doctor`: read-only checks of a deployment, each a pass or a failure with
+//! the fix, through the `DeploymentProbe` port. A check that this build cannot make is
+//! reported as such, never as a pass.
+
+use serde::Serialize;
+
+use crate::config::ContactRole;
+use crate::ports::deployment::{DeploymentProbe, ProbeError};
+
+/// What the doctor checks: the names the deployment's configuration gives, and the ones the
+/// operator names on the command line. An unnamed piece is skipped, and says how to name it.
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    pub cache_table: String,
+    pub jobs_table: Option<String>,
+    pub contact_role: Option<ContactRole>,
+    pub events_bus: Option<String>,
+    pub graph_arn: Option<String>,
+    /// The findings rules on the default bus: their names start with the stack's name.
+    pub rule_prefix: Option<String>,
+    /// The refresher's schedule (an EventBridge rule).
+    pub schedule_rule: Option<String>,
+    /// The TTL attribute both tables expire items by.
+    pub ttl_attribute: String,
+}
+
+/// The attribute the template enables TTL on, for both tables.
+pub const TTL_ATTRIBUTE: &str = "ExpiresAt";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    /// Works, but not as the README advises (a graph covering part of the organization).
+    Warn,
+    Fail,
+    /// Nothing named to check (see `fix`).
+    Skipped,
+    /// This build or this endpoint cannot check it; the detail says why.
+    NotVerified,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn pass(name: &'static str, detail: impl Into<String>) -> Self {
+        Check { name, status: Status::Pass, detail: detail.into(), fix: None }
+    }
+
+    fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Check { name, status: Status::Fail, detail: detail.into(), fix: Some(fix.into()) }
+    }
+
+    fn skipped(name: &'static str, detail: impl Into<String>) -> Self {
+        Check { name, status: Status::Skipped, detail: detail.into(), fix: None }
+    }
+
+    /// A failed call: AccessDenied says which permission to grant, anything else is shown.
+    fn failed_call(name: &'static str, error: &ProbeError, fix: &str) -> Self {
+        let fix = match (error.is_access_denied(), fix.is_empty()) {
+            (true, true) => format!(
+                "grant the principal running the doctor (and the function that makes this call) {}",
+                permission_of(error.operation)
+            ),
+            (true, false) => format!(
+                "grant the principal running the doctor (and the function that makes this call) {}; else {fix}",
+                permission_of(error.operation)
+            ),
+            (false, true) => format!("see the error of {}", error.operation),
+            (false, false) => fix.to_owned(),
+        };
+        Check::fail(name, error.to_string(), fix)
+    }
+}
+
+/// The IAM action an operation needs (the service prefix the Service Authorization Reference
+/// gives each operation's service).
+fn permission_of(operation: &str) -> String {
+    let service = match operation {
+        "DescribeOrganization" | "ListRoots" | "ListAccounts" => "organizations",
+        "AssumeRole" => "sts",
+        "DescribeHub"
+        | "GetAdministratorAccount"
+        | "DescribeOrganizationConfiguration"
+        | "ListFindingAggregators"
+        | "GetFindingAggregator"
+        | "GetFindings" => "securityhub",
+        // The new hub's reads are authorized as securityhub:GetFindings.
+        "GetFindingsV2" => return "securityhub:GetFindings".to_owned(),
+        "ListGraphs" | "ListMembers" => "detective",
+        "DescribeEventBus" | "ListRules" | "DescribeRule" => "events",
+        "DescribeTable" | "DescribeTimeToLive" => "dynamodb",
+        _ => "?",
+    };
+    format!("{service}:{operation}")
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DoctorReport {
+    pub checks: Vec<Check>,
+}
+
+impl DoctorReport {
+    pub fn failed(&self) -> usize {
+        self.checks.iter().filter(|c| c.status == Status::Fail).count()
+    }
+
+    /// One line per check, then the fix indented under a failure.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for check in &self.checks {
+            let mark = match check.status {
+                Status::Pass => "pass",
+                Status::Warn => "WARN",
+                Status::Fail => "FAIL",
+                Status::Skipped => "skip",
+                Status::NotVerified => "n/v ",
+            };
+            out.push_str(&format!("{mark}  {:<26} {}\n", check.name, check.detail));
+            if let Some(fix) = &check.fix {
+                out.push_str(&format!("      {:<26} fix: {fix}\n", ""));
+            }
+        }
+        let count = |s: Status| self.checks.iter().filter(|c| c.status == s).count();
+        out.push_str(&format!(
+            "{} checks: {} pass, {} warn, {} fail, {} skipped, {} not verified\n",
+            self.checks.len(),
+            count(Status::Pass),
+            count(Status::Warn),
+            count(Status::Fail),
+            count(Status::Skipped),
+            count(Status::NotVerified)
+        ));
+        out
+    }
+}
+
+/// Runs every check, one after the other (a few dozen calls; their order is the report's).
+pub async fn diagnose(probe: &dyn DeploymentProbe, targets: &Targets) -> DoctorReport {
+    let mut checks = Vec::new();
+    let organization = probe.organization().await;
+    checks.push(match &organization {
+        Ok(org) => Check::pass(
+            "organizations.delegation",
+            format!("organization {} (management account {}) answers", org.id, org.management_account),
+        ),
+        Err(e) => Check::failed_call(
+            "organizations.delegation",
+            e,
+            "register this account as a delegated administrator for Organizations with the delegation policy \
+             (pipes/README.md, in order), or deploy in the management account",
+        ),
+    });
+    checks.push(contact_role(probe, targets.contact_role.as_ref()).await);
+    checks.extend(security_hub(probe).await);
+    checks.push(detective(probe, targets.graph_arn.as_deref(), organization.is_ok()).await);
+    checks.push(match &targets.events_bus {
+        None => Check::skipped("events.bus", "ENRICHED_EVENTS_BUS is not set: no routed events"),
+        Some(bus) => match probe.event_bus(bus).await {
+            Ok(()) => Check::pass("events.bus", format!("bus {bus} exists")),
+            Err(e) => Check::failed_call("events.bus", &e, "create the bus or correct ENRICHED_EVENTS_BUS"),
+        },
+    });
+    checks.push(findings_rules(probe, targets.rule_prefix.as_deref()).await);
+    checks.push(table(probe, "tables.cache", Some(&targets.cache_table), &targets.ttl_attribute).await);
+    checks.push(table(probe, "tables.jobs", targets.jobs_table.as_deref(), &targets.ttl_attribute).await);
+    checks.push(match &targets.schedule_rule {
+        None => Check::skipped("refresher.schedule", "no schedule named: pass --schedule-rule NAME"),
+        Some(name) => match probe.rule(name).await {
+            Ok(rule) if rule.enabled => Check::pass("refresher.schedule", format!("rule {name} is enabled")),
+            Ok(_) => Check::fail(
+                "refresher.schedule",
+                format!("rule {name} is disabled: the refresher never runs"),
+                format!("aws events enable-rule --name {name}"),
+            ),
+            Err(e) => Check::failed_call("refresher.schedule", &e, "deploy the stack (the refresher's Schedule event)"),
+        },
+    });
+    checks.push(Check {
+        name: "pipe",
+        status: Status::NotVerified,
+        detail: "the pipe's state (Pipes DescribePipe) is not read by this build".into(),
+        fix: Some("aws pipes describe-pipe --name <the stack's EnricherPipe>: CurrentState RUNNING".into()),
+    });
+    checks.push(Check {
+        name: "roles",
+        status: Status::NotVerified,
+        detail: "each role's calls and its use of the key (iam:SimulatePrincipalPolicy) are not simulated by \
+                 this build"
+            .into(),
+        fix: Some("`make test-permissions` checks every call of the tests against the template's roles".into()),
+    });
+    DoctorReport { checks }
+}
+
+async fn contact_role(probe: &dyn DeploymentProbe, role: Option<&ContactRole>) -> Check {
+    const NAME: &str = "contact-role";
+    let Some(role) = role else {
+        return Check::skipped(NAME, "CONTACT_ROLE_ARN is not set: contacts are read with the enricher's own role");
+    };
+    match probe.assume_role(&role.role_arn, &role.session_name, role.external_id.as_deref()).await {
+        Ok(()) => Check::pass(NAME, format!("{} can be assumed", role.role_arn)),
+        Err(e) => Check::fail(
+            NAME,
+            e.to_string(),
+            format!(
+                "deploy pipes/management-account.yaml in the management account so that {}'s trust policy names \
+                 the enricher's role{}; CONTACT_ROLE_ARN must be its ARN",
+                role.role_arn,
+                if role.external_id.is_some() { " and CONTACT_ROLE_EXTERNAL_ID" } else { "" }
+            ),
+        ),
+    }
+}
+
+async fn security_hub(probe: &dyn DeploymentProbe) -> Vec<Check> {
+    let mut checks = Vec::new();
+    checks.push(match probe.hub().await {
+        Ok(arn) => Check::pass("securityhub.hub", format!("hub {arn}")),
+        Err(e) => Check::failed_call(
+            "securityhub.hub",
+            &e,
+            "enable Security Hub CSPM in this account and Region (the delegated administrator's home Region)",
+        ),
+    });
+    checks.push(match probe.administrator().await {
+        Ok(Some(admin)) => Check::fail(
+            "securityhub.administrator",
+            format!("this account is a member of administrator {admin}"),
+            format!("deploy in {admin}, the organization's Security Hub administrator"),
+        ),
+        Ok(None) => match probe.organization_configuration().await {
+            Ok(()) => Check::pass("securityhub.administrator", "this account is the organization's administrator"),
+            Err(e) if !e.is_access_denied() => Check::fail(
+                "securityhub.administrator",
+                e.to_string(),
+                "from the management account: aws securityhub enable-organization-admin-account --admin-account-id \
+                 <this account>",
+            ),
+            Err(e) => Check::failed_call("securityhub.administrator", &e, ""),
+        },
+        Err(e) => Check::failed_call("securityhub.administrator", &e, ""),
+    });
+    let region = probe.region();
+    checks.push(match probe.aggregator().await {
+        Ok(Some(agg)) if agg.home_region == region => {
+            Check::pass("securityhub.aggregation", format!("aggregating in {} ({})", agg.home_region, agg.linking_mode))
+        }
+        Ok(Some(agg)) => Check::fail(
+            "securityhub.aggregation",
+            format!("the aggregation Region is {}, not {region}", agg.home_region),
+            format!("deploy in {}, where every linked Region's findings arrive", agg.home_region),
+        ),
+        Ok(None) => Check::fail(
+            "securityhub.aggregation",
+            "no finding aggregator: findings of other Regions never reach the enricher",
+            format!("aws securityhub create-finding-aggregator --region {region} --region-linking-mode ALL_REGIONS"),
+        ),
+        Err(e) => Check::failed_call("securityhub.aggregation", &e, ""),
+    });
+    checks.push(match probe.findings_v1().await {
+        Ok(()) => Check::pass("securityhub.findings", "GetFindings answers"),
+        Err(e) => Check::failed_call("securityhub.findings", &e, "enable Security Hub CSPM"),
+    });
+    checks.push(match probe.findings_v2().await {
+        Ok(()) => Check::pass("securityhub.findings-v2", "GetFindingsV2 answers"),
+        Err(e) => Check::failed_call("securityhub.findings-v2", &e, "enable the new Security Hub in this Region"),
+    });
+    checks
+}
+
+async fn detective(probe: &dyn DeploymentProbe, configured: Option<&str>, organization_answers: bool) -> Check {
+    const NAME: &str = "detective.graph";
+    let graph = match configured {
+        Some(graph) => graph.to_owned(),
+        None => match probe.graphs().await {
+            Ok(graphs) if graphs.is_empty() => {
+                return Check::fail(
+                    NAME,
+                    "this account administers no behavior graph",
+                    "enable Detective in this account, or set DETECTIVE_GRAPH_ARN",
+                );
+            }
+            Ok(graphs) => graphs[0].clone(),
+            Err(e) => return Check::failed_call(NAME, &e, "enable Detective in this account"),
+        },
+    };
+    let members = match probe.graph_members(&graph).await {
+        Ok(members) => members,
+        Err(e) => return Check::failed_call(NAME, &e, "set DETECTIVE_GRAPH_ARN to a graph this account administers"),
+    };
+    if !organization_answers {
+        return Check::pass(NAME, format!("graph {graph}: {} accounts covered", members.len()));
+    }
+    match probe.account_ids().await {
+        Ok(accounts) => {
+            let covered = accounts.intersection(&members).count();
+            let detail = format!(
+                "graph {graph} covers {covered} of {} accounts ({:.0}%)",
+                accounts.len(),
+                100.0 * covered as f64 / accounts.len().max(1) as f64
+            );
+            if covered == accounts.len() {
+                Check::pass(NAME, detail)
+            } else {
+                Check {
+                    name: NAME,
+                    status: Status::Warn,
+                    detail,
+                    fix: Some(
+                        "enable the other accounts as graph members (at most 1,200 per graph); their findings are \
+                         marked not-covered instead of investigated"
+                            .into(),
+                    ),
+                }
+            }
+        }
+        Err(e) => Check::failed_call(NAME, &e, ""),
+    }
+}
+
+async fn findings_rules(probe: &dyn DeploymentProbe, prefix: Option<&str>) -> Check {
+    const NAME: &str = "events.rules";
+    let Some(prefix) = prefix else {
+        return Check::skipped(NAME, "no rule prefix named: pass --rule-prefix STACK_NAME");
+    };
+    match probe.rules(prefix).await {
+        Ok(rules) if rules.is_empty() => Check::fail(
+            NAME,
+            format!("no rule named {prefix}* on the default bus"),
+            "deploy the stack: its rules send findings to the stream",
+        ),
+        Ok(rules) => {
+            let disabled: Vec<&str> = rules.iter().filter(|r| !r.enabled).map(|r| r.name.as_str()).collect();
+            if disabled.is_empty() {
+                Check::pass(NAME, format!("{} rules named {prefix}* are enabled", rules.len()))
+            } else {
+                Check::fail(
+                    NAME,
+                    format!("disabled: {}", disabled.join(", ")),
+                    format!("aws events enable-rule --name {}", disabled[0]),
+                )
+            }
+        }
+        Err(e) => Check::failed_call(NAME, &e, ""),
+    }
+}
+
+async fn table(probe: &dyn DeploymentProbe, name: &'static str, table: Option<&str>, ttl: &str) -> Check {
+    let Some(table) = table else {
+        return Check::skipped(name, "JOBS_TABLE is not set: investigations are off");
+    };
+    match probe.table(table).await {
+        Ok(facts) if facts.status != "ACTIVE" => {
+            Check::fail(name, format!("table {table} is {}", facts.status), "wait until it is ACTIVE")
+        }
+        Ok(facts) if facts.ttl_attribute.as_deref() != Some(ttl) => Check::fail(
+            name,
+            format!("table {table}: TTL is not enabled on {ttl}"),
+            format!(
+                "aws dynamodb update-time-to-live --table-name {table} --time-to-live-specification \
+                 Enabled=true,AttributeName={ttl}"
+            ),
+        ),
+        Ok(_) => Check::pass(name, format!("table {table} is ACTIVE, TTL on {ttl}")),
+        Err(e) if e.is_not_found() => Check::fail(
+            name,
+            format!("table {table} does not exist ({})", e.code),
+            "deploy the stack, or correct the table's variable (CACHE_TABLE, JOBS_TABLE)",
+        ),
+        Err(e) => Check::failed_call(name, &e, ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_denied_names_the_permission_to_grant() {
+        let error = ProbeError {
+            operation: "DescribeTimeToLive",
+            code: "AccessDeniedException".into(),
+            message: "not authorized".into(),
+        };
+        let check = Check::failed_call("tables.cache", &error, "");
+        assert_eq!(check.status, Status::Fail);
+        assert!(check.fix.as_deref().unwrap().contains("dynamodb:DescribeTimeToLive"), "{check:?}");
+        let v2 = ProbeError { operation: "GetFindingsV2", code: "AccessDeniedException".into(), message: "".into() };
+        assert!(Check::failed_call("x", &v2, "").fix.unwrap().ends_with("securityhub:GetFindings"));
+    }
+
+    #[test]
+    fn the_report_counts_failures_and_prints_each_fix() {
+        let report = DoctorReport {
+            checks: vec![
+                Check::pass("a", "fine"),
+                Check::fail("b", "broken", "mend it"),
+                Check::skipped("c", "not named"),
+            ],
+        };
+        assert_eq!(report.failed(), 1);
+        let text = report.render();
+        assert!(text.contains("FAIL  b") && text.contains("fix: mend it"), "{text}");
+        assert!(text.ends_with("3 checks: 1 pass, 0 warn, 1 fail, 1 skipped, 0 not verified\n"), "{text}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["checks"][1]["status"], "fail");
+        assert_eq!(json["checks"][1]["fix"], "mend it");
+    }
+}
