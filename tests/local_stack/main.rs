@@ -8,6 +8,7 @@
 //! - `hubs`: both hubs in one run, routing, enriched-finding events through an EventBridge rule.
 //! - `doctor`: `enricher-admin doctor` on a healthy deployment and with faults injected.
 //! - `redrive`: `enricher-admin redrive` and `--stack` on SQS, Kinesis, CloudFormation and Lambda.
+//! - `sweep_paths`: the operator's sweep over a cold organization, both hubs, at deployment settings; an OU move.
 
 mod doctor;
 mod faults;
@@ -15,6 +16,7 @@ mod hubs;
 mod investigations;
 mod local_aws;
 mod redrive;
+mod sweep_paths;
 
 use std::io::Write as _;
 use std::sync::Once;
