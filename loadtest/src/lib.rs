@@ -3,8 +3,10 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | `batches` | the Pipe's part: a record in its envelope, batches cut at the batch size and 6 MB, redelivery after a partial failure |
+//! | `coalesce` | a discrete-event model of the write path under a burst: per-batch writes, a pending-writes store, deferring to the sweep |
 //! | `fakes` | in-memory implementations of the product's ports (hub, ledger, cache store, account source) and a builder for an enricher wired to them |
-//! | `local` | the local AWS stack: SDK config per test account, tables, organization seeding, findings, a local pipe, the end-to-end load run |
+//! | `local` | the local AWS stack: SDK config per test account, the functions' settings, tables, organization seeding, findings, a local pipe, the end-to-end load run |
 //! | `loadgen` | a synthetic organization and realistic findings, by seed |
 //! | `replay` | events onto a Kinesis stream as the EventBridge rule puts them |
 //! | `pipeline` | the pure path in one call (benchmark, memory check, fuzzing) |
@@ -13,6 +15,8 @@
 //!
 //! Binaries: `demo` (`make demo`) and `loadtest` (`make simulate`, `make loadtest-local`).
 
+pub mod batches;
+pub mod coalesce;
 pub mod fakes;
 pub mod loadgen;
 pub mod local;

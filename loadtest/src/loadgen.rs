@@ -1,7 +1,8 @@
 //! Load generation: a synthetic organization and realistic findings for it, deterministic by
 //! seed. GuardDuty (IAM access keys of users and assumed roles among them), Inspector,
-//! Security Hub controls, Macie and IAM Access Analyzer; sizes like real ones (2–10 KB, a tail
-//! up to 200 KB); accounts drawn Zipf-like, as a few accounts produce most findings.
+//! Security Hub controls, Macie and IAM Access Analyzer; sizes per product as the real findings
+//! of the corpus measure (1.2–5.5 KB, one in a hundred up to 16 KB); accounts drawn Zipf-like,
+//! as a few accounts produce most findings.
 
 use std::collections::BTreeMap;
 
@@ -79,8 +80,25 @@ pub struct Generator {
     accounts: usize,
     zipf: Zipf<f64>,
     next: usize,
-    /// Body sizes in bytes: usual range, and the one-in-a-hundred tail.
-    sizes: (std::ops::Range<usize>, std::ops::Range<usize>),
+    /// Whether findings get their product's body size (`false`: no larger than they must be).
+    sized: bool,
+}
+
+/// Serialized sizes of ASFF findings in bytes, per product, measured on the real findings of
+/// the corpus (`../shared/corpus/asff-*.json`, compact JSON): GuardDuty 3,959–8,186 (mean
+/// 4,763), Inspector 2,272–16,203 (mean 3,823), Security Hub controls 2,225–5,141 (mean 3,016),
+/// IAM Access Analyzer 1,176–1,519 (mean 1,348); the corpus has no Macie finding, which takes
+/// the controls' range. The ranges below hold the middle of each product's findings; the corpus'
+/// largest (an Inspector finding with many packages, 16 KB) stands for the one-in-a-hundred tail.
+pub mod sizes {
+    use std::ops::Range;
+    pub const GUARDDUTY: Range<usize> = 3_900..5_600;
+    pub const INSPECTOR: Range<usize> = 2_300..5_300;
+    pub const SECURITY_HUB: Range<usize> = 2_200..3_800;
+    pub const MACIE: Range<usize> = 2_200..3_800;
+    pub const ACCESS_ANALYZER: Range<usize> = 1_150..1_550;
+    /// One finding in a hundred, of any product.
+    pub const TAIL: Range<usize> = 6_000..16_300;
 }
 
 impl Generator {
@@ -90,21 +108,22 @@ impl Generator {
             accounts,
             zipf: Zipf::new(accounts as f64, 1.1).expect("at least one account"),
             next: 0,
-            // Most findings are 2–10 KB; one in a hundred is large (Inspector packages, Macie
-            // detections), up to 200 KB.
-            sizes: (2_000..10_000, 20_000..200_000),
+            sized: true,
         }
     }
 
-    /// Findings no larger than they must be: a 6 MB Pipe batch then holds 10,000 records.
+    /// Findings no larger than they must be (about 1 KB): the worst case by record count.
+    /// Real findings are larger (see [`sizes`]); a 6 MB invocation never carries 10,000 of them.
     pub fn minimal(mut self) -> Self {
-        self.sizes = (0..1, 0..1);
+        self.sized = false;
         self
     }
 
-    fn size(&mut self) -> usize {
-        let (usual, tail) = self.sizes.clone();
-        if self.rng.random_bool(0.01) { self.rng.random_range(tail) } else { self.rng.random_range(usual) }
+    fn size(&mut self, usual: std::ops::Range<usize>) -> usize {
+        // Drawn either way, so that minimal findings fall on the same accounts as sized ones.
+        let size =
+            if self.rng.random_bool(0.01) { self.rng.random_range(sizes::TAIL) } else { self.rng.random_range(usual) };
+        if self.sized { size } else { 0 }
     }
 
     /// The next finding, and its account index.
@@ -115,7 +134,7 @@ impl Generator {
         let account = account_id(account_index);
         let name = format!("workload-{account_index:05}");
         let roll = self.rng.random_range(0..100);
-        let (product, generator, title, severity, types, resource) = match roll {
+        let (product, generator, title, severity, types, resource, usual) = match roll {
             0..30 => {
                 let user = format!("user-{}", self.rng.random_range(0..50));
                 let key = if self.rng.random_bool(0.5) {
@@ -132,6 +151,7 @@ impl Generator {
                     sev,
                     "TTPs/Initial Access/UnauthorizedAccess:IAMUser-InstanceCredentialExfiltration",
                     json!({"Type": "AwsIamAccessKey", "Id": format!("AWS::IAM::AccessKey:ASIA{n:016X}"), "Details": {"AwsIamAccessKey": key}}),
+                    sizes::GUARDDUTY,
                 )
             }
             30..60 => (
@@ -141,6 +161,7 @@ impl Generator {
                 "HIGH",
                 "Software and Configuration Checks/Vulnerabilities/CVE",
                 json!({"Type": "AwsEc2Instance", "Id": format!("arn:aws:ec2:{REGION}:{account}:instance/i-{n:017x}")}),
+                sizes::INSPECTOR,
             ),
             60..90 => (
                 "securityhub",
@@ -149,6 +170,7 @@ impl Generator {
                 "CRITICAL",
                 "Software and Configuration Checks/Industry and Regulatory Standards",
                 json!({"Type": "AwsAccount", "Id": format!("AWS::::Account:{account}")}),
+                sizes::SECURITY_HUB,
             ),
             90..95 => (
                 "macie",
@@ -157,6 +179,7 @@ impl Generator {
                 "MEDIUM",
                 "Sensitive Data Identifications/PII",
                 json!({"Type": "AwsS3Bucket", "Id": format!("arn:aws:s3:::data-{account}")}),
+                sizes::MACIE,
             ),
             _ => (
                 "access-analyzer",
@@ -165,9 +188,10 @@ impl Generator {
                 "LOW",
                 "Software and Configuration Checks/AWS Security Best Practices/External Access Granted",
                 json!({"Type": "AwsIamRole", "Id": format!("arn:aws:iam::{account}:role/shared-{}", n % 17)}),
+                sizes::ACCESS_ANALYZER,
             ),
         };
-        let size = self.size();
+        let size = self.size(usual);
         let mut finding = json!({
             "SchemaVersion": "2018-10-08",
             "Id": format!("arn:aws:{product}:{REGION}:{account}:finding/{n:010}"),
@@ -207,21 +231,8 @@ pub fn imported_event(findings: &[Value], id: usize) -> Value {
 
 /// A Pipe-shaped batch (the bare array) of `records` generated findings, one per record.
 pub fn pipe_batch(generator: &mut Generator, records: usize) -> Vec<u8> {
-    use base64::Engine as _;
-    let items: Vec<Value> = (0..records)
-        .map(|i| {
-            let (_, finding) = generator.finding();
-            let key = finding["AwsAccountId"].clone();
-            let data = serde_json::to_vec(&imported_event(&[finding], i)).expect("serializable");
-            json!({
-                "eventID": format!("shardId-000000000000:{i:020}"), "sequenceNumber": format!("{i:020}"),
-                "partitionKey": key, "approximateArrivalTimestamp": 1_795_000_000.0 + i as f64 / 1000.0,
-                "data": base64::engine::general_purpose::STANDARD.encode(data),
-                "eventSource": "aws:kinesis", "eventName": "aws:kinesis:record", "awsRegion": REGION,
-            })
-        })
-        .collect();
-    serde_json::to_vec(&items).expect("serializable")
+    let events: Vec<Value> = (0..records).map(|i| imported_event(&[generator.finding().1], i)).collect();
+    serde_json::to_vec(&crate::batches::batch_of_events(&events)).expect("serializable")
 }
 
 #[cfg(test)]
@@ -241,9 +252,12 @@ mod tests {
             sizes.push(serde_json::to_vec(&fa).unwrap().len());
             *per_account.entry(ia).or_default() += 1;
         }
-        let in_range = sizes.iter().filter(|&&s| (1_900..10_500).contains(&s)).count();
-        assert!(in_range > 1900, "{in_range} of 2000 between 2 and 10 KB");
-        assert!(sizes.iter().all(|&s| s < 210_000));
+        // Calibrated on the corpus: 1.15–5.6 KB by product, a tail up to 16.3 KB.
+        let in_range = sizes.iter().filter(|&&s| (1_100..5_700).contains(&s)).count();
+        assert!(in_range > 1940, "{in_range} of 2000 between 1.1 and 5.7 KB");
+        assert!(sizes.iter().all(|&s| s < 16_400));
+        let mean = sizes.iter().sum::<usize>() / sizes.len();
+        assert!((3_000..4_500).contains(&mean), "mean {mean} bytes");
         let top = per_account.values().max().unwrap();
         assert!(*top > 100, "Zipf: the busiest account has {top} of 2000 findings");
         assert!(per_account.len() > 200, "and the tail is long: {} accounts", per_account.len());

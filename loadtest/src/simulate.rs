@@ -4,7 +4,9 @@
 //! configurable latency. It measures throughput against the ceiling those quotas set, how many
 //! findings that throughput left complete, and in cold mode how long until every finding is
 //! complete against the bound the Organizations budget sets; it reconciles every generated
-//! finding against what Security Hub holds.
+//! finding against what Security Hub holds. Findings carry their bodies (the generator's sizes,
+//! calibrated to real ones) and batches are cut as the Pipe cuts them: at the batch size and at
+//! Lambda's 6 MB invocation payload, each record base64-encoded in its Pipe envelope.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use securityhub_enricher::config::QuotaSharing;
@@ -32,12 +34,18 @@ use securityhub_enricher::service::quota_share::QuotaShare;
 use securityhub_enricher::service::refresh::Refresher;
 use securityhub_enricher::service::sweep::{SweepReport, WRITE_MARGIN};
 
+use crate::batches::{INVOCATION_PAYLOAD_LIMIT, PipeSource, StreamRecord, after_response, failed_ids, redeliver};
 use crate::fakes::directory::{InMemoryStore, StaticSource};
 use crate::fakes::enricher::EnricherBuilder;
 use crate::fakes::hub::InMemoryHub;
 use crate::fakes::ledger::InMemoryLedger;
 use crate::fakes::sweep_state::InMemorySweepState;
 use crate::loadgen::{Generator, imported_event, synthetic_org};
+
+/// Records per batch by default: what one 6 MB invocation holds of the generator's findings
+/// (about 6.0 KB a record once base64-encoded in its envelope, so about 1,050; the payload limit
+/// still cuts a batch that the one-in-a-hundred large findings make heavier).
+pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 
 /// What the directory holds when the stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -60,8 +68,13 @@ pub struct Simulation {
     pub seed: u64,
     /// Kinesis shards; one enricher environment reads each (ParallelizationFactor 1).
     pub shards: usize,
-    /// Records per batch (the Pipe's BatchSize; a 6 MB batch holds ~10,000 small records).
+    /// Records per batch (the Pipe's BatchSize); a batch is also cut at `payload_limit`.
     pub batch_size: usize,
+    /// Bytes of invocation payload a batch may take (Lambda's 6 MB).
+    pub payload_limit: usize,
+    /// Findings without their bodies (`Generator::minimal`), as the simulator had them before
+    /// its batches were honest: only to compare with figures measured that way.
+    pub minimal_findings: bool,
     /// Security Hub's quota for the whole region, shared by the environments.
     pub hub_quota: Rate,
     /// The Organizations calls per second the whole fleet may make.
@@ -87,7 +100,9 @@ impl Default for Simulation {
             accounts: 5_000,
             seed: 1,
             shards: 4,
-            batch_size: 10_000,
+            batch_size: DEFAULT_BATCH_SIZE,
+            payload_limit: INVOCATION_PAYLOAD_LIMIT,
+            minimal_findings: false,
             hub_quota: securityhub_enricher::config::SECURITYHUB_QUOTA,
             organizations_budget: 2.0,
             organizations_latency: Duration::from_millis(80),
@@ -216,7 +231,8 @@ pub struct Summary {
     /// Simulated seconds (wall time × time scale).
     pub elapsed_seconds: f64,
     pub findings_per_second: f64,
-    /// What BatchUpdateFindings' quota allows for this mix: findings ÷ (Σ⌈n/100⌉ ÷ rate).
+    /// What BatchUpdateFindings' quota allows when findings are grouped per batch, as the
+    /// enricher groups them today: findings ÷ (Σ over batches and accounts of ⌈n/100⌉ ÷ rate).
     pub ceiling_findings_per_second: f64,
     pub ratio_to_ceiling: f64,
     /// Of the generated findings, those Security Hub holds complete (`findingEnriched=True`)
@@ -226,6 +242,23 @@ pub struct Summary {
     /// Complete findings per second over the stream's time, against the same ceiling: the
     /// figure that counts (throughput that leaves findings `Partial` serves no one yet).
     pub complete_ratio_to_ceiling: f64,
+    /// Σ over accounts of ⌈n/100⌉ for the whole run: the fewest BatchUpdateFindings calls that
+    /// write every finding, whatever the batches.
+    pub workload_bound_calls: usize,
+    /// What the quota allows for the whole run's findings: rate × findings ÷ `workload_bound_calls`.
+    pub workload_bound_findings_per_second: f64,
+    /// Complete findings per second over the stream's time.
+    pub complete_findings_per_second: f64,
+    /// `complete_findings_per_second` ÷ `workload_bound_findings_per_second`.
+    pub complete_ratio_to_workload_bound: f64,
+    /// The batch size, the payload limit, and how the batches came out: records per batch, and
+    /// how many batches the payload limit cut before the batch size.
+    pub batch_size: usize,
+    pub payload_limit: usize,
+    pub batch_records: Percentiles,
+    pub batches_cut_at_payload: usize,
+    /// Mean bytes a record takes in the invocation payload (data base64-encoded, envelope).
+    pub mean_record_payload_bytes: f64,
     /// Cold mode: simulated seconds from the stream's start until every finding was complete
     /// (`None`: not within the time allowed, `cold_limit_seconds`).
     pub seconds_until_complete: Option<f64>,
@@ -269,23 +302,39 @@ pub fn percentiles(mut values: Vec<f64>) -> Percentiles {
 }
 
 struct Record {
-    id: String,
+    stream: StreamRecord,
+    /// Bytes it takes in a batch's payload.
+    payload_len: usize,
     /// When the record entered the stream, wall time since start.
     enters: Duration,
-    data: String,
+}
+
+/// Σ over accounts of ⌈n/100⌉: the fewest BatchUpdateFindings calls for these findings' accounts.
+pub fn workload_bound_calls(accounts: impl IntoIterator<Item = usize>) -> usize {
+    let mut per_account: HashMap<usize, usize> = HashMap::new();
+    for account in accounts {
+        *per_account.entry(account).or_default() += 1;
+    }
+    per_account.values().map(|n| n.div_ceil(securityhub_enricher::core::plan::MAX_FINDINGS_PER_UPDATE)).sum()
 }
 
 impl Simulation {
     pub async fn run(&self, progress: impl Fn(usize) + Send + Sync) -> Summary {
-        use base64::Engine as _;
         let scale = self.time_scale.max(0.001);
         let org = synthetic_org(self.accounts, self.seed);
-        let mut generator = Generator::new(self.accounts, self.seed).minimal();
+        let mut generator = Generator::new(self.accounts, self.seed);
+        if self.minimal_findings {
+            generator = generator.minimal();
+        }
+        let source = PipeSource::default();
         let mut shards: Vec<VecDeque<Record>> = (0..self.shards).map(|_| VecDeque::new()).collect();
         let mut expected = Vec::with_capacity(self.findings);
         let mut stored: Vec<Finding> = Vec::with_capacity(self.findings);
+        let mut finding_accounts = Vec::with_capacity(self.findings);
+        let mut payload_bytes = 0usize;
         for i in 0..self.findings {
             let (account, finding) = generator.finding();
+            finding_accounts.push(account);
             stored.push(serde_json::from_value(finding.clone()).expect("the generator writes valid findings"));
             let id = FindingId {
                 id: finding["Id"].as_str().unwrap_or_default().to_owned(),
@@ -296,14 +345,20 @@ impl Simulation {
                 None => Duration::ZERO,
             };
             expected.push((id, enters));
-            let data = base64::engine::general_purpose::STANDARD
-                .encode(serde_json::to_vec(&imported_event(&[finding], i)).unwrap_or_default());
-            shards[account % self.shards].push_back(Record {
-                id: format!("shard-{}:{i:012}", account % self.shards),
-                enters,
-                data,
-            });
+            let key = finding["AwsAccountId"].as_str().unwrap_or_default().to_owned();
+            let data = serde_json::to_vec(&imported_event(&[finding], i)).unwrap_or_default();
+            let stream = StreamRecord::new(
+                &format!("shardId-{:012}", account % self.shards),
+                &format!("{i:056}"),
+                &key,
+                &data,
+                1_795_000_000.0 + enters.as_secs_f64() * scale,
+            );
+            let payload_len = stream.payload_len(&source);
+            payload_bytes += payload_len;
+            shards[account % self.shards].push_back(Record { stream, payload_len, enters });
         }
+        let workload_bound_calls = workload_bound_calls(finding_accounts);
 
         let scaled = move |d: Duration| d.div_f64(scale);
         let hub = Arc::new(
@@ -361,6 +416,7 @@ impl Simulation {
         let started = Instant::now();
         let samples: Arc<Mutex<BTreeMap<u64, SecondSample>>> = Arc::default();
         let totals: Arc<Mutex<Summary>> = Arc::default();
+        let batch_records: Arc<Mutex<Vec<f64>>> = Arc::default();
         let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let progress = Arc::new(progress);
         let mut tasks = Vec::new();
@@ -377,32 +433,30 @@ impl Simulation {
             };
             let enricher = environment().quota(quota).deadline_margin(Duration::ZERO).build();
             let (samples, totals, done, progress) = (samples.clone(), totals.clone(), done.clone(), progress.clone());
-            let batch_size = self.batch_size;
+            let batch_records = batch_records.clone();
+            let (batch_size, payload_limit, source) = (self.batch_size, self.payload_limit, source.clone());
             tasks.push(async move {
                 while !queue.is_empty() {
                     let now = started.elapsed();
-                    let ready = queue.iter().take(batch_size).take_while(|r| r.enters <= now).count();
+                    let waiting = queue.iter().take_while(|r| r.enters <= now);
+                    let ready =
+                        crate::batches::next_batch_len(waiting.map(|r| r.payload_len), batch_size, payload_limit);
                     if ready == 0 {
                         tokio::time::sleep(queue[0].enters - now).await;
                         continue;
                     }
+                    let cut_at_payload = ready < batch_size && queue.get(ready).is_some_and(|next| next.enters <= now);
                     let batch: Vec<Record> = queue.drain(..ready).collect();
-                    let body: Vec<Value> = batch
-                        .iter()
-                        .map(|r| json!({"eventID": r.id, "data": r.data, "approximateArrivalTimestamp": 0.0}))
-                        .collect();
-                    let incoming: IncomingBatch =
-                        serde_json::from_value(Value::Array(body)).expect("well-formed batch");
+                    batch_records.lock().unwrap().push(batch.len() as f64);
+                    let body = Value::Array(batch.iter().map(|r| r.stream.envelope(&source)).collect());
+                    let incoming: IncomingBatch = serde_json::from_value(body).expect("well-formed batch");
                     let deadline = Instant::now() + scaled(Duration::from_secs(900));
                     let report = enricher.handle(incoming, deadline).await;
                     let finished = started.elapsed();
-                    let failed: std::collections::HashSet<String> =
-                        report.response.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect();
-                    // Like Lambda: failed records are delivered again, first.
-                    let retry: Vec<Record> = batch.into_iter().filter(|r| failed.contains(&r.id)).collect();
-                    for record in retry.into_iter().rev() {
-                        queue.push_front(record);
-                    }
+                    // As the Pipe does: from the first failed record on, delivered again, first.
+                    let failed = failed_ids(&report.response.batch_item_failures);
+                    let (_, again) = after_response(batch, &failed, |r| r.stream.event_id());
+                    let redelivered = redeliver(&mut queue, again);
                     // Updates and lookups are sampled where they happen (below); failed records
                     // when their batch ends.
                     let second = (finished.as_secs_f64() * scale) as u64;
@@ -411,6 +465,7 @@ impl Simulation {
                     sample.records_failed += report.tally.records_failed;
                     let mut t = totals.lock().unwrap();
                     t.batches += 1;
+                    t.batches_cut_at_payload += usize::from(cut_at_payload);
                     t.findings_enriched += report.tally.findings_enriched;
                     t.findings_enriched_partial += report.tally.findings_enriched_partial;
                     t.update_calls += report.writes.updates.calls;
@@ -418,11 +473,9 @@ impl Simulation {
                     t.minimum_update_calls += report.writes.minimum_calls;
                     t.throttles += report.writes.updates.throttled;
                     t.records_failed += report.tally.records_failed;
-                    let n = done.fetch_add(
-                        report.tally.records_in - report.tally.records_failed,
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
-                    progress(n + report.tally.records_in - report.tally.records_failed);
+                    let finished_records = report.tally.records_in - redelivered.min(report.tally.records_in);
+                    let n = done.fetch_add(finished_records, std::sync::atomic::Ordering::Relaxed);
+                    progress(n + finished_records);
                 }
             });
         }
@@ -533,6 +586,16 @@ impl Simulation {
         summary.partial_after_stream = after_stream.partial;
         summary.complete_ratio_to_ceiling =
             after_stream.complete as f64 / elapsed / summary.ceiling_findings_per_second;
+        summary.workload_bound_calls = workload_bound_calls;
+        summary.workload_bound_findings_per_second =
+            self.hub_quota.per_second * self.findings as f64 / workload_bound_calls.max(1) as f64;
+        summary.complete_findings_per_second = after_stream.complete as f64 / elapsed;
+        summary.complete_ratio_to_workload_bound =
+            summary.complete_findings_per_second / summary.workload_bound_findings_per_second;
+        summary.batch_size = self.batch_size;
+        summary.payload_limit = self.payload_limit;
+        summary.batch_records = percentiles(std::mem::take(&mut *batch_records.lock().unwrap()));
+        summary.mean_record_payload_bytes = payload_bytes as f64 / self.findings.max(1) as f64;
         if self.mode == Mode::Cold {
             summary.seconds_until_complete = cold.complete_at.map(|at| at.as_secs_f64() * scale);
             summary.organizations_calls_needed = organizations_calls_needed;
@@ -712,6 +775,49 @@ mod tests {
             summary.organizations_calls >= summary.organizations_calls_needed,
             "no fewer calls than the bound counts"
         );
+    }
+
+    /// The default batch size is what 6 MB of invocation payload holds of the generator's
+    /// findings: a default batch fits, twice the default never does.
+    #[test]
+    fn the_default_batch_size_is_what_six_megabytes_hold() {
+        let source = PipeSource::default();
+        let mut generator = Generator::new(5_000, 11);
+        let sizes: Vec<usize> = (0..4 * DEFAULT_BATCH_SIZE)
+            .map(|i| {
+                let data = serde_json::to_vec(&imported_event(&[generator.finding().1], i)).unwrap();
+                StreamRecord::new("shardId-000000000000", &format!("{i:056}"), "1", &data, 0.0).payload_len(&source)
+            })
+            .collect();
+        for window in sizes.chunks(DEFAULT_BATCH_SIZE) {
+            let n = crate::batches::next_batch_len(window.iter().copied(), usize::MAX, INVOCATION_PAYLOAD_LIMIT);
+            assert_eq!(n, DEFAULT_BATCH_SIZE, "a default batch fits in 6 MB");
+        }
+        let n = crate::batches::next_batch_len(sizes.iter().copied(), 2 * DEFAULT_BATCH_SIZE, INVOCATION_PAYLOAD_LIMIT);
+        assert!(n < 2 * DEFAULT_BATCH_SIZE / 10 * 6, "6 MB holds {n} records");
+    }
+
+    #[test]
+    fn the_workload_bound_counts_each_accounts_findings_of_the_run_in_hundreds() {
+        // Account 1: 250 findings (3 calls), account 2: 100 (1), account 3: 1 (1).
+        let accounts = std::iter::repeat_n(1, 250).chain(std::iter::repeat_n(2, 100)).chain([3]);
+        assert_eq!(workload_bound_calls(accounts), 5);
+    }
+
+    /// Honest batches on the paused clock: the findings carry their bodies, a batch is cut at
+    /// 6 MB before its batch size, and the summary carries the workload bound beside today's.
+    #[tokio::test(start_paused = true)]
+    async fn batches_are_cut_at_six_megabytes_and_the_workload_bound_is_reported() {
+        let simulation = Simulation { batch_size: 3_000, ..small(Mode::Steady, QuotaSharing::Ledger) };
+        let summary = Simulation { findings: 3_000, shards: 1, ..simulation }.run(|_| {}).await;
+        assert_eq!(summary.lost, 0);
+        assert!(summary.batches_cut_at_payload >= 1, "{:?}", summary.batch_records);
+        assert!(summary.batch_records.max < 1_200.0, "{:?}", summary.batch_records);
+        assert!(summary.mean_record_payload_bytes > 4_000.0, "{}", summary.mean_record_payload_bytes);
+        assert!(summary.workload_bound_calls <= summary.minimum_update_calls);
+        let bound = 10.0 * 3_000.0 / summary.workload_bound_calls as f64;
+        assert!((summary.workload_bound_findings_per_second - bound).abs() < 1e-9);
+        assert!(summary.complete_ratio_to_workload_bound > 0.0 && summary.complete_ratio_to_workload_bound <= 1.05);
     }
 
     #[test]

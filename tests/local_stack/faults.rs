@@ -6,14 +6,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use loadtest::batches::{event_id, incoming_batch_of_events};
 use loadtest::loadgen::{self, Generator};
 use loadtest::local::findings::{import_findings, imported_event, sample_finding};
 use loadtest::local::org::{OrgSpec, SeededOrg, seed_organization};
 use loadtest::local::pipe::LocalPipe;
+use loadtest::local::settings::{CACHE_TABLE, JOBS_TABLE, LocalSettings};
 use loadtest::local::{control_request, create_table, sdk_config_for};
 use loadtest::replay::{Replayer, StreamEntry};
 use securityhub_enricher::adapters::sdk::ApiCalls;
-use securityhub_enricher::config::{EnricherConfig, InvestigatorConfig, Vars};
 use securityhub_enricher::core::event::IncomingBatch;
 use securityhub_enricher::service::batch_report::BatchReport;
 use securityhub_enricher::service::handler::Enricher;
@@ -69,8 +70,8 @@ impl Scenario {
         .await
         .unwrap();
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-        create_table(&dynamodb, "cache", "AccountId").await.unwrap();
-        create_table(&dynamodb, "jobs", "JobId").await.unwrap();
+        create_table(&dynamodb, CACHE_TABLE, "AccountId").await.unwrap();
+        create_table(&dynamodb, JOBS_TABLE, "JobId").await.unwrap();
         let findings: Vec<Value> = (0..24)
             .map(|n| {
                 let a = &org.accounts[n % 4];
@@ -83,33 +84,19 @@ impl Scenario {
 
     /// A fresh enricher environment (empty memory), as after a cold start.
     async fn enricher(&self, calls: &ApiCalls) -> (Enricher, Clients) {
-        let map: BTreeMap<&str, String> = BTreeMap::from([
-            ("CACHE_TABLE", "cache".into()),
-            ("JOBS_TABLE", "jobs".into()),
-            ("ORGANIZATIONS_RPS", "1000".into()),
-            ("ORGANIZATIONS_BURST", "1000".into()),
-            ("ACCOUNT_RPS", "1000".into()),
-            ("ACCOUNT_BURST", "1000".into()),
-            ("LOOKUP_BUDGET_SECONDS", "10".into()),
-        ]);
-        let config = EnricherConfig::from_vars(&Vars(move |n: &str| map.get(n).cloned())).unwrap();
+        let config = LocalSettings::fast(CACHE_TABLE)
+            .set("JOBS_TABLE", JOBS_TABLE)
+            .set("LOOKUP_BUDGET_SECONDS", 10)
+            .enricher()
+            .unwrap();
         let clients = Clients::for_enricher("enricher", &config, &self.sdk, calls).await;
         (Enricher::from_clients(&config, &clients), clients)
     }
 
     fn batch(&self) -> IncomingBatch {
-        use base64::Engine as _;
-        let records: Vec<Value> = self
-            .findings
-            .iter()
-            .enumerate()
-            .map(|(n, f)| {
-                let event = imported_event(std::slice::from_ref(f), n);
-                let data = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&event).unwrap());
-                json!({"eventID": format!("shardId-0:{n:04}"), "data": data})
-            })
-            .collect();
-        serde_json::from_value(Value::Array(records)).unwrap()
+        let events: Vec<Value> =
+            self.findings.iter().enumerate().map(|(n, f)| imported_event(std::slice::from_ref(f), n)).collect();
+        incoming_batch_of_events(&events)
     }
 
     /// What Security Hub holds, read past the fault proxy.
@@ -133,7 +120,7 @@ impl Scenario {
             report.response.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect();
         let stored = self.stored().await;
         for (n, finding) in self.findings.iter().enumerate() {
-            if failed.contains(&format!("shardId-0:{n:04}")) {
+            if failed.contains(&event_id(n)) {
                 continue;
             }
             let id = finding["Id"].as_str().unwrap();
@@ -366,16 +353,15 @@ fn detective_failures_never_start_an_investigation_twice() {
             ]),
         )
         .await;
-        let map = BTreeMap::from([
-            ("JOBS_TABLE", "jobs".to_owned()),
-            ("CACHE_TABLE", "cache".to_owned()),
-            ("DETECTIVE_RPS", "100".to_owned()),
-            ("DETECTIVE_BURST", "100".to_owned()),
-            ("INVESTIGATION_MAX_ATTEMPTS", "10".to_owned()),
-            ("DEADLINE_MARGIN_MS", "10".to_owned()),
-        ]);
+        let settings = LocalSettings::named()
+            .set("JOBS_TABLE", JOBS_TABLE)
+            .set("CACHE_TABLE", CACHE_TABLE)
+            .set("DETECTIVE_RPS", 100)
+            .set("DETECTIVE_BURST", 100)
+            .set("INVESTIGATION_MAX_ATTEMPTS", 10)
+            .set("DEADLINE_MARGIN_MS", 10);
         let mut investigator = Investigator::from_clients(
-            &InvestigatorConfig::from_vars(&Vars(move |n: &str| map.get(n).cloned())).unwrap(),
+            &settings.investigator().unwrap(),
             &Clients::for_investigator(&s.sdk, &calls).await,
             "us-east-1",
         );

@@ -3,7 +3,7 @@
 //! ROUTING_POLICY, with enriched-finding events published to moto's EventBridge and read back
 //! through a rule whose pattern routes one owner's events to a queue.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use loadtest::local::events::EventTap;
 use loadtest::local::findings::{
@@ -12,9 +12,9 @@ use loadtest::local::findings::{
 };
 use loadtest::local::org::{OrgSpec, seed_organization};
 use loadtest::local::pipe::LocalPipe;
+use loadtest::local::settings::{CACHE_TABLE, LocalSettings};
 use loadtest::local::{create_table, sdk_config_for};
 use securityhub_enricher::adapters::sdk::ApiCalls;
-use securityhub_enricher::config::{EnricherConfig, Vars};
 use securityhub_enricher::core::event::IncomingBatch;
 use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::wiring::Clients;
@@ -37,7 +37,7 @@ async fn both_hubs_are_enriched_and_routed_events_reach_the_owners_rule() {
     )
     .await
     .unwrap();
-    create_table(&aws_sdk_dynamodb::Client::new(&sdk), "cache", "AccountId").await.unwrap();
+    create_table(&aws_sdk_dynamodb::Client::new(&sdk), CACHE_TABLE, "AccountId").await.unwrap();
 
     // The deepest OU routes its accounts to "payments"; every account matches "Root".
     let payments = org.accounts.iter().max_by_key(|a| a.ou_path.len()).unwrap();
@@ -53,17 +53,11 @@ async fn both_hubs_are_enriched_and_routed_events_reach_the_owners_rule() {
                          "detail": {"routing": {"owner": ["payments"]}}});
     let tap = EventTap::create(&sdk, &bus, &format!("payments-{account}"), &pattern).await.unwrap();
 
-    let vars: HashMap<String, String> = HashMap::from([
-        ("CACHE_TABLE".into(), "cache".into()),
-        ("ORGANIZATIONS_RPS".into(), "1000".into()),
-        ("ORGANIZATIONS_BURST".into(), "1000".into()),
-        ("ACCOUNT_RPS".into(), "1000".into()),
-        ("ACCOUNT_BURST".into(), "1000".into()),
-        ("LOOKUP_BUDGET_SECONDS".into(), "120".into()),
-        ("ROUTING_POLICY".into(), policy.to_string()),
-        ("ENRICHED_EVENTS_BUS".into(), bus.clone()),
-    ]);
-    let config = EnricherConfig::from_vars(&Vars(move |name: &str| vars.get(name).cloned())).unwrap();
+    let config = LocalSettings::fast(CACHE_TABLE)
+        .set("ROUTING_POLICY", &policy)
+        .set("ENRICHED_EVENTS_BUS", &bus)
+        .enricher()
+        .unwrap();
     let calls = ApiCalls::default();
     let clients = Clients::for_enricher("enricher", &config, &sdk, &calls).await;
     let enricher = Enricher::from_clients(&config, &clients);

@@ -4,22 +4,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use loadtest::batches::incoming_batch_of_events;
 use loadtest::local::findings::{import_findings, imported_event, sample_finding};
 use loadtest::local::org::{OrgSpec, seed_organization};
+use loadtest::local::settings::{CACHE_TABLE, JOBS_TABLE, LocalSettings};
 use loadtest::local::{control_request, create_table, sdk_config_for};
 use securityhub_enricher::adapters::sdk::ApiCalls;
-use securityhub_enricher::config::{EnricherConfig, InvestigatorConfig, Vars};
 use securityhub_enricher::core::event::IncomingBatch;
 use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::service::investigator::Investigator;
 use securityhub_enricher::wiring::Clients;
 use serde_json::{Value, json};
 use tokio::time::Instant;
-
-fn vars(pairs: Vec<(&'static str, String)>) -> Vars<impl Fn(&str) -> Option<String>> {
-    let map: HashMap<&'static str, String> = pairs.into_iter().collect();
-    Vars(move |name: &str| map.get(name).cloned())
-}
 
 struct Setup {
     enricher: Enricher,
@@ -73,8 +69,8 @@ async fn setup_world(world: World) -> Setup {
     .await
     .unwrap();
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    create_table(&dynamodb, "cache", "AccountId").await.unwrap();
-    create_table(&dynamodb, "jobs", "JobId").await.unwrap();
+    create_table(&dynamodb, CACHE_TABLE, "AccountId").await.unwrap();
+    create_table(&dynamodb, JOBS_TABLE, "JobId").await.unwrap();
     let emulator = std::env::var("LOCAL_AWS_EMULATOR_URL").unwrap();
     let member_ids: Vec<&str> = org.accounts.iter().take(world.members).map(|a| a.id.as_str()).collect();
     let created = control_request(
@@ -88,24 +84,24 @@ async fn setup_world(world: World) -> Setup {
     let graph = created["graph_arns"][0].as_str().unwrap().to_owned();
 
     let calls = ApiCalls::default();
-    let config = EnricherConfig::from_vars(&vars(vec![
-        ("CACHE_TABLE", "cache".into()),
-        ("JOBS_TABLE", "jobs".into()),
-        ("ORGANIZATIONS_RPS", "1000".into()),
-        ("ACCOUNT_RPS", "1000".into()),
-    ]))
-    .unwrap();
+    let config = LocalSettings::named()
+        .set("CACHE_TABLE", CACHE_TABLE)
+        .set("JOBS_TABLE", JOBS_TABLE)
+        .set("ORGANIZATIONS_RPS", 1000)
+        .set("ACCOUNT_RPS", 1000)
+        .enricher()
+        .unwrap();
     let clients = Clients::for_enricher("enricher", &config, &sdk, &calls).await;
     let enricher = Enricher::from_clients(&config, &clients);
-    let investigator_config = InvestigatorConfig::from_vars(&vars(vec![
-        ("JOBS_TABLE", "jobs".into()),
-        ("CACHE_TABLE", "cache".into()),
-        ("DETECTIVE_RPS", world.detective_rps.into()),
-        ("DETECTIVE_BURST", if world.detective_rps == "100" { "100" } else { "1" }.into()),
-        ("INVESTIGATION_MAX_ATTEMPTS", max_attempts.to_string()),
-        ("DEADLINE_MARGIN_MS", "10".into()),
-    ]))
-    .unwrap();
+    let investigator_config = LocalSettings::named()
+        .set("JOBS_TABLE", JOBS_TABLE)
+        .set("CACHE_TABLE", CACHE_TABLE)
+        .set("DETECTIVE_RPS", world.detective_rps)
+        .set("DETECTIVE_BURST", if world.detective_rps == "100" { "100" } else { "1" })
+        .set("INVESTIGATION_MAX_ATTEMPTS", max_attempts)
+        .set("DEADLINE_MARGIN_MS", 10)
+        .investigator()
+        .unwrap();
     let investigator =
         Investigator::from_clients(&investigator_config, &Clients::for_investigator(&sdk, &calls).await, "us-east-1");
 
@@ -120,18 +116,9 @@ async fn setup_world(world: World) -> Setup {
 
 /// Every finding as its own record, each twice (EventBridge delivers at least once).
 fn duplicated_batch(findings: &[Value]) -> IncomingBatch {
-    use base64::Engine as _;
-    let records: Vec<Value> = findings
-        .iter()
-        .chain(findings)
-        .enumerate()
-        .map(|(n, f)| {
-            let data = base64::engine::general_purpose::STANDARD
-                .encode(serde_json::to_vec(&imported_event(std::slice::from_ref(f), n)).unwrap());
-            json!({"eventID": format!("shardId-0:{n}"), "data": data})
-        })
-        .collect();
-    serde_json::from_value(Value::Array(records)).unwrap()
+    let events: Vec<Value> =
+        findings.iter().chain(findings).enumerate().map(|(n, f)| imported_event(std::slice::from_ref(f), n)).collect();
+    incoming_batch_of_events(&events)
 }
 
 fn soon() -> Instant {

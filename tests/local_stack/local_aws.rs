@@ -10,6 +10,7 @@ use loadtest::local::findings::{import_findings, imported_event, sample_finding}
 use loadtest::local::harness::LocalRun;
 use loadtest::local::org::{OrgSpec, SeededOrg, seed_organization};
 use loadtest::local::pipe::{LocalPipe, as_event_source_mapping};
+use loadtest::local::settings::LocalSettings;
 use loadtest::local::{create_table, sdk_config_for};
 use securityhub_enricher::adapters::cache_table::ledger::DynamoLedger;
 use securityhub_enricher::adapters::cache_table::schema::LEDGER_KEY;
@@ -18,7 +19,7 @@ use securityhub_enricher::adapters::cache_table::sweep_state::DynamoSweepState;
 use securityhub_enricher::adapters::sdk::ApiCalls;
 use securityhub_enricher::adapters::securityhub::SecurityHubWriter;
 use securityhub_enricher::config::AccountEventsConfig;
-use securityhub_enricher::config::{EnricherConfig, Vars};
+use securityhub_enricher::config::EnricherConfig;
 use securityhub_enricher::core::account::{AccountRecord, ContactLookup};
 use securityhub_enricher::core::account_change::Change;
 use securityhub_enricher::core::cache_entry::CacheEntry;
@@ -56,17 +57,8 @@ impl Stack {
     }
 
     fn config(&self, table: &str, extra: &[(&str, String)]) -> EnricherConfig {
-        let mut vars: HashMap<String, String> = HashMap::from([
-            ("CACHE_TABLE".into(), table.into()),
-            ("ORGANIZATIONS_RPS".into(), "1000".into()),
-            ("ORGANIZATIONS_BURST".into(), "1000".into()),
-            ("ACCOUNT_RPS".into(), "1000".into()),
-            ("ACCOUNT_BURST".into(), "1000".into()),
-            ("LOOKUP_CONCURRENCY".into(), "16".into()),
-            ("LOOKUP_BUDGET_SECONDS".into(), "120".into()),
-        ]);
-        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        EnricherConfig::from_vars(&Vars(move |name: &str| vars.get(name).cloned())).unwrap()
+        let settings = LocalSettings::fast(table).set("LOOKUP_CONCURRENCY", 16);
+        extra.iter().fold(settings, |settings, (name, value)| settings.set(name, value)).enricher().unwrap()
     }
 
     async fn create_cache_table(&self, name: &str) {

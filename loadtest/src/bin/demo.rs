@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use loadtest::batches::{after_response, failed_ids};
 use loadtest::local::events::EventTap;
 use loadtest::local::findings::{
     import_findings, imported_event, imported_v2_event, sample_finding, sample_ocsf_finding, seed_ocsf_findings,
@@ -17,9 +18,10 @@ use loadtest::local::findings::{
 };
 use loadtest::local::org::{OrgSpec, SeededOrg, seed_organization};
 use loadtest::local::pipe::LocalPipe;
+use loadtest::local::settings::LocalSettings;
 use loadtest::local::{control_request, create_table, sdk_config_for};
 use securityhub_enricher::adapters::sdk::ApiCalls;
-use securityhub_enricher::config::{AccountEventsConfig, EnricherConfig, InvestigatorConfig, Vars};
+use securityhub_enricher::config::{AccountEventsConfig, EnricherConfig};
 use securityhub_enricher::core::event::IncomingBatch;
 use securityhub_enricher::service::account_events::forget_changed;
 use securityhub_enricher::service::batch_report::BatchReport;
@@ -72,15 +74,10 @@ async fn main() -> Result<()> {
 
     // The settings a deployment uses: only the tables and the contact role are named; every rate
     // and budget is the code's default (Organizations 1 call/s, burst 5; lookups wait 5 s).
-    let vars = Vars(|name: &str| match name {
-        "CACHE_TABLE" => Some(CACHE_TABLE.to_owned()),
-        "CONTACT_ROLE_ARN" => {
-            Some(format!("arn:aws:iam::{}:role/securityhub-enricher-contacts", org.management_account))
-        }
-        "JOBS_TABLE" => Some(JOBS_TABLE.to_owned()),
-        other => std::env::var(other).ok(),
-    });
-    let config = EnricherConfig::from_vars(&vars)?;
+    let config = LocalSettings::deployment(CACHE_TABLE)
+        .contact_role_in(&org.management_account)
+        .set("JOBS_TABLE", JOBS_TABLE)
+        .enricher()?;
     println!(
         "   deployment settings: Organizations {}/s (burst {}), lookup budget {:?} per batch",
         config.organizations_rate.per_second, config.organizations_rate.burst, config.lookup_budget
@@ -224,16 +221,12 @@ async fn show_new_hub_and_routing(org: &SeededOrg, sdk: &aws_config::SdkConfig, 
                       "detail": {"routing": {"owner": ["payments"]}}});
     println!("   EventBridge rule on bus {BUS}: {rule} -> SQS queue payments-findings");
     let tap = EventTap::create(sdk, BUS, "payments-findings", &rule).await?;
-    let vars = Vars(|name: &str| match name {
-        "CACHE_TABLE" => Some(CACHE_TABLE.to_owned()),
-        "CONTACT_ROLE_ARN" => {
-            Some(format!("arn:aws:iam::{}:role/securityhub-enricher-contacts", org.management_account))
-        }
-        "ROUTING_POLICY" => Some(policy.clone()),
-        "ENRICHED_EVENTS_BUS" => Some(BUS.to_owned()),
-        _ => None,
-    });
-    let config = EnricherConfig::from_vars(&vars)?;
+    let config = LocalSettings::named()
+        .set("CACHE_TABLE", CACHE_TABLE)
+        .contact_role_in(&org.management_account)
+        .set("ROUTING_POLICY", &policy)
+        .set("ENRICHED_EVENTS_BUS", BUS)
+        .enricher()?;
     let clients = Clients::for_enricher("enricher", &config, sdk, calls).await;
     let enricher = Enricher::from_clients(&config, &clients);
 
@@ -354,15 +347,13 @@ async fn environments(
 
 /// The investigator, as its schedule would run it: one pass at a time, never waiting on Detective.
 async fn run_investigations(config: &EnricherConfig, clients: &Clients, calls: &ApiCalls) -> Result<()> {
-    let vars = Vars(|name: &str| match name {
-        "JOBS_TABLE" => Some(JOBS_TABLE.to_owned()),
-        "CACHE_TABLE" => Some(config.cache_table.clone()),
-        "DETECTIVE_RPS" => Some("1".to_owned()),
-        "DETECTIVE_BURST" => Some("5".to_owned()),
-        "SECURITYHUB_RPS" => Some("5".to_owned()),
-        _ => None,
-    });
-    let investigator = Investigator::from_clients(&InvestigatorConfig::from_vars(&vars)?, clients, "us-east-1");
+    let settings = LocalSettings::named()
+        .set("JOBS_TABLE", JOBS_TABLE)
+        .set("CACHE_TABLE", &config.cache_table)
+        .set("DETECTIVE_RPS", 1)
+        .set("DETECTIVE_BURST", 5)
+        .set("SECURITYHUB_RPS", 5);
+    let investigator = Investigator::from_clients(&settings.investigator()?, clients, "us-east-1");
     println!(
         "\n== Investigations (investigator passes every 2 s here, every minute when deployed; Detective at 1 start/s)"
     );
@@ -484,13 +475,12 @@ async fn run_wave(enricher: &Enricher, pipe: &LocalPipe, calls: &ApiCalls, batch
     let mut reports: Vec<BatchReport> = Vec::new();
     for batch in &batches {
         let mut records = batch.clone();
-        // Like Lambda and Pipes: failed records are delivered again, a few times at most.
+        // As the Pipe does: from the first failed record on, delivered again (a few times here).
         for attempt in 0..3 {
             let incoming: IncomingBatch = serde_json::from_value(Value::Array(records.clone()))?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             let report = enricher.handle(incoming, deadline).await;
-            let failed: Vec<String> =
-                report.response.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect();
+            let failed = failed_ids(&report.response.batch_item_failures);
             println!(
                 "   batch of {:>4} records (attempt {}): {}; {} BatchUpdateFindings (bound {}); accounts {} = memory {} + table {} + lookups {}",
                 records.len(),
@@ -510,7 +500,7 @@ async fn run_wave(enricher: &Enricher, pipe: &LocalPipe, calls: &ApiCalls, batch
             if failed.is_empty() {
                 break;
             }
-            records.retain(|r| failed.iter().any(|id| r["eventID"].as_str() == Some(id)));
+            records = after_response(records, &failed, |r| r["eventID"].as_str().unwrap_or_default().to_owned()).1;
         }
     }
     summarize(&reports, &calls.since(&before), &emulator_before, &emulator_stats().await?);

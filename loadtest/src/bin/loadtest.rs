@@ -87,8 +87,14 @@ enum Command {
         seed: u64,
         #[arg(long, default_value_t = 4)]
         shards: usize,
-        #[arg(long, default_value_t = 10_000)]
+        /// Records per Pipe batch; a batch is also cut at 6 MB of invocation payload. The
+        /// default is what 6 MB holds of the generator's findings.
+        #[arg(long, default_value_t = loadtest::simulate::DEFAULT_BATCH_SIZE)]
         batch_size: usize,
+        /// Findings without their bodies, as the simulator had them before its batches were
+        /// honest (to compare with figures measured that way; a 6 MB batch then holds 10,000).
+        #[arg(long)]
+        minimal_findings: bool,
         /// Organizations calls per second for the whole fleet.
         #[arg(long, default_value_t = 2.0)]
         organizations_budget: f64,
@@ -107,6 +113,32 @@ enum Command {
         /// Write the SVG report here.
         #[arg(long)]
         report: Option<PathBuf>,
+    },
+    /// Compare ways of writing under a burst in a discrete-event model (no enricher code; see
+    /// loadtest/README.md): per-batch writes as today, a pending-writes store drained per
+    /// account, deferring small groups to the sweep. Prints one JSON summary per design.
+    Coalesce {
+        #[arg(long, value_enum)]
+        design: Vec<loadtest::coalesce::Design>,
+        #[arg(long, default_value_t = 20_000)]
+        findings: usize,
+        #[arg(long, default_value_t = 5_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 11)]
+        seed: u64,
+        #[arg(long, default_value_t = 4)]
+        shards: usize,
+        #[arg(long, default_value_t = loadtest::simulate::DEFAULT_BATCH_SIZE)]
+        batch_size: usize,
+        /// Findings entering the stream per second; without it they are all there at the start.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// The longest a finding waits for its account's group to fill, seconds.
+        #[arg(long, default_value_t = 60.0)]
+        max_delay_seconds: f64,
+        /// The Pipe's MaximumBatchingWindowInSeconds (the template's default is 10).
+        #[arg(long, default_value_t = 10.0)]
+        batching_window_seconds: f64,
     },
     /// Peak memory of the pure path on one batch (in a fresh process, so that the generator's
     /// memory is not counted).
@@ -160,6 +192,7 @@ async fn main() -> Result<()> {
             seed,
             shards,
             batch_size,
+            minimal_findings,
             organizations_budget,
             time_scale,
             rate,
@@ -175,6 +208,7 @@ async fn main() -> Result<()> {
                 seed,
                 shards,
                 batch_size,
+                minimal_findings,
                 organizations_budget,
                 time_scale,
                 produce_rate: rate,
@@ -212,6 +246,19 @@ async fn main() -> Result<()> {
                 summary.partial_after_stream,
                 summary.complete_ratio_to_ceiling * 100.0
             );
+            eprintln!(
+                "batches: {} (records p50 {:.0}, max {:.0}; {} cut at {} bytes of payload, {:.0} bytes a record); workload bound: {} calls, {:.1} findings/s; complete {:.1} findings/s = {:.3} of it",
+                summary.batches,
+                summary.batch_records.p50,
+                summary.batch_records.max,
+                summary.batches_cut_at_payload,
+                summary.payload_limit,
+                summary.mean_record_payload_bytes,
+                summary.workload_bound_calls,
+                summary.workload_bound_findings_per_second,
+                summary.complete_findings_per_second,
+                summary.complete_ratio_to_workload_bound
+            );
             if mode == Mode::Cold {
                 let until = summary
                     .seconds_until_complete
@@ -232,6 +279,57 @@ async fn main() -> Result<()> {
             }
             if mode == Mode::Cold && summary.seconds_until_complete.is_none() {
                 bail!("findings were left Partial");
+            }
+            Ok(())
+        }
+        Command::Coalesce {
+            design,
+            findings,
+            accounts,
+            seed,
+            shards,
+            batch_size,
+            rate,
+            max_delay_seconds,
+            batching_window_seconds,
+        } => {
+            use loadtest::coalesce::{Design, Model};
+            let designs = if design.is_empty() {
+                vec![Design::PerBatch, Design::PendingStore, Design::DeferToSweep]
+            } else {
+                design
+            };
+            for design in designs {
+                let model = Model {
+                    design,
+                    findings,
+                    accounts,
+                    seed,
+                    shards,
+                    batch_size,
+                    produce_rate: rate,
+                    max_delay: max_delay_seconds,
+                    batching_window: batching_window_seconds,
+                    ..Model::default()
+                };
+                let summary = model.run();
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+                eprintln!(
+                    "{:?}: {} findings in {:.0} s = {:.1}/s, {:.3} of the workload bound ({:.1}/s, {} calls); BatchUpdateFindings {} ({} at the delay bound), GetFindings {}, latency p50 {:.2} s, longest wait {:.0} s, lost {}",
+                    design,
+                    summary.findings,
+                    summary.elapsed_seconds,
+                    summary.complete_findings_per_second,
+                    summary.ratio_to_workload_bound,
+                    summary.workload_bound_findings_per_second,
+                    summary.workload_bound_calls,
+                    summary.update_calls,
+                    summary.calls_at_delay_bound,
+                    summary.get_findings_calls,
+                    summary.latency_seconds.p50,
+                    summary.max_wait_seconds,
+                    summary.lost
+                );
             }
             Ok(())
         }

@@ -3,7 +3,7 @@
 //! Kinesis, read back in Pipe batches by one enricher environment per shard, the real
 //! handler and adapters), then every finding reconciled against what Security Hub holds.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -12,12 +12,13 @@ use serde_json::{Value, json};
 use super::findings::import_findings;
 use super::org::{OrgSpec, seed_organization};
 use super::pipe::LocalPipe;
+use super::settings::LocalSettings;
 use super::{LocalError, control_request, create_table, sdk_config_for};
+use crate::batches::{after_response, failed_ids};
 use crate::loadgen::{Generator, imported_event};
 use crate::replay::{ReplayStats, Replayer, StreamEntry};
 use crate::simulate::{Percentiles, percentiles};
 use securityhub_enricher::adapters::sdk::ApiCalls;
-use securityhub_enricher::config::{EnricherConfig, Vars};
 use securityhub_enricher::core::event::IncomingBatch;
 use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::wiring::Clients;
@@ -111,16 +112,12 @@ impl LocalRun {
         let replay_seconds = replay_started.elapsed().as_secs_f64();
 
         let calls = ApiCalls::default();
-        let config = EnricherConfig::from_vars(&Vars(|name: &str| match name {
-            "CACHE_TABLE" => Some(CACHE_TABLE.to_owned()),
-            "CONTACT_ROLE_ARN" => {
-                Some(format!("arn:aws:iam::{}:role/securityhub-enricher-contacts", org.management_account))
-            }
-            "CONCURRENT_ENVIRONMENTS" => Some(self.shards.to_string()),
-            // Everything else as the enricher would read it, defaults included.
-            other => std::env::var(other).ok(),
-        }))
-        .map_err(|e| LocalError::new("configuration", e))?;
+        // Everything not named here as the enricher would read it, defaults included.
+        let config = LocalSettings::deployment(CACHE_TABLE)
+            .contact_role_in(&org.management_account)
+            .set("CONCURRENT_ENVIRONMENTS", self.shards)
+            .enricher()
+            .map_err(|e| LocalError::new("configuration", e))?;
         let clients = Clients::for_enricher("enricher", &config, &sdk, &calls).await;
 
         progress("enriching: one environment per shard");
@@ -143,16 +140,11 @@ impl LocalRun {
                             .map_err(|e| LocalError::new("Pipe batch", e))?;
                         let report =
                             enricher.handle(incoming, tokio::time::Instant::now() + Duration::from_secs(300)).await;
-                        let failed: HashSet<&str> = report
-                            .response
-                            .batch_item_failures
-                            .iter()
-                            .filter_map(|f| f.item_identifier.as_deref())
-                            .collect();
+                        let failed = failed_ids(&report.response.batch_item_failures);
                         let handled = securityhub_enricher::core::time::since_epoch().as_secs_f64();
-                        let (again, done): (Vec<Value>, Vec<Value>) = records
-                            .into_iter()
-                            .partition(|r| r["eventID"].as_str().is_some_and(|id| failed.contains(id)));
+                        let (done, again) = after_response(records, &failed, |r: &Value| {
+                            r["eventID"].as_str().unwrap_or_default().to_owned()
+                        });
                         for record in &done {
                             let arrival = record["approximateArrivalTimestamp"].as_f64().unwrap_or(handled);
                             out.latencies.push((handled - arrival) * 1000.0);

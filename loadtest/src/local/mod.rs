@@ -6,6 +6,7 @@ pub mod findings;
 pub mod harness;
 pub mod org;
 pub mod pipe;
+pub mod settings;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -3,10 +3,10 @@
 //! Pipe delivers them.
 
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::LocalError;
+use crate::batches::{INVOCATION_PAYLOAD_LIMIT, PipeSource, StreamRecord, cut_batches};
 use crate::replay::{Replayer, StreamEntry};
 
 pub struct LocalPipe {
@@ -73,8 +73,9 @@ impl LocalPipe {
             .map_err(|e| LocalError::new("PutRecords", e))
     }
 
-    /// Reads every shard from its checkpoint (the start, the first time) and cuts each shard's records into batches of up to
-    /// `batch_size`, each a Pipe-shaped JSON array (records of one batch share one shard).
+    /// Reads every shard from its checkpoint (the start, the first time) and cuts each shard's
+    /// records into batches as the Pipe does (up to `batch_size` records and 6 MB of payload),
+    /// each a Pipe-shaped JSON array (records of one batch share one shard).
     pub async fn read_batches(&self, batch_size: usize) -> Result<Vec<Vec<Value>>, LocalError> {
         let shards = self
             .client
@@ -85,6 +86,11 @@ impl LocalPipe {
             .map_err(|e| kinesis_error("ListShards")(e.into()))?
             .shards
             .unwrap_or_default();
+        let source = PipeSource {
+            stream_arn: self.stream_arn.clone(),
+            region: super::findings::REGION.to_owned(),
+            invoke_identity_arn: "arn:aws:iam::111111111111:role/local-pipe".to_owned(),
+        };
         let mut batches = Vec::new();
         for shard in shards {
             let checkpoint = self.checkpoints.lock().expect("checkpoint lock").get(&shard.shard_id).cloned();
@@ -110,20 +116,14 @@ impl LocalPipe {
                 let empty = out.records.is_empty();
                 for r in out.records {
                     let arrival = r.approximate_arrival_timestamp.map(|t| t.as_secs_f64()).unwrap_or_default();
-                    records.push(json!({
-                        "kinesisSchemaVersion": "1.0",
-                        "partitionKey": r.partition_key,
-                        "sequenceNumber": r.sequence_number,
-                        "data": base64::engine::general_purpose::STANDARD.encode(r.data.as_ref()),
-                        "approximateArrivalTimestamp": arrival,
-                        "eventSource": "aws:kinesis",
-                        "eventVersion": "1.0",
-                        "eventID": format!("{}:{}", shard.shard_id, r.sequence_number),
-                        "eventName": "aws:kinesis:record",
-                        "invokeIdentityArn": "arn:aws:iam::111111111111:role/local-pipe",
-                        "awsRegion": super::findings::REGION,
-                        "eventSourceARN": self.stream_arn,
-                    }));
+                    let record = StreamRecord::new(
+                        &shard.shard_id,
+                        &r.sequence_number,
+                        &r.partition_key,
+                        r.data.as_ref(),
+                        arrival,
+                    );
+                    records.push(record.envelope(&source));
                 }
                 if empty || out.millis_behind_latest == Some(0) && out.next_shard_iterator.is_none() {
                     break;
@@ -133,9 +133,8 @@ impl LocalPipe {
             if let Some(last) = records.last().and_then(|r| r["sequenceNumber"].as_str()) {
                 self.checkpoints.lock().expect("checkpoint lock").insert(shard.shard_id.clone(), last.to_owned());
             }
-            for chunk in records.chunks(batch_size.max(1)) {
-                batches.push(chunk.to_vec());
-            }
+            let payload_len = |r: &Value| serde_json::to_vec(r).map_or(0, |b| b.len());
+            batches.extend(cut_batches(records, batch_size, INVOCATION_PAYLOAD_LIMIT, payload_len));
         }
         Ok(batches)
     }
