@@ -38,6 +38,7 @@ ACTIONS = [
     "organizations:DescribeAccount",
     "organizations:DescribeOrganization",
     "organizations:DescribeOrganizationalUnit",
+    "organizations:ListAccounts",
     "organizations:ListAccountsForParent",
     "organizations:ListOrganizationalUnitsForParent",
     "organizations:ListParents",

@@ -48,7 +48,7 @@ MAKEFILE = ROOT / "Makefile"
 # Every Rust source these tests read (the Rust layout may move: update the paths here only).
 QUOTAS_RS = ROOT / "src" / "core" / "quotas.rs"
 CONFIG_RS = ROOT / "src" / "config.rs"  # ENRICHER_VARS, INVESTIGATOR_VARS, ACCOUNT_EVENTS_VARS, defaults
-SELECT_RS = ROOT / "src" / "core" / "select.rs"  # Criteria::default
+SELECT_RS = ROOT / "src" / "core" / "select" / "policy.rs"  # Criteria::default
 QUOTA_RS = ROOT / "src" / "adapters" / "cache_table" / "schema.rs"  # LEDGER_KEY, CHECKPOINT_KEY, REFRESH_QUEUE_KEY
 CHANGES_RS = ROOT / "src" / "core" / "account_change.rs"  # WATCHED_CALLS
 TELEMETRY_RS = ROOT / "src" / "telemetry.rs"  # Metric::name(), labels(), NAMESPACE
@@ -1611,8 +1611,10 @@ class AlarmsTest(unittest.TestCase):
             self.assertEqual(window, 2 * int(interval) * 60, "twice the interval")
             self.assertEqual(alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"], "every period of the window empty")
             self.assertEqual((alarm["Statistic"], alarm["ComparisonOperator"], float(alarm["Threshold"])), ("Sum", "LessThanThreshold", 1.0))
-            schedule = stack.resources()["RefresherFunction"]["Properties"]["Events"]["Schedule"]["Properties"]["Schedule"]
-            self.assertEqual(schedule, f"rate({interval} minutes)")
+            refresher = stack.resources()["RefresherFunction"]["Properties"]
+            # Runs every minute under the lease; the interval spaces passes over every finding.
+            self.assertEqual(refresher["Events"]["Schedule"]["Properties"]["Schedule"], "rate(1 minute)")
+            self.assertEqual(str(refresher["Environment"]["Variables"]["REFRESH_INTERVAL_MINUTES"]), interval)
 
     def test_pending_investigations_growing_for_an_hour(self):
         (stack, _) = both_stacks()

@@ -8,12 +8,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use loadtest::local::events::EventTap;
-use loadtest::local::findings::{import_findings, sample_finding, sample_ocsf_finding, seed_ocsf_findings, stored_ocsf_findings};
+use loadtest::local::findings::{
+    import_findings, sample_finding, sample_ocsf_finding, seed_ocsf_findings, stored_ocsf_findings,
+};
 use loadtest::local::org::{OrgSpec, seed_organization};
 use loadtest::local::{create_table, sdk_config_for};
 use securityhub_enricher::adapters::sdk::ApiCalls;
 use securityhub_enricher::config::{EnricherConfig, Vars};
-use securityhub_enricher::ports::sweep_state::SweepState as _;
 use securityhub_enricher::service::refresh::Refresher;
 use securityhub_enricher::wiring::Clients;
 use serde_json::{Value, json};
@@ -60,8 +61,7 @@ async fn the_operators_sweep_completes_a_cold_organization_on_both_hubs_and_an_o
         .map(|n| sample_finding(&org.accounts[n % ACCOUNTS].id, &org.accounts[n % ACCOUNTS].name, n))
         .collect();
     import_findings(&aws_sdk_securityhub::Client::new(&sdk), &cspm).await.unwrap();
-    let ocsf: Vec<Value> =
-        (0..OCSF_FINDINGS).map(|n| sample_ocsf_finding(&org.accounts[n % ACCOUNTS].id, n)).collect();
+    let ocsf: Vec<Value> = (0..OCSF_FINDINGS).map(|n| sample_ocsf_finding(&org.accounts[n % ACCOUNTS].id, n)).collect();
     seed_ocsf_findings(&account, &ocsf).await.unwrap();
 
     let calls = ApiCalls::default();
@@ -105,15 +105,17 @@ async fn the_operators_sweep_completes_a_cold_organization_on_both_hubs_and_an_o
     assert!(comments.iter().all(|f| f["comment"].as_str().unwrap().starts_with("[securityhub-enricher] Account ")));
     let events = tap.received().await.unwrap();
     assert_eq!(events.len(), CSPM_FINDINGS + OCSF_FINDINGS, "every finding the sweep wrote, published once");
-    assert!(events.iter().all(|e| e["detail"]["routing"]["owner"] == "platform" && e["detail"]["account"]["partial"] == false));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["detail"]["routing"]["owner"] == "platform" && e["detail"]["account"]["partial"] == false)
+    );
 
     // An account moves to the root: account-events forgets it and queues it (as here); the next
     // refresher run rewrites its findings on both hubs, and nobody else's.
     let moved = &org.accounts[7];
-    let parent = organizations.list_parents().child_id(&moved.id).send().await.unwrap().parents.unwrap()[0]
-        .id
-        .clone()
-        .unwrap();
+    let parent =
+        organizations.list_parents().child_id(&moved.id).send().await.unwrap().parents.unwrap()[0].id.clone().unwrap();
     assert_ne!(parent, org.root_id, "the seeded account sits in an OU");
     organizations
         .move_account()
