@@ -76,9 +76,13 @@ enum Command {
         /// finding is complete. `steady`: every account already cached, as on any later day.
         #[arg(long, value_enum, default_value = "cold")]
         mode: Mode,
-        /// Simulated minutes between refresher runs (cold mode; the template's RefreshIntervalMinutes).
+        /// Simulated minutes from the end of one refresher pass to the next (cold mode; the
+        /// template's RefreshIntervalMinutes). The schedule itself fires every minute.
         #[arg(long, default_value_t = 15.0)]
         sweep_interval_minutes: f64,
+        /// Simulated seconds between the refresher's scheduled runs (60, as deployed).
+        #[arg(long, default_value_t = 60.0)]
+        refresher_schedule_seconds: f64,
         #[arg(long, default_value_t = 20_000)]
         findings: usize,
         #[arg(long, default_value_t = 5_000)]
@@ -187,6 +191,7 @@ async fn main() -> Result<()> {
         Command::Simulate {
             mode,
             sweep_interval_minutes,
+            refresher_schedule_seconds,
             findings,
             accounts,
             seed,
@@ -203,6 +208,7 @@ async fn main() -> Result<()> {
             let simulation = Simulation {
                 mode,
                 sweep_interval: Duration::from_secs_f64(sweep_interval_minutes * 60.0),
+                refresher_schedule: Duration::from_secs_f64(refresher_schedule_seconds),
                 findings,
                 accounts,
                 seed,
