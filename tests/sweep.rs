@@ -361,3 +361,20 @@ async fn two_runs_never_overlap_and_a_pass_waits_for_its_interval_while_the_queu
     assert_eq!((queued.sweep.examined, queued.sweep.enriched_complete), (10, 10), "{:?}", queued.sweep);
     assert_eq!(hub.stored(&finding(B, 3).identifier()).unwrap().user_defined_fields["team"], "blue");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_of_most_of_the_organization_is_served_by_one_pass_and_then_emptied() {
+    // A cold start: the stream queued more accounts than a few sweeps of 20 take.
+    let ids: Vec<String> = (0..120).map(|n| format!("{:012}", 500_000_000_000u64 + n)).collect();
+    let hub = Arc::new(InMemoryHub::default());
+    hub.import(ids.iter().map(|id| finding(id, 0)));
+    let source = Arc::new(StaticSource::new(ids.iter().map(|id| account(id, &[]))));
+    let state = Arc::new(InMemorySweepState::default());
+    state.enqueue(&ids).await.unwrap();
+    let refresher = Refresher::new(sweeper(&hub, source), state.clone(), None);
+    let run = refresher.run(far(), &no_progress).await;
+    assert!(run.accounts.is_empty(), "the pass over every finding, not 6 sweeps of 20 accounts");
+    assert_eq!((run.queued, run.sweep.enriched_complete), (120, 120), "{run:?}");
+    assert_eq!(run.sweep.get_findings_calls, 3, "two pages of CSPM findings and the new hub's page");
+    assert!(state.queued().await.unwrap().is_empty(), "emptied once the pass left nothing Partial");
+}

@@ -51,6 +51,10 @@ type LastWalk = (Instant, Option<Arc<Vec<WalkedAccount>>>);
 /// walk, not the freshness of moved ones.
 pub const WALK_REUSE: Duration = Duration::from_secs(3600);
 
+/// A queue of more accounts than this is served by the pass over every finding (see
+/// `run_leased`): five sweeps of 20.
+pub const QUEUE_SWEEP_LIMIT: usize = 5 * ACCOUNTS_PER_SWEEP;
+
 /// Another pass begins in the same run only with at least this much time left.
 const MIN_TIME_FOR_A_PASS: Duration = Duration::from_secs(60);
 
@@ -86,6 +90,8 @@ pub struct RefreshReport {
     pub pass_complete: bool,
     /// Passes after the first that this run began because findings were left `Partial`.
     pub extra_passes: usize,
+    /// Findings the last pass of this run left short of complete.
+    pub last_pass_incomplete: usize,
     /// A state read or write failed; the next run does this work again.
     pub state_error: Option<String>,
 }
@@ -102,6 +108,7 @@ impl RefreshReport {
             sweep: SweepReport::default(),
             pass_complete: false,
             extra_passes: 0,
+            last_pass_incomplete: 0,
             state_error: None,
         }
     }
@@ -147,7 +154,13 @@ impl Refresher {
             Ok(queued) => queued,
             Err(error) => return self.failed_state(error_chain(&error)),
         };
-        if !queued.is_empty() {
+        // A queue longer than a few sweeps (a cold start: the stream queued most of the
+        // organization) is served by the pass over every finding instead, whose warm-up walks the
+        // tree: about 2 Organizations calls an account instead of about 4, and one read of each
+        // finding instead of a sweep per 20 accounts. The queue is emptied when that pass ends
+        // with nothing left Partial.
+        let by_pass = queued.len() > QUEUE_SWEEP_LIMIT;
+        if !queued.is_empty() && !by_pass {
             // The whole queue, 20 accounts a sweep, while time lasts (an OU move of a hundred
             // accounts is one run, not five); the pass over every finding waits for an empty queue.
             let (mut accounts, mut sweep, mut state_error) = (Vec::new(), SweepReport::default(), None);
@@ -173,7 +186,7 @@ impl Refresher {
             Ok(checkpoint) => checkpoint,
             Err(error) => return self.failed_state(error_chain(&error)),
         };
-        if checkpoint.is_none() && !self.pass_interval.is_zero() {
+        if checkpoint.is_none() && !by_pass && !self.pass_interval.is_zero() {
             let due = match self.state.last_pass_completed().await {
                 Ok(last) => last.is_none_or(|at| now_epoch_seconds() - at >= self.pass_interval.as_secs() as i64),
                 Err(error) => return self.failed_state(error_chain(&error)),
@@ -185,7 +198,16 @@ impl Refresher {
                 };
             }
         }
-        Box::pin(self.passes(Scope::Organization { checkpoint }, deadline, progress)).await
+        let mut report = Box::pin(self.passes(Scope::Organization { checkpoint }, deadline, progress)).await;
+        report.queued = queued.len();
+        if by_pass
+            && report.pass_complete
+            && report.last_pass_incomplete == 0
+            && let Err(error) = self.state.dequeue(&queued).await
+        {
+            report.state_error = Some(error_chain(&error));
+        }
+        report
     }
 
     /// The operator's sweep (`enricher-admin sweep`): the same loop as a run (the warm-up from
@@ -270,6 +292,7 @@ impl Refresher {
                     report.state_error = Some(error_chain(&error));
                 }
                 let (partial, completed) = (sweep.incomplete(), sweep.enriched_complete);
+                report.last_pass_incomplete = partial;
                 report.sweep += sweep;
                 // A pass that reached its end with nothing left short of complete: the next one
                 // waits for the interval. One that left findings Partial does not count, so the
