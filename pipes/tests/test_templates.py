@@ -455,11 +455,12 @@ class IamTest(unittest.TestCase):
         DeleteItem of the checkpoint only (src/adapters/cache_table/{ledger,sweep_state}.rs)."""
         role = self.templates["template.yaml"]["Resources"]["EnricherRole"]
         ledger, checkpoint, queue = schema_key("LEDGER_KEY"), schema_key("CHECKPOINT_KEY"), schema_key("REFRESH_QUEUE_KEY")
+        last_pass, lease = schema_key("LAST_PASS_KEY"), schema_key("LEASE_KEY")
         expected = {
             "dynamodb:UpdateItem": [ledger, queue],
-            "dynamodb:GetItem": [checkpoint, queue],
-            "dynamodb:PutItem": [checkpoint],
-            "dynamodb:DeleteItem": [checkpoint],
+            "dynamodb:GetItem": [checkpoint, queue, last_pass],
+            "dynamodb:PutItem": [checkpoint, last_pass, lease],
+            "dynamodb:DeleteItem": [checkpoint, last_pass, lease],
         }
         for action, keys in expected.items():
             granting = [s for s in statements({"Resources": {"r": role}}) if action in as_list(s["Action"])]
@@ -490,8 +491,8 @@ class IamTest(unittest.TestCase):
                 seen += 1
         # EnricherRole: BatchUpdateFindings, and GetFindings for the refresher; InvestigatorRole;
         # OperatorPolicy (enricher-admin sweep, and doctor's four: the hub, the new hub, the
-        # aggregator and the aggregator list).
-        self.assertEqual(seen, 9)
+        # aggregator and the aggregator list); both sweeps read and comment on the new hub.
+        self.assertEqual(seen, 11)
     def test_v2_updates_are_limited_to_comment(self):
         """BatchUpdateFindingsV2 takes Comment, SeverityId and StatusId; the enricher may set Comment only."""
         stack = Stack(self.templates["template.yaml"], REQUIRED_PARAMETERS)

@@ -125,6 +125,10 @@ async fn the_operators_sweep_completes_a_cold_organization_on_both_hubs_and_an_o
         .send()
         .await
         .unwrap();
+    // The scheduled refresher (its own role) takes the queue, not the operator.
+    let calls = ApiCalls::default();
+    let refresher_clients = Clients::for_enricher("refresher", &config, &sdk, &calls).await;
+    let refresher = Refresher::from_clients(&config, &refresher_clients);
     refresher.sweeper.directory.invalidate(std::slice::from_ref(&moved.id)).await.unwrap();
     refresher.state.enqueue(std::slice::from_ref(&moved.id)).await.unwrap();
     let ocsf_before: HashMap<String, String> = comments
