@@ -564,8 +564,7 @@ impl Investigator {
         if failed > 0 {
             return Err(StepError::NotWritten { failed });
         }
-        let current = candidates;
-        tracing::info!(job_id = %job.job_id, findings = current.len(), "investigation verdict written");
+        tracing::info!(job_id = %job.job_id, findings = candidates.len(), "investigation verdict written");
         Ok(())
     }
 }
