@@ -33,6 +33,8 @@ pub enum Metric {
     FindingsIn,
     FindingsEnriched,
     FindingsEnrichedPartial,
+    /// Findings of accounts not known in time, left to the refresher (not written yet).
+    FindingsDeferred,
     /// Dimension `Reason` (`label::REASON`).
     FindingsSkipped,
     /// Dimension `Reason` (`label::REASON`).

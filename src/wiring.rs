@@ -220,6 +220,7 @@ impl Enricher {
         Enricher {
             directory: directory(config, clients),
             refresh_queue: Some(Arc::new(sweep_state(config, clients))),
+            partial_writes: false,
             pipeline: pipeline(
                 &config.rendering,
                 config.events_bus.as_deref(),

@@ -19,6 +19,7 @@ use securityhub_enricher::service::batch_report::BatchReport;
 use securityhub_enricher::service::directory::Directory;
 use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::service::quota_share::QuotaShare;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 const A: &str = "111122223333";
@@ -218,6 +219,8 @@ async fn a_deadline_too_close_fails_the_records_instead_of_timing_out() {
     assert_eq!(h.hub.call_count(), 0);
 }
 
+/// Without a refresh queue to defer to (here: none; deployed: one that refuses the account),
+/// findings of accounts not known in time are written `Partial`.
 #[tokio::test(start_paused = true)]
 async fn organizations_outage_gives_partial_enrichment_that_completes_later() {
     let source = StaticSource::new([account(A, "payments-prod"), account(B, "data-lake")]);
@@ -372,6 +375,7 @@ async fn concurrent_misses_for_one_account_collapse_into_one_lookup() {
     }
 }
 
+/// Without a refresh queue: see `findings_of_accounts_not_known_in_time_are_deferred_...` for the deployed way.
 #[tokio::test(start_paused = true)]
 async fn lookups_out_of_budget_degrade_to_partial() {
     let source =
@@ -536,4 +540,73 @@ async fn accounts_a_batch_cannot_resolve_are_queued_for_the_refresher() {
     assert_eq!(report.queued_for_refresh, 1);
     use securityhub_enricher::ports::sweep_state::SweepState as _;
     assert_eq!(queue.queued().await.unwrap(), vec![A.to_owned()], "only the account left Partial");
+}
+
+/// Deployed, the stream defers what it cannot resolve: the findings of an account Organizations
+/// cannot answer for are not written `Partial`; the account is queued and the findings are
+/// counted `deferred` (their records acknowledged), while the other accounts' are written.
+#[tokio::test(start_paused = true)]
+async fn findings_of_accounts_not_known_in_time_are_deferred_to_the_refresher_not_written_partial() {
+    let source = StaticSource::new([account(A, "payments-prod"), account(B, "data-lake")]);
+    source.fail(&[A]);
+    let queue = Arc::new(loadtest::fakes::sweep_state::InMemorySweepState::default());
+    let h = harness_configured(source, InMemoryHub::default(), Arc::default(), |b| b.refresh_queue(queue.clone()));
+    let report = h.enricher.handle(fixture("pipe_batch.json"), soon()).await;
+    assert!(report.tally.balances(), "{}", report.tally);
+    assert!(failures(&report).is_empty(), "a deferred finding's record is acknowledged");
+    assert_eq!(report.tally.findings_deferred, 3, "a1, a2 and a4: {}", report.tally);
+    assert_eq!(report.tally.findings_enriched_partial, 0);
+    assert!(h.hub.payload(&id("a1", A)).is_none(), "nothing written for A");
+    assert_eq!(h.hub.payload(&id("b1", B)).unwrap().fields["findingEnriched"], "True");
+    use securityhub_enricher::ports::sweep_state::SweepState as _;
+    assert_eq!(queue.queued().await.unwrap(), vec![A.to_owned()]);
+
+    // When the queue cannot take the account, its findings are written Partial after all:
+    // nothing waits on a queue that does not hold it.
+    queue.refuse_enqueue.store(true, std::sync::atomic::Ordering::Relaxed);
+    let report = h.enricher.handle(fixture("pipe_batch.json"), soon()).await;
+    assert!(report.tally.balances(), "{}", report.tally);
+    assert_eq!((report.tally.findings_deferred, report.queued_for_refresh), (0, 0));
+    assert_eq!(report.tally.findings_enriched_partial, 3, "{}", report.tally);
+    assert_eq!(h.hub.payload(&id("a1", A)).unwrap().fields["findingEnriched"], "Partial");
+}
+
+/// A cold start: a batch of more unknown accounts than a few sweeps' worth looks none of them up
+/// (each lookup would cost about 4 Organizations calls, against about 2 for the refresher's walk,
+/// on the same budget); it queues them all and defers their findings, and still writes the
+/// findings of accounts it knows.
+#[tokio::test(start_paused = true)]
+async fn a_cold_batch_leaves_its_unknown_accounts_to_the_refresher_without_looking_them_up() {
+    use loadtest::loadgen::{Generator, imported_event, synthetic_org};
+    use securityhub_enricher::ports::sweep_state::SweepState as _;
+    use securityhub_enricher::service::refresh::QUEUE_SWEEP_LIMIT;
+    let org = synthetic_org(400, 3);
+    let store: Arc<InMemoryStore> = Arc::default();
+    // One account already known.
+    let known = org[0].clone();
+    let AccountRecord::Found(meta) = &known else { panic!("the synthetic organization's accounts are found") };
+    let known_id = meta.account_id.clone();
+    store.insert(&known_id, CacheEntry::new(known.clone(), now_epoch_seconds(), &test_cache_times(), &mut rand::rng()));
+    let queue = Arc::new(loadtest::fakes::sweep_state::InMemorySweepState::default());
+    let h =
+        harness_configured(StaticSource::new(org), InMemoryHub::default(), store, |b| b.refresh_queue(queue.clone()));
+
+    let mut generator = Generator::new(400, 3).minimal();
+    let mut events: Vec<Value> = (0..600).map(|n| imported_event(&[generator.finding().1], n)).collect();
+    let mut known_finding = generator.finding().1;
+    known_finding["AwsAccountId"] = json!(known_id);
+    events.push(imported_event(&[known_finding], 600));
+    let report = h.enricher.handle(loadtest::batches::incoming_batch_of_events(&events), soon()).await;
+
+    assert!(report.tally.balances(), "{}", report.tally);
+    assert!(failures(&report).is_empty());
+    assert_eq!(h.source.total_lookups(), 0, "no account looked up");
+    let unknown = report.prefetch.accounts - report.prefetch.store_hits - report.prefetch.memory_hits;
+    assert!(unknown > QUEUE_SWEEP_LIMIT, "{unknown} accounts unknown");
+    assert_eq!(report.queued_for_refresh, unknown);
+    assert_eq!(queue.queued().await.unwrap().len(), unknown);
+    let known_findings = report.tally.findings_enriched;
+    assert!(known_findings >= 1, "the known account's findings are written: {}", report.tally);
+    assert_eq!(report.tally.findings_deferred + known_findings, report.tally.findings_in, "{}", report.tally);
+    assert_eq!(report.tally.findings_enriched_partial, 0);
 }

@@ -1537,7 +1537,7 @@ class AlarmsTest(unittest.TestCase):
         pipes = [dims for _, dims in alarms_on(stack, "AWS/EventBridge/Pipes", "ExecutionFailed")]
         self.assertEqual(pipes, [{"PipeName": stack.ref("EnricherPipe")}])
         self.assertTrue(alarms_on(stack, "AWS/EventBridge/Pipes", "ExecutionTimeout"))
-        for metric, parameter in [("FindingsEnrichedPartial", "PartialEnrichmentAlarmThreshold"), ("LookupFailures", "LookupFailuresAlarmThreshold")]:
+        for metric, parameter in [("FindingsEnrichedPartial", "PartialEnrichmentAlarmThreshold"), ("FindingsDeferred", "PartialEnrichmentAlarmThreshold"), ("LookupFailures", "LookupFailuresAlarmThreshold")]:
             (name, dims), = alarms_on(stack, NAMESPACE, metric)
             self.assertEqual(dims, {"Function": "enricher"})
             raw = self.templates["template.yaml"]["Resources"][name]["Properties"]

@@ -77,7 +77,14 @@ impl FailReason {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FindingOutcome {
-    Enriched { partial: bool },
+    Enriched {
+        partial: bool,
+    },
+    /// Not written: its account is not known yet and is queued for the refresher, which
+    /// writes the finding complete once the account is (instead of a `Partial` write now that
+    /// completion would only repeat). The record is acknowledged: the queue holds the account,
+    /// and the refresher's pass over every finding is the backstop.
+    Deferred,
     Skipped(SkipReason),
     Failed(FailReason),
 }
@@ -156,6 +163,7 @@ pub struct BatchTally {
     pub findings_in: usize,
     pub findings_enriched: usize,
     pub findings_enriched_partial: usize,
+    pub findings_deferred: usize,
     pub findings_skipped: BTreeMap<String, usize>,
     pub findings_failed: BTreeMap<String, usize>,
 }
@@ -178,6 +186,7 @@ impl BatchTally {
                     self.findings_enriched_partial += 1;
                 }
             }
+            FindingOutcome::Deferred => self.findings_deferred += 1,
             FindingOutcome::Skipped(reason) => {
                 *self.findings_skipped.entry(reason.as_label().to_owned()).or_default() += 1
             }
@@ -198,7 +207,11 @@ impl BatchTally {
     /// True when every record and every finding is accounted for exactly once.
     pub fn balances(&self) -> bool {
         self.records_in == self.records_processed + self.records_skipped + self.records_poison + self.records_failed
-            && self.findings_in == self.findings_enriched + self.findings_skipped_total() + self.findings_failed_total()
+            && self.findings_in
+                == self.findings_enriched
+                    + self.findings_deferred
+                    + self.findings_skipped_total()
+                    + self.findings_failed_total()
     }
 }
 
@@ -206,7 +219,7 @@ impl fmt::Display for BatchTally {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "records {} = processed {} + skipped {} + poison {} + failed {}; findings {} = enriched {} + skipped {} + failed {}",
+            "records {} = processed {} + skipped {} + poison {} + failed {}; findings {} = enriched {} + deferred {} + skipped {} + failed {}",
             self.records_in,
             self.records_processed,
             self.records_skipped,
@@ -214,6 +227,7 @@ impl fmt::Display for BatchTally {
             self.records_failed,
             self.findings_in,
             self.findings_enriched,
+            self.findings_deferred,
             self.findings_skipped_total(),
             self.findings_failed_total()
         )
@@ -231,6 +245,7 @@ mod tests {
             slot("a", vec![0, 1]),
             slot("b", vec![2]),
             slot("c", vec![3]),
+            slot("d", vec![4]),
             RecordSlot { identifier: None, outcome: Some(RecordOutcome::Poison), findings: vec![] },
         ];
         let findings = vec![
@@ -238,10 +253,12 @@ mod tests {
             Some(FindingOutcome::Failed(FailReason::Deadline)),
             Some(FindingOutcome::Skipped(SkipReason::Archived)),
             None,
+            Some(FindingOutcome::Deferred),
         ];
-        let mut tally = BatchTally { records_in: 4, findings_in: 4, ..Default::default() };
+        let mut tally = BatchTally { records_in: 5, findings_in: 5, ..Default::default() };
         assert_eq!(settle(&mut tally, records, findings), ["a", "c"]);
         assert!(tally.balances(), "{tally}");
-        assert_eq!((tally.records_failed, tally.records_processed, tally.records_poison), (2, 1, 1));
+        assert_eq!((tally.records_failed, tally.records_processed, tally.records_poison), (2, 2, 1));
+        assert_eq!(tally.findings_deferred, 1, "a deferred finding's record is acknowledged");
     }
 }

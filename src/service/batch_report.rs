@@ -21,7 +21,8 @@ pub struct BatchReport {
     pub prefetch: PrefetchStats,
     pub writes: WriteStats,
     pub investigations: FanoutStats,
-    /// Accounts not resolved in time, queued for the refresher.
+    /// Accounts not resolved in time (unknown, or known only from a stale entry), queued for the
+    /// refresher; the findings of the unknown ones are deferred to it.
     pub queued_for_refresh: usize,
     /// Seconds between Kinesis accepting each record and this batch starting, when known.
     #[serde(skip)]
@@ -44,6 +45,7 @@ impl Report for BatchReport {
             findings_in = t.findings_in,
             findings_enriched = t.findings_enriched,
             findings_enriched_partial = t.findings_enriched_partial,
+            findings_deferred = t.findings_deferred,
             findings_skipped = ?t.findings_skipped,
             findings_failed = ?t.findings_failed,
             balanced = t.balances(),
@@ -83,6 +85,7 @@ impl Report for BatchReport {
         Metric::FindingsIn.count(t.findings_in);
         Metric::FindingsEnriched.count(t.findings_enriched);
         Metric::FindingsEnrichedPartial.count(t.findings_enriched_partial);
+        Metric::FindingsDeferred.count(t.findings_deferred);
         for (reason, n) in t.findings_skipped.iter().filter(|(_, n)| **n > 0) {
             Metric::FindingsSkipped.count_with(&[(label::REASON, reason.clone())], *n as u64);
         }

@@ -238,12 +238,20 @@ impl Directory {
     /// `Unavailable`. Nothing is looked up.
     pub async fn cached_only(&self, account_ids: &[String]) -> HashMap<String, Resolution> {
         let CachePass { mut resolved, pending, .. } = self.from_cache(account_ids).await;
+        resolved.extend(self.without_lookups(pending).0);
+        resolved
+    }
+
+    /// What the cache could not answer fresh, answered without a lookup: stale if it can be,
+    /// else `Unavailable` (the stream's cold start leaves these accounts to the refresher's walk).
+    pub fn without_lookups(&self, pending: PendingLookups) -> (HashMap<String, Resolution>, PrefetchStats) {
         let PendingLookups { accounts, mut stale } = pending;
         let mut stats = PrefetchStats::default();
+        let mut resolved = HashMap::with_capacity(accounts.len());
         for id in accounts {
             continue_with_fallback(&mut stats, &mut stale, &mut resolved, id);
         }
-        resolved
+        (resolved, stats)
     }
 
     /// Looks up what the cache could not answer, waiting at most the lookup budget and falling

@@ -19,12 +19,17 @@ use crate::service::batch_report::BatchReport;
 use crate::service::directory::{Directory, Resolution};
 use crate::service::fanout::{Fanout, FanoutStats};
 use crate::service::pipeline::{Pipeline, WriteStats};
+use crate::service::refresh::QUEUE_SWEEP_LIMIT;
 
 pub struct Enricher {
     pub directory: Directory,
     /// Accounts the batch could not resolve in time are queued here, so the refresher (which
     /// runs every minute) completes their findings without waiting for another event.
     pub refresh_queue: Option<Arc<dyn SweepState>>,
+    /// Writes findings of accounts not known in time `Partial` and looks every unknown account
+    /// up, instead of deferring them to the refresher. Deployments defer (see the README's
+    /// "Partial writes or deferral"); the simulator sets this to measure the other way.
+    pub partial_writes: bool,
     /// Rendering, currency, writes and events: the same pipeline as the sweep's.
     pub pipeline: Pipeline,
     /// Work stops this long before the invocation's deadline, so the response always goes out.
@@ -56,22 +61,40 @@ impl Enricher {
         let cache = self.directory.from_cache(&accounts).await;
         let (ready, waiting): (Vec<usize>, Vec<usize>) =
             kept.iter().partition(|&&i| cache.resolved.contains_key(&candidates[i].finding.aws_account_id));
-        let ((first, mut writes), (looked_up, lookup_stats)) = tokio::join!(
-            self.write(&candidates, &ready, &cache.resolved, work_deadline),
-            self.directory.look_up(cache.pending, work_deadline),
-        );
+        // A cold start: more accounts unknown than a few sweeps' worth. Looked up here (about 4
+        // Organizations calls each) they would compete with the refresher's walk of the OU
+        // tree (about 2 each) for the one Organizations budget; they are queued for it instead.
+        let cold = self.defers() && cache.pending.accounts.len() > QUEUE_SWEEP_LIMIT;
+        let resolve_the_rest = async {
+            if cold {
+                self.directory.without_lookups(cache.pending)
+            } else {
+                self.directory.look_up(cache.pending, work_deadline).await
+            }
+        };
+        let ((first, mut writes), (looked_up, lookup_stats)) =
+            tokio::join!(self.write(&candidates, &ready, &cache.resolved, work_deadline), resolve_the_rest);
         let unresolved: Vec<String> = looked_up
             .iter()
             .filter(|(_, resolution)| !matches!(resolution, Resolution::Fresh(_)))
             .map(|(account, _)| account.clone())
             .collect();
-        let (second, second_writes) = self.write(&candidates, &waiting, &looked_up, work_deadline).await;
         let queued_for_refresh = self.queue_for_refresh(unresolved).await;
+        // Findings of an account known in no form are deferred once it is queued: the refresher
+        // writes them complete. Without the queue they are written `Partial` now.
+        let deferring = queued_for_refresh > 0 && self.defers();
+        let (deferred, to_write): (Vec<usize>, Vec<usize>) = waiting.iter().partition(|&&i| {
+            deferring && matches!(looked_up.get(&candidates[i].finding.aws_account_id), Some(Resolution::Unavailable))
+        });
+        let (second, second_writes) = self.write(&candidates, &to_write, &looked_up, work_deadline).await;
         writes += second_writes;
         let mut prefetch = cache.stats;
         prefetch += lookup_stats;
         for (member, outcome) in first.into_iter().chain(second) {
             outcomes[member] = Some(outcome);
+        }
+        for i in deferred {
+            outcomes[i] = Some(FindingOutcome::Deferred);
         }
 
         let mut investigations = FanoutStats::default();
@@ -98,9 +121,10 @@ impl Enricher {
         }
     }
 
-    /// Queues accounts this batch could not resolve (written `Partial`, or from a stale entry):
-    /// the refresher rewrites their findings once their lookup lands. A failed queue write is
-    /// logged, not failed: the refresher's pass over every finding reaches them anyway.
+    /// Queues accounts this batch could not resolve (unknown, or known only from a stale entry):
+    /// the refresher writes their findings once they are known. A failed queue write is logged,
+    /// not failed: the batch then writes those findings `Partial`, and the refresher's pass over
+    /// every finding reaches them anyway.
     async fn queue_for_refresh(&self, accounts: Vec<String>) -> usize {
         let Some(queue) = &self.refresh_queue else { return 0 };
         if accounts.is_empty() {
@@ -113,6 +137,12 @@ impl Enricher {
                 0
             }
         }
+    }
+
+    /// Unknown accounts' findings are left to the refresher rather than written `Partial`: only
+    /// with a queue to hand them to, and unless `partial_writes` asks for the other way.
+    fn defers(&self) -> bool {
+        self.refresh_queue.is_some() && !self.partial_writes
     }
 
     /// Serves these findings, whose accounts are resolved, through the pipeline.

@@ -63,8 +63,9 @@ const PASS_PAUSE: Duration = Duration::from_secs(30);
 
 /// What a run's passes go over.
 enum Scope<'a> {
-    /// Every finding, from the refresher's checkpoint, which the passes move on.
-    Organization { checkpoint: Option<Checkpoint> },
+    /// Every finding, from the refresher's checkpoint, which the passes move on; the warm-up
+    /// completes the `queued` accounts (those with findings waiting) before the others.
+    Organization { checkpoint: Option<Checkpoint>, queued: &'a [String] },
     /// Every finding, from the start, the checkpoint left alone (the operator's sweep).
     Everything,
     /// These accounts' findings (at most 20), the checkpoint left alone.
@@ -198,7 +199,8 @@ impl Refresher {
                 };
             }
         }
-        let mut report = Box::pin(self.passes(Scope::Organization { checkpoint }, deadline, progress)).await;
+        let scope = Scope::Organization { checkpoint, queued: &queued };
+        let mut report = Box::pin(self.passes(scope, deadline, progress)).await;
         report.queued = queued.len();
         if by_pass
             && report.pass_complete
@@ -251,10 +253,10 @@ impl Refresher {
         progress: &(dyn Fn(&SweepReport) + Sync),
     ) -> RefreshReport {
         let mut report = RefreshReport::nothing_yet(0);
-        let (accounts, mut checkpoint, saving) = match scope {
-            Scope::Organization { checkpoint } => (&[][..], checkpoint, true),
-            Scope::Everything => (&[][..], None, false),
-            Scope::Accounts(accounts) => (accounts, None, false),
+        let (accounts, mut checkpoint, saving, queued) = match scope {
+            Scope::Organization { checkpoint, queued } => (&[][..], checkpoint, true, queued),
+            Scope::Everything => (&[][..], None, false, &[][..]),
+            Scope::Accounts(accounts) => (accounts, None, false, &[][..]),
         };
         report.accounts = accounts.to_vec();
         // The walk warms the whole organization: worth it for a pass over every finding only.
@@ -273,9 +275,18 @@ impl Refresher {
         let warm = async {
             let (walk, accounts) = (self.walk.as_ref()?, walked.as_ref()?);
             let until = deadline.checked_sub(self.sweeper.write_margin).unwrap_or(deadline);
-            let warmed =
-                self.sweeper.directory.warm_walked(walk.as_ref(), accounts.to_vec(), WarmScope::Uncached, until).await;
-            warming.store(false, Ordering::Release);
+            // Accounts with findings waiting first (a cold start queues them all): the findings
+            // are complete once those are, not once the whole organization is.
+            let waiting: HashSet<&str> = queued.iter().map(String::as_str).collect();
+            let mut accounts = accounts.to_vec();
+            accounts.sort_by_key(|a| !waiting.contains(a.account_id.as_str()));
+            let warmed = self.sweeper.directory.warm_walked(walk.as_ref(), accounts, WarmScope::Uncached, until).await;
+            // Accounts the warm-up did not reach before the deadline stay left to the next run's
+            // warm-up (2 calls each): a last pass that looked them up itself would start lookups
+            // of about 4 calls each that outlive the run and compete with that warm-up.
+            if warmed.not_reached == 0 {
+                warming.store(false, Ordering::Release);
+            }
             Some(warmed)
         };
         let defer = |account: &str| warming.load(Ordering::Acquire) && walked_ids.contains(account);

@@ -89,9 +89,9 @@ impl SweepReport {
     fn count(&mut self, outcome: &FindingOutcome) {
         match outcome {
             FindingOutcome::Enriched { partial: false } => self.enriched_complete += 1,
-            FindingOutcome::Enriched { partial: true } | FindingOutcome::Skipped(SkipReason::StillPartial) => {
-                self.still_partial += 1
-            }
+            FindingOutcome::Enriched { partial: true }
+            | FindingOutcome::Skipped(SkipReason::StillPartial)
+            | FindingOutcome::Deferred => self.still_partial += 1,
             FindingOutcome::Skipped(SkipReason::Current) => self.current += 1,
             FindingOutcome::Skipped(reason) => *self.skipped.entry(reason.as_label().to_owned()).or_default() += 1,
             FindingOutcome::Failed(reason) => *self.failed.entry(reason.as_label().to_owned()).or_default() += 1,

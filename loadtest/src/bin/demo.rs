@@ -532,7 +532,11 @@ fn summarize(reports: &[BatchReport], calls: &CallCounts, hub_before: &Value, hu
         sum(&|r| r.tally.records_skipped),
         sum(&|r| r.tally.records_failed)
     );
-    println!("   findings {findings}: enriched {enriched}, skipped {skipped:?}");
+    let deferred = sum(&|r| r.tally.findings_deferred);
+    let queued = sum(&|r| r.queued_for_refresh);
+    println!(
+        "   findings {findings}: enriched {enriched}, deferred to the refresher {deferred} ({queued} account(s) queued), skipped {skipped:?}"
+    );
     let accepted = reports.iter().map(|r| r.writes.updates.findings_per_call.len()).sum::<usize>();
     let throttled = sum(&|r| r.writes.updates.throttled);
     println!(

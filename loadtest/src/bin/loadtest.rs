@@ -111,6 +111,10 @@ enum Command {
         /// How the environments divide BatchUpdateFindings' quota (SECURITYHUB_QUOTA_SHARING).
         #[arg(long, default_value = "ledger")]
         quota_sharing: QuotaSharing,
+        /// The stream writes findings of unknown accounts `Partial` (and looks each account up)
+        /// instead of deferring them to the refresher, as it did before: to measure both ways.
+        #[arg(long)]
+        partial_writes: bool,
         /// Write the JSON summary here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -202,6 +206,7 @@ async fn main() -> Result<()> {
             time_scale,
             rate,
             quota_sharing,
+            partial_writes,
             json,
             report,
         } => {
@@ -219,6 +224,7 @@ async fn main() -> Result<()> {
                 time_scale,
                 produce_rate: rate,
                 quota_sharing,
+                partial_writes,
                 hub_quota: Rate { per_second: 10.0, burst: 30 },
                 ..Simulation::default()
             };
@@ -233,13 +239,20 @@ async fn main() -> Result<()> {
             if let Some(path) = &report {
                 loadtest::report::write_svg(&summary, path).map_err(|e| anyhow::anyhow!("{e}"))?;
             }
+            let ceiling = if summary.minimum_update_calls == 0 {
+                "the stream wrote nothing".to_owned()
+            } else {
+                format!(
+                    "{:.1}% of the {:.0}/s ceiling",
+                    summary.ratio_to_ceiling * 100.0,
+                    summary.ceiling_findings_per_second
+                )
+            };
             eprintln!(
-                "{} findings in {:.1} s simulated: {:.0}/s = {:.1}% of the {:.0}/s ceiling; BatchUpdateFindings accepted {} (bound {}), throttled {}, failed records {}, lost {}",
+                "{} findings in {:.1} s simulated: {:.0}/s = {ceiling}; BatchUpdateFindings accepted {} (bound {}), throttled {}, failed records {}, lost {}",
                 summary.findings,
                 summary.elapsed_seconds,
                 summary.findings_per_second,
-                summary.ratio_to_ceiling * 100.0,
-                summary.ceiling_findings_per_second,
                 summary.accepted_update_calls,
                 summary.minimum_update_calls,
                 summary.throttles,
@@ -247,9 +260,10 @@ async fn main() -> Result<()> {
                 summary.lost
             );
             eprintln!(
-                "after the stream: {} complete, {} Partial: complete findings at {:.1}% of the ceiling",
+                "after the stream: {} complete, {} Partial, {} deferred to the refresher: complete findings at {:.1}% of the ceiling",
                 summary.complete_after_stream,
                 summary.partial_after_stream,
+                summary.findings_deferred,
                 summary.complete_ratio_to_ceiling * 100.0
             );
             eprintln!(
@@ -270,10 +284,11 @@ async fn main() -> Result<()> {
                     .seconds_until_complete
                     .map_or_else(|| format!("not within {:.0} s", summary.cold_limit_seconds), |s| format!("{s:.0} s"));
                 eprintln!(
-                    "every finding complete after {until} ({} refresher runs, {} GetFindings, {} BatchUpdateFindings); the Organizations bound is {:.0} s ({} calls at {}/s); {} Organizations calls made",
+                    "every finding complete after {until} ({} refresher runs, {} GetFindings, {} BatchUpdateFindings; {:.3} accepted BatchUpdateFindings per complete finding, stream and refresher); the Organizations bound is {:.0} s ({} calls at {}/s); {} Organizations calls made",
                     summary.refresher_runs,
                     summary.sweep.get_findings_calls,
                     summary.sweep.writes.updates.calls,
+                    summary.accepted_update_calls_per_complete_finding,
                     summary.organizations_bound_seconds,
                     summary.organizations_calls_needed,
                     organizations_budget,

@@ -58,6 +58,7 @@ pub struct EnricherBuilder {
     deadline_margin: Duration,
     fanout: Option<Fanout>,
     refresh_queue: Option<Arc<dyn SweepState>>,
+    partial_writes: bool,
 }
 
 impl Default for EnricherBuilder {
@@ -80,6 +81,7 @@ impl Default for EnricherBuilder {
             deadline_margin: Duration::from_millis(50),
             fanout: None,
             refresh_queue: None,
+            partial_writes: false,
         }
     }
 }
@@ -172,6 +174,13 @@ impl EnricherBuilder {
         self
     }
 
+    /// Writes unknown accounts' findings `Partial` instead of deferring them to the refresh
+    /// queue (the way the stream worked before; the simulator measures both).
+    pub fn partial_writes(mut self, partial_writes: bool) -> Self {
+        self.partial_writes = partial_writes;
+        self
+    }
+
     pub fn fanout(mut self, fanout: Fanout) -> Self {
         self.fanout = Some(fanout);
         self
@@ -207,6 +216,7 @@ impl EnricherBuilder {
         Enricher {
             directory,
             refresh_queue: self.refresh_queue,
+            partial_writes: self.partial_writes,
             pipeline: Pipeline { rendering, updater, publisher },
             deadline_margin: self.deadline_margin,
             fanout: self.fanout,

@@ -14,6 +14,8 @@ pub struct InMemorySweepState {
     last_pass: Mutex<Option<i64>>,
     /// The lease's holder and expiry.
     pub lease: Mutex<Option<(String, i64)>>,
+    /// Enqueueing fails (the cache table unreachable) while this is set.
+    pub refuse_enqueue: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -32,6 +34,9 @@ impl SweepState for InMemorySweepState {
     }
 
     async fn enqueue(&self, accounts: &[String]) -> Result<(), StoreError> {
+        if self.refuse_enqueue.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(StoreError::Unprocessed { operation: "UpdateItem", count: accounts.len() });
+        }
         self.queue.lock().unwrap().extend(accounts.iter().cloned());
         Ok(())
     }
