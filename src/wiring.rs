@@ -244,7 +244,9 @@ impl Sweeper {
     fn over(config: &EnricherConfig, clients: &Clients, source: Arc<OrganizationsSource>) -> Self {
         Sweeper {
             reader: Arc::new(SecurityHubWriter::new(clients.securityhub.clone())),
-            directory: directory_over(config, clients, source),
+            // A sweep has no shard waiting behind it: its lookups are bounded by its own deadline,
+            // not by the stream's LOOKUP_BUDGET_SECONDS (a Partial write would only be repeated).
+            directory: directory_over(config, clients, source).waiting_until_deadline(),
             pipeline: pipeline(
                 &config.rendering,
                 config.events_bus.as_deref(),

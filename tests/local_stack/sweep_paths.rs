@@ -164,6 +164,18 @@ async fn the_operators_sweep_completes_a_cold_organization_on_both_hubs_and_an_o
         }
     }
     assert_eq!(tap.received().await.unwrap().len(), of_moved, "the moved account's findings published again");
+
+    // Ten accounts queued at once, none cached (as after a stream batch deferred them): their
+    // lookups take about 40 s at 1 call/s, far past the stream's LOOKUP_BUDGET_SECONDS (5); the
+    // refresher waits for them until its own deadline and leaves nothing Partial.
+    let queued_accounts: Vec<String> = org.accounts[..10].iter().map(|a| a.id.clone()).collect();
+    refresher.sweeper.directory.invalidate(&queued_accounts).await.unwrap();
+    refresher.state.enqueue(&queued_accounts).await.unwrap();
+    let run = refresher.run(Instant::now() + Duration::from_secs(300), &|_| {}).await;
+    assert_eq!(run.accounts, queued_accounts, "{run:?}");
+    assert_eq!(run.sweep.still_partial, 0, "looked up within the run, not the stream's budget: {:?}", run.sweep);
+    assert!(run.sweep.examined > 0 && run.sweep.balances(), "{:?}", run.sweep);
+    assert!(all_cspm(&hub).await.iter().all(|f| f.user_defined_fields.as_ref().unwrap()["findingEnriched"] == "True"));
 }
 
 async fn all_cspm(client: &aws_sdk_securityhub::Client) -> Vec<aws_sdk_securityhub::types::AwsSecurityFinding> {
