@@ -149,7 +149,11 @@ mod tests {
             let name = event.strip_prefix(function).unwrap();
             let body = &resources[function];
             let events = body.split("\n      Events:\n").nth(1).unwrap_or_else(|| panic!("{function} has no Events"));
-            assert!(events.contains(&format!("\n        {name}:\n          Type: Schedule\n")) || events.starts_with(&format!("        {name}:\n          Type: Schedule\n")), "{function}: no Schedule event {name}");
+            assert!(
+                events.contains(&format!("\n        {name}:\n          Type: Schedule\n"))
+                    || events.starts_with(&format!("        {name}:\n          Type: Schedule\n")),
+                "{function}: no Schedule event {name}"
+            );
         }
     }
 }
