@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::config::ContactRole;
-use crate::ports::deployment::{DeploymentProbe, ProbeError};
+use crate::ports::deployment::{DeploymentProbe, PipeFacts, ProbeError};
 
 /// What the doctor checks: the names the deployment's configuration gives, and the ones the
 /// operator names on the command line. An unnamed piece is skipped, and says how to name it.
@@ -203,10 +203,15 @@ pub async fn diagnose(probe: &dyn DeploymentProbe, targets: &Targets) -> DoctorR
     checks.push(Check {
         name: "roles",
         status: Status::NotVerified,
-        detail: "each role's calls and its use of the key (iam:SimulatePrincipalPolicy) are not simulated by \
-                 this build"
+        detail: "each role's permissions for its function's calls, and its use of the key, are not checked: this \
+                 build does not call iam:SimulatePrincipalPolicy"
             .into(),
-        fix: Some("`make test-permissions` checks every call of the tests against the template's roles".into()),
+        fix: Some(
+            "`make test-permissions` checks the template's roles against every call the tests make; for a deployed \
+             role changed by hand: aws iam simulate-principal-policy --policy-source-arn <role ARN> --action-names \
+             <actions> --resource-arns <ARNs>"
+                .into(),
+        ),
     });
     DoctorReport { checks }
 }
@@ -231,7 +236,9 @@ async fn schedule(probe: &dyn DeploymentProbe, name: &'static str, rule: Option<
     }
 }
 
-/// Pipes' states (`PipeState`) on the way to RUNNING: the pipe will run without anyone acting.
+/// Pipes' states (`PipeState`: RUNNING, STOPPED, CREATING, UPDATING, DELETING, STARTING,
+/// STOPPING and the `*_FAILED` ones) on the way to RUNNING: the pipe will run without anyone
+/// acting.
 const PIPE_TRANSITIONS: [&str; 3] = ["CREATING", "STARTING", "UPDATING"];
 
 async fn pipe(probe: &dyn DeploymentProbe, target: Option<&PipeTarget>) -> Check {
@@ -251,6 +258,13 @@ async fn pipe(probe: &dyn DeploymentProbe, target: Option<&PipeTarget>) -> Check
         }
         Err(e) => return Check::failed_call(NAME, &e, ""),
     };
+    pipe_verdict(target, &facts)
+}
+
+/// The pipe's check from DescribePipe's answer.
+fn pipe_verdict(target: &PipeTarget, facts: &PipeFacts) -> Check {
+    const NAME: &str = "pipe";
+    let name = &target.name;
     let reason = facts.state_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
     let state = format!("pipe {name} is {} (desired {}){reason}", facts.current_state, facts.desired_state);
     // The stack's own source and target: a pipe pointed elsewhere runs and delivers nothing.
@@ -292,6 +306,11 @@ async fn pipe(probe: &dyn DeploymentProbe, target: Option<&PipeTarget>) -> Check
                 "correct what the state reason names (the pipe's role, source or target), then aws pipes start-pipe \
                  --name {name}"
             ),
+        ),
+        (_, "DELETED") => Check::fail(
+            NAME,
+            format!("{state}: the pipe is being deleted"),
+            "deploy the stack again (aws cloudformation deploy): it creates the pipe",
         ),
         _ => Check::fail(
             NAME,
@@ -522,6 +541,42 @@ mod tests {
         assert!(check.fix.as_deref().unwrap().contains("dynamodb:DescribeTimeToLive"), "{check:?}");
         let v2 = ProbeError { operation: "GetFindingsV2", code: "AccessDeniedException".into(), message: "".into() };
         assert!(Check::failed_call("x", &v2, "").fix.unwrap().ends_with("securityhub:GetFindings"));
+    }
+
+    fn facts(current: &str, desired: &str, target: &str) -> PipeFacts {
+        PipeFacts {
+            current_state: current.into(),
+            desired_state: desired.into(),
+            state_reason: (current == "START_FAILED").then(|| "role cannot read the stream".into()),
+            source: "arn:aws:kinesis:us-east-1:111122223333:stream/s-FindingsStream-1".into(),
+            target: target.into(),
+        }
+    }
+
+    #[test]
+    fn the_pipe_passes_only_running_between_the_stacks_stream_and_enricher() {
+        let stack = PipeTarget {
+            name: "p".into(),
+            stream: Some("s-FindingsStream-1".into()),
+            function: Some("s-EnricherFunction-1".into()),
+        };
+        let enricher = "arn:aws:lambda:us-east-1:111122223333:function:s-EnricherFunction-1:live";
+        let verdict = |current, desired, target| pipe_verdict(&stack, &facts(current, desired, target));
+        assert_eq!(verdict("RUNNING", "RUNNING", enricher).status, Status::Pass);
+        assert_eq!(verdict("STARTING", "RUNNING", enricher).status, Status::Warn);
+        let stopped = verdict("STOPPED", "STOPPED", enricher);
+        assert_eq!((stopped.status, stopped.fix.as_deref()), (Status::Fail, Some("aws pipes start-pipe --name p")));
+        let failed = verdict("START_FAILED", "RUNNING", enricher);
+        assert_eq!(failed.status, Status::Fail);
+        assert!(failed.detail.contains("START_FAILED (desired RUNNING): role cannot read the stream"), "{failed:?}");
+        assert_eq!(verdict("DELETING", "DELETED", enricher).status, Status::Fail);
+        // A function whose name only starts with the enricher's is another function.
+        let other = "arn:aws:lambda:us-east-1:111122223333:function:s-EnricherFunction-10:live";
+        assert!(verdict("RUNNING", "RUNNING", other).detail.contains("instead of the stack's enricher"));
+        assert_eq!(verdict("RUNNING", "RUNNING", enricher.trim_end_matches(":live")).status, Status::Pass);
+        // Named by hand: the state alone.
+        let by_hand = PipeTarget { name: "p".into(), stream: None, function: None };
+        assert_eq!(pipe_verdict(&by_hand, &facts("RUNNING", "RUNNING", "arn:x")).status, Status::Pass);
     }
 
     #[test]
