@@ -173,6 +173,12 @@ class OtherServiceTests(unittest.TestCase):
         self.assertEqual(self.rest_record("securityhub", "POST", "/findings/import", {"Findings": []})["operation"],
                          "BatchImportFindings")
 
+    def test_pipes_describe_pipe_is_named_from_its_path(self) -> None:
+        record = self.rest_record("pipes", "GET", "/v1/pipes/stack-EnricherPipe-X1", {}, app="enricher-admin")
+        self.assertEqual((record["service"], record["operation"], record["function"]),
+                         ("pipes", "DescribePipe", "enricher-admin"))
+        self.assertNotEqual(self.rest_record("pipes", "GET", "/v1/pipes", {})["operation"], "DescribePipe")  # ListPipes
+
     def test_detective_operations_and_graph(self) -> None:
         graph = "arn:aws:detective:us-east-1:111111111111:graph:" + "a" * 32
         for path, op in (("/graphs/list", "ListGraphs"), ("/graph", "CreateGraph"),

@@ -327,6 +327,8 @@ def queue_logical_id(name: str) -> str | None:
 # Operations that name the stack's enricher function when the log records none (the proxy sees a
 # restJson1 path it does not decode): checked against that function.
 LAMBDA_FUNCTION_ANY = {"GetFunctionConfiguration": "EnricherFunction"}
+# Likewise for Pipes (restJson1, GET /v1/pipes/{Name}): checked against the stack's pipe.
+PIPE_ANY = {"DescribePipe": "EnricherPipe"}
 
 
 class UnmappedCall(Exception):
@@ -474,6 +476,10 @@ def request_for(
         bus = resource or "default"
         arn = bus if bus.startswith("arn:") else f"arn:aws:events:{region}:{account}:event-bus/{bus}"
         return [Request(action, [arn])]
+    if service == "pipes" and operation in PIPE_ANY:
+        if resource:
+            return [Request(action, [resource if resource.startswith("arn:") else f"arn:aws:pipes:{region}:{account}:pipe/{resource}"])]
+        return [Request(action, [stack.arn(PIPE_ANY[operation])])]
     if service == "monitoring":
         return [Request(action, ["*"])]
     raise UnmappedCall(f"service {service!r} is not mapped to IAM by the checker")

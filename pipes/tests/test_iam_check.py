@@ -112,6 +112,8 @@ CODE_CALLS = [
     # enricher-admin --stack, and redrive
     call("enricher-admin", "cloudformation", "ListStackResources", resource="securityhub-enricher"),
     call("enricher-admin", "lambda", "GetFunctionConfiguration"),
+    # doctor: the pipe's state (the log names no pipe: the path carries it)
+    call("enricher-admin", "pipes", "DescribePipe"),
     call("enricher-admin", "sqs", "ReceiveMessage", resource="https://sqs.us-east-1.amazonaws.com/111122223333/pipe-dead-letters"),
     call("enricher-admin", "sqs", "DeleteMessage", resource="https://sqs.us-east-1.amazonaws.com/111122223333/securityhub-enricher-DeadLetterQueue-AB12"),
     call("enricher-admin", "kinesis", "GetShardIterator", resource="findings-redrive"),
@@ -431,6 +433,8 @@ class ObservedCallsTest(unittest.TestCase):
             call("enricher-admin", "kinesis", "DeleteStream", resource="findings"),
             call("enricher-admin", "cloudformation", "ListStackResources", resource="another-stack"),
             call("enricher-admin", "lambda", "GetFunctionConfiguration", resource="someone-elses-function"),
+            call("enricher-admin", "pipes", "DescribePipe", resource="someone-elses-pipe"),
+            call("enricher", "pipes", "DescribePipe"),
         ]
         for record in denied:
             with self.subTest(record):

@@ -8,7 +8,7 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::ports::deployment::{
-    AggregatorFacts, DeploymentProbe, OrganizationFacts, ProbeError, RuleFacts, TableFacts,
+    AggregatorFacts, DeploymentProbe, OrganizationFacts, PipeFacts, ProbeError, RuleFacts, TableFacts,
 };
 
 /// The SDK error as the port's: the operation, AWS's code (`unknown` for a network or
@@ -31,22 +31,26 @@ pub struct SdkProbe {
     detective: aws_sdk_detective::Client,
     eventbridge: aws_sdk_eventbridge::Client,
     dynamodb: aws_sdk_dynamodb::Client,
+    pipes: aws_sdk_pipes::Client,
     sts: aws_sdk_sts::Client,
     region: String,
 }
 
 impl SdkProbe {
-    /// The clients of the function the doctor acts as (the operator's credentials), and STS.
+    /// The clients of the function the doctor acts as (the operator's credentials), Pipes and
+    /// STS.
+    #[allow(clippy::too_many_arguments)] // one client per service asked
     pub fn new(
         organizations: aws_sdk_organizations::Client,
         securityhub: aws_sdk_securityhub::Client,
         detective: aws_sdk_detective::Client,
         eventbridge: aws_sdk_eventbridge::Client,
         dynamodb: aws_sdk_dynamodb::Client,
+        pipes: aws_sdk_pipes::Client,
         sts: aws_sdk_sts::Client,
         region: String,
     ) -> Self {
-        SdkProbe { organizations, securityhub, detective, eventbridge, dynamodb, sts, region }
+        SdkProbe { organizations, securityhub, detective, eventbridge, dynamodb, pipes, sts, region }
     }
 }
 
@@ -229,6 +233,17 @@ impl DeploymentProbe for SdkProbe {
         let rule =
             self.eventbridge.describe_rule().name(name).send().await.map_err(|e| probe_error("DescribeRule", e))?;
         Ok(RuleFacts { name: name.to_owned(), enabled: rule.state == Some(RuleState::Enabled) })
+    }
+
+    async fn pipe(&self, name: &str) -> Result<PipeFacts, ProbeError> {
+        let pipe = self.pipes.describe_pipe().name(name).send().await.map_err(|e| probe_error("DescribePipe", e))?;
+        Ok(PipeFacts {
+            current_state: pipe.current_state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            desired_state: pipe.desired_state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            state_reason: pipe.state_reason.filter(|r| !r.is_empty()),
+            source: pipe.source.unwrap_or_default(),
+            target: pipe.target.unwrap_or_default(),
+        })
     }
 
     async fn table(&self, name: &str) -> Result<TableFacts, ProbeError> {

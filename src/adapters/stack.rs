@@ -11,6 +11,19 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 pub const ENRICHER_FUNCTION: &str = "EnricherFunction";
 pub const FINDINGS_STREAM: &str = "FindingsStream";
 pub const PIPE_DEAD_LETTER_QUEUE: &str = "DeadLetterQueue";
+pub const ENRICHER_PIPE: &str = "EnricherPipe";
+/// The rules that send findings to the stream (InvestigationRequestedRule only with
+/// investigations on); a rule's physical id is its name.
+pub const FINDINGS_RULES: [&str; 5] = [
+    "UnenrichedFindingsRule",
+    "PartiallyEnrichedFindingsRule",
+    "CustomActionRule",
+    "FindingsImportedV2Rule",
+    "InvestigationRequestedRule",
+];
+/// The rules SAM creates for the functions' Schedule events (`<function><event>`).
+pub const REFRESHER_SCHEDULE: &str = "RefresherFunctionSchedule";
+pub const INVESTIGATOR_SCHEDULE: &str = "InvestigatorFunctionEveryMinute";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
@@ -37,6 +50,11 @@ impl DeployedStack {
             .get(logical_id)
             .map(String::as_str)
             .ok_or_else(|| StackError::MissingResource { stack: self.name.clone(), logical_id })
+    }
+
+    /// The physical id of a resource the stack has only in some configurations.
+    pub fn optional(&self, logical_id: &str) -> Option<&str> {
+        self.resources.get(logical_id).map(String::as_str)
     }
 }
 
@@ -79,4 +97,63 @@ pub async fn read_stack(
     deployed.enricher_environment =
         configuration.environment.and_then(|e| e.variables).unwrap_or_default().into_iter().collect();
     Ok(deployed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// pipes/template.yaml's resources: logical id -> its lines (top-level keys under
+    /// `Resources:` are indented two spaces).
+    fn template_resources() -> BTreeMap<String, String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/pipes/template.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let body = text.split("\nResources:\n").nth(1).unwrap().split("\nOutputs:\n").next().unwrap();
+        let mut resources = BTreeMap::new();
+        let mut current: Option<String> = None;
+        for line in body.lines() {
+            let top = line.strip_prefix("  ").filter(|l| !l.starts_with(' ') && !l.starts_with('#'));
+            if let Some(id) = top.and_then(|l| l.strip_suffix(':')) {
+                current = Some(id.to_owned());
+            } else if let Some(id) = &current {
+                resources.entry(id.clone()).or_insert_with(String::new).push_str(&format!("{line}\n"));
+            }
+        }
+        resources
+    }
+
+    #[test]
+    fn the_logical_ids_read_from_a_stack_are_the_templates() {
+        let resources = template_resources();
+        let kind = |id: &str| {
+            let body = resources.get(id).unwrap_or_else(|| panic!("template has no {id}"));
+            body.lines().find_map(|l| l.trim().strip_prefix("Type: ")).unwrap_or_default().to_owned()
+        };
+        assert_eq!(kind(ENRICHER_FUNCTION), "AWS::Serverless::Function");
+        assert_eq!(kind(FINDINGS_STREAM), "AWS::Kinesis::Stream");
+        assert_eq!(kind(PIPE_DEAD_LETTER_QUEUE), "AWS::SQS::Queue");
+        assert_eq!(kind(ENRICHER_PIPE), "AWS::Pipes::Pipe");
+        // Every rule on Security Hub's events is a findings rule, and no other.
+        let securityhub_rules: Vec<&String> = resources
+            .iter()
+            .filter(|(_, body)| body.contains("Type: AWS::Events::Rule") && body.contains("source: [aws.securityhub]"))
+            .map(|(id, _)| id)
+            .collect();
+        let mut expected: Vec<&str> = FINDINGS_RULES.to_vec();
+        expected.sort_unstable();
+        assert_eq!(securityhub_rules, expected);
+        // SAM names a Schedule event's rule <function logical id><event name>.
+        for (function, event) in
+            [("RefresherFunction", REFRESHER_SCHEDULE), ("InvestigatorFunction", INVESTIGATOR_SCHEDULE)]
+        {
+            let name = event.strip_prefix(function).unwrap();
+            let body = &resources[function];
+            let events = body.split("\n      Events:\n").nth(1).unwrap_or_else(|| panic!("{function} has no Events"));
+            assert!(
+                events.contains(&format!("\n        {name}:\n          Type: Schedule\n"))
+                    || events.starts_with(&format!("        {name}:\n          Type: Schedule\n")),
+                "{function}: no Schedule event {name}"
+            );
+        }
+    }
 }

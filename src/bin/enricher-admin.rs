@@ -17,7 +17,7 @@ use securityhub_enricher::core::account::AccountRecord;
 use securityhub_enricher::core::finding::is_account_id;
 use securityhub_enricher::ports::sweep_state::SweepState;
 use securityhub_enricher::service::directory::{Resolution, WarmScope};
-use securityhub_enricher::service::doctor::{TTL_ATTRIBUTE, Targets, diagnose};
+use securityhub_enricher::service::doctor::{FindingsRules, PipeTarget, TTL_ATTRIBUTE, Targets, diagnose};
 use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::service::redrive::{Disposition, RedriveOptions, RedriveReport, redrive};
 use securityhub_enricher::service::refresh::Refresher;
@@ -111,17 +111,24 @@ enum Command {
     /// Read-only checks of the deployment, each printed as pass or fail with its fix: the
     /// Organizations delegation, the contact role, Security Hub (administrator, aggregation,
     /// both hubs), the Detective graph and its coverage, the event bus and rules, the tables
-    /// and their TTL, the refresher's schedule. Exits non-zero when any check fails.
+    /// and their TTL, the refresher's and investigator's schedules, the pipe's state and
+    /// wiring. With --stack every name comes from the stack. Exits non-zero when any check
+    /// fails.
     Doctor {
         /// Print the checks as one JSON document instead.
         #[arg(long)]
         json: bool,
-        /// The findings rules' name prefix on the default bus (the stack's name).
+        /// Without --stack: the findings rules' name prefix on the default bus (the stack's
+        /// name); with --stack the stack's findings rules are checked by name.
         #[arg(long, value_name = "PREFIX")]
         rule_prefix: Option<String>,
-        /// The refresher's schedule rule.
+        /// Without --stack: the refresher's schedule rule.
         #[arg(long, value_name = "NAME")]
         schedule_rule: Option<String>,
+        /// Without --stack: the pipe's name (its state only; with --stack also its source and
+        /// target).
+        #[arg(long, value_name = "NAME")]
+        pipe: Option<String>,
         /// The behavior graph (default: the one ListGraphs returns, as the investigator finds it).
         #[arg(long, value_name = "ARN")]
         graph_arn: Option<String>,
@@ -182,25 +189,27 @@ async fn main() -> Result<()> {
     let clients = Clients::for_enricher("enricher-admin", &config, &sdk, &calls).await;
     let enricher = Enricher::from_clients(&config, &clients);
     match cli.command {
-        Command::Doctor { json, rule_prefix, schedule_rule, graph_arn } => {
+        Command::Doctor { json, rule_prefix, schedule_rule, pipe, graph_arn } => {
             let probe = SdkProbe::new(
                 clients.organizations.clone(),
                 clients.securityhub.clone(),
                 clients.detective.clone(),
                 clients.eventbridge.clone(),
                 clients.dynamodb.clone(),
+                aws_sdk_pipes::Client::from_conf(
+                    aws_sdk_pipes::config::Builder::from(&admin).interceptor(calls.clone()).build(),
+                ),
                 aws_sdk_sts::Client::new(&sdk),
                 sdk.region().map(ToString::to_string).unwrap_or_default(),
             );
+            let named = NamedByHand { rule_prefix, schedule_rule, pipe };
             let targets = Targets {
                 cache_table: config.cache_table.clone(),
                 jobs_table: config.investigations.as_ref().map(|i| i.jobs_table.clone()),
                 contact_role: config.contact_role.clone(),
                 events_bus: config.events_bus.clone(),
                 graph_arn,
-                rule_prefix,
-                schedule_rule,
-                ttl_attribute: TTL_ATTRIBUTE.to_owned(),
+                ..doctor_targets(deployed.as_ref(), named)
             };
             let report = diagnose(&probe, &targets).await;
             if json {
@@ -350,6 +359,42 @@ fn configuration(deployed: Option<&DeployedStack>) -> Result<EnricherConfig> {
             )
         }),
         None => EnricherConfig::from_env().context("reading the enricher's configuration (or give --stack NAME)"),
+    }
+}
+
+/// The doctor's names given on the command line.
+struct NamedByHand {
+    rule_prefix: Option<String>,
+    schedule_rule: Option<String>,
+    pipe: Option<String>,
+}
+
+/// The rules, schedules and pipe the doctor checks: the deployed stack's resources, else (or
+/// where given) the names on the command line.
+fn doctor_targets(deployed: Option<&DeployedStack>, named: NamedByHand) -> Targets {
+    let from_stack = |id: &str| deployed.and_then(|d| d.optional(id)).map(str::to_owned);
+    let findings_rules = match (named.rule_prefix, deployed) {
+        (Some(prefix), _) => Some(FindingsRules::Prefix(prefix)),
+        (None, Some(stack)) => Some(FindingsRules::Named(
+            stack::FINDINGS_RULES.iter().filter_map(|id| stack.optional(id)).map(str::to_owned).collect(),
+        )),
+        (None, None) => None,
+    };
+    let pipe = match named.pipe {
+        Some(name) => Some(PipeTarget { name, stream: None, function: None }),
+        None => from_stack(stack::ENRICHER_PIPE).map(|name| PipeTarget {
+            name,
+            stream: from_stack(stack::FINDINGS_STREAM),
+            function: from_stack(stack::ENRICHER_FUNCTION),
+        }),
+    };
+    Targets {
+        findings_rules,
+        schedule_rule: named.schedule_rule.or_else(|| from_stack(stack::REFRESHER_SCHEDULE)),
+        investigator_schedule: from_stack(stack::INVESTIGATOR_SCHEDULE),
+        pipe,
+        ttl_attribute: TTL_ATTRIBUTE.to_owned(),
+        ..Targets::default()
     }
 }
 

@@ -51,6 +51,21 @@ pub struct RuleFacts {
     pub enabled: bool,
 }
 
+/// DescribePipe's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeFacts {
+    /// `RUNNING`, `STOPPED`, `CREATING`, `START_FAILED`, ... (Pipes API `PipeState`).
+    pub current_state: String,
+    /// `RUNNING`, `STOPPED` or `DELETED` (`RequestedPipeState`).
+    pub desired_state: String,
+    /// Why the pipe is in its state, when Pipes says.
+    pub state_reason: Option<String>,
+    /// The source's ARN (the findings stream).
+    pub source: String,
+    /// The target's ARN (the enricher's alias).
+    pub target: String,
+}
+
 /// DescribeTable and DescribeTimeToLive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableFacts {
@@ -97,6 +112,8 @@ pub trait DeploymentProbe: Send + Sync {
     async fn rules(&self, prefix: &str) -> Result<Vec<RuleFacts>, ProbeError>;
     /// DescribeRule on the default bus.
     async fn rule(&self, name: &str) -> Result<RuleFacts, ProbeError>;
+    /// Pipes DescribePipe.
+    async fn pipe(&self, name: &str) -> Result<PipeFacts, ProbeError>;
     /// DescribeTable, then DescribeTimeToLive.
     async fn table(&self, name: &str) -> Result<TableFacts, ProbeError>;
 }

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::config::ContactRole;
-use crate::ports::deployment::{DeploymentProbe, ProbeError};
+use crate::ports::deployment::{DeploymentProbe, PipeFacts, ProbeError};
 
 /// What the doctor checks: the names the deployment's configuration gives, and the ones the
 /// operator names on the command line. An unnamed piece is skipped, and says how to name it.
@@ -16,12 +16,35 @@ pub struct Targets {
     pub contact_role: Option<ContactRole>,
     pub events_bus: Option<String>,
     pub graph_arn: Option<String>,
-    /// The findings rules on the default bus: their names start with the stack's name.
-    pub rule_prefix: Option<String>,
+    /// The findings rules on the default bus.
+    pub findings_rules: Option<FindingsRules>,
     /// The refresher's schedule (an EventBridge rule).
     pub schedule_rule: Option<String>,
+    /// The investigator's every-minute schedule, when the stack has one.
+    pub investigator_schedule: Option<String>,
+    /// The EventBridge Pipe from the stream to the enricher.
+    pub pipe: Option<PipeTarget>,
     /// The TTL attribute both tables expire items by.
     pub ttl_attribute: String,
+}
+
+/// How the findings rules are found: by the stack's resources (`--stack`), or by a name prefix
+/// given by hand (CloudFormation names a rule `<stack>-<logical id>-<suffix>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FindingsRules {
+    Named(Vec<String>),
+    Prefix(String),
+}
+
+/// The pipe to check, and (read from the stack) the stream it must read and the function it
+/// must invoke; without them only its state is checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipeTarget {
+    pub name: String,
+    /// The findings stream's name.
+    pub stream: Option<String>,
+    /// The enricher function's name.
+    pub function: Option<String>,
 }
 
 /// The attribute the template enables TTL on, for both tables.
@@ -96,6 +119,7 @@ fn permission_of(operation: &str) -> String {
         "GetFindingsV2" => return "securityhub:GetFindings".to_owned(),
         "ListGraphs" | "ListMembers" => "detective",
         "DescribeEventBus" | "ListRules" | "DescribeRule" => "events",
+        "DescribePipe" => "pipes",
         "DescribeTable" | "DescribeTimeToLive" => "dynamodb",
         _ => "?",
     };
@@ -168,36 +192,132 @@ pub async fn diagnose(probe: &dyn DeploymentProbe, targets: &Targets) -> DoctorR
             Err(e) => Check::failed_call("events.bus", &e, "create the bus or correct ENRICHED_EVENTS_BUS"),
         },
     });
-    checks.push(findings_rules(probe, targets.rule_prefix.as_deref()).await);
+    checks.push(findings_rules(probe, targets.findings_rules.as_ref()).await);
     checks.push(table(probe, "tables.cache", Some(&targets.cache_table), &targets.ttl_attribute).await);
     checks.push(table(probe, "tables.jobs", targets.jobs_table.as_deref(), &targets.ttl_attribute).await);
-    checks.push(match &targets.schedule_rule {
-        None => Check::skipped("refresher.schedule", "no schedule named: pass --schedule-rule NAME"),
-        Some(name) => match probe.rule(name).await {
-            Ok(rule) if rule.enabled => Check::pass("refresher.schedule", format!("rule {name} is enabled")),
-            Ok(_) => Check::fail(
-                "refresher.schedule",
-                format!("rule {name} is disabled: the refresher never runs"),
-                format!("aws events enable-rule --name {name}"),
-            ),
-            Err(e) => Check::failed_call("refresher.schedule", &e, "deploy the stack (the refresher's Schedule event)"),
-        },
-    });
-    checks.push(Check {
-        name: "pipe",
-        status: Status::NotVerified,
-        detail: "the pipe's state (Pipes DescribePipe) is not read by this build".into(),
-        fix: Some("aws pipes describe-pipe --name <the stack's EnricherPipe>: CurrentState RUNNING".into()),
-    });
+    checks.push(schedule(probe, "refresher.schedule", targets.schedule_rule.as_deref(), "--schedule-rule NAME").await);
+    if let Some(rule) = &targets.investigator_schedule {
+        checks.push(schedule(probe, "investigator.schedule", Some(rule), "").await);
+    }
+    checks.push(pipe(probe, targets.pipe.as_ref()).await);
     checks.push(Check {
         name: "roles",
         status: Status::NotVerified,
-        detail: "each role's calls and its use of the key (iam:SimulatePrincipalPolicy) are not simulated by \
-                 this build"
+        detail: "each role's permissions for its function's calls, and its use of the key, are not checked: this \
+                 build does not call iam:SimulatePrincipalPolicy"
             .into(),
-        fix: Some("`make test-permissions` checks every call of the tests against the template's roles".into()),
+        fix: Some(
+            "`make test-permissions` checks the template's roles against every call the tests make; for a deployed \
+             role changed by hand: aws iam simulate-principal-policy --policy-source-arn <role ARN> --action-names \
+             <actions> --resource-arns <ARNs>"
+                .into(),
+        ),
     });
     DoctorReport { checks }
+}
+
+async fn schedule(probe: &dyn DeploymentProbe, name: &'static str, rule: Option<&str>, flag: &str) -> Check {
+    let Some(rule) = rule else {
+        return Check::skipped(name, format!("no schedule named: give --stack NAME or {flag}"));
+    };
+    match probe.rule(rule).await {
+        Ok(facts) if facts.enabled => Check::pass(name, format!("rule {rule} is enabled")),
+        Ok(_) => Check::fail(
+            name,
+            format!("rule {rule} is disabled: the function never runs on its schedule"),
+            format!("aws events enable-rule --name {rule}"),
+        ),
+        Err(e) if e.is_not_found() => Check::fail(
+            name,
+            format!("rule {rule} does not exist ({})", e.code),
+            "deploy the stack (the function's Schedule event)",
+        ),
+        Err(e) => Check::failed_call(name, &e, "deploy the stack (the function's Schedule event)"),
+    }
+}
+
+/// Pipes' states (`PipeState`: RUNNING, STOPPED, CREATING, UPDATING, DELETING, STARTING,
+/// STOPPING and the `*_FAILED` ones) on the way to RUNNING: the pipe will run without anyone
+/// acting.
+const PIPE_TRANSITIONS: [&str; 3] = ["CREATING", "STARTING", "UPDATING"];
+
+async fn pipe(probe: &dyn DeploymentProbe, target: Option<&PipeTarget>) -> Check {
+    const NAME: &str = "pipe";
+    let Some(target) = target else {
+        return Check::skipped(NAME, "no pipe named: give --stack NAME or --pipe NAME");
+    };
+    let name = &target.name;
+    let facts = match probe.pipe(name).await {
+        Ok(facts) => facts,
+        Err(e) if e.is_not_found() => {
+            return Check::fail(
+                NAME,
+                format!("pipe {name} does not exist ({})", e.code),
+                "deploy the stack: its EnricherPipe reads the stream into the enricher",
+            );
+        }
+        Err(e) => return Check::failed_call(NAME, &e, ""),
+    };
+    pipe_verdict(target, &facts)
+}
+
+/// The pipe's check from DescribePipe's answer.
+fn pipe_verdict(target: &PipeTarget, facts: &PipeFacts) -> Check {
+    const NAME: &str = "pipe";
+    let name = &target.name;
+    let reason = facts.state_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+    let state = format!("pipe {name} is {} (desired {}){reason}", facts.current_state, facts.desired_state);
+    // The stack's own source and target: a pipe pointed elsewhere runs and delivers nothing.
+    let stream_ok = target.stream.as_ref().is_none_or(|s| facts.source.ends_with(&format!(":stream/{s}")));
+    let function_ok = target.function.as_ref().is_none_or(|f| {
+        let after = facts.target.split_once(&format!(":function:{f}")).map(|(_, rest)| rest);
+        matches!(after, Some(rest) if rest.is_empty() || rest.starts_with(':'))
+    });
+    if !stream_ok || !function_ok {
+        let mut wrong = Vec::new();
+        if let (false, Some(stream)) = (stream_ok, &target.stream) {
+            wrong.push(format!("reads {} instead of the stack's stream {stream}", facts.source));
+        }
+        if let (false, Some(function)) = (function_ok, &target.function) {
+            wrong.push(format!("invokes {} instead of the stack's enricher {function}", facts.target));
+        }
+        return Check::fail(
+            NAME,
+            format!("pipe {name} {}", wrong.join(" and ")),
+            "deploy the stack again (aws cloudformation deploy): the template sets the pipe's source and target",
+        );
+    }
+    let wiring = match (&target.stream, &target.function) {
+        (Some(stream), Some(function)) => format!(", stream {stream} -> function {function}"),
+        _ => String::new(),
+    };
+    match (facts.current_state.as_str(), facts.desired_state.as_str()) {
+        ("RUNNING", "RUNNING") => Check::pass(NAME, format!("{state}{wiring}")),
+        (current, "RUNNING") if PIPE_TRANSITIONS.contains(&current) => Check {
+            name: NAME,
+            status: Status::Warn,
+            detail: state,
+            fix: Some(format!("wait, then run the doctor again (aws pipes describe-pipe --name {name})")),
+        },
+        (_, "RUNNING") => Check::fail(
+            NAME,
+            format!("{state}: no findings reach the enricher"),
+            format!(
+                "correct what the state reason names (the pipe's role, source or target), then aws pipes start-pipe \
+                 --name {name}"
+            ),
+        ),
+        (_, "DELETED") => Check::fail(
+            NAME,
+            format!("{state}: the pipe is being deleted"),
+            "deploy the stack again (aws cloudformation deploy): it creates the pipe",
+        ),
+        _ => Check::fail(
+            NAME,
+            format!("{state}: no findings reach the enricher"),
+            format!("aws pipes start-pipe --name {name}"),
+        ),
+    }
 }
 
 async fn contact_role(probe: &dyn DeploymentProbe, role: Option<&ContactRole>) -> Check {
@@ -326,30 +446,56 @@ async fn detective(probe: &dyn DeploymentProbe, configured: Option<&str>, organi
     }
 }
 
-async fn findings_rules(probe: &dyn DeploymentProbe, prefix: Option<&str>) -> Check {
+async fn findings_rules(probe: &dyn DeploymentProbe, selection: Option<&FindingsRules>) -> Check {
     const NAME: &str = "events.rules";
-    let Some(prefix) = prefix else {
-        return Check::skipped(NAME, "no rule prefix named: pass --rule-prefix STACK_NAME");
-    };
-    match probe.rules(prefix).await {
-        Ok(rules) if rules.is_empty() => Check::fail(
-            NAME,
-            format!("no rule named {prefix}* on the default bus"),
-            "deploy the stack: its rules send findings to the stream",
-        ),
-        Ok(rules) => {
-            let disabled: Vec<&str> = rules.iter().filter(|r| !r.enabled).map(|r| r.name.as_str()).collect();
-            if disabled.is_empty() {
-                Check::pass(NAME, format!("{} rules named {prefix}* are enabled", rules.len()))
-            } else {
-                Check::fail(
+    let rules = match selection {
+        None => return Check::skipped(NAME, "no rules named: give --stack NAME or --rule-prefix STACK_NAME"),
+        Some(FindingsRules::Prefix(prefix)) => match probe.rules(prefix).await {
+            Ok(rules) if rules.is_empty() => {
+                return Check::fail(
                     NAME,
-                    format!("disabled: {}", disabled.join(", ")),
-                    format!("aws events enable-rule --name {}", disabled[0]),
-                )
+                    format!("no rule named {prefix}* on the default bus"),
+                    "deploy the stack: its rules send findings to the stream",
+                );
             }
+            Ok(rules) => rules,
+            Err(e) => return Check::failed_call(NAME, &e, ""),
+        },
+        Some(FindingsRules::Named(names)) if names.is_empty() => {
+            return Check::fail(
+                NAME,
+                "the stack has no findings rule",
+                "deploy the stack: its rules send findings to the stream",
+            );
         }
-        Err(e) => Check::failed_call(NAME, &e, ""),
+        Some(FindingsRules::Named(names)) => {
+            let mut rules = Vec::new();
+            for name in names {
+                match probe.rule(name).await {
+                    Ok(rule) => rules.push(rule),
+                    Err(e) if e.is_not_found() => {
+                        return Check::fail(
+                            NAME,
+                            format!("rule {name} does not exist ({})", e.code),
+                            "deploy the stack again: its rules send findings to the stream",
+                        );
+                    }
+                    Err(e) => return Check::failed_call(NAME, &e, ""),
+                }
+            }
+            rules
+        }
+    };
+    let disabled: Vec<&str> = rules.iter().filter(|r| !r.enabled).map(|r| r.name.as_str()).collect();
+    if disabled.is_empty() {
+        let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        Check::pass(NAME, format!("{} rules are enabled: {}", rules.len(), names.join(", ")))
+    } else {
+        Check::fail(
+            NAME,
+            format!("disabled: {}: their findings never reach the stream", disabled.join(", ")),
+            disabled.iter().map(|r| format!("aws events enable-rule --name {r}")).collect::<Vec<_>>().join("; "),
+        )
     }
 }
 
@@ -395,6 +541,42 @@ mod tests {
         assert!(check.fix.as_deref().unwrap().contains("dynamodb:DescribeTimeToLive"), "{check:?}");
         let v2 = ProbeError { operation: "GetFindingsV2", code: "AccessDeniedException".into(), message: "".into() };
         assert!(Check::failed_call("x", &v2, "").fix.unwrap().ends_with("securityhub:GetFindings"));
+    }
+
+    fn facts(current: &str, desired: &str, target: &str) -> PipeFacts {
+        PipeFacts {
+            current_state: current.into(),
+            desired_state: desired.into(),
+            state_reason: (current == "START_FAILED").then(|| "role cannot read the stream".into()),
+            source: "arn:aws:kinesis:us-east-1:111122223333:stream/s-FindingsStream-1".into(),
+            target: target.into(),
+        }
+    }
+
+    #[test]
+    fn the_pipe_passes_only_running_between_the_stacks_stream_and_enricher() {
+        let stack = PipeTarget {
+            name: "p".into(),
+            stream: Some("s-FindingsStream-1".into()),
+            function: Some("s-EnricherFunction-1".into()),
+        };
+        let enricher = "arn:aws:lambda:us-east-1:111122223333:function:s-EnricherFunction-1:live";
+        let verdict = |current, desired, target| pipe_verdict(&stack, &facts(current, desired, target));
+        assert_eq!(verdict("RUNNING", "RUNNING", enricher).status, Status::Pass);
+        assert_eq!(verdict("STARTING", "RUNNING", enricher).status, Status::Warn);
+        let stopped = verdict("STOPPED", "STOPPED", enricher);
+        assert_eq!((stopped.status, stopped.fix.as_deref()), (Status::Fail, Some("aws pipes start-pipe --name p")));
+        let failed = verdict("START_FAILED", "RUNNING", enricher);
+        assert_eq!(failed.status, Status::Fail);
+        assert!(failed.detail.contains("START_FAILED (desired RUNNING): role cannot read the stream"), "{failed:?}");
+        assert_eq!(verdict("DELETING", "DELETED", enricher).status, Status::Fail);
+        // A function whose name only starts with the enricher's is another function.
+        let other = "arn:aws:lambda:us-east-1:111122223333:function:s-EnricherFunction-10:live";
+        assert!(verdict("RUNNING", "RUNNING", other).detail.contains("instead of the stack's enricher"));
+        assert_eq!(verdict("RUNNING", "RUNNING", enricher.trim_end_matches(":live")).status, Status::Pass);
+        // Named by hand: the state alone.
+        let by_hand = PipeTarget { name: "p".into(), stream: None, function: None };
+        assert_eq!(pipe_verdict(&by_hand, &facts("RUNNING", "RUNNING", "arn:x")).status, Status::Pass);
     }
 
     #[test]

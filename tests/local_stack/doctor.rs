@@ -1,7 +1,8 @@
 //! `enricher-admin doctor` against a deployment on the local stack: every check passes on a
-//! healthy one (the role and pipe checks say they were not verified), and each injected fault
-//! (AccessDenied on one call, a missing table, a role that cannot be assumed) fails its check
-//! with the fix and makes the command exit non-zero.
+//! healthy one (the role check says it was not verified), and each injected fault (AccessDenied
+//! on one call, a missing table, a role that cannot be assumed, a stopped pipe, a pipe pointed
+//! elsewhere, a disabled schedule) fails its check with the fix and makes the command exit
+//! non-zero. Run with the names given by hand, and with `--stack NAME` alone.
 
 use std::process::Command;
 
@@ -25,11 +26,51 @@ async fn set_faults(moto: Value) {
 }
 
 /// A deployment's pieces in a fresh account: the organization, both tables, the bus, the
-/// findings rules and the refresher's schedule, Security Hub's administrator and aggregator,
-/// and a behavior graph that leaves one account out.
+/// findings rules and the refresher's schedule, the stream, the enricher function and the pipe
+/// between them, Security Hub's administrator and aggregator, and a behavior graph that leaves
+/// one account out.
 struct Deployment {
+    account: String,
+    sdk: aws_config::SdkConfig,
     credentials: aws_credential_types::Credentials,
     management_account: String,
+}
+
+/// The stack's name, and its pipe's (CloudFormation would name it `<stack>-EnricherPipe-<suffix>`).
+const STACK: &str = "securityhub-enricher";
+const PIPE: &str = "securityhub-enricher-EnricherPipe-A1B2";
+
+/// A stack shaped as pipes/template.yaml where the doctor looks: the enricher function with its
+/// environment, the stream, two findings rules and the refresher's schedule (SAM's logical id).
+/// moto's CloudFormation cannot create an AWS::Pipes::Pipe: an SSM parameter named as the pipe
+/// stands in for the pipe's row of ListStackResources (same logical id, the pipe's name as its
+/// physical id); the pipe itself is created with Pipes CreatePipe.
+fn stack_template(environment: &Value) -> String {
+    let findings = json!({"source": ["aws.securityhub"], "detail-type": ["Security Hub Findings - Imported"]});
+    let actions = json!({"source": ["aws.securityhub"], "detail-type": ["Security Hub Findings - Custom Action"]});
+    json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {
+            "EnricherRole": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {
+                "Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}}},
+            "EnricherFunction": {"Type": "AWS::Lambda::Function", "Properties": {
+                "Runtime": "python3.12", "Handler": "index.handler",
+                "Role": {"Fn::GetAtt": ["EnricherRole", "Arn"]},
+                "Code": {"ZipFile": "not run by these tests"},
+                "Environment": {"Variables": environment}}},
+            "FindingsStream": {"Type": "AWS::Kinesis::Stream", "Properties": {"ShardCount": 1}},
+            "UnenrichedFindingsRule": {"Type": "AWS::Events::Rule",
+                "Properties": {"State": "ENABLED", "EventPattern": findings}},
+            "CustomActionRule": {"Type": "AWS::Events::Rule",
+                "Properties": {"State": "ENABLED", "EventPattern": actions}},
+            "RefresherFunctionSchedule": {"Type": "AWS::Events::Rule",
+                "Properties": {"State": "ENABLED", "ScheduleExpression": "rate(1 minute)"}},
+            "EnricherPipe": {"Type": "AWS::SSM::Parameter",
+                "Properties": {"Name": PIPE, "Type": "String", "Value": "stands in for the pipe"}}
+        }
+    })
+    .to_string()
 }
 
 impl Deployment {
@@ -64,7 +105,83 @@ impl Deployment {
         .await
         .unwrap();
         let credentials = sdk.credentials_provider().unwrap().provide_credentials().await.unwrap();
-        Deployment { credentials, management_account: org.management_account }
+        let deployment = Deployment { account: admin, sdk, credentials, management_account: org.management_account };
+        deployment.deploy_stack().await;
+        deployment
+    }
+
+    /// The stack, and the pipe from its stream to its function's alias, RUNNING.
+    async fn deploy_stack(&self) {
+        let environment = json!({
+            "CACHE_TABLE": "cache",
+            "JOBS_TABLE": "jobs",
+            "CONTACT_ROLE_ARN": format!("arn:aws:iam::{}:role/securityhub-enricher-contacts", self.management_account),
+            "ENRICHED_EVENTS_BUS": "enriched",
+        });
+        let cloudformation = aws_sdk_cloudformation::Client::new(&self.sdk);
+        cloudformation
+            .create_stack()
+            .stack_name(STACK)
+            .template_body(stack_template(&environment))
+            .send()
+            .await
+            .unwrap();
+        let resources = cloudformation.list_stack_resources().stack_name(STACK).send().await.unwrap();
+        let physical = |logical: &str| {
+            resources
+                .stack_resource_summaries()
+                .iter()
+                .find(|r| r.logical_resource_id() == Some(logical))
+                .and_then(|r| r.physical_resource_id())
+                .unwrap_or_else(|| panic!("stack has no {logical}"))
+                .to_owned()
+        };
+        let stream = aws_sdk_kinesis::Client::new(&self.sdk)
+            .describe_stream_summary()
+            .stream_name(physical("FindingsStream"))
+            .send()
+            .await
+            .unwrap()
+            .stream_description_summary
+            .unwrap()
+            .stream_arn;
+        let function = aws_sdk_lambda::Client::new(&self.sdk)
+            .get_function_configuration()
+            .function_name(physical("EnricherFunction"))
+            .send()
+            .await
+            .unwrap()
+            .function_arn
+            .unwrap();
+        aws_sdk_pipes::Client::new(&self.sdk)
+            .create_pipe()
+            .name(PIPE)
+            .source(stream)
+            .target(format!("{function}:live"))
+            .role_arn(format!("arn:aws:iam::{}:role/pipe", self.account))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// `enricher-admin --stack NAME doctor`: nothing but the operator's credentials and the
+    /// stack's name.
+    fn doctor_of_stack(&self) -> (i32, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_enricher-admin"))
+            .env("AWS_ACCESS_KEY_ID", self.credentials.access_key_id())
+            .env("AWS_SECRET_ACCESS_KEY", self.credentials.secret_access_key())
+            .env("AWS_SESSION_TOKEN", self.credentials.session_token().unwrap_or_default())
+            .env_remove("CACHE_TABLE")
+            .env_remove("JOBS_TABLE")
+            .env_remove("CONTACT_ROLE_ARN")
+            .env_remove("ENRICHED_EVENTS_BUS")
+            .env("RUST_LOG", "warn")
+            .args(["--stack", STACK, "doctor"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        println!("$ enricher-admin --stack {STACK} doctor\n{text}{}", String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
     }
 
     /// Runs `enricher-admin doctor` as an operator would; returns its exit code and output.
@@ -82,7 +199,7 @@ impl Deployment {
             )
             .env("ENRICHED_EVENTS_BUS", "enriched")
             .env("RUST_LOG", "warn")
-            .args(["doctor", "--rule-prefix", "stack-", "--schedule-rule", "stack-refresher"]);
+            .args(["doctor", "--rule-prefix", "stack-", "--schedule-rule", "stack-refresher", "--pipe", PIPE]);
         if json_output {
             command.arg("--json");
         }
@@ -121,6 +238,7 @@ async fn doctor_passes_a_healthy_deployment_and_names_the_fix_of_each_fault() {
         "tables.cache",
         "tables.jobs",
         "refresher.schedule",
+        "pipe",
     ] {
         assert!(line(&text, check).starts_with("pass"), "{check}:\n{text}");
     }
@@ -129,7 +247,8 @@ async fn doctor_passes_a_healthy_deployment_and_names_the_fix_of_each_fault() {
     assert!(line(&text, "detective.graph").contains("covers 4 of 5 accounts"), "{text}");
     // What this build cannot check is said, never passed.
     assert!(line(&text, "roles").starts_with("n/v"), "{text}");
-    assert!(line(&text, "pipe").starts_with("n/v"), "{text}");
+    // Given by hand, the pipe's state is checked, not its source and target.
+    assert!(line(&text, "pipe").contains(&format!("pipe {PIPE} is RUNNING (desired RUNNING)")), "{text}");
     let (_, json_text) = deployment.doctor("jobs", true);
     let report: Value = serde_json::from_str(&json_text).unwrap();
     assert!(report["checks"].as_array().unwrap().iter().all(|c| c["status"] != "fail"), "{json_text}");
@@ -158,4 +277,88 @@ async fn doctor_passes_a_healthy_deployment_and_names_the_fix_of_each_fault() {
     assert_eq!(code, 1, "{text}");
     assert!(line(&text, "contact-role").starts_with("FAIL"), "{text}");
     assert!(text.contains("fix: deploy pipes/management-account.yaml in the management account"), "{text}");
+}
+
+#[tokio::test]
+async fn doctor_reads_the_stack_and_checks_the_pipe_and_schedules() {
+    if !crate::stack_up() {
+        return;
+    }
+    let _proxies = crate::faults::PROXIES.lock().await;
+    set_faults(json!([])).await;
+    let deployment = Deployment::new().await;
+
+    // Healthy, from the stack alone: the tables, bus and contact role of the function's
+    // environment, the stack's rules by name, its schedule, its pipe and what the pipe joins.
+    let (code, text) = deployment.doctor_of_stack();
+    assert_eq!(code, 0, "{text}");
+    for check in
+        ["contact-role", "events.bus", "events.rules", "tables.cache", "tables.jobs", "refresher.schedule", "pipe"]
+    {
+        assert!(line(&text, check).starts_with("pass"), "{check}:\n{text}");
+    }
+    let rules = line(&text, "events.rules");
+    assert!(rules.contains("2 rules are enabled") && rules.contains("UnenrichedFindingsRule"), "{text}");
+    let pipe = line(&text, "pipe");
+    assert!(pipe.contains(&format!("pipe {PIPE} is RUNNING (desired RUNNING), stream ")), "{text}");
+    assert!(pipe.contains("EnricherFunction"), "the pipe's target is the stack's enricher:\n{text}");
+    // This stack has no investigator schedule (investigations' rule is SAM's): none is checked.
+    assert!(!text.contains("investigator.schedule"), "{text}");
+
+    // The pipe stopped: its check fails with the command that starts it.
+    let pipes = aws_sdk_pipes::Client::new(&deployment.sdk);
+    pipes.stop_pipe().name(PIPE).send().await.unwrap();
+    let (code, text) = deployment.doctor_of_stack();
+    assert_eq!(code, 1, "{text}");
+    assert!(line(&text, "pipe").starts_with("FAIL"), "{text}");
+    assert!(line(&text, "pipe").contains("is STOPPED (desired STOPPED): no findings reach the enricher"), "{text}");
+    assert!(text.contains(&format!("fix: aws pipes start-pipe --name {PIPE}")), "{text}");
+    assert!(line(&text, "events.rules").starts_with("pass"), "only the pipe fails:\n{text}");
+    pipes.start_pipe().name(PIPE).send().await.unwrap();
+
+    // The pipe pointed at another function: it runs, and delivers nothing to the enricher.
+    let other = "arn:aws:lambda:us-east-1:123456789012:function:someone-else:live";
+    let original = pipes.describe_pipe().name(PIPE).send().await.unwrap().target.unwrap();
+    pipes
+        .update_pipe()
+        .name(PIPE)
+        .role_arn(format!("arn:aws:iam::{}:role/pipe", deployment.account))
+        .target(other)
+        .send()
+        .await
+        .unwrap();
+    let (code, text) = deployment.doctor_of_stack();
+    assert_eq!(code, 1, "{text}");
+    assert!(line(&text, "pipe").contains(&format!("invokes {other} instead of the stack's enricher")), "{text}");
+    assert!(text.contains("fix: deploy the stack again"), "{text}");
+    pipes
+        .update_pipe()
+        .name(PIPE)
+        .role_arn(format!("arn:aws:iam::{}:role/pipe", deployment.account))
+        .target(&original)
+        .send()
+        .await
+        .unwrap();
+
+    // The refresher's schedule disabled.
+    let events = aws_sdk_eventbridge::Client::new(&deployment.sdk);
+    let rules = events.list_rules().name_prefix(format!("{STACK}-RefresherFunctionSchedule")).send().await.unwrap();
+    let schedule = rules.rules()[0].name().unwrap().to_owned();
+    events.disable_rule().name(&schedule).send().await.unwrap();
+    let (code, text) = deployment.doctor_of_stack();
+    events.enable_rule().name(&schedule).send().await.unwrap();
+    assert_eq!(code, 1, "{text}");
+    assert!(line(&text, "refresher.schedule").starts_with("FAIL"), "{text}");
+    assert!(text.contains(&format!("fix: aws events enable-rule --name {schedule}")), "{text}");
+
+    // AccessDenied on DescribePipe: the permission to grant is named.
+    set_faults(json!([{"service": "pipes", "operation": "DescribePipe", "fault": "access_denied"}])).await;
+    let (code, text) = deployment.doctor_of_stack();
+    set_faults(json!([])).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(line(&text, "pipe").starts_with("FAIL"), "{text}");
+    assert!(text.contains("(and the function that makes this call) pipes:DescribePipe"), "{text}");
+
+    let (code, text) = deployment.doctor_of_stack();
+    assert_eq!(code, 0, "healthy again:\n{text}");
 }

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--investigation-failure-rate", type=float, default=0.0, metavar="F",
                     help="probability (0..1) that a Detective investigation FAILS (default 0; see --seed)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random failures (default 0; re-applied on reset)")
+    ap.add_argument("--iam-policies-from", metavar="URL",
+                    help="serve IAM SimulatePrincipalPolicy, reading the roles' policies from moto's IAM at URL")
     args = ap.parse_args(argv)
     if not (0.0 <= args.investigation_failure_rate <= 1.0):
         ap.error("--investigation-failure-rate must be between 0 and 1")
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     emulator = build_emulator(udf_mode=args.udf_mode, throttle=not args.no_throttle, rates=rates,
                               latency_ms=args.latency_ms, verbose=args.verbose,
                               investigation_delay_ms=args.investigation_delay_ms,
-                              investigation_failure_rate=args.investigation_failure_rate, seed=args.seed)
+                              investigation_failure_rate=args.investigation_failure_rate, seed=args.seed,
+                              iam_policies_from=args.iam_policies_from)
     return serve(EmulatorHTTPServer((args.host, args.port), emulator), args.port_file)
 
 

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from awsemu.detective import DetectiveService
 from awsemu.errors import ApiError, internal_error, invalid_input
+from awsemu.iam import IamSimulator, moto_policy_source
 from awsemu.routing import (DEFAULT_REGION, ControlFn, RequestContext, Router, Service, is_account_id,
                             parse_credential_scope, resolve_account)
 from awsemu.securityhub import SecurityHubService
@@ -35,8 +36,10 @@ class Emulator:
     """Routes AWS requests to the services (with account, throttling and stats) and serves the control API."""
 
     def __init__(self, services: list[Service], store: StateStore, stats: Stats, throttler: Throttler,
-                 latency_ms: float = 0.0, verbose: bool = False) -> None:
+                 latency_ms: float = 0.0, verbose: bool = False, iam: IamSimulator | None = None) -> None:
         self.services = services
+        # IAM's SimulatePrincipalPolicy (awsQuery, XML), when the roles' policies can be read.
+        self.iam = iam
         self.store = store
         self.stats = stats
         self.throttler = throttler
@@ -100,7 +103,7 @@ class Emulator:
         return payload
 
     def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], Any]:
-        """Returns (status, extra headers, JSON-able payload)."""
+        """Returns (status, extra headers, JSON-able payload, or the body's bytes with their Content-Type)."""
         url = urlsplit(raw_path)
         path = url.path or "/"
         query = parse_qs(url.query, keep_blank_values=True)
@@ -115,6 +118,8 @@ class Emulator:
                 return 200, {}, fn(query, self._json_object(body, invalid_input))
             akid, region, service = parse_credential_scope(headers, query)
             region = region or DEFAULT_REGION
+            if service == "iam" and self.iam is not None:
+                return self._iam(headers, akid, query, body)
             resolved = self.router.resolve(service, method, path)
             if resolved is None:
                 raise ApiError(404, "UnknownOperationException",
@@ -143,6 +148,17 @@ class Emulator:
             return e.status, {"x-amzn-ErrorType": e.code}, e.body()
 
 
+    def _iam(self, headers: Any, akid: str | None, query: dict[str, list[str]], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        form = {k: v[0] for k, v in query.items()}
+        form.update({k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()})
+        with self._credentials_lock:
+            account = resolve_account(headers, akid, self._credentials)
+        operation = form.get("Action") or "?"
+        self.stats.call(account, operation)
+        status, xml = self.iam.handle(form, account)
+        return status, {"Content-Type": "text/xml"}, xml
+
+
 class EmulatorHandler(RequestHandler):
     """Answers each request with the emulator's JSON response."""
 
@@ -159,9 +175,12 @@ class EmulatorHandler(RequestHandler):
         self._send(status, headers, payload)
 
     def _send(self, status: int, headers: dict[str, str], payload: Any) -> None:
-        data = json.dumps(payload, separators=(",", ":")).encode()
+        # bytes: a body already serialized (IAM's XML), its Content-Type among the headers.
+        headers = dict(headers)
+        content_type = headers.pop("Content-Type", "application/json")
+        data = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
         for k, v in headers.items():
@@ -181,7 +200,7 @@ class EmulatorHTTPServer(Server):
 
 def build_emulator(udf_mode: str = "replace", throttle: bool = True, rates: dict[str, tuple[float, int]] | None = None,
                    latency_ms: float = 0.0, verbose: bool = False, investigation_delay_ms: float = 2000.0,
-                   investigation_failure_rate: float = 0.0, seed: int = 0) -> Emulator:
+                   investigation_failure_rate: float = 0.0, seed: int = 0, iam_policies_from: str | None = None) -> Emulator:
     service_classes = SERVICE_CLASSES
     store = StateStore()
     stats = Stats([n for cls in service_classes for n in cls.sample_names])
@@ -195,5 +214,6 @@ def build_emulator(udf_mode: str = "replace", throttle: bool = True, rates: dict
         DetectiveService(store, stats, investigation_delay_ms=investigation_delay_ms,
                          failure_rate=investigation_failure_rate, seed=seed),
     ]
-    return Emulator(services, store, stats, throttler, latency_ms=latency_ms, verbose=verbose)
+    iam = IamSimulator(moto_policy_source(iam_policies_from)) if iam_policies_from else None
+    return Emulator(services, store, stats, throttler, latency_ms=latency_ms, verbose=verbose, iam=iam)
 

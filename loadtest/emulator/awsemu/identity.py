@@ -48,6 +48,8 @@ EMULATED_OPERATIONS = operation_router(SERVICE_CLASSES)
 # reference), which the first-segment rule below would misname.
 MOTO_REST_OPERATIONS = [
     ("lambda", "GET", re.compile(r"^/2015-03-31/functions/[^/]+/configuration/?$"), "GetFunctionConfiguration"),
+    # EventBridge Pipes API reference: DescribePipe is GET /v1/pipes/{Name}.
+    ("pipes", "GET", re.compile(r"^/v1/pipes/[^/]+/?$"), "DescribePipe"),
 ]
 
 APP_RE = re.compile(r"(?:^|\s)app/(\S+)")
