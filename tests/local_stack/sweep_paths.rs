@@ -168,7 +168,8 @@ async fn the_operators_sweep_completes_a_cold_organization_on_both_hubs_and_an_o
     // Ten accounts queued at once, none cached (as after a stream batch deferred them): their
     // lookups take about 40 s at 1 call/s, far past the stream's LOOKUP_BUDGET_SECONDS (5); the
     // refresher waits for them until its own deadline and leaves nothing Partial.
-    let queued_accounts: Vec<String> = org.accounts[..10].iter().map(|a| a.id.clone()).collect();
+    let mut queued_accounts: Vec<String> = org.accounts[..10].iter().map(|a| a.id.clone()).collect();
+    queued_accounts.sort();
     refresher.sweeper.directory.invalidate(&queued_accounts).await.unwrap();
     refresher.state.enqueue(&queued_accounts).await.unwrap();
     let run = refresher.run(Instant::now() + Duration::from_secs(300), &|_| {}).await;
