@@ -31,7 +31,7 @@ use securityhub_enricher::limits::Limiter;
 use securityhub_enricher::ports::metadata::{AccountSource, LookupError, OrganizationWalk, WalkedAccount};
 use securityhub_enricher::service::directory::BACKGROUND_LOOKUP_BUDGET;
 use securityhub_enricher::service::quota_share::QuotaShare;
-use securityhub_enricher::service::refresh::Refresher;
+use securityhub_enricher::service::refresh::{Pacing, Refresher};
 use securityhub_enricher::service::sweep::{SweepReport, WRITE_MARGIN};
 
 use crate::batches::{INVOCATION_PAYLOAD_LIMIT, PipeSource, StreamRecord, after_response, failed_ids, redeliver};
@@ -537,7 +537,12 @@ impl Simulation {
                     sweep_state.clone(),
                     Some(organizations.clone()),
                 )
-                .with_pass_interval(self.sweep_interval);
+                .with_pass_interval(scaled(self.sweep_interval))
+                // The pauses between passes run on the simulator's clock like everything else.
+                .with_pacing(Pacing {
+                    min_time_for_a_pass: scaled(Pacing::default().min_time_for_a_pass),
+                    pause: scaled(Pacing::default().pause),
+                });
                 // The sweep keeps its margin for writing in simulated time too.
                 refresher.sweeper.write_margin = scaled(WRITE_MARGIN);
                 let schedule = Schedule {

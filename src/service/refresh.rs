@@ -31,6 +31,8 @@ pub struct Refresher {
     /// nothing left `Partial` (`REFRESH_INTERVAL_MINUTES`); runs between passes only take the
     /// queue. Zero: every run passes.
     pass_interval: Duration,
+    /// How passes follow one another within a run.
+    pacing: Pacing,
     /// This environment's name on the run lease.
     holder: String,
     /// The walk of the OU tree: names and OU paths in about (OUs + accounts ÷ 20) calls, then
@@ -55,11 +57,20 @@ pub const WALK_REUSE: Duration = Duration::from_secs(3600);
 /// `run_leased`): five sweeps of 20.
 pub const QUEUE_SWEEP_LIMIT: usize = 5 * ACCOUNTS_PER_SWEEP;
 
-/// Another pass begins in the same run only with at least this much time left.
-const MIN_TIME_FOR_A_PASS: Duration = Duration::from_secs(60);
+/// How passes follow one another within a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// Another pass begins in the same run only with at least this much time left.
+    pub min_time_for_a_pass: Duration,
+    /// Between passes while the warm-up is still completing accounts.
+    pub pause: Duration,
+}
 
-/// Between passes while the warm-up is still completing accounts.
-const PASS_PAUSE: Duration = Duration::from_secs(30);
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing { min_time_for_a_pass: Duration::from_secs(60), pause: Duration::from_secs(30) }
+    }
+}
 
 /// What a run's passes go over.
 enum Scope<'a> {
@@ -118,7 +129,21 @@ impl RefreshReport {
 impl Refresher {
     pub fn new(sweeper: Sweeper, state: Arc<dyn SweepState>, walk: Option<Arc<dyn OrganizationWalk>>) -> Self {
         let holder = format!("{:016x}", rand::random::<u64>());
-        Refresher { sweeper, state, pass_interval: Duration::ZERO, holder, walk, walked: tokio::sync::Mutex::new(None) }
+        Refresher {
+            sweeper,
+            state,
+            pass_interval: Duration::ZERO,
+            pacing: Pacing::default(),
+            holder,
+            walk,
+            walked: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Paces passes otherwise than a deployment does (the simulator runs its clock faster).
+    pub fn with_pacing(mut self, pacing: Pacing) -> Self {
+        self.pacing = pacing;
+        self
     }
 
     /// Begins a new pass over every finding only this long after the last one finished.
@@ -325,13 +350,13 @@ impl Refresher {
                 let another = report.pass_complete
                     && report.state_error.is_none()
                     && partial > 0
-                    && time_left > MIN_TIME_FOR_A_PASS
+                    && time_left > self.pacing.min_time_for_a_pass
                     && (still_warming || after_warm <= 1 || completed > 0);
                 if !another {
                     break;
                 }
                 if still_warming {
-                    tokio::time::sleep(PASS_PAUSE.min(time_left - MIN_TIME_FOR_A_PASS)).await;
+                    tokio::time::sleep(self.pacing.pause.min(time_left - self.pacing.min_time_for_a_pass)).await;
                 }
                 report.extra_passes += 1;
             }
