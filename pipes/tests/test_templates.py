@@ -783,7 +783,7 @@ class DashboardTest(unittest.TestCase):
                 if "SEARCH(" not in expression or NAMESPACE not in expression:
                     continue
                 searches += 1
-                self.assertIn('Function="enricher"', expression, title)
+                self.assertRegex(expression, r'Function="(enricher|refresher|investigator)"', title)
                 schema = re.search(r"\{" + NAMESPACE + r",([^}]*)\}", expression)
                 self.assertIsNotNone(schema, f"{title}: {expression}")
                 name = re.search(r'MetricName="(\w+)"', expression)

@@ -41,8 +41,14 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub const ALL: [Severity; 6] =
-        [Severity::Critical, Severity::High, Severity::Medium, Severity::Low, Severity::Informational, Severity::Unknown];
+    pub const ALL: [Severity; 6] = [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+        Severity::Informational,
+        Severity::Unknown,
+    ];
 
     /// ASFF's labels (`CRITICAL` … `INFORMATIONAL`) and OCSF's captions (`Critical`, `Fatal`,
     /// `Informational`, …), in any case.
@@ -440,7 +446,11 @@ mod tests {
         let mut counts = PostureCounts::default();
         for (owner, n) in [("a", 5), ("b", 4), ("c", 3), ("d", 2)] {
             for _ in 0..n {
-                counts.count(&finding(Some("HIGH"), None), &Placement { owner: Some(owner), ..Default::default() }, Standing::Complete);
+                counts.count(
+                    &finding(Some("HIGH"), None),
+                    &Placement { owner: Some(owner), ..Default::default() },
+                    Standing::Complete,
+                );
             }
         }
         counts.count(&finding(Some("HIGH"), None), &Placement::default(), Standing::Complete);
@@ -472,13 +482,17 @@ mod tests {
             let env = env.map(|e| format!("env-{e}"));
             let crit = crit.map(|c| format!("crit-{c}"));
             let path = (!path.is_empty()).then(|| {
-                std::iter::once("Root".to_owned()).chain(path.iter().map(|s| format!("ou{s}"))).collect::<Vec<_>>().join("/")
+                std::iter::once("Root".to_owned())
+                    .chain(path.iter().map(|s| format!("ou{s}")))
+                    .collect::<Vec<_>>()
+                    .join("/")
             });
             let label = ["CRITICAL", "High", "MEDIUM", "low", "INFORMATIONAL", "Other"][*severity as usize];
             let seen = seen.map(|d| {
                 chrono::DateTime::from_timestamp(1_700_000_000 + i64::from(d) * 86_400, 0).unwrap().to_rfc3339()
             });
-            let standing = [Standing::Complete, Standing::Partial, Standing::Stale, Standing::NotEnriched][*standing as usize];
+            let standing =
+                [Standing::Complete, Standing::Partial, Standing::Stale, Standing::NotEnriched][*standing as usize];
             let place = Placement {
                 owner: owner.as_deref(),
                 environment: env.as_deref(),
