@@ -168,7 +168,19 @@ async fn main() -> Result<()> {
             }
             print_sweep(&run.sweep);
             count_enriched(&securityhub, "after the refresher").await?;
-            print_posture(&config, &refresher_clients, &run).await?;
+            // A run that took the refresh queue (the accounts the stream could not resolve) is
+            // not a pass over every finding; the next scheduled run is, and counts posture.
+            let pass = if run.accounts.is_empty() {
+                run
+            } else {
+                println!(
+                    "\n== The next refresher run: the pass over every active finding, counting posture as it goes"
+                );
+                let next = refresher.run(tokio::time::Instant::now() + Duration::from_secs(300), &|_| {}).await;
+                print_sweep(&next.sweep);
+                next
+            };
+            print_posture(&config, &refresher_clients, &pass).await?;
             println!(
                 "   {:.0} s from the stream's first record to the refresher's last write (deployed, the first run comes up to one RefreshIntervalMinutes after the stream starts)",
                 stream_started.elapsed().as_secs_f64()
@@ -596,6 +608,12 @@ async fn print_posture(config: &EnricherConfig, clients: &Clients, run: &Refresh
     println!("\n== enricher-admin report (the pass's posture counts, from the cache table alone)");
     for line in posture_report::table(&report, now).lines() {
         println!("   {line}");
+    }
+    if run.posture.is_none() {
+        println!(
+            "   (the run kept no pass's counts: pass complete {}, idle {:?}, posture error {:?}, state error {:?})",
+            run.pass_complete, run.idle, run.posture_error, run.state_error
+        );
     }
     if let Some(pass) = &run.posture {
         let documents =
