@@ -57,6 +57,9 @@ pub struct EnricherConfig {
     /// `REFRESH_INTERVAL_MINUTES`: from the end of one refresher pass over every finding to the
     /// start of the next.
     pub refresh_interval: Duration,
+    /// `POSTURE_TOP_OWNERS`: the owners a pass's posture counts name (by open findings); the
+    /// others are counted as `other` (`core::posture`).
+    pub posture_top_owners: usize,
 }
 
 /// How findings are rendered, the same for every function that writes them: `TAG_KEYS`,
@@ -318,6 +321,7 @@ pub const ENRICHER_VARS: &[&str] = &[
     "OWNER_TAG_KEY",
     "ENRICHED_EVENTS_BUS",
     "REFRESH_INTERVAL_MINUTES",
+    "POSTURE_TOP_OWNERS",
 ];
 
 /// Variables the investigator reads.
@@ -435,6 +439,8 @@ impl EnricherConfig {
             refresh_interval: Duration::from_secs(
                 60 * vars.parsed("REFRESH_INTERVAL_MINUTES", 15u64, |m| (1..=7 * 24 * 60).contains(m))?,
             ),
+            posture_top_owners: vars
+                .parsed("POSTURE_TOP_OWNERS", crate::core::posture::DEFAULT_TOP_OWNERS, |n| (1..=100).contains(n))?,
         })
     }
 }

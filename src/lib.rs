@@ -24,6 +24,7 @@
 //! | `core::routing` | pure | `ROUTING_POLICY` as data: owner, environment, criticality per account |
 //! | `core::enriched_event` | pure | the versioned "Finding Enriched" event and PutEvents' limits |
 //! | `core::plan` | pure | screen (the loop guard for events), dedup, "current" and "still partial" for both hubs, group into the fewest update requests (V1 by payload, V2 by comment) |
+//! | `core::posture` | pure | posture counts of a pass: by owner, environment, criticality and OU path × one severity scale for both hubs, complete/Partial/stale, oldest critical and high; top owners, `other`, `unowned` |
 //! | `core::quotas` | pure | every shared rate declared once: each API's quota and the default share of each holder, with the test that they fit |
 //! | `core::select` | pure | investigation selection; re-exports its four files' public items as `core::select::X` |
 //! | `core::select::policy` | pure | trigger policy: which findings are investigated, and when (criteria, asks, `may_investigate`) |
@@ -38,12 +39,14 @@
 //! | `ports` | port | traits between service and adapters, one module per capability: |
 //! | `ports::metadata`, `ports::findings`, `ports::events` | port | metadata store and source; findings writers (V1, V2) and reader; the event publisher |
 //! | `ports::ledger`, `ports::jobs`, `ports::detective`, `ports::sweep_state` | port | quota ledger; job table; Detective; the sweep's checkpoint, refresh queue and run lease |
+//! | `ports::posture` | port | the last completed pass's posture counts and the running pass's |
 //! | `ports::redrive`, `ports::deployment` | port | the dead-letter queue and stream of `redrive`; the doctor's deployment probe |
 //! | `adapters::sdk` | adapter | SDK config, app names, the one error classifier, call counting |
 //! | `adapters::cache_table` | adapter | the cache table (`CACHE_TABLE`), one file per kind of item: |
 //! | `adapters::cache_table::schema` | adapter | its key and attributes, in one place |
 //! | `adapters::cache_table::store`, `adapters::cache_table::ledger` | adapter | the account metadata tier; the quota ledger item |
 //! | `adapters::cache_table::sweep_state` | adapter | the sweep's checkpoint and the queue of accounts to refresh |
+//! | `adapters::cache_table::posture` | adapter | the posture counts' items (`posture#last-pass`, `posture#progress`) |
 //! | `adapters::organizations` | adapter | Organizations and Account Management lookups |
 //! | `adapters::securityhub` | adapter | BatchUpdateFindings, GetFindings and BatchUpdateFindingsV2 |
 //! | `adapters::eventbridge` | adapter | PutEvents to `ENRICHED_EVENTS_BUS` |
@@ -61,10 +64,11 @@
 //! | `service::account_events` | glue | forgetting changed accounts |
 //! | `service::sweep` | glue | the sweep: every active finding of both hubs that needs work, through the same pipeline as the stream |
 //! | `service::refresh` | glue | one `refresher` run under the run lease: queued accounts first, then the pass from its checkpoint when due, warming the directory beside it; the operator's sweep runs the same loop |
+//! | `service::posture_report` | glue | `enricher-admin report`: the counts from the cache table, as a table, CSV or JSON |
 //! | `service::redrive` | glue | dead-lettered batches sent back, what could not be sent said per dead letter |
 //! | `service::doctor` | glue | `enricher-admin doctor`: each deployment check, pass or fail with its fix |
 //! | `limits` | infrastructure | client-side rate limits (`governor`) within a deadline, jittered backoff |
-//! | `telemetry` | infrastructure | metric names, EMF, JSON logs, the `Report` trait, call counts |
+//! | `telemetry` | infrastructure | metric names, EMF (and a pass's posture documents), JSON logs, the `Report` trait, call counts |
 //! | `config` | config | the one place environment variables are read and validated |
 //! | `wiring` | wiring | the production object graph, built once in `main` |
 

@@ -104,6 +104,62 @@ pub enum Metric {
     InvestigationErrors,
     /// Jobs active longer than expected (`EXPECTED_JOB_SECONDS`); the log names what each waits for.
     InvestigationsOverdue,
+    // Posture: one set of documents at the end of each pass over every finding
+    // (`posture_documents`), the counts `enricher-admin report` prints.
+    /// Findings the pass examined, on both hubs.
+    PostureFindings,
+    /// Of them, carrying their account's current metadata, complete.
+    PostureComplete,
+    /// Of them, `Partial` (account not resolved yet).
+    PosturePartial,
+    /// Of them, whose write failed: still older metadata.
+    PostureStale,
+    /// Of them, not ours to enrich (another's OCSF comment, refused, invalid account).
+    PostureNotEnriched,
+    PostureOpenCritical,
+    PostureOpenHigh,
+    /// Findings whose account routing gave no owner.
+    PostureUnowned,
+    /// Dimension `Owner` (`label::OWNER`): the top owners, `other`, `unowned`.
+    OpenCriticalByOwner,
+    /// Dimension `Owner`.
+    OpenHighByOwner,
+    /// Dimension `Owner`.
+    OpenMediumByOwner,
+    /// Dimension `Owner`.
+    OpenLowByOwner,
+    /// Dimension `Owner`.
+    OpenInformationalByOwner,
+    /// Dimension `Owner`: every severity, unknown included.
+    OpenFindingsByOwner,
+    /// Dimension `Owner`: since the oldest open critical finding was first observed.
+    OldestCriticalAgeByOwner,
+    /// Dimension `Owner`: since the oldest open high finding was first observed.
+    OldestHighAgeByOwner,
+    /// Dimension `Environment` (`label::ENVIRONMENT`; `unset` when routing sets none).
+    OpenCriticalByEnvironment,
+    /// Dimension `Environment`.
+    OpenHighByEnvironment,
+    /// Dimension `Environment`.
+    OpenMediumByEnvironment,
+    /// Dimension `Environment`.
+    OpenLowByEnvironment,
+    /// Dimension `Environment`.
+    OpenInformationalByEnvironment,
+    /// Dimension `Environment`.
+    OpenFindingsByEnvironment,
+    /// Dimension `Criticality` (`label::CRITICALITY`; `unset` when routing sets none).
+    OpenCriticalByCriticality,
+    /// Dimension `Criticality`.
+    OpenHighByCriticality,
+    /// Dimension `Criticality`.
+    OpenMediumByCriticality,
+    /// Dimension `Criticality`.
+    OpenLowByCriticality,
+    /// Dimension `Criticality`.
+    OpenInformationalByCriticality,
+    /// Dimension `Criticality`.
+    OpenFindingsByCriticality,
 }
 
 impl Metric {
@@ -115,7 +171,7 @@ impl Metric {
     pub const fn unit(self) -> Unit {
         match self {
             Metric::BatchDuration => Unit::Milliseconds,
-            Metric::RecordAgeSeconds => Unit::Seconds,
+            Metric::RecordAgeSeconds | Metric::OldestCriticalAgeByOwner | Metric::OldestHighAgeByOwner => Unit::Seconds,
             _ => Unit::Count,
         }
     }
@@ -126,6 +182,26 @@ impl Metric {
             Metric::FindingsSkipped | Metric::FindingsFailed => &[label::REASON],
             Metric::CacheHits => &[label::TIER],
             Metric::ApiCalls | Metric::ApiThrottles | Metric::ApiErrors => &[label::SERVICE, label::OPERATION],
+            Metric::OpenCriticalByOwner
+            | Metric::OpenHighByOwner
+            | Metric::OpenMediumByOwner
+            | Metric::OpenLowByOwner
+            | Metric::OpenInformationalByOwner
+            | Metric::OpenFindingsByOwner
+            | Metric::OldestCriticalAgeByOwner
+            | Metric::OldestHighAgeByOwner => &[label::OWNER],
+            Metric::OpenCriticalByEnvironment
+            | Metric::OpenHighByEnvironment
+            | Metric::OpenMediumByEnvironment
+            | Metric::OpenLowByEnvironment
+            | Metric::OpenInformationalByEnvironment
+            | Metric::OpenFindingsByEnvironment => &[label::ENVIRONMENT],
+            Metric::OpenCriticalByCriticality
+            | Metric::OpenHighByCriticality
+            | Metric::OpenMediumByCriticality
+            | Metric::OpenLowByCriticality
+            | Metric::OpenInformationalByCriticality
+            | Metric::OpenFindingsByCriticality => &[label::CRITICALITY],
             _ => &[],
         }
     }
@@ -169,6 +245,128 @@ pub mod label {
     pub const TIER: &str = "Tier";
     pub const SERVICE: &str = "Service";
     pub const OPERATION: &str = "Operation";
+    pub const OWNER: &str = "Owner";
+    pub const ENVIRONMENT: &str = "Environment";
+    pub const CRITICALITY: &str = "Criticality";
+}
+
+/// EMF's limits per document (CloudWatch Embedded Metric Format specification).
+pub const EMF_MAX_METRICS: usize = 100;
+pub const EMF_MAX_DIMENSIONS: usize = 30;
+
+/// A pass's posture counts as EMF documents, written once at the pass's end: one with the
+/// organization's totals, then one per owner, environment and criticality (each value of a
+/// dimension needs its own document), each well within `EMF_MAX_METRICS` metrics and
+/// `EMF_MAX_DIMENSIONS` dimensions. Written here rather than through the metrics recorder,
+/// which repeats every series it has seen on each later flush (zeros, or a gauge's last value):
+/// a pass's counts are a snapshot, published once per pass, and an owner that has left the top
+/// N must not go on being published.
+pub fn posture_documents(pass: &crate::core::posture::CompletedPass, function: &str, now_epoch_ms: u64) -> Vec<String> {
+    use crate::core::posture::{Severity, Tally};
+    let counts = &pass.counts;
+    let document = |dimension: Option<(&str, &str)>, values: Vec<(Metric, f64)>| -> String {
+        let mut dims = vec![FUNCTION_DIMENSION];
+        let mut doc = serde_json::Map::new();
+        doc.insert(FUNCTION_DIMENSION.into(), function.into());
+        if let Some((name, value)) = dimension {
+            dims.push(name);
+            doc.insert(name.into(), dimension_value(value).into());
+        }
+        let metrics: Vec<serde_json::Value> =
+            values.iter().map(|(m, _)| serde_json::json!({"Name": m.name(), "Unit": unit_name(m.unit())})).collect();
+        for (metric, value) in &values {
+            doc.insert(metric.name().into(), (*value).into());
+        }
+        doc.insert(
+            "_aws".into(),
+            serde_json::json!({
+                "Timestamp": now_epoch_ms,
+                "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [dims], "Metrics": metrics}],
+            }),
+        );
+        serde_json::Value::Object(doc).to_string()
+    };
+    let by_severity = |tally: &Tally, names: [Metric; 6]| -> Vec<(Metric, f64)> {
+        let severities = [Severity::Critical, Severity::High, Severity::Medium, Severity::Low, Severity::Informational];
+        let mut values: Vec<(Metric, f64)> =
+            severities.iter().zip(names).map(|(&s, m)| (m, tally.get(s) as f64)).collect();
+        values.push((names[5], tally.total() as f64));
+        values
+    };
+    let now = (now_epoch_ms / 1000) as i64;
+    let mut documents = vec![document(
+        None,
+        vec![
+            (Metric::PostureFindings, counts.total as f64),
+            (Metric::PostureComplete, counts.complete as f64),
+            (Metric::PosturePartial, counts.partial as f64),
+            (Metric::PostureStale, counts.stale as f64),
+            (Metric::PostureNotEnriched, counts.not_enriched as f64),
+            (Metric::PostureOpenCritical, counts.open(Severity::Critical) as f64),
+            (Metric::PostureOpenHigh, counts.open(Severity::High) as f64),
+            (Metric::PostureUnowned, counts.unowned() as f64),
+        ],
+    )];
+    use Metric::*;
+    for (owner, tally) in &counts.by_owner {
+        let mut values = by_severity(
+            tally,
+            [
+                OpenCriticalByOwner,
+                OpenHighByOwner,
+                OpenMediumByOwner,
+                OpenLowByOwner,
+                OpenInformationalByOwner,
+                OpenFindingsByOwner,
+            ],
+        );
+        for (metric, oldest) in
+            [(OldestCriticalAgeByOwner, tally.oldest_critical), (OldestHighAgeByOwner, tally.oldest_high)]
+        {
+            if let Some(at) = oldest {
+                values.push((metric, (now - at).max(0) as f64));
+            }
+        }
+        documents.push(document(Some((label::OWNER, owner)), values));
+    }
+    for (environment, tally) in &counts.by_environment {
+        let names = [
+            OpenCriticalByEnvironment,
+            OpenHighByEnvironment,
+            OpenMediumByEnvironment,
+            OpenLowByEnvironment,
+            OpenInformationalByEnvironment,
+            OpenFindingsByEnvironment,
+        ];
+        documents.push(document(Some((label::ENVIRONMENT, environment)), by_severity(tally, names)));
+    }
+    for (criticality, tally) in &counts.by_criticality {
+        let names = [
+            OpenCriticalByCriticality,
+            OpenHighByCriticality,
+            OpenMediumByCriticality,
+            OpenLowByCriticality,
+            OpenInformationalByCriticality,
+            OpenFindingsByCriticality,
+        ];
+        documents.push(document(Some((label::CRITICALITY, criticality)), by_severity(tally, names)));
+    }
+    documents
+}
+
+/// CloudWatch takes dimension values of 1 to 1024 ASCII characters: others become `_`.
+fn dimension_value(value: &str) -> String {
+    let ascii: String =
+        value.chars().take(1024).map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '_' }).collect();
+    if ascii.trim().is_empty() { "_".to_owned() } else { ascii }
+}
+
+fn unit_name(unit: Unit) -> &'static str {
+    match unit {
+        Unit::Seconds => "Seconds",
+        Unit::Milliseconds => "Milliseconds",
+        _ => "Count",
+    }
 }
 
 /// What one invocation did, as one report: the log line (whose counts balance) and the

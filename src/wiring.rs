@@ -9,6 +9,7 @@ use aws_config::retry::RetryConfig;
 use aws_credential_types::provider::{self, ProvideCredentials};
 
 use crate::adapters::cache_table::ledger::DynamoLedger;
+use crate::adapters::cache_table::posture::DynamoPostureStore;
 use crate::adapters::cache_table::store::DynamoStore;
 use crate::adapters::cache_table::sweep_state::DynamoSweepState;
 use crate::adapters::detective::DetectiveClient;
@@ -270,12 +271,19 @@ impl Refresher {
             Some(source),
         )
         .with_pass_interval(config.refresh_interval)
+        .with_posture(Arc::new(posture_store(config, clients)), config.posture_top_owners)
     }
 }
 
 /// The sweep's state in the cache table: the refresher's checkpoint and the refresh queue.
 pub fn sweep_state(config: &EnricherConfig, clients: &Clients) -> DynamoSweepState {
     DynamoSweepState::new(clients.dynamodb.clone(), &config.cache_table)
+}
+
+/// The posture counts of the sweep's passes in the cache table, for the refresher, the
+/// operator's sweep and `enricher-admin report`.
+pub fn posture_store(config: &EnricherConfig, clients: &Clients) -> DynamoPostureStore {
+    DynamoPostureStore::new(clients.dynamodb.clone(), &config.cache_table)
 }
 
 impl Investigator {

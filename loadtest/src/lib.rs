@@ -10,6 +10,7 @@
 //! | `loadgen` | a synthetic organization and realistic findings, by seed |
 //! | `replay` | events onto a Kinesis stream as the EventBridge rule puts them |
 //! | `pipeline` | the pure path in one call (benchmark, memory check, fuzzing) |
+//! | `posture` | the posture figure: a refresher pass over a generated organization and the EMF documents of its counts |
 //! | `simulate` | the load-test simulator |
 //! | `report` | the simulator's SVG report |
 //!
@@ -21,6 +22,7 @@ pub mod fakes;
 pub mod loadgen;
 pub mod local;
 pub mod pipeline;
+pub mod posture;
 pub mod replay;
 pub mod report;
 pub mod simulate;

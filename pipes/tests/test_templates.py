@@ -452,15 +452,17 @@ class IamTest(unittest.TestCase):
     def test_the_enricher_reaches_only_the_ledger_queue_and_checkpoint_items_one_by_one(self):
         """Single-item operations on the cache table, by key: UpdateItem of the quota ledger and the
         refresh queue only; GetItem of the refresher's checkpoint and the queue; PutItem and
-        DeleteItem of the checkpoint only (src/adapters/cache_table/{ledger,sweep_state}.rs)."""
+        DeleteItem of the checkpoint only (src/adapters/cache_table/{ledger,sweep_state}.rs); the
+        posture counts' items (src/adapters/cache_table/posture.rs)."""
         role = self.templates["template.yaml"]["Resources"]["EnricherRole"]
         ledger, checkpoint, queue = schema_key("LEDGER_KEY"), schema_key("CHECKPOINT_KEY"), schema_key("REFRESH_QUEUE_KEY")
         last_pass, lease = schema_key("LAST_PASS_KEY"), schema_key("LEASE_KEY")
+        posture, progress = schema_key("POSTURE_KEY"), schema_key("POSTURE_PROGRESS_KEY")
         expected = {
             "dynamodb:UpdateItem": [ledger, queue],
-            "dynamodb:GetItem": [checkpoint, queue, last_pass],
-            "dynamodb:PutItem": [checkpoint, last_pass, lease],
-            "dynamodb:DeleteItem": [checkpoint, last_pass, lease],
+            "dynamodb:GetItem": [checkpoint, queue, last_pass, progress],
+            "dynamodb:PutItem": [checkpoint, last_pass, lease, posture, progress],
+            "dynamodb:DeleteItem": [checkpoint, last_pass, lease, posture, progress],
         }
         for action, keys in expected.items():
             granting = [s for s in statements({"Resources": {"r": role}}) if action in as_list(s["Action"])]
@@ -783,7 +785,7 @@ class DashboardTest(unittest.TestCase):
                 if "SEARCH(" not in expression or NAMESPACE not in expression:
                     continue
                 searches += 1
-                self.assertIn('Function="enricher"', expression, title)
+                self.assertRegex(expression, r'Function="(enricher|refresher|investigator)"', title)
                 schema = re.search(r"\{" + NAMESPACE + r",([^}]*)\}", expression)
                 self.assertIsNotNone(schema, f"{title}: {expression}")
                 name = re.search(r'MetricName="(\w+)"', expression)

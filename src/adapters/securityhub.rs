@@ -10,7 +10,7 @@ use aws_sdk_securityhub::types::{AwsSecurityFindingIdentifier, NoteUpdate};
 use crate::adapters::sdk::{ErrorClass, classify};
 use crate::core::enrich::{EnrichmentPayload, UPDATED_BY};
 use crate::core::finding::OcsfFindingId;
-use crate::core::finding::{Finding, FindingId, Hub, Note};
+use crate::core::finding::{Finding, FindingId, Hub, Note, Severity};
 use crate::ports::findings::{FindingsPage, FindingsReader, FindingsWriter, FindingsWriterV2, Unprocessed, WriteError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -240,7 +240,8 @@ fn from_asff(f: aws_sdk_securityhub::types::AwsSecurityFinding) -> Finding {
         product_name: f.product_name,
         title: f.title,
         record_state: f.record_state.map(|r| r.as_str().to_owned()),
-        severity: None,
+        // The sweep's posture counts and enriched-finding events carry it.
+        severity: f.severity.map(|s| Severity { label: s.label.map(|l| l.as_str().to_owned()) }),
         note: f.note.map(|n| Note { text: n.text.unwrap_or_default(), updated_by: n.updated_by.unwrap_or_default() }),
         user_defined_fields: f.user_defined_fields.unwrap_or_default().into_iter().collect(),
         resources: Vec::new(),

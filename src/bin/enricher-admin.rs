@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use securityhub_enricher::adapters::deployment::SdkProbe;
 use securityhub_enricher::adapters::redrive::{KinesisReplay, SqsDeadLetters};
 use securityhub_enricher::adapters::sdk::{ApiCalls, app_name, load_sdk_config};
@@ -15,15 +15,18 @@ use securityhub_enricher::adapters::stack::{self, DeployedStack, read_stack};
 use securityhub_enricher::config::{EnricherConfig, map_vars};
 use securityhub_enricher::core::account::AccountRecord;
 use securityhub_enricher::core::finding::is_account_id;
+use securityhub_enricher::core::posture::Grouping;
+use securityhub_enricher::core::time::now_epoch_seconds;
 use securityhub_enricher::ports::sweep_state::SweepState;
 use securityhub_enricher::service::directory::{Resolution, WarmScope};
 use securityhub_enricher::service::doctor::{FindingsRules, PipeTarget, TTL_ATTRIBUTE, Targets, diagnose};
 use securityhub_enricher::service::handler::Enricher;
+use securityhub_enricher::service::posture_report;
 use securityhub_enricher::service::redrive::{Disposition, RedriveOptions, RedriveReport, redrive};
 use securityhub_enricher::service::refresh::Refresher;
 use securityhub_enricher::service::sweep::SweepReport;
 use securityhub_enricher::telemetry::Report;
-use securityhub_enricher::wiring::{Clients, organizations_source, sweep_state};
+use securityhub_enricher::wiring::{Clients, organizations_source, posture_store, sweep_state};
 
 #[derive(Parser)]
 #[command(about = "Operator commands for securityhub-enricher")]
@@ -108,6 +111,21 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
     },
+    /// Who holds the open findings: the last completed pass's posture counts (refresher or
+    /// `sweep` of every finding), read from the cache table alone (no Security Hub request),
+    /// most critical first, with the age of the oldest open critical and high finding, how old
+    /// the counts are, and how far a running pass is. Exit status 1 when no pass has completed.
+    Report {
+        /// Group by the owner, environment or criticality routing gave the findings, or by OU path.
+        #[arg(long, value_enum, default_value = "owner")]
+        by: By,
+        /// table (the default on a terminal), csv (the default otherwise) or json.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// With --by ou: cut OU paths at this many segments (2: Root/Workloads); default whole paths.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        depth: Option<u16>,
+    },
     /// Read-only checks of the deployment, each printed as pass or fail with its fix: the
     /// Organizations delegation, the contact role, Security Hub (administrator, aggregation,
     /// both hubs), the Detective graph and its coverage, the event bus and rules, the tables
@@ -133,6 +151,21 @@ enum Command {
         #[arg(long, value_name = "ARN")]
         graph_arn: Option<String>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum By {
+    Owner,
+    Environment,
+    Criticality,
+    Ou,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
 }
 
 #[tokio::main]
@@ -218,6 +251,34 @@ async fn main() -> Result<()> {
                 print!("{}", report.render());
             }
             if report.failed() > 0 {
+                std::process::exit(1);
+            }
+        }
+        Command::Report { by, format, depth } => {
+            let by = match by {
+                By::Owner => Grouping::Owner,
+                By::Environment => Grouping::Environment,
+                By::Criticality => Grouping::Criticality,
+                By::Ou => Grouping::Ou,
+            };
+            if depth.is_some() && by != Grouping::Ou {
+                bail!("--depth cuts OU paths: use it with --by ou");
+            }
+            let snapshot = posture_report::load(&posture_store(&config, &clients))
+                .await
+                .with_context(|| format!("reading the posture counts from {}", config.cache_table))?;
+            let now = now_epoch_seconds();
+            let report = posture_report::report(&snapshot, by, depth.map(usize::from), now);
+            let on_terminal = std::io::stdout().is_terminal();
+            match format.unwrap_or(if on_terminal { Format::Table } else { Format::Csv }) {
+                Format::Table => print!("{}", posture_report::table(&report, now)),
+                Format::Csv => {
+                    eprint!("{}", posture_report::describe(&report, now));
+                    print!("{}", posture_report::csv(&report));
+                }
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            if report.pass.is_none() {
                 std::process::exit(1);
             }
         }

@@ -34,6 +34,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         if let Err(e) = emf.flush(std::io::stdout().lock()) {
             tracing::warn!(error = %e, "could not write metrics");
         }
+        // A completed pass's posture counts: once, as their own EMF documents.
+        if let Some(pass) = &report.posture {
+            let now_ms = securityhub_enricher::core::time::since_epoch().as_millis() as u64;
+            for document in telemetry::posture_documents(pass, "refresher", now_ms) {
+                println!("{document}");
+            }
+        }
         Ok::<_, lambda_runtime::Error>(serde_json::to_value(&report.sweep)?)
     }))
     .await

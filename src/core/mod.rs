@@ -16,6 +16,7 @@ pub mod investigation;
 pub mod ocsf;
 pub mod outcome;
 pub mod plan;
+pub mod posture;
 pub mod quotas;
 pub mod rate;
 pub mod redrive;

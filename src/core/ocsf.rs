@@ -70,6 +70,9 @@ pub struct OcsfFinding {
     comment: Option<String>,
     #[serde(default)]
     severity: Option<String>,
+    /// OCSF's `severity_id` (1 Informational … 5 Critical, 6 Fatal), when `severity` is absent.
+    #[serde(default)]
+    severity_id: Option<i64>,
     #[serde(default)]
     status: Option<String>,
     /// Top-level event time: the last resort for "latest modification wins".
@@ -134,7 +137,15 @@ impl OcsfFinding {
             title: self.finding_info.title.clone(),
             // OCSF status "Archived" is the V2 counterpart of RecordState ARCHIVED.
             record_state: self.status.filter(|s| s.eq_ignore_ascii_case("archived")).map(|_| "ARCHIVED".to_owned()),
-            severity: self.severity.map(|label| crate::core::finding::Severity { label: Some(label.to_uppercase()) }),
+            severity: self
+                .severity
+                .filter(|label| !label.trim().is_empty())
+                .map(|label| label.to_uppercase())
+                .or_else(|| {
+                    let scaled = crate::core::posture::Severity::from_ocsf_id(self.severity_id?);
+                    Some(scaled.label().to_uppercase())
+                })
+                .map(|label| crate::core::finding::Severity { label: Some(label) }),
             note: None,
             user_defined_fields: Default::default(),
             resources: Vec::new(),

@@ -10,6 +10,7 @@ pub mod fanout;
 pub mod handler;
 pub mod investigator;
 pub mod pipeline;
+pub mod posture_report;
 pub mod publisher;
 pub mod quota_share;
 pub mod redrive;

@@ -14,8 +14,10 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::core::error::error_chain;
+use crate::core::posture::{CompletedPass, DEFAULT_TOP_OWNERS, PassProgress, PostureCounts};
 use crate::core::time::now_epoch_seconds;
 use crate::ports::metadata::{LookupError, OrganizationWalk, WalkedAccount};
+use crate::ports::posture::PostureStore;
 use crate::ports::sweep_state::{Checkpoint, SweepState};
 use crate::service::directory::{WarmReport, WarmScope};
 use crate::service::sweep::{SweepReport, Sweeper};
@@ -42,6 +44,10 @@ pub struct Refresher {
     /// The last walk, kept while this environment lives (at most `WALK_REUSE`), so runs that
     /// follow one another do not walk the tree again.
     walked: tokio::sync::Mutex<Option<LastWalk>>,
+    /// Where each pass over every finding keeps its posture counts (`None`: not kept), and how
+    /// many owners they name (`POSTURE_TOP_OWNERS`).
+    posture: Option<Arc<dyn PostureStore>>,
+    top_owners: usize,
 }
 
 /// When the last walk ran, and what it found (`None`: it failed).
@@ -106,6 +112,11 @@ pub struct RefreshReport {
     pub last_pass_incomplete: usize,
     /// A state read or write failed; the next run does this work again.
     pub state_error: Option<String>,
+    /// The posture counts of the last pass over every finding this run completed.
+    #[serde(skip)]
+    pub posture: Option<CompletedPass>,
+    /// Storing or reading the posture counts failed (the sweep itself went on).
+    pub posture_error: Option<String>,
 }
 
 impl RefreshReport {
@@ -122,6 +133,8 @@ impl RefreshReport {
             extra_passes: 0,
             last_pass_incomplete: 0,
             state_error: None,
+            posture: None,
+            posture_error: None,
         }
     }
 }
@@ -137,12 +150,22 @@ impl Refresher {
             holder,
             walk,
             walked: tokio::sync::Mutex::new(None),
+            posture: None,
+            top_owners: DEFAULT_TOP_OWNERS,
         }
     }
 
     /// Paces passes otherwise than a deployment does (the simulator runs its clock faster).
     pub fn with_pacing(mut self, pacing: Pacing) -> Self {
         self.pacing = pacing;
+        self
+    }
+
+    /// Keeps each pass's posture counts in `store`, naming the `top_owners` owners with the
+    /// most open findings (the rest are `other`).
+    pub fn with_posture(mut self, store: Arc<dyn PostureStore>, top_owners: usize) -> Self {
+        self.posture = Some(store);
+        self.top_owners = top_owners;
         self
     }
 
@@ -278,6 +301,8 @@ impl Refresher {
         progress: &(dyn Fn(&SweepReport) + Sync),
     ) -> RefreshReport {
         let mut report = RefreshReport::nothing_yet(0);
+        // Posture is counted by passes over every finding, not by sweeps of a few accounts.
+        let counting = self.posture.is_some() && !matches!(scope, Scope::Accounts(_));
         let (accounts, mut checkpoint, saving, queued) = match scope {
             Scope::Organization { checkpoint, queued } => (&[][..], checkpoint, true, queued),
             Scope::Everything => (&[][..], None, false, &[][..]),
@@ -315,17 +340,23 @@ impl Refresher {
             Some(warmed)
         };
         let defer = |account: &str| warming.load(Ordering::Acquire) && walked_ids.contains(account);
+        let mut counted = if counting { self.counted_so_far(checkpoint.as_ref(), &mut report).await } else { None };
         let sweeps = async {
             let mut after_warm = 0;
             loop {
                 let pass_started_at = checkpoint.as_ref().map_or_else(now_epoch_seconds, |c| c.pass_started_at);
                 let resume = checkpoint.take().map(|c| c.next_token);
-                let sweep = Box::pin(self.sweeper.run_deferring(accounts, resume, deadline, &defer, progress)).await;
+                let mut sweep =
+                    Box::pin(self.sweeper.run_deferring(accounts, resume, deadline, &defer, progress)).await;
                 let next = sweep.resume_token.clone().map(|next_token| Checkpoint { next_token, pass_started_at });
                 // A pass that reached its end starts again from the first page next time.
                 report.pass_complete = next.is_none() && sweep.complete();
                 if saving && let Err(error) = self.state.save_checkpoint(next.as_ref()).await {
                     report.state_error = Some(error_chain(&error));
+                }
+                if counting {
+                    let part = std::mem::take(&mut sweep.posture);
+                    self.count(&mut counted, part, pass_started_at, next.is_some(), saving, &mut report).await;
                 }
                 let (partial, completed) = (sweep.incomplete(), sweep.enriched_complete);
                 report.last_pass_incomplete = partial;
@@ -394,6 +425,81 @@ impl Refresher {
         }
     }
 
+    /// What the pass from `checkpoint` has counted so far: nothing at the start of a pass; the
+    /// stored progress of the same pass when resuming; `None` (not countable) when that is
+    /// missing, so counts that miss part of a pass are never stored as the pass's.
+    async fn counted_so_far(
+        &self,
+        checkpoint: Option<&Checkpoint>,
+        report: &mut RefreshReport,
+    ) -> Option<PostureCounts> {
+        let (Some(store), Some(checkpoint)) = (&self.posture, checkpoint) else {
+            return Some(PostureCounts::default());
+        };
+        match store.progress().await {
+            Ok(Some(progress)) if progress.started_at == checkpoint.pass_started_at => Some(progress.counts),
+            Ok(_) => {
+                tracing::warn!("the running pass's posture counts so far are missing; this pass's are not kept");
+                None
+            }
+            Err(error) => {
+                report.posture_error = Some(error_chain(&error));
+                None
+            }
+        }
+    }
+
+    /// Adds a run's part of the pass to its counts, then keeps them: as the pass's counts
+    /// (bounded) when it reached its end, as its progress (`saving`: the refresher's pass) when
+    /// it goes on; a pass started over counts from nothing again.
+    async fn count(
+        &self,
+        counted: &mut Option<PostureCounts>,
+        part: PostureCounts,
+        started_at: i64,
+        goes_on: bool,
+        saving: bool,
+        report: &mut RefreshReport,
+    ) {
+        let Some(store) = &self.posture else { return };
+        let now = now_epoch_seconds();
+        let saved = if report.pass_complete {
+            let whole = counted.take().map(|mut counts| {
+                counts.merge(part);
+                CompletedPass { started_at, completed_at: now, counts: counts.bounded(self.top_owners) }
+            });
+            *counted = Some(PostureCounts::default());
+            let mut saved = Ok(());
+            if let Some(pass) = whole {
+                saved = store.save_pass(&pass).await;
+                report.posture = Some(pass);
+            }
+            match saved {
+                Ok(()) if saving => store.save_progress(None).await,
+                other => other,
+            }
+        } else if goes_on {
+            let Some(counts) = counted.as_mut() else { return };
+            counts.merge(part);
+            if !saving {
+                return;
+            }
+            store.save_progress(Some(&PassProgress { started_at, updated_at: now, counts: counts.clone() })).await
+        } else {
+            // Stopped without a checkpoint to go on from: the next pass starts over.
+            *counted = Some(PostureCounts::default());
+            if !saving {
+                return;
+            }
+            store.save_progress(None).await
+        };
+        if let Err(error) = saved {
+            let error = error_chain(&error);
+            tracing::warn!(error = %error, "the posture counts were not stored");
+            report.posture_error = Some(error);
+        }
+    }
+
     fn failed_state(&self, error: String) -> RefreshReport {
         tracing::error!(error = %error, "the sweep's state in the cache table could not be read");
         RefreshReport { state_error: Some(error), ..RefreshReport::nothing_yet(0) }
@@ -429,6 +535,21 @@ impl Report for RefreshReport {
             if self.accounts.is_empty() { "pass over every active finding" } else { "queued accounts" }
         );
         self.sweep.log();
+        if let Some(pass) = &self.posture {
+            use crate::core::posture::Severity;
+            let c = &pass.counts;
+            tracing::info!(
+                findings = c.total,
+                complete = c.complete,
+                partial = c.partial,
+                stale = c.stale,
+                open_critical = c.open(Severity::Critical),
+                open_high = c.open(Severity::High),
+                unowned = c.unowned(),
+                owners = c.by_owner.len(),
+                "pass posture counted and kept for enricher-admin report"
+            );
+        }
     }
 
     fn record_metrics(&self) {

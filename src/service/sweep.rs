@@ -17,6 +17,7 @@ use crate::core::event::{Candidate, EventKind};
 use crate::core::finding::{Finding, Hub};
 use crate::core::outcome::{FindingOutcome, SkipReason};
 use crate::core::plan::{self, Origin};
+use crate::core::posture::{Placement, PostureCounts, Standing};
 use crate::limits::{Limiter, backoff};
 use crate::ports::findings::{FindingsPage, FindingsReader, WriteError};
 use crate::service::directory::{Directory, Resolution};
@@ -64,6 +65,10 @@ pub struct SweepReport {
     /// Why it stopped before the end, if it did.
     pub stopped: Option<String>,
     pub duration_ms: u128,
+    /// Every examined finding counted by owner, environment, criticality and OU path as its
+    /// account's rendering places it, and by where the run left it (`core::posture`).
+    #[serde(skip)]
+    pub posture: PostureCounts,
 }
 
 impl SweepReport {
@@ -119,6 +124,7 @@ impl std::ops::AddAssign for SweepReport {
         self.resume_token = later.resume_token;
         self.stopped = later.stopped;
         self.duration_ms += later.duration_ms;
+        self.posture.merge(later.posture);
     }
 }
 
@@ -343,23 +349,39 @@ impl Sweeper {
             .map(|(record, finding)| Candidate { record, finding, kind: EventKind::Imported })
             .collect();
         let mut eligible = Vec::with_capacity(candidates.len());
+        let mut standings: Vec<Option<Standing>> = vec![None; candidates.len()];
         for (i, c) in candidates.iter().enumerate() {
-            if let Some(reason) = plan::screen(&c.finding, Origin::Hub) {
-                report.count(&FindingOutcome::Skipped(reason));
-            } else if pending.awaiting.contains(&c.finding.aws_account_id) {
-                report.count(&FindingOutcome::Skipped(SkipReason::AwaitingWarmUp));
-            } else {
-                eligible.push(i);
+            let screened = match plan::screen(&c.finding, Origin::Hub) {
+                Some(reason) => Some(FindingOutcome::Skipped(reason)),
+                None if pending.awaiting.contains(&c.finding.aws_account_id) => {
+                    Some(FindingOutcome::Skipped(SkipReason::AwaitingWarmUp))
+                }
+                None => None,
+            };
+            match screened {
+                Some(outcome) => {
+                    standings[i] = Some(Standing::of(&outcome));
+                    report.count(&outcome);
+                }
+                None => eligible.push(i),
             }
         }
         let resolutions = &pending.resolutions;
         let known = |account: &str| resolutions.get(account).and_then(Resolution::record);
         // Boxed: the pipeline's future is large, and a sweep's stack is deep already.
         let served = Box::pin(self.pipeline.serve(&candidates, &eligible, known, None, deadline)).await;
-        for (_, outcome) in &served.outcomes {
+        for (i, outcome) in &served.outcomes {
+            standings[*i] = Some(Standing::of(outcome));
             report.count(outcome);
         }
         report.writes += served.stats;
+        // Posture: each finding where the account's rendering places it (the same rendering,
+        // from the same resolutions, as the pipeline wrote; no request), whatever its outcome.
+        let enrichments = self.pipeline.rendering.enrichments(candidates.iter().map(|c| &c.finding), known);
+        for (c, standing) in candidates.iter().zip(standings) {
+            let place = enrichments.get(&c.finding.aws_account_id).map(Placement::of).unwrap_or_default();
+            report.posture.count(&c.finding, &place, standing.unwrap_or(Standing::Stale));
+        }
     }
 }
 

@@ -15,8 +15,11 @@ use loadtest::local::org::{OrgSpec, seed_organization};
 use loadtest::local::{create_table, sdk_config_for};
 use securityhub_enricher::adapters::sdk::ApiCalls;
 use securityhub_enricher::config::{EnricherConfig, Vars};
+use securityhub_enricher::core::posture::Grouping;
+use securityhub_enricher::core::time::now_epoch_seconds;
+use securityhub_enricher::service::posture_report;
 use securityhub_enricher::service::refresh::Refresher;
-use securityhub_enricher::wiring::Clients;
+use securityhub_enricher::wiring::{Clients, posture_store};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -90,6 +93,35 @@ async fn the_operators_sweep_completes_a_cold_organization_on_both_hubs_and_an_o
     );
     assert_eq!(sweep.enriched_complete, CSPM_FINDINGS + OCSF_FINDINGS, "{sweep:?}");
     assert!(elapsed <= 1.5 * bound + 30.0, "{elapsed:.0} s against a bound of {bound:.0} s");
+
+    // The pass's posture counts, kept in the cache table: `enricher-admin report` reads them
+    // with two GetItems and no Security Hub request; every finding is the routing's owner's.
+    let report_calls = ApiCalls::default();
+    let report_clients = Clients::for_enricher("enricher-admin", &config, &sdk, &report_calls).await;
+    let snapshot = posture_report::load(&posture_store(&config, &report_clients)).await.unwrap();
+    let made: Vec<((String, String), u64)> =
+        report_calls.snapshot().into_iter().filter(|(_, c)| c.calls > 0).map(|(k, c)| (k, c.calls)).collect();
+    assert_eq!(made, [(("DynamoDB".to_owned(), "GetItem".to_owned()), 2)]);
+    let pass = snapshot.last.as_ref().expect("the completed pass's counts");
+    assert!(snapshot.running.is_none(), "the operator's sweep leaves no running pass");
+    let counts = &pass.counts;
+    assert_eq!((counts.total, counts.complete), ((CSPM_FINDINGS + OCSF_FINDINGS) as u64, counts.total), "{counts:?}");
+    let owners: Vec<&str> = counts.by_owner.keys().map(String::as_str).collect();
+    assert_eq!(owners, ["platform"], "the owner the findings carry");
+    let platform = &counts.by_owner["platform"];
+    // CSPM: n % 3 = 2 critical, 0 high; the OCSF samples are all High (severity_id 4).
+    let cspm_of = |r: usize| (0..CSPM_FINDINGS).filter(|n| n % 3 == r).count() as u64;
+    assert_eq!((platform.critical, platform.high), (cspm_of(2), cspm_of(0) + OCSF_FINDINGS as u64));
+    assert_eq!(counts.by_environment["prod"].total(), counts.total);
+    let report = posture_report::report(&snapshot, Grouping::Ou, Some(1), now_epoch_seconds());
+    assert_eq!(report.rows.iter().map(|r| (r.group.as_str(), r.total)).collect::<Vec<_>>(), [("Root", counts.total)]);
+    print!(
+        "{}",
+        posture_report::table(
+            &posture_report::report(&snapshot, Grouping::Owner, None, now_epoch_seconds()),
+            now_epoch_seconds()
+        )
+    );
 
     // Every finding of both hubs complete and routed; one event per finding written.
     let hub = aws_sdk_securityhub::Client::new(&sdk);

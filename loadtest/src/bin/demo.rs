@@ -23,15 +23,18 @@ use loadtest::local::{control_request, create_table, sdk_config_for};
 use securityhub_enricher::adapters::sdk::ApiCalls;
 use securityhub_enricher::config::{AccountEventsConfig, EnricherConfig};
 use securityhub_enricher::core::event::IncomingBatch;
+use securityhub_enricher::core::posture::Grouping;
+use securityhub_enricher::core::time::{now_epoch_seconds, since_epoch};
 use securityhub_enricher::service::account_events::forget_changed;
 use securityhub_enricher::service::batch_report::BatchReport;
 use securityhub_enricher::service::fanout::FanoutStats;
 use securityhub_enricher::service::handler::Enricher;
 use securityhub_enricher::service::investigator::Investigator;
-use securityhub_enricher::service::refresh::Refresher;
+use securityhub_enricher::service::posture_report;
+use securityhub_enricher::service::refresh::{RefreshReport, Refresher};
 use securityhub_enricher::service::sweep::SweepReport;
 use securityhub_enricher::telemetry::CallCounts;
-use securityhub_enricher::wiring::{Clients, account_events_tables};
+use securityhub_enricher::wiring::{Clients, account_events_tables, posture_store};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -165,6 +168,19 @@ async fn main() -> Result<()> {
             }
             print_sweep(&run.sweep);
             count_enriched(&securityhub, "after the refresher").await?;
+            // A run that took the refresh queue (the accounts the stream could not resolve) is
+            // not a pass over every finding; the next scheduled run is, and counts posture.
+            let pass = if run.accounts.is_empty() {
+                run
+            } else {
+                println!(
+                    "\n== The next refresher run: the pass over every active finding, counting posture as it goes"
+                );
+                let next = refresher.run(tokio::time::Instant::now() + Duration::from_secs(300), &|_| {}).await;
+                print_sweep(&next.sweep);
+                next
+            };
+            print_posture(&config, &refresher_clients, &pass).await?;
             println!(
                 "   {:.0} s from the stream's first record to the refresher's last write (deployed, the first run comes up to one RefreshIntervalMinutes after the stream starts)",
                 stream_started.elapsed().as_secs_f64()
@@ -583,6 +599,35 @@ async fn show_enriched_finding(securityhub: &aws_sdk_securityhub::Client) -> Res
     }
     for (k, v) in finding.user_defined_fields.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>() {
         println!("   UserDefinedFields.{k} = {v}");
+    }
+    Ok(())
+}
+
+/// What `enricher-admin report` prints after the refresher's pass (read back from the cache
+/// table, as the report reads it), and the pass's posture EMF documents.
+async fn print_posture(config: &EnricherConfig, clients: &Clients, run: &RefreshReport) -> Result<()> {
+    let snapshot = posture_report::load(&posture_store(config, clients)).await?;
+    let now = now_epoch_seconds();
+    let report = posture_report::report(&snapshot, Grouping::Owner, None, now);
+    println!("\n== enricher-admin report (the pass's posture counts, from the cache table alone)");
+    for line in posture_report::table(&report, now).lines() {
+        println!("   {line}");
+    }
+    if run.posture.is_none() {
+        println!(
+            "   (the run kept no pass's counts: pass complete {}, idle {:?}, posture error {:?}, state error {:?})",
+            run.pass_complete, run.idle, run.posture_error, run.state_error
+        );
+    }
+    if let Some(pass) = &run.posture {
+        let documents =
+            securityhub_enricher::telemetry::posture_documents(pass, "refresher", since_epoch().as_millis() as u64);
+        let bytes: usize = documents.iter().map(|d| d.len() + 1).sum();
+        println!(
+            "   published at the pass's end as {} EMF documents, {bytes} bytes (largest {} bytes)",
+            documents.len(),
+            documents.iter().map(String::len).max().unwrap_or(0)
+        );
     }
     Ok(())
 }

@@ -148,6 +148,22 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         batching_window_seconds: f64,
     },
+    /// The real refresher's pass over a generated organization's findings, in process on the
+    /// in-memory fakes, and the EMF documents its posture counts become at the pass's end: how
+    /// many and how large (one with the totals, one per named owner, `other`, `unowned`,
+    /// environment and criticality).
+    PostureEmf {
+        #[arg(long, default_value_t = 20_000)]
+        findings: usize,
+        #[arg(long, default_value_t = 500)]
+        accounts: usize,
+        /// Owner teams (by the owner tag); every tenth account has none.
+        #[arg(long, default_value_t = 60)]
+        owners: usize,
+        /// POSTURE_TOP_OWNERS.
+        #[arg(long, default_value_t = 20)]
+        top_owners: usize,
+    },
     /// Peak memory of the pure path on one batch (in a fresh process, so that the generator's
     /// memory is not counted).
     Memory {
@@ -352,6 +368,24 @@ async fn main() -> Result<()> {
                     summary.lost
                 );
             }
+            Ok(())
+        }
+        Command::PostureEmf { findings, accounts, owners, top_owners } => {
+            let figure = loadtest::posture::pass_emf(findings, accounts, owners, top_owners).await;
+            println!(
+                "a pass over {} findings of {} accounts ({} owners, top {} named, {} unowned): {} EMF documents, {} bytes, the largest {} bytes, at most {} metrics a document and {} dimensions a set{}",
+                figure.findings,
+                figure.accounts,
+                figure.owners,
+                figure.top_owners,
+                figure.unowned,
+                figure.documents,
+                figure.bytes,
+                figure.largest_document_bytes,
+                figure.most_metrics_in_a_document,
+                figure.most_dimensions_in_a_set,
+                if loadtest::posture::within_emf_limits(&figure) { "" } else { ": BEYOND EMF'S LIMITS" }
+            );
             Ok(())
         }
         Command::Memory { records } => memory(records),

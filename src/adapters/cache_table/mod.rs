@@ -1,8 +1,9 @@
 //! The cache table (`CACHE_TABLE`): its schema (`schema`, the one owner of keys and
-//! attributes), the account metadata tier (`store`), the quota ledger item (`ledger`) and the sweep's
+//! attributes), the account metadata tier (`store`), the quota ledger item (`ledger`), the posture counts of the sweep's passes (`posture`) and the sweep's
 //! checkpoint and refresh queue (`sweep_state`).
 
 pub mod ledger;
+pub mod posture;
 pub mod schema;
 pub mod store;
 pub mod sweep_state;

@@ -36,6 +36,13 @@ pub const LEASE_KEY: &str = "refresh#lease";
 pub const HOLDER_ATTRIBUTE: &str = "Holder";
 pub const LEASED_UNTIL_ATTRIBUTE: &str = "LeasedUntil";
 pub const ACCOUNTS_ATTRIBUTE: &str = "Accounts";
+/// The last completed pass's posture counts (`core::posture::CompletedPass` as JSON in
+/// `COUNTS_ATTRIBUTE`, with `COMPLETED_AT_ATTRIBUTE` and `PASS_STARTED_ATTRIBUTE`), which
+/// `enricher-admin report` reads.
+pub const POSTURE_KEY: &str = "posture#last-pass";
+/// The refresher's running pass: its counts so far (`core::posture::PassProgress` as JSON).
+pub const POSTURE_PROGRESS_KEY: &str = "posture#progress";
+pub const COUNTS_ATTRIBUTE: &str = "Counts";
 
 /// The key attribute value of an item.
 pub fn key(value: &str) -> AttributeValue {
