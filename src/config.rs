@@ -57,6 +57,9 @@ pub struct EnricherConfig {
     /// `REFRESH_INTERVAL_MINUTES`: from the end of one refresher pass over every finding to the
     /// start of the next.
     pub refresh_interval: Duration,
+    /// `PENDING_WRITE_DELAY_SECONDS`: how long a finding may wait in the pending-writes store
+    /// for later findings of its account while the quota is saturated; `None` (0): nothing waits.
+    pub pending_delay: Option<Duration>,
 }
 
 /// How findings are rendered, the same for every function that writes them: `TAG_KEYS`,
@@ -318,6 +321,7 @@ pub const ENRICHER_VARS: &[&str] = &[
     "OWNER_TAG_KEY",
     "ENRICHED_EVENTS_BUS",
     "REFRESH_INTERVAL_MINUTES",
+    "PENDING_WRITE_DELAY_SECONDS",
 ];
 
 /// Variables the investigator reads.
@@ -435,6 +439,11 @@ impl EnricherConfig {
             refresh_interval: Duration::from_secs(
                 60 * vars.parsed("REFRESH_INTERVAL_MINUTES", 15u64, |m| (1..=7 * 24 * 60).contains(m))?,
             ),
+            // At most 15 minutes: a Lambda invocation's longest, so every environment's drain
+            // and the refresher's every minute keep the bound.
+            pending_delay: Some(vars.parsed("PENDING_WRITE_DELAY_SECONDS", 60u64, |s| *s <= 900)?)
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
         })
     }
 }

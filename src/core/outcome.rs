@@ -78,6 +78,9 @@ impl FailReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FindingOutcome {
     Enriched { partial: bool },
+    /// Held in the pending-writes store, durably, to be written with later findings of its
+    /// account (the quota was saturated): final for its record, which is acknowledged.
+    Pending,
     Skipped(SkipReason),
     Failed(FailReason),
 }
@@ -156,6 +159,8 @@ pub struct BatchTally {
     pub findings_in: usize,
     pub findings_enriched: usize,
     pub findings_enriched_partial: usize,
+    /// Held in the pending-writes store (see `FindingOutcome::Pending`).
+    pub findings_pending: usize,
     pub findings_skipped: BTreeMap<String, usize>,
     pub findings_failed: BTreeMap<String, usize>,
 }
@@ -178,6 +183,7 @@ impl BatchTally {
                     self.findings_enriched_partial += 1;
                 }
             }
+            FindingOutcome::Pending => self.findings_pending += 1,
             FindingOutcome::Skipped(reason) => {
                 *self.findings_skipped.entry(reason.as_label().to_owned()).or_default() += 1
             }
@@ -198,7 +204,11 @@ impl BatchTally {
     /// True when every record and every finding is accounted for exactly once.
     pub fn balances(&self) -> bool {
         self.records_in == self.records_processed + self.records_skipped + self.records_poison + self.records_failed
-            && self.findings_in == self.findings_enriched + self.findings_skipped_total() + self.findings_failed_total()
+            && self.findings_in
+                == self.findings_enriched
+                    + self.findings_pending
+                    + self.findings_skipped_total()
+                    + self.findings_failed_total()
     }
 }
 
@@ -206,7 +216,7 @@ impl fmt::Display for BatchTally {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "records {} = processed {} + skipped {} + poison {} + failed {}; findings {} = enriched {} + skipped {} + failed {}",
+            "records {} = processed {} + skipped {} + poison {} + failed {}; findings {} = enriched {} + pending {} + skipped {} + failed {}",
             self.records_in,
             self.records_processed,
             self.records_skipped,
@@ -214,6 +224,7 @@ impl fmt::Display for BatchTally {
             self.records_failed,
             self.findings_in,
             self.findings_enriched,
+            self.findings_pending,
             self.findings_skipped_total(),
             self.findings_failed_total()
         )

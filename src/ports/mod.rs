@@ -9,5 +9,6 @@ pub mod findings;
 pub mod jobs;
 pub mod ledger;
 pub mod metadata;
+pub mod pending;
 pub mod redrive;
 pub mod sweep_state;

@@ -18,6 +18,7 @@ use crate::ports::sweep_state::SweepState;
 use crate::service::batch_report::BatchReport;
 use crate::service::directory::{Directory, Resolution};
 use crate::service::fanout::{Fanout, FanoutStats};
+use crate::service::pending::{Coalescer, PendingStats};
 use crate::service::pipeline::{Pipeline, WriteStats};
 
 pub struct Enricher {
@@ -31,6 +32,8 @@ pub struct Enricher {
     pub deadline_margin: Duration,
     /// Detective fan-out; `None` when `JOBS_TABLE` is not set.
     pub fanout: Option<Fanout>,
+    /// Coalescing across batches (`service::pending`); `None` when `PENDING_WRITE_DELAY_SECONDS` is 0.
+    pub pending: Option<Coalescer>,
 }
 
 impl Enricher {
@@ -43,6 +46,15 @@ impl Enricher {
         let plan::Triage { kept, skipped, asks } = plan::triage(&candidates);
         for (i, reason) in skipped {
             outcomes[i] = Some(FindingOutcome::Skipped(reason));
+        }
+        // The quota saturated: accounts with a few findings here wait for their later ones.
+        let held = match &self.pending {
+            Some(coalescer) => Some(coalescer.hold(&candidates, &kept).await),
+            None => None,
+        };
+        let kept = held.as_ref().map_or(kept, |h| h.now.clone());
+        for &i in held.iter().flat_map(|h| &h.held) {
+            outcomes[i] = Some(FindingOutcome::Pending);
         }
 
         // Accounts the cache knows are written at once, while the others are looked up, so the
@@ -68,6 +80,14 @@ impl Enricher {
         let (second, second_writes) = self.write(&candidates, &waiting, &looked_up, work_deadline).await;
         let queued_for_refresh = self.queue_for_refresh(unresolved).await;
         writes += second_writes;
+        let mut pending = PendingStats::default();
+        if let (Some(coalescer), Some(held)) = (&self.pending, held) {
+            let (drained, drain_writes) =
+                coalescer.drain_after_batch(&held, &self.directory, &self.pipeline, work_deadline).await;
+            writes += drain_writes;
+            pending = held.stats;
+            pending.drained = drained;
+        }
         let mut prefetch = cache.stats;
         prefetch += lookup_stats;
         for (member, outcome) in first.into_iter().chain(second) {
@@ -93,6 +113,7 @@ impl Enricher {
             writes,
             investigations,
             queued_for_refresh,
+            pending,
             record_ages,
             duration_ms: started.elapsed().as_millis(),
         }

@@ -7,4 +7,5 @@ pub mod enricher;
 pub mod hub;
 pub mod jobs;
 pub mod ledger;
+pub mod pending;
 pub mod sweep_state;

@@ -1,8 +1,9 @@
 //! The cache table (`CACHE_TABLE`): its schema (`schema`, the one owner of keys and
 //! attributes), the account metadata tier (`store`), the quota ledger item (`ledger`) and the sweep's
-//! checkpoint and refresh queue (`sweep_state`).
+//! checkpoint and refresh queue (`sweep_state`), and the pending-writes store (`pending`).
 
 pub mod ledger;
+pub mod pending;
 pub mod schema;
 pub mod store;
 pub mod sweep_state;
