@@ -77,7 +77,9 @@ impl FailReason {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FindingOutcome {
-    Enriched { partial: bool },
+    Enriched {
+        partial: bool,
+    },
     /// Held in the pending-writes store, durably, to be written with later findings of its
     /// account (the quota was saturated): final for its record, which is acknowledged.
     Pending,

@@ -152,12 +152,7 @@ pub fn accounts_to_hold(findings_per_account: &BTreeMap<String, usize>) -> Vec<S
 /// those whose oldest finding has waited `delay_ms` by `due_by_ms` (oldest first); with
 /// `everything` (the quota free: nothing is gained by waiting longer), every account, largest
 /// first.
-pub fn accounts_to_write(
-    accounts: &[PendingAccount],
-    due_by_ms: i64,
-    delay_ms: i64,
-    everything: bool,
-) -> Vec<String> {
+pub fn accounts_to_write(accounts: &[PendingAccount], due_by_ms: i64, delay_ms: i64, everything: bool) -> Vec<String> {
     let mut full: Vec<&PendingAccount> = Vec::new();
     let mut due: Vec<&PendingAccount> = Vec::new();
     let mut rest: Vec<&PendingAccount> = Vec::new();

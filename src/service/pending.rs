@@ -257,9 +257,11 @@ impl Coalescer {
             }
             let now_ms = self.clock.now_ms();
             let until_ms = now_ms + self.claim.as_millis() as i64;
-            let taken = futures::future::join_all(chunk.iter().map(|account| async move {
-                (account.clone(), self.store.take(account, now_ms, until_ms).await)
-            }))
+            let taken = futures::future::join_all(
+                chunk
+                    .iter()
+                    .map(|account| async move { (account.clone(), self.store.take(account, now_ms, until_ms).await) }),
+            )
             .await;
             let mut owners: Vec<(String, Vec<String>)> = Vec::new();
             let mut candidates: Vec<Candidate> = Vec::new();

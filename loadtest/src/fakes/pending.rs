@@ -1,6 +1,6 @@
 //! The pending-writes store in memory (the `PendingWrites` port), with the DynamoDB adapter's
 //! semantics: per account, the latest snapshot of each finding, an index entry from the first
-//! hold until a drainer takes the account, and a drainer's claim until it releases it. It
+//! hold until a drainer releases the account with nothing left, and a drainer's claim until it releases it. It
 //! outlives the enrichers that use it, as the table outlives Lambda environments.
 
 use std::collections::{BTreeMap, HashMap};
@@ -117,7 +117,6 @@ impl PendingWrites for InMemoryPendingWrites {
             return Ok(None);
         }
         item.claimed_until_ms = Some(until_ms);
-        self.index.lock().unwrap().remove(account);
         Ok(Some(Taken { findings: item.findings.values().cloned().collect() }))
     }
 
@@ -129,13 +128,13 @@ impl PendingWrites for InMemoryPendingWrites {
             item.findings.remove(key);
         }
         item.claimed_until_ms = None;
+        self.requests.fetch_add(1, Ordering::Relaxed);
         if item.findings.is_empty() {
             accounts.remove(account);
+            self.index.lock().unwrap().remove(account);
         } else {
             let waiting = summary(account, &item.findings, i64::MAX);
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            self.index.lock().unwrap().entry(account.to_owned()).or_insert((waiting.findings, waiting.oldest_ms)).0 =
-                waiting.findings;
+            self.index.lock().unwrap().insert(account.to_owned(), (waiting.findings, waiting.oldest_ms));
         }
         Ok(())
     }

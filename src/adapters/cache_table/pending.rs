@@ -58,7 +58,10 @@ impl DynamoPendingWrites {
                 .table_name(&self.table)
                 .key(KEY_ATTRIBUTE, key(&format!("{PENDING_PREFIX}{account}")))
                 .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-                .expression_attribute_values(":ttl", AttributeValue::N((now_ms / 1000 + ITEM_LIFETIME_SECONDS).to_string()))
+                .expression_attribute_values(
+                    ":ttl",
+                    AttributeValue::N((now_ms / 1000 + ITEM_LIFETIME_SECONDS).to_string()),
+                )
                 .return_values(ReturnValue::AllNew);
             for (i, finding) in chunk.iter().enumerate() {
                 expression.push_str(&format!(", #f{i} = :f{i}"));
@@ -73,13 +76,18 @@ impl DynamoPendingWrites {
         Ok(waiting)
     }
 
-    /// Sets the index entries of these accounts (all in one shard).
-    async fn index(&self, shard: &str, accounts: &[PendingAccount]) -> Result<(), StoreError> {
+    /// Sets the index entries of these accounts (all in one shard): a hold keeps the oldest
+    /// time already there, a release (`exact`) sets what is left.
+    async fn index(&self, shard: &str, accounts: &[PendingAccount], exact: bool) -> Result<(), StoreError> {
         for chunk in accounts.chunks(ACCOUNTS_PER_INDEX_UPDATE) {
             let mut sets = Vec::with_capacity(chunk.len() * 2);
             let mut request = self.client.update_item().table_name(&self.table).key(KEY_ATTRIBUTE, key(shard));
             for (i, account) in chunk.iter().enumerate() {
-                sets.push(format!("#n{i} = :n{i}, #o{i} = if_not_exists(#o{i}, :o{i})"));
+                sets.push(if exact {
+                    format!("#n{i} = :n{i}, #o{i} = :o{i}")
+                } else {
+                    format!("#n{i} = :n{i}, #o{i} = if_not_exists(#o{i}, :o{i})")
+                });
                 request = request
                     .expression_attribute_names(format!("#n{i}"), format!("{PENDING_COUNT_PREFIX}{}", account.account))
                     .expression_attribute_names(format!("#o{i}"), format!("{PENDING_OLDEST_PREFIX}{}", account.account))
@@ -138,14 +146,18 @@ impl PendingWrites for DynamoPendingWrites {
         // one whose findings are not stored.
         let mut held: Vec<(String, Result<PendingAccount, StoreError>)> = Vec::with_capacity(groups.len());
         for chunk in groups.chunks(CONCURRENCY) {
-            let answers = futures::future::join_all(chunk.iter().map(|(account, findings)| self.hold_account(account, findings, now_ms))).await;
+            let answers = futures::future::join_all(
+                chunk.iter().map(|(account, findings)| self.hold_account(account, findings, now_ms)),
+            )
+            .await;
             held.extend(chunk.iter().map(|(account, _)| account.clone()).zip(answers));
         }
         let mut shards: BTreeMap<String, Vec<PendingAccount>> = BTreeMap::new();
         for waiting in held.iter().filter_map(|(_, r)| r.as_ref().ok()) {
             shards.entry(pending_index_key(&waiting.account)).or_default().push(waiting.clone());
         }
-        let failures = futures::future::join_all(shards.iter().map(|(shard, accounts)| self.index(shard, accounts))).await;
+        let failures =
+            futures::future::join_all(shards.iter().map(|(shard, accounts)| self.index(shard, accounts, false))).await;
         let mut indexed: HashMap<String, Option<String>> = HashMap::new();
         for ((_, accounts), failure) in shards.iter().zip(failures) {
             let failure = failure.err().map(|e| e.to_string());
@@ -171,7 +183,8 @@ impl PendingWrites for DynamoPendingWrites {
     async fn accounts(&self) -> Result<Vec<PendingAccount>, StoreError> {
         let mut keys = KeysAndAttributes::builder().consistent_read(true);
         for shard in 0..PENDING_INDEX_SHARDS {
-            keys = keys.keys(HashMap::from([(KEY_ATTRIBUTE.to_owned(), key(&format!("{PENDING_INDEX_PREFIX}{shard}")))]));
+            keys =
+                keys.keys(HashMap::from([(KEY_ATTRIBUTE.to_owned(), key(&format!("{PENDING_INDEX_PREFIX}{shard}")))]));
         }
         let mut request = HashMap::from([(self.table.clone(), keys.build().expect("keys are set"))]);
         let mut accounts: BTreeMap<String, PendingAccount> = BTreeMap::new();
@@ -237,15 +250,15 @@ impl PendingWrites for DynamoPendingWrites {
             }
             Err(e) => return Err(self.error("UpdateItem", e)),
         };
-        // After the claim: a hold that lands from now on indexes the account again itself, and
-        // `release` does for what is left.
-        self.unindex(account).await?;
+        // The index entry stays until `release`: should this drainer die, another finds the
+        // account there once the claim lapses.
         Ok(Some(Taken { findings: findings_of(&item) }))
     }
 
     async fn release(&self, account: &str, written: &[String]) -> Result<(), StoreError> {
         let mut left = Vec::new();
-        let chunks: Vec<&[String]> = if written.is_empty() { vec![&[]] } else { written.chunks(FINDINGS_PER_UPDATE).collect() };
+        let chunks: Vec<&[String]> =
+            if written.is_empty() { vec![&[]] } else { written.chunks(FINDINGS_PER_UPDATE).collect() };
         for chunk in chunks {
             let mut removes = vec!["#claim".to_owned()];
             let mut request = self
@@ -267,9 +280,26 @@ impl PendingWrites for DynamoPendingWrites {
                 .map_err(|e| self.error("UpdateItem", e))?;
             left = findings_of(&output.attributes.unwrap_or_default());
         }
+        if left.is_empty() {
+            // Off the index, then a look at the item again: a hold that landed in between is
+            // indexed again here, and one that lands later indexes itself after this.
+            self.unindex(account).await?;
+            let item = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key(KEY_ATTRIBUTE, key(&format!("{PENDING_PREFIX}{account}")))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| self.error("GetItem", e))?
+                .item
+                .unwrap_or_default();
+            left = findings_of(&item);
+        }
         if !left.is_empty() {
             let waiting = summary(account, &left, i64::MAX);
-            self.index(&pending_index_key(account), &[waiting]).await?;
+            self.index(&pending_index_key(account), &[waiting], true).await?;
         }
         Ok(())
     }
