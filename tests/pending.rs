@@ -154,15 +154,15 @@ async fn the_delay_bound_is_respected() {
     assert!(written_at - held_at <= DELAY + Duration::from_secs(1), "{:?}", written_at - held_at);
     assert_eq!(deployment.store.waiting(), 0);
 
-    // With no batch coming after one, the refresher's drain (every minute) writes what is due by
-    // its next run: within the delay of the hold.
+    // With no batch coming after one, the refresher's drain writes them once nothing more is
+    // held (the stream has caught up): a second later, not a delay later.
     enricher.handle(batch(&[(BIG, 3, 1), (OTHER, 3, 1), (SMALL, 3, 1)]), soon()).await;
     assert_eq!(deployment.store.waiting(), 3);
-    tokio::time::advance(Duration::from_secs(1)).await;
     let coalescer = enricher.pending.as_ref().unwrap();
-    let (drained, _) =
-        coalescer.drain_due(Duration::from_secs(60), &enricher.directory, &enricher.pipeline, soon()).await;
+    let before = Instant::now();
+    let (drained, _) = coalescer.drain_while_waiting(&enricher.directory, &enricher.pipeline, soon()).await;
     assert_eq!((drained.accounts, drained.written), (3, 3));
+    assert!(Instant::now() - before <= Duration::from_secs(2), "{:?}", Instant::now() - before);
     assert_eq!(deployment.store.waiting(), 0);
     for account in [BIG, SMALL, OTHER] {
         assert_eq!(deployment.written(account, 4), 4, "{account}");
@@ -202,8 +202,7 @@ async fn nothing_is_lost_when_an_environment_dies_between_acknowledging_and_writ
     // Once the dead drainer's claim lapses, the next drain (the refresher's) writes them.
     tokio::time::advance(coalescer.claim + Duration::from_secs(1)).await;
     let coalescer = environment.pending.as_ref().unwrap();
-    let (drained, _) =
-        coalescer.drain_due(Duration::from_secs(60), &environment.directory, &environment.pipeline, soon()).await;
+    let (drained, _) = coalescer.drain_while_waiting(&environment.directory, &environment.pipeline, soon()).await;
     assert_eq!(drained.written, 30, "{drained:?}");
     assert_eq!(deployment.written(BIG, 30), 30);
     assert_eq!(deployment.store.waiting(), 0);

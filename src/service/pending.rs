@@ -9,8 +9,10 @@
 //! account's metadata of that moment: there is no second writer. A finding leaves the store
 //! only once it ended in a final outcome (written, current, rejected...); one that failed stays
 //! for the next drain, and one whose drainer died stays claimed until the claim lapses. The
-//! enricher drains at the end of each invocation; the refresher, every minute, drains what is
-//! due by its next run, so the bound holds when the stream goes quiet.
+//! enricher drains at the end of each invocation (full requests, the due, and everything once
+//! the quota is free); the refresher, every minute, drains while anything waits (polling the
+//! index each second), so the bound holds when the stream goes quiet, and everything goes out
+//! as soon as no more is held.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::AddAssign;
@@ -36,6 +38,8 @@ use crate::service::pipeline::{Pipeline, WriteStats};
 const ACCOUNTS_PER_DRAIN: usize = 20;
 /// A drainer stops taking accounts this long before its deadline, to serve what it took.
 const DRAIN_MARGIN: Duration = Duration::from_secs(2);
+/// How often the refresher's drain looks at the index while findings wait.
+pub const POLL: Duration = Duration::from_secs(1);
 
 /// What the store did for one batch or one drain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -215,25 +219,51 @@ impl Coalescer {
         (stats, writes)
     }
 
-    /// The refresher's drain: every account due by `next_run` (when the drain after it
-    /// would come), and every full request.
-    pub async fn drain_due(
+    /// The refresher's drain, every minute: until `deadline` or nothing waits, every full
+    /// request and every account whose oldest finding has waited the delay, looking again each
+    /// `POLL`; and, once nothing new was held since the last look (the stream has caught up,
+    /// so waiting longer gains nothing), every account, largest first.
+    pub async fn drain_while_waiting(
         &self,
-        next_run: Duration,
         directory: &Directory,
         pipeline: &Pipeline,
         deadline: Instant,
     ) -> (DrainStats, WriteStats) {
-        let waiting = match self.store.accounts().await {
-            Ok(waiting) => waiting,
-            Err(error) => {
-                tracing::warn!(error = %error_chain(&error), "pending-writes index not read");
-                return (DrainStats { store_errors: 1, ..Default::default() }, WriteStats::default());
+        let mut stats = DrainStats::default();
+        let mut writes = WriteStats::default();
+        // Findings waiting at the last look, less those written since.
+        let mut expected: Option<usize> = None;
+        while Instant::now() + DRAIN_MARGIN < deadline {
+            let waiting = match self.store.accounts().await {
+                Ok(waiting) => waiting,
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "pending-writes index not read");
+                    stats.store_errors += 1;
+                    break;
+                }
+            };
+            if waiting.is_empty() {
+                break;
             }
-        };
-        let due_by = self.clock.now_ms() + next_run.as_millis() as i64;
-        let ready = accounts_to_write(&waiting, due_by, self.delay_ms(), false);
-        self.drain(ready, directory, pipeline, deadline).await
+            let total: usize = waiting.iter().map(|a| a.findings).sum();
+            let settled = expected.is_some_and(|e| total <= e);
+            let ready = accounts_to_write(&waiting, self.clock.now_ms(), self.delay_ms(), settled);
+            if ready.is_empty() {
+                expected = Some(total);
+                tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+                continue;
+            }
+            let (more, more_writes) = self.drain(ready, directory, pipeline, deadline).await;
+            expected = Some(total.saturating_sub(more.written));
+            let stuck = more.written == 0;
+            stats += more;
+            writes += more_writes;
+            if stuck {
+                // Claimed elsewhere or failing: look again after a pause, not at once.
+                tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+            }
+        }
+        (stats, writes)
     }
 
     fn delay_ms(&self) -> i64 {
