@@ -465,7 +465,7 @@ impl Simulation {
             };
             let mut enricher = environment().quota(quota).deadline_margin(Duration::ZERO).build();
             if let Some(coalescer) = enricher.pending.as_mut() {
-                coalescer.claim = scaled(coalescer.claim);
+                *coalescer = scaled_coalescer(coalescer, scale);
             }
             let (samples, totals, done, progress) = (samples.clone(), totals.clone(), done.clone(), progress.clone());
             let batch_records = batch_records.clone();
@@ -583,11 +583,11 @@ impl Simulation {
                 ))
                 .build();
             let coalescer = drainer.pending.take().expect("the drainer has the store");
-            let coalescer = Coalescer { claim: scaled(coalescer.claim), ..coalescer };
+            let coalescer = scaled_coalescer(&coalescer, scale);
             let mut next = started + scaled(self.refresher_schedule);
             loop {
                 tokio::time::sleep_until(next).await;
-                let until = Instant::now() + scaled(Duration::from_secs(55));
+                let until = Instant::now() + scaled(securityhub_enricher::service::pending::DRAIN_PER_RUN);
                 let (drained, writes) =
                     coalescer.drain_while_waiting(&drainer.directory, &drainer.pipeline, until).await;
                 {
@@ -717,6 +717,17 @@ impl Simulation {
         summary.latency_ms = percentiles(latencies);
         summary.series = samples.into_values().collect();
         summary
+    }
+}
+
+/// The coalescer's own times (the claim, the drain's margin and poll) in simulated time.
+fn scaled_coalescer(coalescer: &Coalescer, scale: f64) -> Coalescer {
+    Coalescer {
+        store: coalescer.store.clone(),
+        claim: coalescer.claim.div_f64(scale),
+        margin: coalescer.margin.div_f64(scale),
+        poll: coalescer.poll.div_f64(scale),
+        ..*coalescer
     }
 }
 

@@ -7,13 +7,11 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use securityhub_enricher::adapters::sdk::{ApiCalls, load_sdk_config};
 use securityhub_enricher::config::EnricherConfig;
 use securityhub_enricher::core::time::lambda_deadline;
+use securityhub_enricher::service::pending;
 use securityhub_enricher::service::refresh::Refresher;
 use securityhub_enricher::telemetry;
 use securityhub_enricher::wiring::{Clients, coalescer};
 use serde_json::Value;
-
-/// The schedule fires every minute: each run drains for most of it.
-const DRAIN_PER_RUN: std::time::Duration = std::time::Duration::from_secs(55);
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -27,8 +25,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let clients = Clients::for_enricher("refresher", &config, &sdk, &calls).await;
     let refresher = Refresher::from_clients(&config, &clients);
     // The pending-writes store's drainer of last resort (see `service::pending`).
-    let pending = coalescer(&config, &clients);
-    let (refresher, calls, pending) = (&refresher, &calls, &pending);
+    let drainer = coalescer(&config, &clients);
+    let (refresher, calls, drainer) = (&refresher, &calls, &drainer);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let before = calls.snapshot();
         let deadline = lambda_deadline(event.context.deadline)
@@ -36,12 +34,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .unwrap_or_else(tokio::time::Instant::now);
         // Beside the run, until the next one is due: the findings waiting in the pending-writes
         // store, through the sweep's pipeline (background work on the quota).
-        let drain_until = deadline.min(tokio::time::Instant::now() + DRAIN_PER_RUN);
+        let drain_until = deadline.min(tokio::time::Instant::now() + pending::DRAIN_PER_RUN);
         let drain = async {
-            if let Some(pending) = pending {
+            if let Some(drainer) = drainer {
                 let sweeper = &refresher.sweeper;
                 let (drained, _) =
-                    pending.drain_while_waiting(&sweeper.directory, &sweeper.pipeline, drain_until).await;
+                    drainer.drain_while_waiting(&sweeper.directory, &sweeper.pipeline, drain_until).await;
                 if drained.accounts > 0 {
                     tracing::info!(
                         accounts = drained.accounts,

@@ -40,6 +40,10 @@ const ACCOUNTS_PER_DRAIN: usize = 20;
 const DRAIN_MARGIN: Duration = Duration::from_secs(2);
 /// How often the refresher's drain looks at the index while findings wait.
 pub const POLL: Duration = Duration::from_secs(1);
+/// How long each refresher run drains: a little over the minute between runs, so that the
+/// next run's drain has started before this one stops and the quota never idles between them
+/// (two drains never write one account at once: each takes it under a claim).
+pub const DRAIN_PER_RUN: Duration = Duration::from_secs(65);
 
 /// What the store did for one batch or one drain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -116,12 +120,24 @@ pub struct Coalescer {
     pub pool: Rate,
     /// How long a drainer's claim on an account lasts, should it die before releasing it.
     pub claim: Duration,
+    /// A drainer stops taking accounts this long before its deadline, to serve what it took.
+    pub margin: Duration,
+    /// How often the refresher's drain looks at the index while findings wait.
+    pub poll: Duration,
     pub clock: EpochClock,
 }
 
 impl Coalescer {
     pub fn new(store: Arc<dyn PendingWrites>, delay: Duration, pool: Rate) -> Self {
-        Coalescer { store, delay, pool, claim: Duration::from_secs(120), clock: EpochClock::default() }
+        Coalescer {
+            store,
+            delay,
+            pool,
+            claim: Duration::from_secs(120),
+            margin: DRAIN_MARGIN,
+            poll: POLL,
+            clock: EpochClock::default(),
+        }
     }
 
     /// Holds the members (screened, deduplicated) of accounts with fewer than a full request in
@@ -200,7 +216,7 @@ impl Coalescer {
         let ready = accounts_to_write(&held.waiting, self.clock.now_ms(), self.delay_ms(), held.quota_free);
         let (mut stats, mut writes) = self.drain(ready, directory, pipeline, deadline).await;
         // Once the quota is free, what waits goes out until none is left (or the time is).
-        while held.quota_free && Instant::now() + DRAIN_MARGIN < deadline {
+        while held.quota_free && Instant::now() + self.margin < deadline {
             let ready = match self.store.accounts().await {
                 Ok(waiting) => accounts_to_write(&waiting, self.clock.now_ms(), self.delay_ms(), true),
                 Err(_) => break,
@@ -233,7 +249,7 @@ impl Coalescer {
         let mut writes = WriteStats::default();
         // Findings waiting at the last look, less those written since.
         let mut expected: Option<usize> = None;
-        while Instant::now() + DRAIN_MARGIN < deadline {
+        while Instant::now() + self.margin < deadline {
             let waiting = match self.store.accounts().await {
                 Ok(waiting) => waiting,
                 Err(error) => {
@@ -250,7 +266,7 @@ impl Coalescer {
             let ready = accounts_to_write(&waiting, self.clock.now_ms(), self.delay_ms(), settled);
             if ready.is_empty() {
                 expected = Some(total);
-                tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+                tokio::time::sleep(self.poll.min(deadline.saturating_duration_since(Instant::now()))).await;
                 continue;
             }
             let (more, more_writes) = self.drain(ready, directory, pipeline, deadline).await;
@@ -260,7 +276,7 @@ impl Coalescer {
             writes += more_writes;
             if stuck {
                 // Claimed elsewhere or failing: look again after a pause, not at once.
-                tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+                tokio::time::sleep(self.poll.min(deadline.saturating_duration_since(Instant::now()))).await;
             }
         }
         (stats, writes)
@@ -282,7 +298,7 @@ impl Coalescer {
         let mut stats = DrainStats::default();
         let mut writes = WriteStats::default();
         for chunk in accounts.chunks(ACCOUNTS_PER_DRAIN) {
-            if Instant::now() + DRAIN_MARGIN >= deadline {
+            if Instant::now() + self.margin >= deadline {
                 break;
             }
             let now_ms = self.clock.now_ms();
