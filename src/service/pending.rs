@@ -216,7 +216,8 @@ impl Coalescer {
         let ready = accounts_to_write(&held.waiting, self.clock.now_ms(), self.delay_ms(), held.quota_free);
         let (mut stats, mut writes) = self.drain(ready, directory, pipeline, deadline).await;
         // Once the quota is free, what waits goes out until none is left (or the time is).
-        while held.quota_free && Instant::now() + self.margin < deadline {
+        // (Nothing waited as the batch began: no index to read again.)
+        while held.quota_free && !held.waiting.is_empty() && Instant::now() + self.margin < deadline {
             let ready = match self.store.accounts().await {
                 Ok(waiting) => accounts_to_write(&waiting, self.clock.now_ms(), self.delay_ms(), true),
                 Err(_) => break,
