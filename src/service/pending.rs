@@ -9,8 +9,8 @@
 //! account's metadata of that moment: there is no second writer. A finding leaves the store
 //! only once it ended in a final outcome (written, current, rejected...); one that failed stays
 //! for the next drain, and one whose drainer died stays claimed until the claim lapses. The
-//! enricher drains at the end of each invocation (full requests, the due, and everything once
-//! the quota is free); the refresher, every minute, drains while anything waits (polling the
+//! enricher drains at the end of each invocation (full requests, and everything once the quota
+//! is free); the refresher, every minute, drains while anything waits (polling the
 //! index each second), so the bound holds when the stream goes quiet, and everything goes out
 //! as soon as no more is held.
 
@@ -204,8 +204,10 @@ impl Coalescer {
         held
     }
 
-    /// The drain at the end of a batch: accounts with a full request waiting, those whose
-    /// oldest finding has waited the delay, and, when the quota is free, every one.
+    /// The drain at the end of a batch: accounts with a full request waiting, and, when the
+    /// quota is free, every one. Accounts that waited the delay are the refresher's: an
+    /// enricher busy writing them would stop reading its shard, and the findings still in the
+    /// stream would then go out in requests of their own.
     pub async fn drain_after_batch(
         &self,
         held: &Held,
@@ -213,7 +215,11 @@ impl Coalescer {
         pipeline: &Pipeline,
         deadline: Instant,
     ) -> (DrainStats, WriteStats) {
-        let ready = accounts_to_write(&held.waiting, self.clock.now_ms(), self.delay_ms(), held.quota_free);
+        let ready = if held.quota_free {
+            accounts_to_write(&held.waiting, self.clock.now_ms(), self.delay_ms(), true)
+        } else {
+            accounts_to_write(&held.waiting, i64::MIN / 2, 0, false)
+        };
         let (mut stats, mut writes) = self.drain(ready, directory, pipeline, deadline).await;
         // Once the quota is free, what waits goes out until none is left (or the time is).
         // (Nothing waited as the batch began: no index to read again.)
