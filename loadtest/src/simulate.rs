@@ -607,7 +607,8 @@ impl Simulation {
         };
         let (((stream_elapsed, after_stream), cold), ()) = tokio::join!(async { tokio::join!(stream, cold) }, drain);
         // With findings waiting in the store, the run ends when the last of them is written.
-        let (stream_elapsed, after_stream) = if self.pending_delay.is_some() {
+        // (Cold runs keep the stream's own figures: the refresher's sweep completes them.)
+        let (stream_elapsed, after_stream) = if self.pending_delay.is_some() && self.mode == Mode::Steady {
             let last_write = hub.first_updated.lock().unwrap().values().max().map(|at| *at - started);
             (stream_elapsed.max(last_write.unwrap_or_default()), completeness(&hub, &expected))
         } else {
