@@ -60,6 +60,9 @@ pub struct EnricherConfig {
     /// `POSTURE_TOP_OWNERS`: the owners a pass's posture counts name (by open findings); the
     /// others are counted as `other` (`core::posture`).
     pub posture_top_owners: usize,
+    /// `PENDING_WRITE_DELAY_SECONDS`: how long a finding may wait in the pending-writes store
+    /// for later findings of its account while the quota is saturated; `None` (0): nothing waits.
+    pub pending_delay: Option<Duration>,
 }
 
 /// How findings are rendered, the same for every function that writes them: `TAG_KEYS`,
@@ -322,6 +325,7 @@ pub const ENRICHER_VARS: &[&str] = &[
     "ENRICHED_EVENTS_BUS",
     "REFRESH_INTERVAL_MINUTES",
     "POSTURE_TOP_OWNERS",
+    "PENDING_WRITE_DELAY_SECONDS",
 ];
 
 /// Variables the investigator reads.
@@ -441,6 +445,11 @@ impl EnricherConfig {
             ),
             posture_top_owners: vars
                 .parsed("POSTURE_TOP_OWNERS", crate::core::posture::DEFAULT_TOP_OWNERS, |n| (1..=100).contains(n))?,
+            // At most 15 minutes: a Lambda invocation's longest, so every environment's drain
+            // and the refresher's every minute keep the bound.
+            pending_delay: Some(vars.parsed("PENDING_WRITE_DELAY_SECONDS", 60u64, |s| *s <= 900)?)
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
         })
     }
 }

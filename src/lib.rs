@@ -25,6 +25,7 @@
 //! | `core::enriched_event` | pure | the versioned "Finding Enriched" event and PutEvents' limits |
 //! | `core::plan` | pure | screen (the loop guard for events), dedup, "current" and "still partial" for both hubs, group into the fewest update requests (V1 by payload, V2 by comment) |
 //! | `core::posture` | pure | posture counts of a pass: by owner, environment, criticality and OU path × one severity scale for both hubs, complete/Partial/stale, oldest critical and high; top owners, `other`, `unowned` |
+//! | `core::pending` | pure | coalescing across batches: the snapshot of a waiting finding, when the quota is free, which accounts wait and which are written |
 //! | `core::quotas` | pure | every shared rate declared once: each API's quota and the default share of each holder, with the test that they fit |
 //! | `core::select` | pure | investigation selection; re-exports its four files' public items as `core::select::X` |
 //! | `core::select::policy` | pure | trigger policy: which findings are investigated, and when (criteria, asks, `may_investigate`) |
@@ -40,6 +41,7 @@
 //! | `ports::metadata`, `ports::findings`, `ports::events` | port | metadata store and source; findings writers (V1, V2) and reader; the event publisher |
 //! | `ports::ledger`, `ports::jobs`, `ports::detective`, `ports::sweep_state` | port | quota ledger; job table; Detective; the sweep's checkpoint, refresh queue and run lease |
 //! | `ports::posture` | port | the last completed pass's posture counts and the running pass's |
+//! | `ports::pending` | port | the pending-writes store: hold, the index of waiting accounts, a drainer's claim, release |
 //! | `ports::redrive`, `ports::deployment` | port | the dead-letter queue and stream of `redrive`; the doctor's deployment probe |
 //! | `adapters::sdk` | adapter | SDK config, app names, the one error classifier, call counting |
 //! | `adapters::cache_table` | adapter | the cache table (`CACHE_TABLE`), one file per kind of item: |
@@ -47,6 +49,7 @@
 //! | `adapters::cache_table::store`, `adapters::cache_table::ledger` | adapter | the account metadata tier; the quota ledger item |
 //! | `adapters::cache_table::sweep_state` | adapter | the sweep's checkpoint and the queue of accounts to refresh |
 //! | `adapters::cache_table::posture` | adapter | the posture counts' items (`posture#last-pass`, `posture#progress`) |
+//! | `adapters::cache_table::pending` | adapter | the pending-writes store: `pending#<account>` items, their sharded index, claims |
 //! | `adapters::organizations` | adapter | Organizations and Account Management lookups |
 //! | `adapters::securityhub` | adapter | BatchUpdateFindings, GetFindings and BatchUpdateFindingsV2 |
 //! | `adapters::eventbridge` | adapter | PutEvents to `ENRICHED_EVENTS_BUS` |
@@ -58,6 +61,7 @@
 //! | `service::handler` | glue | one batch, start to finish; queues the accounts it could not resolve |
 //! | `service::batch_report` | glue | the per-batch report: its log line and metrics |
 //! | `service::directory` | glue | memory → table → source, in a time budget |
+//! | `service::pending` | glue | coalescing across batches: holds a saturated batch's small account groups, drains them through the pipeline (the enricher after each batch, the refresher every minute) |
 //! | `service::updater`, `service::quota_share` | glue | pacing and retrying updates of both hubs, sharing the quota |
 //! | `service::publisher` | glue | enriched-finding events, 10 per PutEvents, failed entries retried |
 //! | `service::fanout`, `service::investigator` | glue | queueing investigations; the investigator's pass |

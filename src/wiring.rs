@@ -9,6 +9,7 @@ use aws_config::retry::RetryConfig;
 use aws_credential_types::provider::{self, ProvideCredentials};
 
 use crate::adapters::cache_table::ledger::DynamoLedger;
+use crate::adapters::cache_table::pending::DynamoPendingWrites;
 use crate::adapters::cache_table::posture::DynamoPostureStore;
 use crate::adapters::cache_table::store::DynamoStore;
 use crate::adapters::cache_table::sweep_state::DynamoSweepState;
@@ -27,6 +28,7 @@ use crate::service::directory::Directory;
 use crate::service::fanout::Fanout;
 use crate::service::handler::Enricher;
 use crate::service::investigator::{COVERAGE_TTL, Coverage, Investigator, RETRY_BASE};
+use crate::service::pending::Coalescer;
 use crate::service::pipeline::Pipeline;
 use crate::service::publisher::Publisher;
 use crate::service::quota_share::QuotaShare;
@@ -230,8 +232,16 @@ impl Enricher {
             ),
             deadline_margin: config.deadline_margin,
             fanout,
+            pending: coalescer(config, clients),
         }
     }
+}
+
+/// The pending-writes store in the cache table, when `PENDING_WRITE_DELAY_SECONDS` is not 0.
+pub fn coalescer(config: &EnricherConfig, clients: &Clients) -> Option<Coalescer> {
+    let delay = config.pending_delay?;
+    let store = Arc::new(DynamoPendingWrites::new(clients.dynamodb.clone(), &config.cache_table));
+    Some(Coalescer::new(store, delay, config.securityhub_pool))
 }
 
 impl Sweeper {

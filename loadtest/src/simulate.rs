@@ -24,12 +24,14 @@ use securityhub_enricher::core::enrich::ENRICHED_COMPLETE;
 use securityhub_enricher::core::event::IncomingBatch;
 use securityhub_enricher::core::fields::keys;
 use securityhub_enricher::core::finding::{Finding, FindingId};
+use securityhub_enricher::core::quotas::STREAM_BATCH_UPDATE_POOL;
 use securityhub_enricher::core::quotas::SWEEP_GET_FINDINGS as SWEEP_GET_FINDINGS_RATE;
 use securityhub_enricher::core::rate::{BACKGROUND_PREFIX, Rate, share_of};
 use securityhub_enricher::core::time::now_epoch_seconds;
 use securityhub_enricher::limits::Limiter;
 use securityhub_enricher::ports::metadata::{AccountSource, LookupError, OrganizationWalk, WalkedAccount};
 use securityhub_enricher::service::directory::BACKGROUND_LOOKUP_BUDGET;
+use securityhub_enricher::service::pending::Coalescer;
 use securityhub_enricher::service::quota_share::QuotaShare;
 use securityhub_enricher::service::refresh::{Pacing, Refresher};
 use securityhub_enricher::service::sweep::{SweepReport, WRITE_MARGIN};
@@ -39,6 +41,7 @@ use crate::fakes::directory::{InMemoryStore, StaticSource};
 use crate::fakes::enricher::EnricherBuilder;
 use crate::fakes::hub::InMemoryHub;
 use crate::fakes::ledger::InMemoryLedger;
+use crate::fakes::pending::InMemoryPendingWrites;
 use crate::fakes::sweep_state::InMemorySweepState;
 use crate::loadgen::{Generator, imported_event, synthetic_org};
 
@@ -96,6 +99,10 @@ pub struct Simulation {
     /// The stream writes unknown accounts' findings `Partial` (and looks every one up) instead
     /// of deferring them to the refresher: the other side of the README's Partial decision.
     pub partial_writes: bool,
+    /// `PENDING_WRITE_DELAY_SECONDS` (simulated): coalescing across batches through the
+    /// pending-writes store, drained by the enrichers and by the refresher on its schedule;
+    /// `None` (0): each batch writes its own findings, as before.
+    pub pending_delay: Option<Duration>,
 }
 
 impl Default for Simulation {
@@ -120,6 +127,7 @@ impl Default for Simulation {
             quota_sharing: QuotaSharing::Ledger,
             ledger_latency: Duration::from_millis(10),
             partial_writes: false,
+            pending_delay: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -297,6 +305,12 @@ pub struct Summary {
     pub minimum_update_calls: usize,
     pub throttles: usize,
     pub records_failed: usize,
+    /// Findings held in the pending-writes store by the stream (each once per hold).
+    pub findings_pending: usize,
+    /// Of those, written by the refresher's drain (the rest by the enrichers' own drains).
+    pub pending_drained_by_refresher: usize,
+    /// DynamoDB requests of the pending-writes store, per the adapter's calls.
+    pub pending_store_requests: usize,
     pub batches: usize,
     pub lost: usize,
     /// API calls per 1,000 findings, by operation (Organizations estimated per lookup).
@@ -419,10 +433,18 @@ impl Simulation {
         // The cache table's refresh queue and run lease, shared by the stream (which queues the
         // accounts it could not resolve) and the refresher, as in a deployment.
         let sweep_state = Arc::new(InMemorySweepState::default());
+        // The pending-writes store in the cache table (each request a ledger call's latency).
+        let pending_store = Arc::new(InMemoryPendingWrites::with_latency(scaled(self.ledger_latency)));
         // One Lambda environment of either function: its own memory tier, the shared table,
         // Organizations and hub.
         let environment = || {
-            EnricherBuilder::new()
+            let builder = EnricherBuilder::new();
+            // "Saturated" counts requests, not time: the region's pool as deployed, unscaled.
+            let builder = match self.pending_delay {
+                Some(delay) => builder.pending(pending_store.clone(), scaled(delay), STREAM_BATCH_UPDATE_POOL),
+                None => builder,
+            };
+            builder
                 .refresh_queue(sweep_state.clone())
                 .store(store.clone())
                 .source(organizations.clone())
@@ -451,7 +473,10 @@ impl Simulation {
                     scaled(securityhub_enricher::wiring::QUOTA_RENEWAL),
                 ),
             };
-            let enricher = environment().quota(quota).deadline_margin(Duration::ZERO).build();
+            let mut enricher = environment().quota(quota).deadline_margin(Duration::ZERO).build();
+            if let Some(coalescer) = enricher.pending.as_mut() {
+                *coalescer = scaled_coalescer(coalescer, scale);
+            }
             let (samples, totals, done, progress) = (samples.clone(), totals.clone(), done.clone(), progress.clone());
             let batch_records = batch_records.clone();
             let (batch_size, payload_limit, source) = (self.batch_size, self.payload_limit, source.clone());
@@ -486,7 +511,7 @@ impl Simulation {
                     let mut t = totals.lock().unwrap();
                     t.batches += 1;
                     t.batches_cut_at_payload += usize::from(cut_at_payload);
-                    t.findings_enriched += report.tally.findings_enriched;
+                    t.findings_enriched += report.tally.findings_enriched + report.pending.drained.written;
                     t.findings_enriched_partial += report.tally.findings_enriched_partial;
                     t.findings_deferred += report.tally.findings_deferred;
                     t.update_calls += report.writes.updates.calls;
@@ -494,6 +519,7 @@ impl Simulation {
                     t.minimum_update_calls += report.writes.minimum_calls;
                     t.throttles += report.writes.updates.throttled;
                     t.records_failed += report.tally.records_failed;
+                    t.findings_pending += report.tally.findings_pending;
                     let finished_records = report.tally.records_in - redelivered.min(report.tally.records_in);
                     let n = done.fetch_add(finished_records, std::sync::atomic::Ordering::Relaxed);
                     progress(n + finished_records);
@@ -556,7 +582,54 @@ impl Simulation {
                 Cold::default()
             }
         };
-        let ((stream_elapsed, after_stream), cold) = tokio::join!(stream, cold);
+        // The refresher's drain of the pending-writes store, on its schedule (a run a minute,
+        // the first a minute in, each draining for 55 s while anything waits), until the stream
+        // is done and nothing waits.
+        let drain = async {
+            if self.pending_delay.is_none() {
+                return;
+            }
+            let mut drainer = environment()
+                .quota(QuotaShare::shared(
+                    pool,
+                    static_share,
+                    ledger.clone(),
+                    format!("{BACKGROUND_PREFIX}refresher-drain"),
+                    scaled(securityhub_enricher::wiring::QUOTA_RENEWAL),
+                ))
+                .build();
+            let coalescer = drainer.pending.take().expect("the drainer has the store");
+            let coalescer = scaled_coalescer(&coalescer, scale);
+            let mut next = started + scaled(self.refresher_schedule);
+            loop {
+                tokio::time::sleep_until(next).await;
+                let until = Instant::now() + scaled(securityhub_enricher::service::pending::DRAIN_PER_RUN);
+                let (drained, writes) =
+                    coalescer.drain_while_waiting(&drainer.directory, &drainer.pipeline, until).await;
+                {
+                    let mut t = totals.lock().unwrap();
+                    t.update_calls += writes.updates.calls;
+                    t.accepted_update_calls += writes.updates.findings_per_call.len();
+                    t.minimum_update_calls += writes.minimum_calls;
+                    t.throttles += writes.updates.throttled;
+                    t.findings_enriched += drained.written;
+                    t.pending_drained_by_refresher += drained.written;
+                }
+                if stream_done.load(std::sync::atomic::Ordering::Acquire) && pending_store.waiting() == 0 {
+                    break;
+                }
+                next += scaled(self.refresher_schedule);
+            }
+        };
+        let (((stream_elapsed, after_stream), cold), ()) = tokio::join!(async { tokio::join!(stream, cold) }, drain);
+        // With findings waiting in the store, the run ends when the last of them is written.
+        // (Cold runs keep the stream's own figures: the refresher's sweep completes them.)
+        let (stream_elapsed, after_stream) = if self.pending_delay.is_some() && self.mode == Mode::Steady {
+            let last_write = hub.first_updated.lock().unwrap().values().max().map(|at| *at - started);
+            (stream_elapsed.max(last_write.unwrap_or_default()), completeness(&hub, &expected))
+        } else {
+            (stream_elapsed, after_stream)
+        };
         let elapsed = stream_elapsed.as_secs_f64() * scale;
 
         let updated: HashMap<FindingId, bool> = hub
@@ -657,9 +730,24 @@ impl Simulation {
                 per_1000(store.put_calls.load(std::sync::atomic::Ordering::Relaxed) as f64),
             ),
         ]);
+        summary.pending_store_requests = pending_store.requests.load(std::sync::atomic::Ordering::Relaxed);
+        summary
+            .calls_per_1000_findings
+            .insert("DynamoDB (pending-writes store)".to_owned(), per_1000(summary.pending_store_requests as f64));
         summary.latency_ms = percentiles(latencies);
         summary.series = samples.into_values().collect();
         summary
+    }
+}
+
+/// The coalescer's own times (the claim, the drain's margin and poll) in simulated time.
+fn scaled_coalescer(coalescer: &Coalescer, scale: f64) -> Coalescer {
+    Coalescer {
+        store: coalescer.store.clone(),
+        claim: coalescer.claim.div_f64(scale),
+        margin: coalescer.margin.div_f64(scale),
+        poll: coalescer.poll.div_f64(scale),
+        ..*coalescer
     }
 }
 

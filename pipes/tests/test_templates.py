@@ -464,13 +464,20 @@ class IamTest(unittest.TestCase):
             "dynamodb:PutItem": [checkpoint, last_pass, lease, posture, progress],
             "dynamodb:DeleteItem": [checkpoint, last_pass, lease, posture, progress],
         }
+        # The pending-writes store's items, by pattern: an account's (pending#<12 characters>) and
+        # the index's shards (src/adapters/cache_table/pending.rs).
+        pending = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [
+            schema_key("PENDING_PREFIX") + "?" * 12, schema_key("PENDING_INDEX_PREFIX") + "*"]}}
         for action, keys in expected.items():
             granting = [s for s in statements({"Resources": {"r": role}}) if action in as_list(s["Action"])]
             on_cache = [s for s in granting if s["Resource"] == {"Fn::GetAtt": ["CacheTable", "Arn"]}]
-            self.assertEqual(len(on_cache), 1, f"{action}: {granting}")
+            by_key = [s for s in on_cache if s["Condition"] != pending]
+            self.assertEqual(len(by_key), 1, f"{action}: {granting}")
             self.assertEqual(
-                on_cache[0]["Condition"], {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": keys}}, action
+                by_key[0]["Condition"], {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": keys}}, action
             )
+            store = [s for s in on_cache if s["Condition"] == pending]
+            self.assertEqual(len(store), int(action in ("dynamodb:UpdateItem", "dynamodb:GetItem")), action)
 
     def test_securityhub_is_scoped_to_the_hub(self):
         hub = {"Fn::Sub": "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:hub/default"}

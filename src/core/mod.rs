@@ -15,6 +15,7 @@ pub mod finding;
 pub mod investigation;
 pub mod ocsf;
 pub mod outcome;
+pub mod pending;
 pub mod plan;
 pub mod posture;
 pub mod quotas;

@@ -85,6 +85,9 @@ pub enum FindingOutcome {
     /// completion would only repeat). The record is acknowledged: the queue holds the account,
     /// and the refresher's pass over every finding is the backstop.
     Deferred,
+    /// Held in the pending-writes store, durably, to be written with later findings of its
+    /// account (the quota was saturated): final for its record, which is acknowledged.
+    Pending,
     Skipped(SkipReason),
     Failed(FailReason),
 }
@@ -164,6 +167,8 @@ pub struct BatchTally {
     pub findings_enriched: usize,
     pub findings_enriched_partial: usize,
     pub findings_deferred: usize,
+    /// Held in the pending-writes store (see `FindingOutcome::Pending`).
+    pub findings_pending: usize,
     pub findings_skipped: BTreeMap<String, usize>,
     pub findings_failed: BTreeMap<String, usize>,
 }
@@ -187,6 +192,7 @@ impl BatchTally {
                 }
             }
             FindingOutcome::Deferred => self.findings_deferred += 1,
+            FindingOutcome::Pending => self.findings_pending += 1,
             FindingOutcome::Skipped(reason) => {
                 *self.findings_skipped.entry(reason.as_label().to_owned()).or_default() += 1
             }
@@ -210,6 +216,7 @@ impl BatchTally {
             && self.findings_in
                 == self.findings_enriched
                     + self.findings_deferred
+                    + self.findings_pending
                     + self.findings_skipped_total()
                     + self.findings_failed_total()
     }
@@ -219,7 +226,7 @@ impl fmt::Display for BatchTally {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "records {} = processed {} + skipped {} + poison {} + failed {}; findings {} = enriched {} + deferred {} + skipped {} + failed {}",
+            "records {} = processed {} + skipped {} + poison {} + failed {}; findings {} = enriched {} + deferred {} + pending {} + skipped {} + failed {}",
             self.records_in,
             self.records_processed,
             self.records_skipped,
@@ -228,6 +235,7 @@ impl fmt::Display for BatchTally {
             self.findings_in,
             self.findings_enriched,
             self.findings_deferred,
+            self.findings_pending,
             self.findings_skipped_total(),
             self.findings_failed_total()
         )

@@ -112,8 +112,10 @@ impl Standing {
             | FindingOutcome::Skipped(SkipReason::Current | SkipReason::Unchanged) => Standing::Complete,
             FindingOutcome::Enriched { partial: true }
             | FindingOutcome::Skipped(SkipReason::StillPartial | SkipReason::AwaitingWarmUp)
-            // A sweep never defers; were it to, the finding would not carry its metadata yet.
-            | FindingOutcome::Deferred => Standing::Partial,
+            // A sweep never defers nor holds; were it to, the finding would not carry its
+            // metadata yet.
+            | FindingOutcome::Deferred
+            | FindingOutcome::Pending => Standing::Partial,
             FindingOutcome::Failed(_) => Standing::Stale,
             FindingOutcome::Skipped(_) => Standing::NotEnriched,
         }

@@ -9,6 +9,7 @@ pub mod findings;
 pub mod jobs;
 pub mod ledger;
 pub mod metadata;
+pub mod pending;
 pub mod posture;
 pub mod redrive;
 pub mod sweep_state;

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::core::outcome::BatchTally;
 use crate::service::directory::PrefetchStats;
 use crate::service::fanout::FanoutStats;
+use crate::service::pending::PendingStats;
 // Kept importable from here: the batch report is where most readers look for it.
 pub use crate::service::pipeline::WriteStats;
 use crate::telemetry::{Metric, Report, label};
@@ -24,6 +25,8 @@ pub struct BatchReport {
     /// Accounts not resolved in time (unknown, or known only from a stale entry), queued for the
     /// refresher; the findings of the unknown ones are deferred to it.
     pub queued_for_refresh: usize,
+    /// The pending-writes store: findings held, and waiting ones this batch wrote.
+    pub pending: PendingStats,
     /// Seconds between Kinesis accepting each record and this batch starting, when known.
     #[serde(skip)]
     pub record_ages: Vec<f64>,
@@ -46,6 +49,7 @@ impl Report for BatchReport {
             findings_enriched = t.findings_enriched,
             findings_enriched_partial = t.findings_enriched_partial,
             findings_deferred = t.findings_deferred,
+            findings_pending = t.findings_pending,
             findings_skipped = ?t.findings_skipped,
             findings_failed = ?t.findings_failed,
             balanced = t.balances(),
@@ -65,6 +69,9 @@ impl Report for BatchReport {
             store_hits = self.prefetch.store_hits,
             lookups = self.prefetch.lookups,
             queued_for_refresh = self.queued_for_refresh,
+            pending_held = self.pending.held,
+            pending_written = self.pending.drained.written,
+            pending_accounts_drained = self.pending.drained.accounts,
             investigation_jobs_created = self.investigations.jobs_created,
             investigation_jobs_joined = self.investigations.jobs_joined,
             investigation_findings_joined = self.investigations.findings_joined,

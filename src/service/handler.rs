@@ -18,6 +18,7 @@ use crate::ports::sweep_state::SweepState;
 use crate::service::batch_report::BatchReport;
 use crate::service::directory::{Directory, Resolution};
 use crate::service::fanout::{Fanout, FanoutStats};
+use crate::service::pending::{Coalescer, PendingStats};
 use crate::service::pipeline::{Pipeline, WriteStats};
 use crate::service::refresh::QUEUE_SWEEP_LIMIT;
 
@@ -36,6 +37,8 @@ pub struct Enricher {
     pub deadline_margin: Duration,
     /// Detective fan-out; `None` when `JOBS_TABLE` is not set.
     pub fanout: Option<Fanout>,
+    /// Coalescing across batches (`service::pending`); `None` when `PENDING_WRITE_DELAY_SECONDS` is 0.
+    pub pending: Option<Coalescer>,
 }
 
 impl Enricher {
@@ -49,7 +52,6 @@ impl Enricher {
         for (i, reason) in skipped {
             outcomes[i] = Some(FindingOutcome::Skipped(reason));
         }
-
         // Accounts the cache knows are written at once, while the others are looked up, so the
         // BatchUpdateFindings quota does not sit idle behind a slow Organizations.
         let accounts: Vec<String> = kept
@@ -61,6 +63,17 @@ impl Enricher {
         let cache = self.directory.from_cache(&accounts).await;
         let (ready, waiting): (Vec<usize>, Vec<usize>) =
             kept.iter().partition(|&&i| cache.resolved.contains_key(&candidates[i].finding.aws_account_id));
+        // The quota saturated: accounts known here with a few findings wait for their later
+        // ones in the pending-writes store. Accounts not known yet are looked up or deferred to
+        // the refresher (below), never held: the store waits for the quota, not for metadata.
+        let held = match &self.pending {
+            Some(coalescer) => Some(coalescer.hold(&candidates, &ready).await),
+            None => None,
+        };
+        let ready = held.as_ref().map_or(ready, |h| h.now.clone());
+        for &i in held.iter().flat_map(|h| &h.held) {
+            outcomes[i] = Some(FindingOutcome::Pending);
+        }
         // A cold start: more accounts unknown than a few sweeps' worth. Looked up here (about 4
         // Organizations calls each) they would compete with the refresher's walk of the OU
         // tree (about 2 each) for the one Organizations budget; they are queued for it instead.
@@ -88,6 +101,14 @@ impl Enricher {
         });
         let (second, second_writes) = self.write(&candidates, &to_write, &looked_up, work_deadline).await;
         writes += second_writes;
+        let mut pending = PendingStats::default();
+        if let (Some(coalescer), Some(held)) = (&self.pending, held) {
+            let (drained, drain_writes) =
+                coalescer.drain_after_batch(&held, &self.directory, &self.pipeline, work_deadline).await;
+            writes += drain_writes;
+            pending = held.stats;
+            pending.drained = drained;
+        }
         let mut prefetch = cache.stats;
         prefetch += lookup_stats;
         for (member, outcome) in first.into_iter().chain(second) {
@@ -116,6 +137,7 @@ impl Enricher {
             writes,
             investigations,
             queued_for_refresh,
+            pending,
             record_ages,
             duration_ms: started.elapsed().as_millis(),
         }

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod fanout;
 pub mod handler;
 pub mod investigator;
+pub mod pending;
 pub mod pipeline;
 pub mod posture_report;
 pub mod publisher;

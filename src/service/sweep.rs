@@ -98,6 +98,8 @@ impl SweepReport {
             | FindingOutcome::Skipped(SkipReason::StillPartial)
             | FindingOutcome::Deferred => self.still_partial += 1,
             FindingOutcome::Skipped(SkipReason::Current) => self.current += 1,
+            // Only the stream holds findings back; a sweep writes what it reads.
+            FindingOutcome::Pending => *self.skipped.entry("pending".to_owned()).or_default() += 1,
             FindingOutcome::Skipped(reason) => *self.skipped.entry(reason.as_label().to_owned()).or_default() += 1,
             FindingOutcome::Failed(reason) => *self.failed.entry(reason.as_label().to_owned()).or_default() += 1,
         }

@@ -404,7 +404,9 @@ async fn the_local_load_test_reconciles_every_generated_finding() {
     assert_eq!(summary.findings_enriched_partial, 0, "deferred, never written Partial: {summary:?}");
     assert_eq!(summary.accepted_update_calls, summary.minimum_update_calls);
     assert_eq!(summary.lost, 0);
-    assert!(summary.calls_per_1000_findings["SecurityHub.BatchUpdateFindings"] > 0.0);
+    // Writes only for the findings enriched by the stream (none may be, on a slow machine).
+    let writes = summary.calls_per_1000_findings.get("SecurityHub.BatchUpdateFindings").copied().unwrap_or(0.0);
+    assert_eq!(writes > 0.0, summary.findings_enriched > 0, "{summary:?}");
 }
 
 /// An account change forwarded from the management account deletes that account's entry in the

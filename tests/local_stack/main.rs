@@ -8,6 +8,7 @@
 //! - `hubs`: both hubs in one run, routing, enriched-finding events through an EventBridge rule.
 //! - `doctor`: `enricher-admin doctor` on a healthy deployment and with faults injected.
 //! - `redrive`: `enricher-admin redrive` and `--stack` on SQS, Kinesis, CloudFormation and Lambda.
+//! - `pending_store`: the pending-writes store in the cache table (holds, index, claims).
 //! - `sweep_paths`: the operator's sweep over a cold organization, both hubs, at deployment settings; an OU move.
 
 mod doctor;
@@ -15,6 +16,7 @@ mod faults;
 mod hubs;
 mod investigations;
 mod local_aws;
+mod pending_store;
 mod redrive;
 mod sweep_paths;
 

@@ -83,6 +83,10 @@ enum Command {
         /// Simulated seconds between the refresher's scheduled runs (60, as deployed).
         #[arg(long, default_value_t = 60.0)]
         refresher_schedule_seconds: f64,
+        /// `PENDING_WRITE_DELAY_SECONDS` (simulated): coalescing across batches through the
+        /// pending-writes store; 0: each batch writes its own findings, as before the store.
+        #[arg(long, default_value_t = 60)]
+        pending_delay_seconds: u64,
         #[arg(long, default_value_t = 20_000)]
         findings: usize,
         #[arg(long, default_value_t = 5_000)]
@@ -212,6 +216,7 @@ async fn main() -> Result<()> {
             mode,
             sweep_interval_minutes,
             refresher_schedule_seconds,
+            pending_delay_seconds,
             findings,
             accounts,
             seed,
@@ -230,6 +235,7 @@ async fn main() -> Result<()> {
                 mode,
                 sweep_interval: Duration::from_secs_f64(sweep_interval_minutes * 60.0),
                 refresher_schedule: Duration::from_secs_f64(refresher_schedule_seconds),
+                pending_delay: Some(Duration::from_secs(pending_delay_seconds)).filter(|d| !d.is_zero()),
                 findings,
                 accounts,
                 seed,

@@ -12,10 +12,12 @@ use securityhub_enricher::limits::Limiter;
 use securityhub_enricher::ports::events::EventPublisher;
 use securityhub_enricher::ports::findings::{FindingsReader, FindingsWriter, FindingsWriterV2};
 use securityhub_enricher::ports::metadata::{AccountSource, MetadataStore};
+use securityhub_enricher::ports::pending::PendingWrites;
 use securityhub_enricher::ports::sweep_state::SweepState;
 use securityhub_enricher::service::directory::Directory;
 use securityhub_enricher::service::fanout::Fanout;
 use securityhub_enricher::service::handler::Enricher;
+use securityhub_enricher::service::pending::Coalescer;
 use securityhub_enricher::service::pipeline::Pipeline;
 use securityhub_enricher::service::publisher::Publisher;
 use securityhub_enricher::service::quota_share::QuotaShare;
@@ -59,6 +61,7 @@ pub struct EnricherBuilder {
     fanout: Option<Fanout>,
     refresh_queue: Option<Arc<dyn SweepState>>,
     partial_writes: bool,
+    pending: Option<(Arc<dyn PendingWrites>, Duration, Rate)>,
 }
 
 impl Default for EnricherBuilder {
@@ -82,6 +85,7 @@ impl Default for EnricherBuilder {
             fanout: None,
             refresh_queue: None,
             partial_writes: false,
+            pending: None,
         }
     }
 }
@@ -181,6 +185,13 @@ impl EnricherBuilder {
         self
     }
 
+    /// Holds a saturated batch's small account groups in `store` for up to `delay`; `pool` is
+    /// the BatchUpdateFindings rate "saturated" is measured by.
+    pub fn pending(mut self, store: Arc<dyn PendingWrites>, delay: Duration, pool: Rate) -> Self {
+        self.pending = Some((store, delay, pool));
+        self
+    }
+
     pub fn fanout(mut self, fanout: Fanout) -> Self {
         self.fanout = Some(fanout);
         self
@@ -220,6 +231,7 @@ impl EnricherBuilder {
             pipeline: Pipeline { rendering, updater, publisher },
             deadline_margin: self.deadline_margin,
             fanout: self.fanout,
+            pending: self.pending.map(|(store, delay, pool)| Coalescer::new(store, delay, pool)),
         }
     }
 }

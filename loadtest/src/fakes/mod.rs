@@ -7,5 +7,6 @@ pub mod enricher;
 pub mod hub;
 pub mod jobs;
 pub mod ledger;
+pub mod pending;
 pub mod posture;
 pub mod sweep_state;

@@ -1,8 +1,10 @@
 //! The cache table (`CACHE_TABLE`): its schema (`schema`, the one owner of keys and
-//! attributes), the account metadata tier (`store`), the quota ledger item (`ledger`), the posture counts of the sweep's passes (`posture`) and the sweep's
-//! checkpoint and refresh queue (`sweep_state`).
+//! attributes), the account metadata tier (`store`), the quota ledger item (`ledger`), the posture
+//! counts of the sweep's passes (`posture`), the sweep's checkpoint and refresh queue
+//! (`sweep_state`), and the pending-writes store (`pending`).
 
 pub mod ledger;
+pub mod pending;
 pub mod posture;
 pub mod schema;
 pub mod store;

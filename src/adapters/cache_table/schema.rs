@@ -54,3 +54,25 @@ pub fn key(value: &str) -> AttributeValue {
 pub fn is_account_entry(key: &str) -> bool {
     is_account_id(key)
 }
+
+/// The pending-writes store (`service::pending`): one item per account, `pending#<account>`,
+/// whose attributes `f_<finding key>` hold the waiting findings (JSON, S), with the TTL above
+/// and the drainer's claim (`DrainUntil`, N, epoch milliseconds).
+pub const PENDING_PREFIX: &str = "pending#";
+pub const PENDING_FINDING_PREFIX: &str = "f_";
+pub const DRAIN_UNTIL_ATTRIBUTE: &str = "DrainUntil";
+/// Its index: `PENDING_INDEX_SHARDS` items `pending-index#<n>`, an account in the one its id
+/// hashes to, as attributes `n_<account>` (findings waiting, N) and `o_<account>` (since when the
+/// oldest waits, N, epoch milliseconds). Sharded: every hold updates its accounts' shards, and
+/// one item holding 5,000 accounts would cost 150 write units per update.
+pub const PENDING_INDEX_PREFIX: &str = "pending-index#";
+pub const PENDING_INDEX_SHARDS: u32 = 16;
+pub const PENDING_COUNT_PREFIX: &str = "n_";
+pub const PENDING_OLDEST_PREFIX: &str = "o_";
+
+/// The index shard of an account: its id's number modulo the shards (ids are 12 digits; any
+/// other key hashes by its bytes).
+pub fn pending_index_key(account: &str) -> String {
+    let n = account.parse::<u64>().unwrap_or_else(|_| account.bytes().map(u64::from).sum());
+    format!("{PENDING_INDEX_PREFIX}{}", n % u64::from(PENDING_INDEX_SHARDS))
+}

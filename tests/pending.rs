@@ -1,0 +1,233 @@
+//! Coalescing across batches on a paused clock (issue 21): while the quota is saturated, an
+//! account's few findings wait in the pending-writes store and go out in full requests, or once
+//! the delay has passed; a record acknowledged never loses its findings, whatever environment
+//! dies; and when the quota is free nothing waits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use loadtest::batches::incoming_batch_of_events;
+use loadtest::fakes::directory::{InMemoryStore, StaticSource};
+use loadtest::fakes::enricher::{EnricherBuilder, test_cache_times};
+use loadtest::fakes::hub::InMemoryHub;
+use loadtest::fakes::pending::InMemoryPendingWrites;
+use loadtest::loadgen::imported_event;
+use securityhub_enricher::core::account::{AccountMetadata, AccountRecord, ContactLookup, OrgUnit};
+use securityhub_enricher::core::cache_entry::CacheEntry;
+use securityhub_enricher::core::enrich::keys::FINDING_ENRICHED;
+use securityhub_enricher::core::event::IncomingBatch;
+use securityhub_enricher::core::finding::FindingId;
+use securityhub_enricher::core::rate::Rate;
+use securityhub_enricher::core::time::now_epoch_seconds;
+use securityhub_enricher::ports::pending::PendingWrites;
+use securityhub_enricher::service::batch_report::BatchReport;
+use securityhub_enricher::service::handler::Enricher;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+const BIG: &str = "111122223333";
+const SMALL: &str = "444455556666";
+const OTHER: &str = "777788889999";
+const PRODUCT: &str = "arn:aws:securityhub:us-east-1::product/aws/guardduty";
+const DELAY: Duration = Duration::from_secs(60);
+/// A pool this small is saturated by any batch of three accounts or more.
+const TIGHT_POOL: Rate = Rate { per_second: 1.0, burst: 1 };
+
+fn account(id: &str) -> AccountRecord {
+    AccountRecord::Found(AccountMetadata {
+        state: None,
+        account_id: id.into(),
+        name: Some(format!("account-{id}")),
+        ou_path: vec![OrgUnit { id: "r-ab12".into(), name: "Root".into() }],
+        tags: BTreeMap::new(),
+        security_contact: ContactLookup::NotSet,
+    })
+}
+
+fn finding_id(account: &str, n: usize) -> FindingId {
+    FindingId {
+        id: format!("arn:aws:guardduty:us-east-1:{account}:detector/d/finding/f{n}"),
+        product_arn: PRODUCT.into(),
+    }
+}
+
+fn finding(account: &str, n: usize) -> Value {
+    json!({"Id": finding_id(account, n).id, "ProductArn": PRODUCT, "AwsAccountId": account,
+           "UpdatedAt": "2026-11-22T07:00:00Z", "RecordState": "ACTIVE", "Title": "t"})
+}
+
+/// One record per finding: `(account, first, count)` runs of findings.
+fn batch(runs: &[(&str, usize, usize)]) -> IncomingBatch {
+    let events: Vec<Value> = runs
+        .iter()
+        .flat_map(|&(account, first, count)| (first..first + count).map(move |n| finding(account, n)))
+        .enumerate()
+        .map(|(n, f)| imported_event(&[f], n))
+        .collect();
+    incoming_batch_of_events(&events)
+}
+
+struct Deployment {
+    hub: Arc<InMemoryHub>,
+    store: Arc<InMemoryPendingWrites>,
+    /// The cache table, holding every account: findings wait for the quota only once their
+    /// account is known (an unknown account's are looked up or deferred to the refresher).
+    cache: Arc<InMemoryStore>,
+    pool: Rate,
+}
+
+impl Deployment {
+    fn new(pool: Rate) -> Self {
+        let cache: Arc<InMemoryStore> = Arc::default();
+        for id in [BIG, SMALL, OTHER] {
+            let entry = CacheEntry::new(account(id), now_epoch_seconds(), &test_cache_times(), &mut rand::rng());
+            cache.insert(id, entry);
+        }
+        Deployment { hub: Arc::default(), store: Arc::default(), cache, pool }
+    }
+
+    /// A fresh Lambda environment: its own memory, the deployment's store, cache table and hub.
+    fn environment(&self) -> Enricher {
+        EnricherBuilder::new()
+            .store(self.cache.clone())
+            .source(Arc::new(StaticSource::new([account(BIG), account(SMALL), account(OTHER)])))
+            .hub(self.hub.clone())
+            .pending(self.store.clone(), DELAY, self.pool)
+            .build()
+    }
+
+    fn written(&self, account: &str, count: usize) -> usize {
+        let findings = self.hub.findings.lock().unwrap();
+        (0..count)
+            .filter(|&n| findings.get(&finding_id(account, n)).is_some_and(|p| p.fields.contains_key(FINDING_ENRICHED)))
+            .count()
+    }
+
+    /// Findings carried by each accepted BatchUpdateFindings call, in order.
+    fn calls(&self) -> Vec<usize> {
+        self.hub.call_log.lock().unwrap().iter().filter(|c| c.applied > 0).map(|c| c.applied).collect()
+    }
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(300)
+}
+
+fn assert_acknowledged(report: &BatchReport) {
+    assert!(report.tally.balances(), "{}", report.tally);
+    assert!(report.response.batch_item_failures.is_empty(), "{:?}", report.response.batch_item_failures);
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_groups_are_written_once() {
+    let deployment = Deployment::new(TIGHT_POOL);
+    let enricher = deployment.environment();
+
+    let first = enricher.handle(batch(&[(BIG, 0, 50), (SMALL, 0, 1), (OTHER, 0, 1)]), soon()).await;
+    assert_acknowledged(&first);
+    assert_eq!(first.tally.findings_pending, 52, "{}", first.tally);
+    assert!(deployment.calls().is_empty(), "nothing written while the quota is saturated");
+
+    let second = enricher.handle(batch(&[(BIG, 50, 50), (SMALL, 1, 1), (OTHER, 1, 1)]), soon()).await;
+    assert_acknowledged(&second);
+    assert_eq!(second.tally.findings_pending, 52);
+    // The big account reached a full request: written at once, all 100 in one call.
+    assert_eq!(deployment.calls(), [100]);
+    assert_eq!(deployment.written(BIG, 100), 100);
+    assert_eq!(second.pending.drained.written, 100);
+    // The small ones wait for more, or the delay.
+    assert_eq!(deployment.written(SMALL, 2), 0);
+    assert_eq!(deployment.store.waiting(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_delay_bound_is_respected() {
+    let deployment = Deployment::new(TIGHT_POOL);
+    let enricher = deployment.environment();
+    let held_at = Instant::now();
+    enricher.handle(batch(&[(SMALL, 0, 1), (OTHER, 0, 1), (BIG, 0, 1)]), soon()).await;
+
+    // Before the delay, a later saturated batch leaves them waiting.
+    tokio::time::advance(DELAY - Duration::from_secs(5)).await;
+    enricher.handle(batch(&[(BIG, 1, 1), (OTHER, 1, 1), (SMALL, 1, 1)]), soon()).await;
+    assert!(deployment.calls().is_empty());
+
+    // At the delay, the refresher's drain (running every minute, looking each second) writes
+    // every account whose oldest finding waited that long, with what came since: one request
+    // per account, while the stream still flows.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let coalescer = enricher.pending.as_ref().unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    let (drained, _) = coalescer.drain_while_waiting(&enricher.directory, &enricher.pipeline, until).await;
+    assert_eq!((drained.accounts, drained.written), (3, 6));
+    assert_eq!(deployment.calls(), [2, 2, 2], "each account's two waiting findings in one request");
+    let written_at = deployment.hub.first_updated.lock().unwrap().values().copied().max().unwrap();
+    assert!(written_at - held_at <= DELAY + Duration::from_secs(1), "{:?}", written_at - held_at);
+    assert_eq!(deployment.store.waiting(), 0);
+
+    // With no batch coming after one, the refresher's drain writes them once nothing more is
+    // held (the stream has caught up): a second later, not a delay later.
+    enricher.handle(batch(&[(BIG, 2, 1), (OTHER, 2, 1), (SMALL, 2, 1)]), soon()).await;
+    assert_eq!(deployment.store.waiting(), 3);
+    let before = Instant::now();
+    let (drained, _) = coalescer.drain_while_waiting(&enricher.directory, &enricher.pipeline, soon()).await;
+    assert_eq!((drained.accounts, drained.written), (3, 3));
+    assert!(Instant::now() - before <= Duration::from_secs(2), "{:?}", Instant::now() - before);
+    assert_eq!(deployment.store.waiting(), 0);
+    for account in [BIG, SMALL, OTHER] {
+        assert_eq!(deployment.written(account, 3), 3, "{account}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_lost_when_an_environment_dies_between_acknowledging_and_writing() {
+    let deployment = Deployment::new(TIGHT_POOL);
+    let report = deployment.environment().handle(batch(&[(BIG, 0, 30), (SMALL, 0, 5), (OTHER, 0, 5)]), soon()).await;
+    // Acknowledged to the stream: the Pipe will not deliver these records again.
+    assert_acknowledged(&report);
+    assert_eq!(report.tally.findings_pending, 40);
+    // That environment is gone. Another one takes an account to write it and dies before
+    // writing or releasing: its claim is left behind.
+    let later = Deployment {
+        hub: deployment.hub.clone(),
+        store: deployment.store.clone(),
+        cache: deployment.cache.clone(),
+        pool: Rate { per_second: 9.0, burst: 27 },
+    };
+    let environment = later.environment();
+    let coalescer = environment.pending.as_ref().unwrap();
+    let now_ms = coalescer.clock.now_ms();
+    let taken = deployment.store.take(BIG, now_ms, now_ms + coalescer.claim.as_millis() as i64).await.unwrap();
+    assert_eq!(taken.map(|t| t.findings.len()), Some(30));
+    assert_eq!(deployment.calls(), Vec::<usize>::new());
+
+    // A later environment, once the quota is free (a small batch), writes what waits; the
+    // claimed account stays with its claim.
+    let quiet = environment.handle(batch(&[(OTHER, 5, 1)]), soon()).await;
+    assert_acknowledged(&quiet);
+    assert_eq!(quiet.tally.findings_pending, 0, "the quota is free: nothing waits");
+    assert_eq!((deployment.written(SMALL, 5), deployment.written(OTHER, 6)), (5, 6));
+    assert_eq!(deployment.written(BIG, 30), 0);
+    assert_eq!(deployment.store.waiting(), 30);
+
+    // Once the dead drainer's claim lapses, the next drain (the refresher's) writes them.
+    tokio::time::advance(coalescer.claim + Duration::from_secs(1)).await;
+    let coalescer = environment.pending.as_ref().unwrap();
+    let (drained, _) = coalescer.drain_while_waiting(&environment.directory, &environment.pipeline, soon()).await;
+    assert_eq!(drained.written, 30, "{drained:?}");
+    assert_eq!(deployment.written(BIG, 30), 30);
+    assert_eq!(deployment.store.waiting(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_cannot_hold_means_writing_at_once() {
+    let deployment = Deployment::new(TIGHT_POOL);
+    deployment.store.unavailable.store(true, Ordering::Relaxed);
+    let report = deployment.environment().handle(batch(&[(BIG, 0, 3), (SMALL, 0, 2), (OTHER, 0, 1)]), soon()).await;
+    assert_acknowledged(&report);
+    assert_eq!(report.tally.findings_pending, 0);
+    assert_eq!(report.pending.hold_failures, 6);
+    assert_eq!(report.tally.findings_enriched, 6);
+}
