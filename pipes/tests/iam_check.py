@@ -484,6 +484,16 @@ def request_for(
         if resource:
             return [Request(action, [resource if resource.startswith("arn:") else f"arn:aws:pipes:{region}:{account}:pipe/{resource}"])]
         return [Request(action, [stack.arn(PIPE_ANY[operation])])]
+    if service == "iam" and operation == "SimulatePrincipalPolicy":
+        # The doctor simulates the stack's roles: checked against the role of that logical id
+        # (CloudFormation names a role <stack>-<logical id>-<suffix>).
+        if not resource:
+            raise UnmappedCall("iam SimulatePrincipalPolicy without PolicySourceArn")
+        name = resource.rsplit("/", 1)[-1]
+        for logical, definition in stack.resources().items():
+            if definition["Type"] == "AWS::IAM::Role" and (name == logical or f"-{logical}-" in name):
+                return [Request(action, [stack.arn(logical)])]
+        raise UnmappedCall(f"role {name!r} is none of the stack's roles")
     if service == "monitoring":
         return [Request(action, ["*"])]
     raise UnmappedCall(f"service {service!r} is not mapped to IAM by the checker")

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod quotas;
 pub mod rate;
 pub mod redrive;
+pub mod role_calls;
 pub mod routing;
 pub mod select;
 pub mod time;
