@@ -471,6 +471,21 @@ class ObservedCallsTest(unittest.TestCase):
                 self.assertEqual(self.violations([call("refresher", "dynamodb", operation, table="cache", keys=[CHECKPOINT])])[1], [])
 
 
+    def test_the_doctor_may_simulate_the_stacks_roles_only(self):
+        """doctor: iam:SimulatePrincipalPolicy is authorized on the role simulated."""
+        role = f"arn:aws:iam::{ACCOUNT}:role/securityhub-enricher-EnricherRole-ABC123"
+        self.assertEqual(self.violations([call("enricher-admin", "iam", "SimulatePrincipalPolicy", resource=role)])[1], [])
+        investigator = f"arn:aws:iam::{ACCOUNT}:role/securityhub-enricher-InvestigatorRole-ABC123"
+        _, problems = self.violations([call("enricher-admin", "iam", "SimulatePrincipalPolicy", resource=investigator)],
+                                      variants=[iam_check.Variant(False, False, True, False, False)])
+        self.assertEqual(problems, [], "with investigations on, the investigator's role too")
+        _, problems = self.violations([call("enricher-admin", "iam", "SimulatePrincipalPolicy",
+                                            resource=f"arn:aws:iam::{ACCOUNT}:role/someone-else")])
+        self.assertEqual(len(problems), 1, problems)
+        self.assertIn("none of the stack's roles", problems[0])
+        self.assertEqual(self.violations([call("enricher-admin", "cloudformation", "DescribeStacks",
+                                               resource="securityhub-enricher")])[1], [])
+
 class CommandLineTest(unittest.TestCase):
     def run_cli(self, lines, *args, create=True):
         with tempfile.TemporaryDirectory() as tmp:

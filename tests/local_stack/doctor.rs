@@ -56,6 +56,7 @@ fn stack_template(environment: &Value) -> String {
         "ManagementAccountId": {"Type": "String"},
         "OrganizationId": {"Type": "String"},
         "ContactRoleArn": {"Type": "String"},
+        "KmsKeyArn": {"Type": "String"},
     });
     // The tables and log groups the functions' calls name, and the role's policy granting them.
     let resources = template["Resources"].as_object_mut().unwrap();
@@ -74,11 +75,11 @@ fn stack_template(environment: &Value) -> String {
     template.to_string()
 }
 
-/// The stack's parameters: a contact role is set; no key, no investigations, no events bus.
+/// The stack's parameters: a contact role and a key are set; no investigations, no events bus.
 fn applies(call: &Value) -> bool {
-    call["when"]
-        .as_object()
-        .is_none_or(|when| when.iter().all(|(name, want)| name == "ContactRoleArn" && want == "set"))
+    call["when"].as_object().is_none_or(|when| {
+        when.iter().all(|(name, want)| ["ContactRoleArn", "KmsKeyArn"].contains(&name.as_str()) && want == "set")
+    })
 }
 
 /// A policy allowing what pipes/role-calls.json lists for the enricher and the refresher (the
@@ -196,6 +197,7 @@ impl Deployment {
             .parameters(parameter("ManagementAccountId", &self.management_account))
             .parameters(parameter("OrganizationId", &self.organization_id))
             .parameters(parameter("ContactRoleArn", &self.contact_role()))
+            .parameters(parameter("KmsKeyArn", &self.key()))
             .send()
             .await
             .unwrap();
@@ -235,6 +237,11 @@ impl Deployment {
             .send()
             .await
             .unwrap();
+    }
+
+    /// The customer-managed key the stack is given (simulated only: no call uses it here).
+    fn key(&self) -> String {
+        format!("arn:aws:kms:us-east-1:{}:key/1234abcd-12ab-34cd-56ef-1234567890ab", self.account)
     }
 
     fn contact_role(&self) -> String {
@@ -403,6 +410,7 @@ async fn doctor_reads_the_stack_and_checks_the_pipe_and_schedules() {
     // The role allows every call of its functions (pipes/role-calls.json), simulated by IAM.
     let role = line(&text, "roles.EnricherRole");
     assert!(role.starts_with("pass") && role.contains("calls of enricher, refresher"), "{text}");
+    assert!(role.contains("its use of the key included"), "the stack has a key:\n{text}");
 
     // The role's policy replaced by hand with one lacking dynamodb:GetItem: the role fails,
     // naming the action, its resource and the grant.
