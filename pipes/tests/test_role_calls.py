@@ -104,7 +104,8 @@ class RoleCallsTest(unittest.TestCase):
         broken["Resources"]["EnricherRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"] = kept
         problems = denied(broken, self.role_calls)
         self.assertTrue(problems)
-        self.assertTrue(all("refresher (EnricherRole): dynamodb:GetItem" in p for p in problems), problems)
+        self.assertTrue(all("(EnricherRole): dynamodb:GetItem" in p for p in problems), problems)
+        self.assertEqual({p.split(" ", 1)[0] for p in problems}, {"enricher", "refresher"})
 
     def test_when_names_only_parameters_of_the_template(self):
         parameters = set(self.main["Parameters"])

@@ -168,7 +168,16 @@ pub fn roles_to_check(list: &RoleCalls, stack: &StackValues) -> Vec<RoleToCheck>
                             .collect::<Result<_, RoleCallsError>>()?,
                     })
                 })
-                .collect();
+                .collect::<Result<Vec<Simulation>, RoleCallsError>>()
+                // Functions sharing a role (the enricher and the refresher) share calls: ask once.
+                .map(|all| {
+                    all.into_iter().fold(Vec::new(), |mut unique, s| {
+                        if !unique.contains(&s) {
+                            unique.push(s);
+                        }
+                        unique
+                    })
+                });
             Some(RoleToCheck {
                 logical_id: role.to_owned(),
                 arn,
@@ -244,5 +253,9 @@ mod tests {
         assert!(actions.contains(&"account:GetAlternateContact"));
         assert!(!actions.contains(&"sts:AssumeRole"));
         assert!(simulations.iter().all(|s| s.resources.iter().all(|r| !r.contains("JobsTable"))));
+        // The calls the enricher and the refresher share are asked once.
+        let unique: std::collections::BTreeSet<_> =
+            simulations.iter().map(|s| (s.actions.clone(), s.resources.clone(), s.context.clone())).collect();
+        assert_eq!(unique.len(), simulations.len());
     }
 }

@@ -239,7 +239,15 @@ async fn role_check(probe: &dyn DeploymentProbe, role: &RoleToCheck) -> Check {
     let mut decisions = Vec::new();
     for simulation in simulations {
         match probe.simulate(&role.arn, simulation).await {
-            Ok(found) => decisions.extend(found.into_iter().map(|d| (d, simulation.context.clone()))),
+            Ok(found) => {
+                for d in found {
+                    // Functions sharing a role may list the same call in different entries.
+                    let decision = (d, simulation.context.clone());
+                    if !decisions.contains(&decision) {
+                        decisions.push(decision);
+                    }
+                }
+            }
             Err(e) => {
                 return Check::failed_call(
                     name,
