@@ -36,6 +36,7 @@
 //! | `core::investigation` | pure | job domain types, the verdict and its note |
 //! | `core::account_change` | pure | which accounts a forwarded CloudTrail event changed |
 //! | `core::redrive` | pure | a Kinesis source's dead letter (`KinesisBatchInfo`), sequence-number order, PutRecords' limits |
+//! | `core::role_calls` | pure | pipes/role-calls.json embedded: each function's calls as IAM actions on resources, resolved against a deployed stack for the doctor |
 //! | `core::rate`, `core::time`, `core::error` | pure | rates and shares, the one clock, the error chain |
 //! | `ports` | port | traits between service and adapters, one module per capability: |
 //! | `ports::metadata`, `ports::findings`, `ports::events` | port | metadata store and source; findings writers (V1, V2) and reader; the event publisher |

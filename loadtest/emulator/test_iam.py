@@ -84,8 +84,13 @@ def tearDownModule() -> None:
 
 
 def iam(url: str, account: str):
-    return boto3.client("iam", endpoint_url=url, region_name="us-east-1",
-                        aws_access_key_id=account, aws_secret_access_key="test")
+    client = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
+                          aws_access_key_id=account, aws_secret_access_key="test")
+    # moto puts an unknown access key's calls in its default account; the header names this one
+    # (the emulator resolves the caller's account from the key and reads moto the same way).
+    client.meta.events.register("before-sign.iam.*", lambda request, **_: request.headers.__setitem__(
+        "x-moto-account-id", account))
+    return client
 
 
 class SimulatePrincipalPolicyTest(unittest.TestCase):

@@ -48,6 +48,10 @@ else:
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = ROOT / "pipes" / "template.yaml"
 MANAGEMENT = ROOT / "pipes" / "management-account.yaml"
+# Each function's calls as IAM actions, written once: the doctor simulates them against the
+# deployed roles, test_role_calls checks them against the template, and this check fails on an
+# observed call whose action the list lacks.
+ROLE_CALLS = ROOT / "pipes" / "role-calls.json"
 
 # The synthetic organization every check uses. Request ARNs and policy ARNs are built from the
 # same values, so any valid values do.
@@ -480,9 +484,59 @@ def request_for(
         if resource:
             return [Request(action, [resource if resource.startswith("arn:") else f"arn:aws:pipes:{region}:{account}:pipe/{resource}"])]
         return [Request(action, [stack.arn(PIPE_ANY[operation])])]
+    if service == "iam" and operation == "SimulatePrincipalPolicy":
+        # The doctor simulates the stack's roles: checked against the role of that logical id
+        # (CloudFormation names a role <stack>-<logical id>-<suffix>).
+        if not resource:
+            raise UnmappedCall("iam SimulatePrincipalPolicy without PolicySourceArn")
+        name = resource.rsplit("/", 1)[-1]
+        for logical, definition in stack.resources().items():
+            if definition["Type"] == "AWS::IAM::Role" and (name == logical or f"-{logical}-" in name):
+                return [Request(action, [stack.arn(logical)])]
+        raise UnmappedCall(f"role {name!r} is none of the stack's roles")
     if service == "monitoring":
         return [Request(action, ["*"])]
     raise UnmappedCall(f"service {service!r} is not mapped to IAM by the checker")
+
+
+# ==========================================================================================
+# The list of each function's calls (pipes/role-calls.json)
+# ==========================================================================================
+
+
+def load_role_calls(path: Path = ROLE_CALLS) -> dict[str, dict]:
+    """Function -> {"role": logical id, "calls": [{"actions", "resources", "context"?, "when"?}]}."""
+    return json.loads(path.read_text())["functions"]
+
+
+def listed_actions(role_calls: dict[str, dict]) -> dict[str, set[str]]:
+    """Function -> every action its entries name (lower-cased: IAM actions ignore case)."""
+    return {
+        function: {a.lower() for call in entry["calls"] for a in call["actions"]}
+        for function, entry in role_calls.items()
+    }
+
+
+def call_applies(call: dict, parameters: dict[str, str]) -> bool:
+    """`when`: each named parameter "set" (not empty), "empty", or equal to the value given."""
+    for name, want in (call.get("when") or {}).items():
+        value = str(parameters.get(name, "") or "")
+        if want == "set":
+            if not value:
+                return False
+        elif want == "empty":
+            if value:
+                return False
+        elif value != want:
+            return False
+    return True
+
+
+def call_requests(call: dict, stack: Stack) -> list[Request]:
+    """One entry of the list as the IAM requests it stands for in `stack` (Fn::Sub resolved)."""
+    context = {k.lower(): [stack.sub(v, {})] for k, v in (call.get("context") or {}).items()}
+    resources = [stack.sub(r, {}) for r in call["resources"]]
+    return [Request(action, [resource], dict(context)) for action in call["actions"] for resource in resources]
 
 
 # ==========================================================================================
@@ -560,6 +614,7 @@ class Checker:
         # from (EnricherRoleArns lists every Region's); tests pass a fixed list instead.
         self.management_parameters = management_parameters or {}
         self.roles = function_roles(main)
+        self.listed = listed_actions(load_role_calls())
         self._stacks: dict[tuple, Stack] = {}
 
     def stack(
@@ -671,6 +726,13 @@ class Checker:
                 continue
             if not decision.allowed:
                 failures.append((request.describe(), decision.reason))
+            elif function not in OPERATOR_FUNCTIONS and request.action.lower() not in self.listed.get(function, ()):
+                # Granted, but the doctor would never check the deployed role for it.
+                failures.append((
+                    request.describe(),
+                    f"{request.action} is not listed for {function} in pipes/role-calls.json, so the doctor "
+                    "does not check that the deployed role allows it: add it there",
+                ))
             if record["service"] == "sts" and record["operation"] == "AssumeRole" and decision.allowed and function in ("enricher", "refresher"):
                 failures.extend(self._trust(record, variant, caller, stack))
         return failures

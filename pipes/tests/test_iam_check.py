@@ -415,6 +415,24 @@ class ObservedCallsTest(unittest.TestCase):
                 self.assertTrue(problems)
                 self.assertIn(expected, problems[0])
 
+    def test_a_granted_call_missing_from_the_role_calls_list_fails(self):
+        """The doctor checks deployed roles for the actions of pipes/role-calls.json only: a call
+        the role allows but the list lacks would go unchecked there, so it fails here."""
+        record = call("refresher", "dynamodb", "GetItem", table="cache", keys=[CHECKPOINT])
+        self.assertEqual(self.violations([record])[1], [])
+        role_calls = iam_check.load_role_calls()
+        for entry in role_calls["refresher"]["calls"]:
+            entry["actions"] = [a for a in entry["actions"] if a != "dynamodb:GetItem"]
+        original = iam_check.load_role_calls
+        iam_check.load_role_calls = lambda path=iam_check.ROLE_CALLS: role_calls
+        try:
+            _, problems = self.violations([record])
+        finally:
+            iam_check.load_role_calls = original
+        self.assertEqual(len(problems), 1, problems)
+        self.assertIn("refresher: dynamodb:GetItem", problems[0])
+        self.assertIn("not listed for refresher in pipes/role-calls.json", problems[0])
+
     def test_the_local_pipe_is_checked_against_the_pipe_role(self):
         stream = f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/FindingsStream"
         self.assertEqual(self.violations([call("pipe", "kinesis", "GetRecords", resource=stream)])[1], [])
@@ -452,6 +470,21 @@ class ObservedCallsTest(unittest.TestCase):
                 self.assertIn(f"enricher-admin: dynamodb:{operation}", problems[0])
                 self.assertEqual(self.violations([call("refresher", "dynamodb", operation, table="cache", keys=[CHECKPOINT])])[1], [])
 
+
+    def test_the_doctor_may_simulate_the_stacks_roles_only(self):
+        """doctor: iam:SimulatePrincipalPolicy is authorized on the role simulated."""
+        role = f"arn:aws:iam::{ACCOUNT}:role/securityhub-enricher-EnricherRole-ABC123"
+        self.assertEqual(self.violations([call("enricher-admin", "iam", "SimulatePrincipalPolicy", resource=role)])[1], [])
+        investigator = f"arn:aws:iam::{ACCOUNT}:role/securityhub-enricher-InvestigatorRole-ABC123"
+        _, problems = self.violations([call("enricher-admin", "iam", "SimulatePrincipalPolicy", resource=investigator)],
+                                      variants=[iam_check.Variant(False, False, True, False, False)])
+        self.assertEqual(problems, [], "with investigations on, the investigator's role too")
+        _, problems = self.violations([call("enricher-admin", "iam", "SimulatePrincipalPolicy",
+                                            resource=f"arn:aws:iam::{ACCOUNT}:role/someone-else")])
+        self.assertEqual(len(problems), 1, problems)
+        self.assertIn("none of the stack's roles", problems[0])
+        self.assertEqual(self.violations([call("enricher-admin", "cloudformation", "DescribeStacks",
+                                               resource="securityhub-enricher")])[1], [])
 
 class CommandLineTest(unittest.TestCase):
     def run_cli(self, lines, *args, create=True):

@@ -7,8 +7,10 @@ use async_trait::async_trait;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
+use crate::core::role_calls::Simulation;
 use crate::ports::deployment::{
-    AggregatorFacts, DeploymentProbe, OrganizationFacts, PipeFacts, ProbeError, RuleFacts, TableFacts,
+    AggregatorFacts, DeploymentProbe, OrganizationFacts, PipeFacts, ProbeError, RuleFacts, SimulatedDecision,
+    TableFacts,
 };
 
 /// The SDK error as the port's: the operation, AWS's code (`unknown` for a network or
@@ -32,13 +34,14 @@ pub struct SdkProbe {
     eventbridge: aws_sdk_eventbridge::Client,
     dynamodb: aws_sdk_dynamodb::Client,
     pipes: aws_sdk_pipes::Client,
+    iam: aws_sdk_iam::Client,
     sts: aws_sdk_sts::Client,
     region: String,
 }
 
 impl SdkProbe {
-    /// The clients of the function the doctor acts as (the operator's credentials), Pipes and
-    /// STS.
+    /// The clients of the function the doctor acts as (the operator's credentials), Pipes, IAM
+    /// and STS.
     #[allow(clippy::too_many_arguments)] // one client per service asked
     pub fn new(
         organizations: aws_sdk_organizations::Client,
@@ -47,10 +50,11 @@ impl SdkProbe {
         eventbridge: aws_sdk_eventbridge::Client,
         dynamodb: aws_sdk_dynamodb::Client,
         pipes: aws_sdk_pipes::Client,
+        iam: aws_sdk_iam::Client,
         sts: aws_sdk_sts::Client,
         region: String,
     ) -> Self {
-        SdkProbe { organizations, securityhub, detective, eventbridge, dynamodb, pipes, sts, region }
+        SdkProbe { organizations, securityhub, detective, eventbridge, dynamodb, pipes, iam, sts, region }
     }
 }
 
@@ -271,5 +275,52 @@ impl DeploymentProbe for SdkProbe {
             status: described.table.and_then(|t| t.table_status).map(|s| s.as_str().to_owned()).unwrap_or_default(),
             ttl_attribute,
         })
+    }
+
+    async fn simulate(&self, role_arn: &str, simulation: &Simulation) -> Result<Vec<SimulatedDecision>, ProbeError> {
+        use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum};
+        // No ResourceArns means `*` (the API's default), as the list writes it.
+        let resources: Vec<String> = simulation.resources.iter().filter(|r| r.as_str() != "*").cloned().collect();
+        let context: Vec<ContextEntry> = simulation
+            .context
+            .iter()
+            .map(|(key, value)| {
+                ContextEntry::builder()
+                    .context_key_name(key)
+                    .context_key_values(value)
+                    .context_key_type(ContextKeyTypeEnum::String)
+                    .build()
+            })
+            .collect();
+        let mut decisions = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = self
+                .iam
+                .simulate_principal_policy()
+                .policy_source_arn(role_arn)
+                .set_action_names(Some(simulation.actions.clone()))
+                .set_resource_arns((!resources.is_empty()).then(|| resources.clone()))
+                .set_context_entries((!context.is_empty()).then(|| context.clone()))
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| probe_error("SimulatePrincipalPolicy", e))?;
+            for result in page.evaluation_results() {
+                decisions.push(SimulatedDecision {
+                    action: result.eval_action_name().to_owned(),
+                    resource: result.eval_resource_name().unwrap_or("*").to_owned(),
+                    decision: result.eval_decision().as_str().to_owned(),
+                });
+            }
+            if !page.is_truncated() {
+                break;
+            }
+            marker = page.marker().map(str::to_owned);
+            if marker.is_none() {
+                break;
+            }
+        }
+        Ok(decisions)
     }
 }

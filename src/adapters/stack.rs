@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
+use crate::core::role_calls::StackValues;
+
 /// Logical ids of pipes/template.yaml the operator commands read.
 pub const ENRICHER_FUNCTION: &str = "EnricherFunction";
 pub const FINDINGS_STREAM: &str = "FindingsStream";
@@ -41,6 +43,10 @@ pub struct DeployedStack {
     pub resources: BTreeMap<String, String>,
     /// The enricher function's environment variables, as deployed.
     pub enricher_environment: BTreeMap<String, String>,
+    /// The stack's parameters, as deployed.
+    pub parameters: BTreeMap<String, String>,
+    /// The stack's ARN (its partition, Region and account are the resources').
+    pub arn: String,
 }
 
 impl DeployedStack {
@@ -50,6 +56,20 @@ impl DeployedStack {
             .get(logical_id)
             .map(String::as_str)
             .ok_or_else(|| StackError::MissingResource { stack: self.name.clone(), logical_id })
+    }
+
+    /// What pipes/role-calls.json's templates resolve against: the stack's partition, Region
+    /// and account (from its ARN), parameters and resources.
+    pub fn values(&self) -> StackValues {
+        let parts: Vec<&str> = self.arn.splitn(6, ':').collect();
+        let part = |i: usize| parts.get(i).copied().unwrap_or_default().to_owned();
+        StackValues {
+            partition: part(1),
+            region: part(3),
+            account: part(4),
+            parameters: self.parameters.clone(),
+            resources: self.resources.clone(),
+        }
     }
 
     /// The physical id of a resource the stack has only in some configurations.
@@ -86,7 +106,29 @@ pub async fn read_stack(
             }
         }
     }
-    let mut deployed = DeployedStack { name: stack.to_owned(), resources, enricher_environment: BTreeMap::new() };
+    let described = cloudformation
+        .describe_stacks()
+        .stack_name(stack)
+        .send()
+        .await
+        .map_err(|e| call_error("CloudFormation DescribeStacks", stack, e.into_service_error()))?;
+    let (arn, parameters) = described
+        .stacks
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .map(|s| {
+            let parameters = s
+                .parameters
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| Some((p.parameter_key?, p.resolved_value.or(p.parameter_value).unwrap_or_default())))
+                .collect();
+            (s.stack_id.unwrap_or_default(), parameters)
+        })
+        .unwrap_or_default();
+    let mut deployed =
+        DeployedStack { name: stack.to_owned(), resources, enricher_environment: BTreeMap::new(), parameters, arn };
     let function = deployed.resource(ENRICHER_FUNCTION)?.to_owned();
     let configuration = lambda
         .get_function_configuration()

@@ -16,6 +16,7 @@ use securityhub_enricher::config::{EnricherConfig, map_vars};
 use securityhub_enricher::core::account::AccountRecord;
 use securityhub_enricher::core::finding::is_account_id;
 use securityhub_enricher::core::posture::Grouping;
+use securityhub_enricher::core::role_calls::{RoleCalls, roles_to_check};
 use securityhub_enricher::core::time::now_epoch_seconds;
 use securityhub_enricher::ports::sweep_state::SweepState;
 use securityhub_enricher::service::directory::{Resolution, WarmScope};
@@ -232,6 +233,9 @@ async fn main() -> Result<()> {
                 aws_sdk_pipes::Client::from_conf(
                     aws_sdk_pipes::config::Builder::from(&admin).interceptor(calls.clone()).build(),
                 ),
+                aws_sdk_iam::Client::from_conf(
+                    aws_sdk_iam::config::Builder::from(&admin).interceptor(calls.clone()).build(),
+                ),
                 aws_sdk_sts::Client::new(&sdk),
                 sdk.region().map(ToString::to_string).unwrap_or_default(),
             );
@@ -242,6 +246,10 @@ async fn main() -> Result<()> {
                 contact_role: config.contact_role.clone(),
                 events_bus: config.events_bus.clone(),
                 graph_arn,
+                roles: match &deployed {
+                    Some(d) => Some(roles_to_check(&RoleCalls::embedded()?, &d.values())),
+                    None => None,
+                },
                 ..doctor_targets(deployed.as_ref(), named)
             };
             let report = diagnose(&probe, &targets).await;

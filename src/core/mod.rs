@@ -21,6 +21,7 @@ pub mod posture;
 pub mod quotas;
 pub mod rate;
 pub mod redrive;
+pub mod role_calls;
 pub mod routing;
 pub mod select;
 pub mod time;

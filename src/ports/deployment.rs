@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 
+use crate::core::role_calls::Simulation;
+
 /// An AWS call that failed: which, the error code AWS returned, and its message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{operation} failed: {code}: {message}")]
@@ -75,6 +77,16 @@ pub struct TableFacts {
     pub ttl_attribute: Option<String>,
 }
 
+/// One result of IAM SimulatePrincipalPolicy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulatedDecision {
+    pub action: String,
+    /// The resource simulated (`*` when none was named).
+    pub resource: String,
+    /// `allowed`, `explicitDeny` or `implicitDeny`.
+    pub decision: String,
+}
+
 #[async_trait]
 pub trait DeploymentProbe: Send + Sync {
     /// The Region the probe's clients call.
@@ -116,4 +128,7 @@ pub trait DeploymentProbe: Send + Sync {
     async fn pipe(&self, name: &str) -> Result<PipeFacts, ProbeError>;
     /// DescribeTable, then DescribeTimeToLive.
     async fn table(&self, name: &str) -> Result<TableFacts, ProbeError>;
+    /// IAM SimulatePrincipalPolicy of the role for these actions, resources and context, every
+    /// page: one decision per action and resource.
+    async fn simulate(&self, role_arn: &str, simulation: &Simulation) -> Result<Vec<SimulatedDecision>, ProbeError>;
 }

@@ -2,10 +2,13 @@
 //! the fix, through the `DeploymentProbe` port. A check that this build cannot make is
 //! reported as such, never as a pass.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::config::ContactRole;
-use crate::ports::deployment::{DeploymentProbe, PipeFacts, ProbeError};
+use crate::core::role_calls::RoleToCheck;
+use crate::ports::deployment::{DeploymentProbe, PipeFacts, ProbeError, SimulatedDecision};
 
 /// What the doctor checks: the names the deployment's configuration gives, and the ones the
 /// operator names on the command line. An unnamed piece is skipped, and says how to name it.
@@ -26,6 +29,9 @@ pub struct Targets {
     pub pipe: Option<PipeTarget>,
     /// The TTL attribute both tables expire items by.
     pub ttl_attribute: String,
+    /// The stack's roles with the calls of their functions (pipes/role-calls.json), read from
+    /// the stack; None without `--stack`.
+    pub roles: Option<Vec<RoleToCheck>>,
 }
 
 /// How the findings rules are found: by the stack's resources (`--stack`), or by a name prefix
@@ -65,7 +71,8 @@ pub enum Status {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
-    pub name: &'static str,
+    /// `roles.<logical id>` for a role, else a fixed name.
+    pub name: Cow<'static, str>,
     pub status: Status,
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,20 +80,20 @@ pub struct Check {
 }
 
 impl Check {
-    fn pass(name: &'static str, detail: impl Into<String>) -> Self {
-        Check { name, status: Status::Pass, detail: detail.into(), fix: None }
+    fn pass(name: impl Into<Cow<'static, str>>, detail: impl Into<String>) -> Self {
+        Check { name: name.into(), status: Status::Pass, detail: detail.into(), fix: None }
     }
 
-    fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
-        Check { name, status: Status::Fail, detail: detail.into(), fix: Some(fix.into()) }
+    fn fail(name: impl Into<Cow<'static, str>>, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Check { name: name.into(), status: Status::Fail, detail: detail.into(), fix: Some(fix.into()) }
     }
 
-    fn skipped(name: &'static str, detail: impl Into<String>) -> Self {
-        Check { name, status: Status::Skipped, detail: detail.into(), fix: None }
+    fn skipped(name: impl Into<Cow<'static, str>>, detail: impl Into<String>) -> Self {
+        Check { name: name.into(), status: Status::Skipped, detail: detail.into(), fix: None }
     }
 
     /// A failed call: AccessDenied says which permission to grant, anything else is shown.
-    fn failed_call(name: &'static str, error: &ProbeError, fix: &str) -> Self {
+    fn failed_call(name: impl Into<Cow<'static, str>>, error: &ProbeError, fix: &str) -> Self {
         let fix = match (error.is_access_denied(), fix.is_empty()) {
             (true, true) => format!(
                 "grant the principal running the doctor (and the function that makes this call) {}",
@@ -121,6 +128,7 @@ fn permission_of(operation: &str) -> String {
         "DescribeEventBus" | "ListRules" | "DescribeRule" => "events",
         "DescribePipe" => "pipes",
         "DescribeTable" | "DescribeTimeToLive" => "dynamodb",
+        "SimulatePrincipalPolicy" => "iam",
         _ => "?",
     };
     format!("{service}:{operation}")
@@ -200,20 +208,101 @@ pub async fn diagnose(probe: &dyn DeploymentProbe, targets: &Targets) -> DoctorR
         checks.push(schedule(probe, "investigator.schedule", Some(rule), "").await);
     }
     checks.push(pipe(probe, targets.pipe.as_ref()).await);
-    checks.push(Check {
-        name: "roles",
-        status: Status::NotVerified,
-        detail: "each role's permissions for its function's calls, and its use of the key, are not checked: this \
-                 build does not call iam:SimulatePrincipalPolicy"
-            .into(),
-        fix: Some(
-            "`make test-permissions` checks the template's roles against every call the tests make; for a deployed \
-             role changed by hand: aws iam simulate-principal-policy --policy-source-arn <role ARN> --action-names \
-             <actions> --resource-arns <ARNs>"
-                .into(),
-        ),
-    });
+    match &targets.roles {
+        None => checks.push(Check::skipped(
+            "roles",
+            "each role's calls and its use of the key are checked with --stack NAME only (the roles are the stack's)",
+        )),
+        Some(roles) => {
+            for role in roles {
+                checks.push(role_check(probe, role).await);
+            }
+        }
+    }
     DoctorReport { checks }
+}
+
+/// One role: every call its functions make in this deployment (pipes/role-calls.json),
+/// simulated with iam:SimulatePrincipalPolicy.
+async fn role_check(probe: &dyn DeploymentProbe, role: &RoleToCheck) -> Check {
+    let name = format!("roles.{}", role.logical_id);
+    let simulations = match &role.simulations {
+        Ok(simulations) => simulations,
+        Err(e) => {
+            return Check::fail(
+                name,
+                format!("{}'s calls cannot be checked: {e}", role.arn),
+                "deploy the stack of pipes/template.yaml again (its resources and parameters are what the list names)",
+            );
+        }
+    };
+    let mut decisions = Vec::new();
+    for simulation in simulations {
+        match probe.simulate(&role.arn, simulation).await {
+            Ok(found) => {
+                for d in found {
+                    // Functions sharing a role may list the same call in different entries.
+                    let decision = (d, simulation.context.clone());
+                    if !decisions.contains(&decision) {
+                        decisions.push(decision);
+                    }
+                }
+            }
+            Err(e) => {
+                return Check::failed_call(
+                    name,
+                    &e,
+                    "or check the role by hand: aws iam simulate-principal-policy --policy-source-arn <role ARN> \
+                     --action-names <actions> --resource-arns <ARNs>",
+                );
+            }
+        }
+    }
+    role_verdict(role, &name, &decisions)
+}
+
+/// Pass when every simulated call is allowed; else FAIL naming each denied action, its
+/// resource (and the context it was simulated with), and the grant that restores it.
+fn role_verdict(role: &RoleToCheck, name: &str, decisions: &[(SimulatedDecision, Vec<(String, String)>)]) -> Check {
+    let functions = role.functions.join(", ");
+    let denied: Vec<_> = decisions.iter().filter(|(d, _)| d.decision != "allowed").collect();
+    if denied.is_empty() {
+        let key = decisions.iter().any(|(d, _)| d.action.starts_with("kms:"));
+        return Check::pass(
+            name.to_owned(),
+            format!(
+                "{} allows the {} calls of {functions}{}",
+                role.arn,
+                decisions.len(),
+                if key { ", its use of the key included" } else { "" }
+            ),
+        );
+    }
+    let describe = |(d, context): &&(SimulatedDecision, Vec<(String, String)>)| {
+        let with = context.iter().map(|(k, v)| format!(" with {k}={v}")).collect::<String>();
+        format!("{} on {}{with} ({})", d.action, d.resource, d.decision)
+    };
+    let list: Vec<String> = denied.iter().map(describe).collect();
+    let explicit = denied.iter().any(|(d, _)| d.decision == "explicitDeny");
+    let grants: Vec<String> = denied.iter().map(|(d, _)| format!("{} on {}", d.action, d.resource)).collect();
+    let fix = format!(
+        "{}grant {} (the statement of {} in pipes/template.yaml; deploying the stack again restores it): Allow {}",
+        if explicit { "remove the Deny that names these calls, then " } else { "" },
+        role.arn,
+        role.logical_id,
+        grants.join("; ")
+    );
+    Check::fail(
+        name.to_owned(),
+        format!(
+            "{} ({functions}) is denied {} of {} calls: {}",
+            role.arn,
+            denied.len(),
+            decisions.len(),
+            list.join(", ")
+        ),
+        fix,
+    )
 }
 
 async fn schedule(probe: &dyn DeploymentProbe, name: &'static str, rule: Option<&str>, flag: &str) -> Check {
@@ -294,7 +383,7 @@ fn pipe_verdict(target: &PipeTarget, facts: &PipeFacts) -> Check {
     match (facts.current_state.as_str(), facts.desired_state.as_str()) {
         ("RUNNING", "RUNNING") => Check::pass(NAME, format!("{state}{wiring}")),
         (current, "RUNNING") if PIPE_TRANSITIONS.contains(&current) => Check {
-            name: NAME,
+            name: NAME.into(),
             status: Status::Warn,
             detail: state,
             fix: Some(format!("wait, then run the doctor again (aws pipes describe-pipe --name {name})")),
@@ -431,7 +520,7 @@ async fn detective(probe: &dyn DeploymentProbe, configured: Option<&str>, organi
                 Check::pass(NAME, detail)
             } else {
                 Check {
-                    name: NAME,
+                    name: NAME.into(),
                     status: Status::Warn,
                     detail,
                     fix: Some(
@@ -528,6 +617,52 @@ async fn table(probe: &dyn DeploymentProbe, name: &'static str, table: Option<&s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decision(action: &str, resource: &str, decision: &str) -> (SimulatedDecision, Vec<(String, String)>) {
+        let d = SimulatedDecision { action: action.into(), resource: resource.into(), decision: decision.into() };
+        let context = if action.starts_with("kms:") {
+            vec![("kms:ViaService".to_owned(), "dynamodb.us-east-1.amazonaws.com".to_owned())]
+        } else {
+            vec![]
+        };
+        (d, context)
+    }
+
+    #[test]
+    fn a_role_passes_only_when_every_call_is_allowed_and_a_denied_one_is_named_with_its_grant() {
+        let role = RoleToCheck {
+            logical_id: "EnricherRole".into(),
+            arn: "arn:aws:iam::111122223333:role/s-EnricherRole-X".into(),
+            functions: vec!["enricher".into(), "refresher".into()],
+            simulations: Ok(vec![]),
+        };
+        let table = "arn:aws:dynamodb:us-east-1:111122223333:table/cache";
+        let key = "arn:aws:kms:us-east-1:111122223333:key/k";
+        let allowed = [decision("dynamodb:GetItem", table, "allowed"), decision("kms:Decrypt", key, "allowed")];
+        let check = role_verdict(&role, "roles.EnricherRole", &allowed);
+        assert_eq!(check.status, Status::Pass);
+        assert_eq!(
+            check.detail,
+            "arn:aws:iam::111122223333:role/s-EnricherRole-X allows the 2 calls of enricher, refresher, its use of the key included"
+        );
+
+        let denied = [decision("dynamodb:GetItem", table, "implicitDeny"), decision("kms:Decrypt", key, "allowed")];
+        let check = role_verdict(&role, "roles.EnricherRole", &denied);
+        assert_eq!(check.status, Status::Fail);
+        assert!(check.detail.contains("is denied 1 of 2 calls: dynamodb:GetItem on arn:aws:dynamodb:us-east-1:111122223333:table/cache (implicitDeny)"), "{}", check.detail);
+        assert_eq!(
+            check.fix.as_deref(),
+            Some(
+                "grant arn:aws:iam::111122223333:role/s-EnricherRole-X (the statement of EnricherRole in pipes/template.yaml; \
+                 deploying the stack again restores it): Allow dynamodb:GetItem on arn:aws:dynamodb:us-east-1:111122223333:table/cache"
+            )
+        );
+
+        let key_denied = [decision("kms:Decrypt", key, "explicitDeny")];
+        let check = role_verdict(&role, "roles.EnricherRole", &key_denied);
+        assert!(check.detail.contains("kms:Decrypt on arn:aws:kms:us-east-1:111122223333:key/k with kms:ViaService=dynamodb.us-east-1.amazonaws.com (explicitDeny)"), "{}", check.detail);
+        assert!(check.fix.unwrap().starts_with("remove the Deny that names these calls, then grant"));
+    }
 
     #[test]
     fn access_denied_names_the_permission_to_grant() {

@@ -60,6 +60,10 @@ def moto_policy_source(moto_url: str) -> PolicySource:
     def read(account: str, role_name: str) -> tuple[str, list[tuple[str, dict]]] | None:
         iam = boto3.client("iam", endpoint_url=moto_url, region_name="us-east-1",
                            aws_access_key_id=account, aws_secret_access_key="emulator")
+        # moto attributes an unknown access key to its default account; this header names the
+        # account instead (moto's multi-account support).
+        iam.meta.events.register("before-sign.iam.*", lambda request, **_: request.headers.__setitem__(
+            "x-moto-account-id", account))
         try:
             arn = iam.get_role(RoleName=role_name)["Role"]["Arn"]
         except ClientError as e:
@@ -84,7 +88,13 @@ def _document(value: Any) -> dict:
         return value
     from urllib.parse import unquote
     text = str(value)
-    return json.loads(unquote(text) if text.startswith("%7B") else text)
+    text = unquote(text) if text.startswith("%7B") else text
+    if text.startswith("{'"):
+        # moto's CloudFormation stores a role's inline policy as a Python dict and GetRolePolicy
+        # returns its repr: read it as the literal it is.
+        import ast
+        return ast.literal_eval(text)
+    return json.loads(text)
 
 
 def as_list(value: Any) -> list:
@@ -240,10 +250,11 @@ class IamSimulator:
         if m is None:
             raise invalid_input(f"PolicySourceArn {source} is not a role ARN (the emulator simulates roles only)")
         role_name = m.group(2)
-        # The caller's account's role of that name, if it is the one named (moto's IAM ARNs carry
-        # its default account whatever the access key, so the ARN, not its account field, decides).
+        # The caller's account's role of that name, if it is the one named: the same path and
+        # name, in the caller's account or the account moto writes (moto's IAM ARNs carry its
+        # default account whatever the access key, while a caller names its own).
         found = self.policies(account, role_name)
-        if found is None or found[0] != source:
+        if found is None or not _same_role(found[0], source, account):
             raise IamError(404, "NoSuchEntity", f"The role with name {role_name} cannot be found.")
         policies = list(found[1])
         for i, text in enumerate(_members(form, "PolicyInputList"), 1):
@@ -286,6 +297,13 @@ def _result_xml(results: list[tuple], truncated: bool, marker: str | None) -> by
     meta = ET.SubElement(root, "ResponseMetadata")
     ET.SubElement(meta, "RequestId").text = str(uuid.uuid4())
     return ET.tostring(root, encoding="utf-8")
+
+
+def _same_role(found: str, named: str, caller_account: str) -> bool:
+    """GetRole's ARN against PolicySourceArn: path and name equal, account the caller's or moto's."""
+    found_account, found_path = found.split(":", 5)[4], found.split(":role/", 1)[-1]
+    named_account, named_path = named.split(":", 5)[4], named.split(":role/", 1)[-1]
+    return found_path == named_path and named_account in (found_account, caller_account)
 
 
 def _error_xml(error: IamError) -> bytes:

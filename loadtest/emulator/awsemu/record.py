@@ -50,6 +50,7 @@ RESOURCE_PARAMETERS = {
     "account": ("AccountId",),
     "sqs": ("QueueUrl",),
     "cloudformation": ("StackName",),
+    "iam": ("PolicySourceArn",),
 }
 # "#name = :value" (either way round) in a KeyConditionExpression.
 EQUALITY_RE = re.compile(r"([#A-Za-z_][\w.]*)\s*=\s*(:\w+)|(:\w+)\s*=\s*([#A-Za-z_][\w.]*)")
