@@ -99,8 +99,19 @@ class RoleCallsTest(unittest.TestCase):
     def test_a_role_missing_a_listed_action_fails_naming_it(self):
         broken = copy.deepcopy(self.main)
         statements = broken["Resources"]["EnricherRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
-        kept = [s for s in statements if not (isinstance(s, dict) and s.get("Action") == "dynamodb:GetItem")]
-        self.assertEqual(len(kept), len(statements) - 1)
+        # Every statement that grants it (the refresher's state and the pending-writes store
+        # both read with GetItem, under different leading keys).
+        kept, removed = [], 0
+        for statement in statements:
+            actions = statement.get("Action") if isinstance(statement, dict) else None
+            if actions == "dynamodb:GetItem":
+                removed += 1
+                continue
+            if isinstance(actions, list) and "dynamodb:GetItem" in actions:
+                removed += 1
+                statement = dict(statement, Action=[a for a in actions if a != "dynamodb:GetItem"])
+            kept.append(statement)
+        self.assertGreaterEqual(removed, 1)
         broken["Resources"]["EnricherRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"] = kept
         problems = denied(broken, self.role_calls)
         self.assertTrue(problems)
