@@ -711,7 +711,9 @@ impl Simulation {
         summary.sweep = cold.sweep;
         summary.lost = lost;
         let complete_at_end = self.findings - lost.max(completeness(&hub, &expected).partial_or_missing);
-        let accepted_everywhere = summary.accepted_update_calls + summary.sweep.writes.updates.findings_per_call.len();
+        // From the hub's own log: a run cut short when the last finding became complete never
+        // reported its writes.
+        let accepted_everywhere = hub.call_log.lock().unwrap().iter().filter(|c| !c.throttled).count();
         summary.accepted_update_calls_per_complete_finding = accepted_everywhere as f64 / complete_at_end.max(1) as f64;
         let per_1000 = |n: f64| n * 1000.0 / self.findings as f64;
         summary.calls_per_1000_findings = BTreeMap::from([
@@ -824,9 +826,24 @@ impl Schedule {
                 tokio::time::sleep_until(next_run.min(Instant::now() + POLL)).await;
                 continue;
             }
-            let report = refresher.run(Instant::now() + self.run_time, &|_| {}).await;
             cold.runs += 1;
-            cold.sweep += report.sweep;
+            // Completion is watched during a run too: a run goes on warming the rest of the
+            // organization after the last finding is complete, and that is not the findings' wait.
+            let completed_during_run = async {
+                loop {
+                    tokio::time::sleep(POLL).await;
+                    if stream_done.load(std::sync::atomic::Ordering::Acquire) && all_complete() {
+                        return self.started.elapsed();
+                    }
+                }
+            };
+            tokio::select! {
+                report = refresher.run(Instant::now() + self.run_time, &|_| {}) => cold.sweep += report.sweep,
+                at = completed_during_run => {
+                    cold.complete_at = Some(at);
+                    break;
+                }
+            }
             next_run = (next_run + self.interval).max(Instant::now());
         }
         cold
