@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use loadtest::batches::incoming_batch_of_events;
+use loadtest::local::events::EventTap;
 use loadtest::local::findings::{import_findings, imported_event, sample_finding};
 use loadtest::local::org::{OrgSpec, seed_organization};
 use loadtest::local::settings::{CACHE_TABLE, JOBS_TABLE, LocalSettings};
@@ -27,6 +28,8 @@ struct Setup {
     graph: String,
     /// The organization's accounts, the graph's members first.
     accounts: Vec<String>,
+    /// Every enriched-finding event published (`ENRICHED_EVENTS_BUS`, both functions).
+    events: EventTap,
 }
 
 /// How a test's world differs from the default one.
@@ -83,8 +86,17 @@ async fn setup_world(world: World) -> Setup {
     let created: Value = serde_json::from_str(&created).unwrap();
     let graph = created["graph_arns"][0].as_str().unwrap().to_owned();
 
+    // Both functions publish and route as deployed: the investigator's write-back goes through
+    // the same pipeline as the stream's writes.
+    let bus = format!("enriched-{admin}");
+    let events = EventTap::create(&sdk, &bus, &format!("all-{admin}"), &json!({"source": ["securityhub-enricher"]}))
+        .await
+        .unwrap();
+    let policy = json!({"rules": [{"ou_path_prefix": "Root", "set": {"owner": "detection"}}]}).to_string();
     let calls = ApiCalls::default();
     let config = LocalSettings::named()
+        .set("ENRICHED_EVENTS_BUS", &bus)
+        .set("ROUTING_POLICY", &policy)
         .set("CACHE_TABLE", CACHE_TABLE)
         .set("JOBS_TABLE", JOBS_TABLE)
         .set("ORGANIZATIONS_RPS", 1000)
@@ -94,6 +106,8 @@ async fn setup_world(world: World) -> Setup {
     let clients = Clients::for_enricher("enricher", &config, &sdk, &calls).await;
     let enricher = Enricher::from_clients(&config, &clients);
     let investigator_config = LocalSettings::named()
+        .set("ENRICHED_EVENTS_BUS", &bus)
+        .set("ROUTING_POLICY", &policy)
         .set("JOBS_TABLE", JOBS_TABLE)
         .set("CACHE_TABLE", CACHE_TABLE)
         .set("DETECTIVE_RPS", world.detective_rps)
@@ -111,7 +125,7 @@ async fn setup_world(world: World) -> Setup {
     let securityhub = aws_sdk_securityhub::Client::new(&sdk);
     import_findings(&securityhub, &findings).await.unwrap();
     let accounts = accounts.into_iter().map(|(id, _)| id).collect();
-    Setup { enricher, investigator, calls, securityhub, findings, admin, graph, accounts }
+    Setup { enricher, investigator, calls, securityhub, findings, admin, graph, accounts, events }
 }
 
 /// Every finding as its own record, each twice (EventBridge delivers at least once).
@@ -163,6 +177,10 @@ async fn one_investigation_per_entity_and_window_however_often_findings_arrive()
     assert_eq!(replay.investigations.jobs_created, 0);
     assert_eq!(replay.investigations.jobs_joined, 2);
 
+    // The stream's writes are published (each batch writes what its events carry: twice here).
+    let by_the_stream = s.events.received().await.unwrap();
+    assert_eq!(by_the_stream.len(), 2 * s.findings.len());
+
     let started = s.investigator.run_pass(soon()).await;
     assert_eq!(started.started, 2);
     let mut completed = 0;
@@ -183,6 +201,15 @@ async fn one_investigation_per_entity_and_window_however_often_findings_arrive()
         assert!(fields.contains_key("AccountName"));
         assert!(note.starts_with("Account ") && note.contains(": severity "), "{note}");
         assert!(note.chars().count() <= 512);
+        assert_eq!(fields["owner"], "detection", "the routing policy's owner, kept by the write-back");
+    }
+    // The investigator's write-back is published like the stream's writes: one event per finding
+    // written with its verdict, the same schema and routing.
+    let by_the_investigator = s.events.received().await.unwrap();
+    assert_eq!(by_the_investigator.len(), s.findings.len(), "{by_the_investigator:?}");
+    for event in by_the_stream.iter().chain(&by_the_investigator) {
+        assert_eq!(event["detail"]["routing"]["owner"], "detection", "{event}");
+        assert_eq!(event["detail"]["schema_version"], "1");
     }
 
     // The findings come back with investigate=complete: no job, no investigation.
