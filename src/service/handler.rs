@@ -28,8 +28,8 @@ pub struct Enricher {
     /// runs every minute) completes their findings without waiting for another event.
     pub refresh_queue: Option<Arc<dyn SweepState>>,
     /// Writes findings of accounts not known in time `Partial` and looks every unknown account
-    /// up, instead of deferring them to the refresher. Deployments defer (see the README's
-    /// "Partial writes or deferral"); the simulator sets this to measure the other way.
+    /// up, instead of deferring them to the refresher. Deployments defer (the README's
+    /// "Degraded enrichment" gives the figures); the simulator sets this to measure the other way.
     pub partial_writes: bool,
     /// Rendering, currency, writes and events: the same pipeline as the sweep's.
     pub pipeline: Pipeline,
