@@ -35,6 +35,14 @@ pub enum Metric {
     FindingsEnrichedPartial,
     /// Findings of accounts not known in time, left to the refresher (not written yet).
     FindingsDeferred,
+    /// Findings held in the pending-writes store, to be written with later findings of their
+    /// account while BatchUpdateFindings' quota is saturated (issue 21's coalescing).
+    FindingsPending,
+    /// Findings that waited in the pending-writes store and were written by a drain (the
+    /// enricher's after a batch, the refresher's every minute).
+    PendingFindingsWritten,
+    /// Findings the pending-writes store could not take, written at once instead.
+    PendingHoldFailures,
     /// Dimension `Reason` (`label::REASON`).
     FindingsSkipped,
     /// Dimension `Reason` (`label::REASON`).

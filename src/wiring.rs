@@ -272,16 +272,21 @@ impl Sweeper {
 
 impl Refresher {
     /// The refresher: the sweep, its state in the cache table, and the walk of the OU tree for
-    /// its warm-up, on the sweep's own Organizations budget (one limiter for both).
+    /// its warm-up, on the sweep's own Organizations budget (one limiter for both), and the
+    /// drain of the pending-writes store beside each run.
     pub fn from_clients(config: &EnricherConfig, clients: &Clients) -> Self {
         let source = Arc::new(organizations_source(config, clients));
-        Refresher::new(
+        let refresher = Refresher::new(
             Sweeper::over(config, clients, source.clone()),
             Arc::new(sweep_state(config, clients)),
             Some(source),
         )
         .with_pass_interval(config.refresh_interval)
-        .with_posture(Arc::new(posture_store(config, clients)), config.posture_top_owners)
+        .with_posture(Arc::new(posture_store(config, clients)), config.posture_top_owners);
+        match coalescer(config, clients) {
+            Some(drainer) => refresher.with_pending(drainer),
+            None => refresher,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use loadtest::fakes::directory::{InMemoryStore, StaticSource};
 use loadtest::fakes::enricher::{EnricherBuilder, test_cache_times};
 use loadtest::fakes::hub::InMemoryHub;
 use loadtest::fakes::pending::InMemoryPendingWrites;
+use loadtest::fakes::sweep_state::InMemorySweepState;
 use loadtest::loadgen::imported_event;
 use securityhub_enricher::core::account::{AccountMetadata, AccountRecord, ContactLookup, OrgUnit};
 use securityhub_enricher::core::cache_entry::CacheEntry;
@@ -24,6 +25,8 @@ use securityhub_enricher::core::time::now_epoch_seconds;
 use securityhub_enricher::ports::pending::PendingWrites;
 use securityhub_enricher::service::batch_report::BatchReport;
 use securityhub_enricher::service::handler::Enricher;
+use securityhub_enricher::service::pending::Coalescer;
+use securityhub_enricher::service::refresh::Refresher;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -230,4 +233,40 @@ async fn a_store_that_cannot_hold_means_writing_at_once() {
     assert_eq!(report.tally.findings_pending, 0);
     assert_eq!(report.pending.hold_failures, 6);
     assert_eq!(report.tally.findings_enriched, 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_refresher_run_drains_what_waits_beside_its_sweeps() {
+    let deployment = Deployment::new(TIGHT_POOL);
+    let report = deployment.environment().handle(batch(&[(BIG, 0, 7), (SMALL, 0, 2), (OTHER, 0, 1)]), soon()).await;
+    assert_acknowledged(&report);
+    assert_eq!(report.tally.findings_pending, 10);
+
+    // The refresher as wiring builds it: its own sweeper (same directory and rendering), the
+    // deployment's store, and the drain beside its run. The stream has gone quiet: the drain
+    // writes everything once a second look finds nothing new held, each account in one request.
+    let state = Arc::new(InMemorySweepState::default());
+    let sweeper = EnricherBuilder::new()
+        .store(deployment.cache.clone())
+        .source(Arc::new(StaticSource::new([account(BIG), account(SMALL), account(OTHER)])))
+        .hub(deployment.hub.clone())
+        .build_sweeper(deployment.hub.clone(), Rate { per_second: 2.0, burst: 4 });
+    let refresher = Refresher::new(sweeper, state, None).with_pending(Coalescer::new(
+        deployment.store.clone(),
+        DELAY,
+        deployment.pool,
+    ));
+    let started = Instant::now();
+    let run = refresher.run(soon(), &|_| {}).await;
+    assert_eq!((run.pending_drained.accounts, run.pending_drained.written), (3, 10), "{:?}", run.pending_drained);
+    assert_eq!(run.pending_writes.updates.findings_per_call.iter().sum::<usize>(), 10);
+    let mut calls = deployment.calls();
+    calls.sort_unstable();
+    assert_eq!(calls, [1, 2, 7]);
+    assert_eq!(deployment.store.waiting(), 0);
+    assert!(Instant::now() - started <= Duration::from_secs(3), "{:?}", Instant::now() - started);
+
+    // A run with nothing waiting leaves at once (its sweeps aside).
+    let idle = refresher.run(soon(), &|_| {}).await;
+    assert_eq!(idle.pending_drained.accounts, 0);
 }

@@ -93,6 +93,9 @@ impl Report for BatchReport {
         Metric::FindingsEnriched.count(t.findings_enriched);
         Metric::FindingsEnrichedPartial.count(t.findings_enriched_partial);
         Metric::FindingsDeferred.count(t.findings_deferred);
+        Metric::FindingsPending.count(t.findings_pending);
+        Metric::PendingFindingsWritten.count(self.pending.drained.written);
+        Metric::PendingHoldFailures.count(self.pending.hold_failures);
         for (reason, n) in t.findings_skipped.iter().filter(|(_, n)| **n > 0) {
             Metric::FindingsSkipped.count_with(&[(label::REASON, reason.clone())], *n as u64);
         }

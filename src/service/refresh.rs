@@ -20,6 +20,8 @@ use crate::ports::metadata::{LookupError, OrganizationWalk, WalkedAccount};
 use crate::ports::posture::PostureStore;
 use crate::ports::sweep_state::{Checkpoint, SweepState};
 use crate::service::directory::{WarmReport, WarmScope};
+use crate::service::pending::{Coalescer, DRAIN_PER_RUN, DrainStats};
+use crate::service::pipeline::WriteStats;
 use crate::service::sweep::{SweepReport, Sweeper};
 use crate::telemetry::{Metric, Report};
 
@@ -48,6 +50,10 @@ pub struct Refresher {
     /// many owners they name (`POSTURE_TOP_OWNERS`).
     posture: Option<Arc<dyn PostureStore>>,
     top_owners: usize,
+    /// The pending-writes store's drainer of last resort (`service::pending`): each run drains
+    /// it beside its sweeps, so findings held by the stream are written within the delay even
+    /// when the stream goes quiet. `None`: coalescing is off (`PENDING_WRITE_DELAY_SECONDS=0`).
+    pending: Option<Coalescer>,
 }
 
 /// When the last walk ran, and what it found (`None`: it failed).
@@ -117,6 +123,10 @@ pub struct RefreshReport {
     pub posture: Option<CompletedPass>,
     /// Storing or reading the posture counts failed (the sweep itself went on).
     pub posture_error: Option<String>,
+    /// What the drain of the pending-writes store beside the run wrote.
+    pub pending_drained: DrainStats,
+    /// The drain's requests (the sweeps' are in `sweep`).
+    pub pending_writes: WriteStats,
 }
 
 impl RefreshReport {
@@ -135,6 +145,8 @@ impl RefreshReport {
             state_error: None,
             posture: None,
             posture_error: None,
+            pending_drained: DrainStats::default(),
+            pending_writes: WriteStats::default(),
         }
     }
 }
@@ -152,7 +164,14 @@ impl Refresher {
             walked: tokio::sync::Mutex::new(None),
             posture: None,
             top_owners: DEFAULT_TOP_OWNERS,
+            pending: None,
         }
+    }
+
+    /// Drains the pending-writes store beside each run (see `pending`).
+    pub fn with_pending(mut self, coalescer: Coalescer) -> Self {
+        self.pending = Some(coalescer);
+        self
     }
 
     /// Paces passes otherwise than a deployment does (the simulator runs its clock faster).
@@ -179,7 +198,27 @@ impl Refresher {
     /// queue (accounts the stream could not resolve, accounts that changed) is taken within a
     /// minute or two, and a run that ends at Lambda's timeout is followed at once; the lease
     /// keeps two runs from ever overlapping.
+    ///
+    /// Beside it, for at most `DRAIN_PER_RUN` (a little over the minute between runs), the
+    /// findings waiting in the pending-writes store, through the sweep's directory and pipeline
+    /// (background work on the quota). The drain runs even when the sweeps have nothing to do.
     pub async fn run(&self, deadline: Instant, progress: &(dyn Fn(&SweepReport) + Sync)) -> RefreshReport {
+        let drain = async {
+            match &self.pending {
+                Some(coalescer) => {
+                    let until = deadline.min(Instant::now() + DRAIN_PER_RUN);
+                    coalescer.drain_while_waiting(&self.sweeper.directory, &self.sweeper.pipeline, until).await
+                }
+                None => Default::default(),
+            }
+        };
+        let (mut report, (drained, writes)) = tokio::join!(self.run_sweeps(deadline, progress), drain);
+        report.pending_drained = drained;
+        report.pending_writes = writes;
+        report
+    }
+
+    async fn run_sweeps(&self, deadline: Instant, progress: &(dyn Fn(&SweepReport) + Sync)) -> RefreshReport {
         let now = now_epoch_seconds();
         let until = now + deadline.saturating_duration_since(Instant::now()).as_secs() as i64 + 1;
         match self.state.take_lease(&self.holder, now, until).await {
@@ -508,6 +547,19 @@ impl Refresher {
 
 impl Report for RefreshReport {
     fn log(&self) {
+        let drained = &self.pending_drained;
+        if drained.accounts > 0 || drained.store_errors > 0 {
+            tracing::info!(
+                accounts = drained.accounts,
+                written = drained.written,
+                failed = drained.failed,
+                claimed_elsewhere = drained.claimed_elsewhere,
+                store_errors = drained.store_errors,
+                update_calls = self.pending_writes.updates.calls,
+                minimum_update_calls = self.pending_writes.minimum_calls,
+                "pending writes drained"
+            );
+        }
         if let Some(idle) = self.idle {
             tracing::info!(queued = self.queued, "refresher run: nothing to do ({idle})");
             return;
@@ -557,5 +609,15 @@ impl Report for RefreshReport {
         Metric::RefreshRunsCompleted.count(usize::from(self.state_error.is_none()));
         Metric::AccountsWarmed.count(self.warm.as_ref().map_or(0, |w| w.cached));
         self.sweep.record_metrics();
+        Metric::PendingFindingsWritten.count(self.pending_drained.written);
+        let writes = &self.pending_writes;
+        Metric::UpdateCalls.count(writes.updates.findings_per_call.len());
+        Metric::UpdateFindings.count(writes.updates.findings_per_call.iter().sum());
+        Metric::UpdateCallsMinimum.count(writes.minimum_calls);
+        Metric::UpdateV2Calls.count(writes.updates_v2.findings_per_call.len());
+        Metric::UpdateV2Findings.count(writes.updates_v2.findings_per_call.iter().sum());
+        Metric::PutEventsCalls.count(writes.events.calls);
+        Metric::EventsPublished.count(writes.events.published);
+        Metric::EventsFailed.count(writes.events.failed);
     }
 }
