@@ -43,6 +43,11 @@ pub enum Metric {
     PendingFindingsWritten,
     /// Findings the pending-writes store could not take, written at once instead.
     PendingHoldFailures,
+    /// DynamoDB write capacity units the pending-writes store's requests consumed (computed
+    /// from the item sizes by DynamoDB's rules: `adapters::cache_table::capacity`).
+    PendingStoreWriteUnits,
+    /// DynamoDB read capacity units (strongly consistent) the pending-writes store consumed.
+    PendingStoreReadUnits,
     /// Dimension `Reason` (`label::REASON`).
     FindingsSkipped,
     /// Dimension `Reason` (`label::REASON`).

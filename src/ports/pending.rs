@@ -2,6 +2,7 @@
 //! later findings of their account (see `service::pending`).
 
 use async_trait::async_trait;
+use serde::Serialize;
 
 use crate::core::pending::{PendingAccount, PendingFinding};
 use crate::ports::metadata::StoreError;
@@ -11,6 +12,34 @@ use crate::ports::metadata::StoreError;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Taken {
     pub findings: Vec<PendingFinding>,
+}
+
+/// What a store's requests have cost since it was built: DynamoDB requests and the capacity
+/// units they consumed (for the cost per finding: `PendingStoreWriteUnits` and the README).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreUsage {
+    pub requests: u64,
+    pub write_units: u64,
+    pub read_units: u64,
+}
+
+impl StoreUsage {
+    /// What was spent between `earlier` and this snapshot.
+    pub fn since(self, earlier: StoreUsage) -> StoreUsage {
+        StoreUsage {
+            requests: self.requests.saturating_sub(earlier.requests),
+            write_units: self.write_units.saturating_sub(earlier.write_units),
+            read_units: self.read_units.saturating_sub(earlier.read_units),
+        }
+    }
+}
+
+impl std::ops::AddAssign for StoreUsage {
+    fn add_assign(&mut self, other: StoreUsage) {
+        self.requests += other.requests;
+        self.write_units += other.write_units;
+        self.read_units += other.read_units;
+    }
 }
 
 #[async_trait]
@@ -34,4 +63,7 @@ pub trait PendingWrites: Send + Sync {
     /// the account's index entry to what remains (those not written, or held meanwhile), or
     /// takes it off when nothing does.
     async fn release(&self, account: &str, written: &[String]) -> Result<(), StoreError>;
+    /// What this store's requests have cost so far; `None` for a store that does not measure
+    /// it (an in-memory fake).
+    fn usage(&self) -> Option<StoreUsage>;
 }

@@ -72,6 +72,8 @@ impl Report for BatchReport {
             pending_held = self.pending.held,
             pending_written = self.pending.drained.written,
             pending_accounts_drained = self.pending.drained.accounts,
+            pending_store_write_units = self.pending.store.map(|s| s.write_units),
+            pending_store_read_units = self.pending.store.map(|s| s.read_units),
             investigation_jobs_created = self.investigations.jobs_created,
             investigation_jobs_joined = self.investigations.jobs_joined,
             investigation_findings_joined = self.investigations.findings_joined,
@@ -96,6 +98,10 @@ impl Report for BatchReport {
         Metric::FindingsPending.count(t.findings_pending);
         Metric::PendingFindingsWritten.count(self.pending.drained.written);
         Metric::PendingHoldFailures.count(self.pending.hold_failures);
+        if let Some(store) = self.pending.store {
+            Metric::PendingStoreWriteUnits.count(store.write_units as usize);
+            Metric::PendingStoreReadUnits.count(store.read_units as usize);
+        }
         for (reason, n) in t.findings_skipped.iter().filter(|(_, n)| **n > 0) {
             Metric::FindingsSkipped.count_with(&[(label::REASON, reason.clone())], *n as u64);
         }

@@ -66,6 +66,7 @@ impl Enricher {
         // The quota saturated: accounts known here with a few findings wait for their later
         // ones in the pending-writes store. Accounts not known yet are looked up or deferred to
         // the refresher (below), never held: the store waits for the quota, not for metadata.
+        let store_before = self.pending.as_ref().and_then(Coalescer::usage);
         let held = match &self.pending {
             Some(coalescer) => Some(coalescer.hold(&candidates, &ready).await),
             None => None,
@@ -108,6 +109,7 @@ impl Enricher {
             writes += drain_writes;
             pending = held.stats;
             pending.drained = drained;
+            pending.store = coalescer.usage().zip(store_before).map(|(after, before)| after.since(before));
         }
         let mut prefetch = cache.stats;
         prefetch += lookup_stats;

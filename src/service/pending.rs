@@ -30,7 +30,7 @@ use crate::core::pending::{
 };
 use crate::core::rate::Rate;
 use crate::core::time::since_epoch;
-use crate::ports::pending::PendingWrites;
+use crate::ports::pending::{PendingWrites, StoreUsage};
 use crate::service::directory::Directory;
 use crate::service::pipeline::{Pipeline, WriteStats};
 
@@ -53,6 +53,9 @@ pub struct PendingStats {
     /// Findings the store could not take, written at once instead.
     pub hold_failures: usize,
     pub drained: DrainStats,
+    /// The store's requests and capacity units for the hold and the drain (`None`: a store
+    /// that does not measure them).
+    pub store: Option<StoreUsage>,
 }
 
 /// Waiting findings served by a drain.
@@ -138,6 +141,11 @@ impl Coalescer {
             poll: POLL,
             clock: EpochClock::default(),
         }
+    }
+
+    /// What the store's requests have cost so far (`None`: not measured).
+    pub fn usage(&self) -> Option<StoreUsage> {
+        self.store.usage()
     }
 
     /// Holds the members (screened, deduplicated) of accounts with fewer than a full request in

@@ -17,6 +17,7 @@ use crate::core::error::error_chain;
 use crate::core::posture::{CompletedPass, DEFAULT_TOP_OWNERS, PassProgress, PostureCounts};
 use crate::core::time::now_epoch_seconds;
 use crate::ports::metadata::{LookupError, OrganizationWalk, WalkedAccount};
+use crate::ports::pending::StoreUsage;
 use crate::ports::posture::PostureStore;
 use crate::ports::sweep_state::{Checkpoint, SweepState};
 use crate::service::directory::{WarmReport, WarmScope};
@@ -127,6 +128,8 @@ pub struct RefreshReport {
     pub pending_drained: DrainStats,
     /// The drain's requests (the sweeps' are in `sweep`).
     pub pending_writes: WriteStats,
+    /// The store's requests and capacity units for the drain (`None`: not measured).
+    pub pending_store: Option<StoreUsage>,
 }
 
 impl RefreshReport {
@@ -147,6 +150,7 @@ impl RefreshReport {
             posture_error: None,
             pending_drained: DrainStats::default(),
             pending_writes: WriteStats::default(),
+            pending_store: None,
         }
     }
 }
@@ -206,15 +210,20 @@ impl Refresher {
         let drain = async {
             match &self.pending {
                 Some(coalescer) => {
+                    let before = coalescer.usage();
                     let until = deadline.min(Instant::now() + DRAIN_PER_RUN);
-                    coalescer.drain_while_waiting(&self.sweeper.directory, &self.sweeper.pipeline, until).await
+                    let (drained, writes) =
+                        coalescer.drain_while_waiting(&self.sweeper.directory, &self.sweeper.pipeline, until).await;
+                    let store = coalescer.usage().zip(before).map(|(after, before)| after.since(before));
+                    (drained, writes, store)
                 }
                 None => Default::default(),
             }
         };
-        let (mut report, (drained, writes)) = tokio::join!(self.run_sweeps(deadline, progress), drain);
+        let (mut report, (drained, writes, store)) = tokio::join!(self.run_sweeps(deadline, progress), drain);
         report.pending_drained = drained;
         report.pending_writes = writes;
+        report.pending_store = store;
         report
     }
 
@@ -557,6 +566,8 @@ impl Report for RefreshReport {
                 store_errors = drained.store_errors,
                 update_calls = self.pending_writes.updates.calls,
                 minimum_update_calls = self.pending_writes.minimum_calls,
+                store_write_units = self.pending_store.map(|s| s.write_units),
+                store_read_units = self.pending_store.map(|s| s.read_units),
                 "pending writes drained"
             );
         }
@@ -610,6 +621,10 @@ impl Report for RefreshReport {
         Metric::AccountsWarmed.count(self.warm.as_ref().map_or(0, |w| w.cached));
         self.sweep.record_metrics();
         Metric::PendingFindingsWritten.count(self.pending_drained.written);
+        if let Some(store) = self.pending_store {
+            Metric::PendingStoreWriteUnits.count(store.write_units as usize);
+            Metric::PendingStoreReadUnits.count(store.read_units as usize);
+        }
         let writes = &self.pending_writes;
         Metric::UpdateCalls.count(writes.updates.findings_per_call.len());
         Metric::UpdateFindings.count(writes.updates.findings_per_call.iter().sum());

@@ -1,11 +1,12 @@
 //! The pending-writes store's DynamoDB adapter against moto: holding, the sharded index, a
 //! drainer's claim, releasing what was written, and a hold that lands while a drainer works.
 
+use securityhub_enricher::adapters::cache_table::capacity::{item_bytes, write_units};
 use securityhub_enricher::adapters::cache_table::pending::DynamoPendingWrites;
 use securityhub_enricher::adapters::cache_table::schema::{PENDING_PREFIX, TTL_ATTRIBUTE};
 use securityhub_enricher::core::finding::Finding;
 use securityhub_enricher::core::pending::PendingFinding;
-use securityhub_enricher::ports::pending::PendingWrites;
+use securityhub_enricher::ports::pending::{PendingWrites, StoreUsage};
 
 use loadtest::local::{create_table, sdk_config_for};
 
@@ -89,4 +90,26 @@ async fn the_pending_writes_store_holds_claims_and_releases_in_the_cache_table()
     assert!(store.take(B, 8_000, 20_000).await.unwrap().is_some(), "B's first claim lapsed at 7,000");
     store.release(B, &[pending(B, 0, 0).key()]).await.unwrap();
     assert!(store.accounts().await.unwrap().is_empty());
+
+    // What the requests cost, as DynamoDB sizes the items: holding 100 findings is one write
+    // of the account's item and one of its index shard; reading the index, one read unit per
+    // shard item there is (A's and B's, emptied but still there: each under 4 KB).
+    let before = store.usage().expect("the table adapter measures its requests");
+    store.hold(&[(A.into(), (10..110).map(|n| pending(A, n, 30_000)).collect())], 30_000).await[0].1.as_ref().unwrap();
+    let held = store.usage().unwrap().since(before);
+    let item = client
+        .get_item()
+        .table_name("cache")
+        .key("AccountId", aws_sdk_dynamodb::types::AttributeValue::S(format!("{PENDING_PREFIX}{A}")))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the account's item");
+    let bytes = item_bytes(&item);
+    assert!(bytes > 100 * 300, "100 findings' snapshots: {bytes} bytes");
+    assert_eq!((held.requests, held.write_units, held.read_units), (2, write_units(bytes) + 1, 0), "{held:?}");
+    let before = store.usage().unwrap();
+    assert_eq!(store.accounts().await.unwrap().len(), 1);
+    assert_eq!(store.usage().unwrap().since(before), StoreUsage { requests: 1, write_units: 0, read_units: 2 });
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use securityhub_enricher::core::pending::{PendingAccount, PendingFinding};
 use securityhub_enricher::ports::metadata::StoreError;
-use securityhub_enricher::ports::pending::{PendingWrites, Taken};
+use securityhub_enricher::ports::pending::{PendingWrites, StoreUsage, Taken};
 
 #[derive(Default)]
 struct Account {
@@ -137,5 +137,11 @@ impl PendingWrites for InMemoryPendingWrites {
             self.index.lock().unwrap().insert(account.to_owned(), (waiting.findings, waiting.oldest_ms));
         }
         Ok(())
+    }
+
+    /// Not measured: capacity depends on DynamoDB's item sizes, which only the table adapter
+    /// sees (`requests` above counts the requests the adapter would make, for the simulator).
+    fn usage(&self) -> Option<StoreUsage> {
+        None
     }
 }

@@ -9,13 +9,14 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 
+use super::capacity::{UsageCounter, item_bytes};
 use super::schema::{
     DRAIN_UNTIL_ATTRIBUTE, KEY_ATTRIBUTE, PENDING_COUNT_PREFIX, PENDING_FINDING_PREFIX, PENDING_INDEX_PREFIX,
     PENDING_INDEX_SHARDS, PENDING_OLDEST_PREFIX, PENDING_PREFIX, TTL_ATTRIBUTE, key, pending_index_key,
 };
 use crate::core::pending::{PendingAccount, PendingFinding};
 use crate::ports::metadata::StoreError;
-use crate::ports::pending::{PendingWrites, Taken};
+use crate::ports::pending::{PendingWrites, StoreUsage, Taken};
 
 /// A waiting finding's item lingers this long after its last hold, then TTL removes it: far
 /// beyond any delay, so only an account whose index entry was lost (a drainer that died between
@@ -31,11 +32,14 @@ const CONCURRENCY: usize = 16;
 pub struct DynamoPendingWrites {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// Requests and capacity units, from the items each request returns (every write asks for
+    /// the item as it was at its largest: after a hold or a claim, before a removal).
+    usage: UsageCounter,
 }
 
 impl DynamoPendingWrites {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        DynamoPendingWrites { client, table: table.into() }
+        DynamoPendingWrites { client, table: table.into(), usage: UsageCounter::default() }
     }
 
     fn error(&self, operation: &'static str, source: impl Into<aws_sdk_dynamodb::Error>) -> StoreError {
@@ -71,7 +75,9 @@ impl DynamoPendingWrites {
                     .expression_attribute_values(format!(":f{i}"), AttributeValue::S(json));
             }
             let output = request.update_expression(expression).send().await.map_err(|e| self.error("UpdateItem", e))?;
-            waiting = summary(account, &findings_of(&output.attributes.unwrap_or_default()), now_ms);
+            let item = output.attributes.unwrap_or_default();
+            self.usage.wrote(item_bytes(&item));
+            waiting = summary(account, &findings_of(&item), now_ms);
         }
         Ok(waiting)
     }
@@ -94,26 +100,32 @@ impl DynamoPendingWrites {
                     .expression_attribute_values(format!(":n{i}"), AttributeValue::N(account.findings.to_string()))
                     .expression_attribute_values(format!(":o{i}"), AttributeValue::N(account.oldest_ms.to_string()));
             }
-            request
+            // Entries are set, never removed, here: the item is at its largest after.
+            let output = request
                 .update_expression(format!("SET {}", sets.join(", ")))
+                .return_values(ReturnValue::AllNew)
                 .send()
                 .await
                 .map_err(|e| self.error("UpdateItem", e))?;
+            self.usage.wrote(item_bytes(&output.attributes.unwrap_or_default()));
         }
         Ok(())
     }
 
     async fn unindex(&self, account: &str) -> Result<(), StoreError> {
-        self.client
+        let output = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key(KEY_ATTRIBUTE, key(&pending_index_key(account)))
             .update_expression("REMOVE #n, #o")
             .expression_attribute_names("#n", format!("{PENDING_COUNT_PREFIX}{account}"))
             .expression_attribute_names("#o", format!("{PENDING_OLDEST_PREFIX}{account}"))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await
             .map_err(|e| self.error("UpdateItem", e))?;
+        self.usage.wrote(item_bytes(&output.attributes.unwrap_or_default()));
         Ok(())
     }
 }
@@ -197,7 +209,9 @@ impl PendingWrites for DynamoPendingWrites {
                 .send()
                 .await
                 .map_err(|e| self.error("BatchGetItem", e))?;
-            for item in output.responses.unwrap_or_default().remove(&self.table).unwrap_or_default() {
+            let items = output.responses.unwrap_or_default().remove(&self.table).unwrap_or_default();
+            self.usage.read(items.iter().map(item_bytes));
+            for item in items {
                 for (name, value) in &item {
                     let number = value.as_n().ok().and_then(|n| n.parse::<i64>().ok()).unwrap_or_default();
                     let (account, count) = if let Some(account) = name.strip_prefix(PENDING_COUNT_PREFIX) {
@@ -244,12 +258,15 @@ impl PendingWrites for DynamoPendingWrites {
             .await;
         let item = match result {
             Ok(output) => output.attributes.unwrap_or_default(),
-            // Another drainer's (or nothing there: a stale index entry, taken off below).
+            // Another drainer's (or nothing there: a stale index entry, taken off below). A
+            // failed condition still costs a write unit (at least; the item's size is unknown).
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                self.usage.wrote(0);
                 return Ok(None);
             }
             Err(e) => return Err(self.error("UpdateItem", e)),
         };
+        self.usage.wrote(item_bytes(&item));
         // The index entry stays until `release`: should this drainer die, another finds the
         // account there once the claim lapses.
         Ok(Some(Taken { findings: findings_of(&item) }))
@@ -267,7 +284,9 @@ impl PendingWrites for DynamoPendingWrites {
                 .table_name(&self.table)
                 .key(KEY_ATTRIBUTE, key(&format!("{PENDING_PREFIX}{account}")))
                 .expression_attribute_names("#claim", DRAIN_UNTIL_ATTRIBUTE)
-                .return_values(ReturnValue::AllNew);
+                // The item before: the larger (what the write costs), and what is left is it
+                // less what this request removes.
+                .return_values(ReturnValue::AllOld);
             for (i, finding_key) in chunk.iter().enumerate() {
                 removes.push(format!("#f{i}"));
                 request = request
@@ -278,7 +297,10 @@ impl PendingWrites for DynamoPendingWrites {
                 .send()
                 .await
                 .map_err(|e| self.error("UpdateItem", e))?;
-            left = findings_of(&output.attributes.unwrap_or_default());
+            let before = output.attributes.unwrap_or_default();
+            self.usage.wrote(item_bytes(&before));
+            let removed: std::collections::HashSet<&String> = chunk.iter().collect();
+            left = findings_of(&before).into_iter().filter(|f| !removed.contains(&f.key())).collect();
         }
         if left.is_empty() {
             // Off the index, then a look at the item again: a hold that landed in between is
@@ -295,6 +317,7 @@ impl PendingWrites for DynamoPendingWrites {
                 .map_err(|e| self.error("GetItem", e))?
                 .item
                 .unwrap_or_default();
+            self.usage.read([item_bytes(&item)]);
             left = findings_of(&item);
         }
         if !left.is_empty() {
@@ -302,5 +325,9 @@ impl PendingWrites for DynamoPendingWrites {
             self.index(&pending_index_key(account), &[waiting], true).await?;
         }
         Ok(())
+    }
+
+    fn usage(&self) -> Option<StoreUsage> {
+        Some(self.usage.snapshot())
     }
 }
