@@ -270,3 +270,42 @@ async fn each_refresher_run_drains_what_waits_beside_its_sweeps() {
     let idle = refresher.run(soon(), &|_| {}).await;
     assert_eq!(idle.pending_drained.accounts, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_that_fits_the_quota_is_held_when_the_writes_before_it_queued() {
+    // A pool that one batch of three accounts fits (3 calls), but an environment's write
+    // rate of 1 request/s: batches one after another queue for the quota, as in a burst.
+    let deployment = Deployment::new(Rate { per_second: 100.0, burst: 100 });
+    let enricher = EnricherBuilder::new()
+        .store(deployment.cache.clone())
+        .source(Arc::new(StaticSource::new([account(BIG), account(SMALL), account(OTHER)])))
+        .hub(deployment.hub.clone())
+        .rate(Rate { per_second: 1.0, burst: 1 })
+        .pending(deployment.store.clone(), DELAY, deployment.pool)
+        .build();
+
+    // The first batch is written at once; its calls waited for the quota (2 s in all).
+    let first = enricher.handle(batch(&[(BIG, 0, 1), (SMALL, 0, 1), (OTHER, 0, 1)]), soon()).await;
+    assert_acknowledged(&first);
+    assert_eq!((first.tally.findings_enriched, first.tally.findings_pending), (3, 0));
+    assert!(first.writes.updates.quota_wait_ms >= 1_000, "{}", first.writes.updates.quota_wait_ms);
+
+    // The next one fits the pool, but the quota was just saturated: its findings wait.
+    let second = enricher.handle(batch(&[(BIG, 1, 1), (SMALL, 1, 1), (OTHER, 1, 1)]), soon()).await;
+    assert_acknowledged(&second);
+    assert_eq!(second.tally.findings_pending, 3, "{}", second.tally);
+    assert_eq!(deployment.store.waiting(), 3);
+
+    // Once no write has queued for SATURATION_MEMORY, the quota is free again: the next batch
+    // is written at once, and what waits goes out with it.
+    tokio::time::advance(securityhub_enricher::service::pending::SATURATION_MEMORY).await;
+    let third = enricher.handle(batch(&[(BIG, 2, 1)]), soon()).await;
+    assert_acknowledged(&third);
+    assert_eq!(third.tally.findings_pending, 0);
+    assert_eq!(third.pending.drained.written, 3);
+    assert_eq!(deployment.store.waiting(), 0);
+    for account in [BIG, SMALL, OTHER] {
+        assert_eq!(deployment.written(account, 2), 2, "{account}");
+    }
+    assert_eq!(deployment.written(BIG, 3), 3);
+}

@@ -742,15 +742,17 @@ impl Simulation {
     }
 }
 
-/// The coalescer's own times (the claim, the drain's margin and poll) in simulated time.
+/// The coalescer's own times (the claim, the drain's margin and poll, how saturation is seen)
+/// in simulated time.
 fn scaled_coalescer(coalescer: &Coalescer, scale: f64) -> Coalescer {
-    Coalescer {
-        store: coalescer.store.clone(),
-        claim: coalescer.claim.div_f64(scale),
-        margin: coalescer.margin.div_f64(scale),
-        poll: coalescer.poll.div_f64(scale),
-        ..*coalescer
-    }
+    let mut scaled = Coalescer::new(coalescer.store.clone(), coalescer.delay, coalescer.pool);
+    scaled.clock = coalescer.clock;
+    scaled.claim = coalescer.claim.div_f64(scale);
+    scaled.margin = coalescer.margin.div_f64(scale);
+    scaled.poll = coalescer.poll.div_f64(scale);
+    scaled.saturation_wait = coalescer.saturation_wait.div_f64(scale);
+    scaled.saturation_memory = coalescer.saturation_memory.div_f64(scale);
+    scaled
 }
 
 /// How many of the generated findings Security Hub holds complete, and how many not yet.

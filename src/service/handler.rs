@@ -107,6 +107,7 @@ impl Enricher {
             let (drained, drain_writes) =
                 coalescer.drain_after_batch(&held, &self.directory, &self.pipeline, work_deadline).await;
             writes += drain_writes;
+            coalescer.note_writes(&writes.updates);
             pending = held.stats;
             pending.drained = drained;
             pending.store = coalescer.usage().zip(store_before).map(|(after, before)| after.since(before));

@@ -33,6 +33,7 @@ use crate::core::time::since_epoch;
 use crate::ports::pending::{PendingWrites, StoreUsage};
 use crate::service::directory::Directory;
 use crate::service::pipeline::{Pipeline, WriteStats};
+use crate::service::updater::UpdateStats;
 
 /// Accounts taken and served together: one pipeline pass, so their events share PutEvents calls.
 const ACCOUNTS_PER_DRAIN: usize = 20;
@@ -40,6 +41,13 @@ const ACCOUNTS_PER_DRAIN: usize = 20;
 const DRAIN_MARGIN: Duration = Duration::from_secs(2);
 /// How often the refresher's drain looks at the index while findings wait.
 pub const POLL: Duration = Duration::from_secs(1);
+/// A batch whose writes waited this long for permits, in all, saw the quota saturated: its
+/// calls queued for it (at the pool's 9 requests/s, about nine calls beyond what it allowed).
+pub const SATURATION_WAIT: Duration = Duration::from_secs(1);
+/// How long a saturation seen in this environment's writes counts: a batch's few findings per
+/// account are held when the batch alone fits the quota's burst but the batches before it
+/// queued for the quota (in a burst, each batch fits; one after another, they do not).
+pub const SATURATION_MEMORY: Duration = Duration::from_secs(10);
 /// How long each refresher run drains: a little over the minute between runs, so that the
 /// next run's drain has started before this one stops and the quota never idles between them
 /// (two drains never write one account at once: each takes it under a claim).
@@ -128,6 +136,12 @@ pub struct Coalescer {
     /// How often the refresher's drain looks at the index while findings wait.
     pub poll: Duration,
     pub clock: EpochClock,
+    /// Writes that waited this long for permits mark the quota saturated (`SATURATION_WAIT`).
+    pub saturation_wait: Duration,
+    /// For this long (`SATURATION_MEMORY`).
+    pub saturation_memory: Duration,
+    /// When this environment's writes last queued for the quota (`note_writes`).
+    saturated_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Coalescer {
@@ -140,7 +154,22 @@ impl Coalescer {
             margin: DRAIN_MARGIN,
             poll: POLL,
             clock: EpochClock::default(),
+            saturation_wait: SATURATION_WAIT,
+            saturation_memory: SATURATION_MEMORY,
+            saturated_at: Default::default(),
         }
+    }
+
+    /// Remembers whether a batch's writes queued for the quota (`SATURATION_WAIT`).
+    pub fn note_writes(&self, updates: &UpdateStats) {
+        if updates.quota_wait_ms >= self.saturation_wait.as_millis() as u64 {
+            *self.saturated_at.lock().expect("saturation lock") = Some(Instant::now());
+        }
+    }
+
+    /// This environment's writes queued for the quota within `saturation_memory`.
+    fn recently_saturated(&self) -> bool {
+        self.saturated_at.lock().expect("saturation lock").is_some_and(|at| at.elapsed() < self.saturation_memory)
     }
 
     /// What the store's requests have cost so far (`None`: not measured).
@@ -170,7 +199,7 @@ impl Coalescer {
             }
         };
         let batch_calls: usize = per_account.values().map(|m| m.len().div_ceil(FULL_GROUP)).sum();
-        let quota_free = quota_is_free(waiting_calls(&waiting), batch_calls, self.pool);
+        let quota_free = quota_is_free(waiting_calls(&waiting), batch_calls, self.pool) && !self.recently_saturated();
         let mut held = Held { now: Vec::new(), held: Vec::new(), stats: PendingStats::default(), waiting, quota_free };
         if quota_free {
             held.now = members.to_vec();

@@ -31,6 +31,9 @@ pub struct UpdateStats {
     pub retried_findings: usize,
     /// Environments sharing the quota as of the last claim; `None` on a fixed or fallback share.
     pub quota_holders: Option<u32>,
+    /// Milliseconds the calls spent waiting for permits of the quota, summed: the quota is
+    /// saturated when calls queue for it (what the pending-writes store watches).
+    pub quota_wait_ms: u64,
 }
 
 impl AddAssign for UpdateStats {
@@ -42,6 +45,7 @@ impl AddAssign for UpdateStats {
         self.transient_errors += later.transient_errors;
         self.retried_findings += later.retried_findings;
         self.quota_holders = later.quota_holders.or(self.quota_holders);
+        self.quota_wait_ms += later.quota_wait_ms;
     }
 }
 
@@ -201,10 +205,12 @@ impl Updater {
                 stats.retried_findings += pending.len();
             }
             attempt += 1;
+            let asked = Instant::now();
             if self.quota.acquire(deadline).await.is_err() {
                 mark(&mut outcomes, &pending, FindingOutcome::Failed(FailReason::Deadline));
                 break;
             }
+            stats.quota_wait_ms += asked.elapsed().as_millis() as u64;
             let ids: Vec<I> = pending.iter().map(|&i| findings[i].1.clone()).collect();
             let sent = ids.len();
             stats.calls += 1;

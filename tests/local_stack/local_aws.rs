@@ -397,7 +397,7 @@ async fn the_local_load_test_reconciles_every_generated_finding() {
         return;
     }
     let _stack = Stack::new().await;
-    let run = LocalRun { findings: 300, accounts: 30, seed: 3, shards: 2, batch_size: 100 };
+    let run = LocalRun { findings: 300, accounts: 30, seed: 3, shards: 2, batch_size: 100, warm: false };
     let summary = run.run(|_| {}).await.unwrap();
     assert_eq!((summary.replay.put, summary.replay.too_large), (300, 0));
     assert_eq!(summary.findings_enriched + summary.findings_deferred, 300, "{summary:?}");

@@ -24,7 +24,10 @@ use securityhub_enricher::adapters::sdk::ApiCalls;
 use securityhub_enricher::config::{AccountEventsConfig, EnricherConfig};
 use securityhub_enricher::core::event::IncomingBatch;
 use securityhub_enricher::core::posture::Grouping;
+use securityhub_enricher::core::quotas;
 use securityhub_enricher::core::time::{now_epoch_seconds, since_epoch};
+use securityhub_enricher::limits::Limiter;
+use securityhub_enricher::ports::pending::StoreUsage;
 use securityhub_enricher::service::account_events::forget_changed;
 use securityhub_enricher::service::batch_report::BatchReport;
 use securityhub_enricher::service::fanout::FanoutStats;
@@ -49,6 +52,13 @@ struct Args {
     /// Records per batch handed to the enricher (the Pipe's BatchSize).
     #[arg(long, default_value_t = 500)]
     batch_size: usize,
+    /// Findings in the burst (a standard enabled in every account), after the two waves.
+    #[arg(long, default_value_t = 4000)]
+    burst: usize,
+    /// The burst's arrival rate, findings per second: with the Pipe's 1-s batching window, each
+    /// second's arrivals on a shard are one batch.
+    #[arg(long, default_value_t = 400)]
+    burst_rate: usize,
 }
 
 const ADMIN_ACCOUNT: &str = "111111111111";
@@ -187,6 +197,7 @@ async fn main() -> Result<()> {
             );
         }
     }
+    run_burst(&org, &enricher, &refresher, &pipe, &securityhub, args.burst, args.burst_rate).await?;
     println!(
         "\n   investigations asked for: {} findings selected, {} of them explicit requests, {} joined another finding's job",
         selected.findings_selected, selected.explicit_requests, selected.findings_joined
@@ -277,8 +288,13 @@ async fn show_new_hub_and_routing(org: &SeededOrg, sdk: &aws_config::SdkConfig, 
 /// Findings of the hub that carry complete enrichment, and those left Partial or never enriched.
 async fn count_enriched(securityhub: &aws_sdk_securityhub::Client, when: &str) -> Result<()> {
     let (mut complete, mut partial, mut never) = (0, 0, 0);
+    // GetFindings' quota (3 requests/s), as the sweep keeps it: thousands of findings are
+    // dozens of pages.
+    let limit = Limiter::new(quotas::SWEEP_GET_FINDINGS);
     let mut pages = securityhub.get_findings().max_results(100).into_paginator().send();
-    while let Some(page) = pages.next().await {
+    loop {
+        limit.acquire(tokio::time::Instant::now() + Duration::from_secs(60)).await?;
+        let Some(page) = pages.next().await else { break };
         for f in page?.findings.unwrap_or_default() {
             match f.user_defined_fields.unwrap_or_default().get("findingEnriched").map(String::as_str) {
                 Some("True") => complete += 1,
@@ -529,6 +545,126 @@ async fn run_wave(enricher: &Enricher, pipe: &LocalPipe, calls: &ApiCalls, batch
     Ok(stats)
 }
 
+/// A burst: a standard enabled in every account at once. Its findings arrive faster than
+/// BatchUpdateFindings' quota writes them one small group per account and batch, so the
+/// enricher holds each account's few findings of a batch in the pending-writes store and writes
+/// them with that account's later ones, in requests of up to 100; the refresher's drain writes
+/// what is left once the burst is over. Shows the requests against two bounds: each batch
+/// written alone, and the whole burst grouped per account.
+async fn run_burst(
+    org: &SeededOrg,
+    enricher: &Enricher,
+    refresher: &Refresher,
+    pipe: &LocalPipe,
+    securityhub: &aws_sdk_securityhub::Client,
+    findings: usize,
+    rate: usize,
+) -> Result<()> {
+    if findings == 0 {
+        return Ok(());
+    }
+    let accounts = org.accounts.len();
+    println!(
+        "\n== A burst: a standard enabled in every account, {findings} control findings over {accounts} accounts arriving at {rate}/s (the Pipe's 1-s window: one batch per shard and second)"
+    );
+    let burst: Vec<Value> = (0..findings)
+        .map(|n| {
+            // Larger accounts have more resources to evaluate (Zipf-like, as in the waves).
+            let rank = ((n * 7919 + 17) % 1000) as f64 / 1000.0;
+            let a = &org.accounts[((rank * rank * rank) * accounts as f64) as usize % accounts];
+            // n % 3 == 1: a Security Hub control finding.
+            sample_finding(&a.id, &a.name, 3 * (3_000_000 + n) + 1)
+        })
+        .collect();
+    import_findings(securityhub, &burst).await?;
+    // Findings an earlier wave left waiting (its writes queued for the quota) go out with the
+    // burst's.
+    let waiting_before: usize = match &enricher.pending {
+        Some(coalescer) => coalescer.store.accounts().await?.iter().map(|a| a.findings).sum(),
+        None => 0,
+    };
+    let mut per_account: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut per_batch_bound = 0;
+    let mut reports: Vec<BatchReport> = Vec::new();
+    let started = std::time::Instant::now();
+    for (second, window) in burst.chunks(rate.max(1)).enumerate() {
+        let mut in_window: BTreeMap<&str, usize> = BTreeMap::new();
+        for f in window {
+            let account = f["AwsAccountId"].as_str().unwrap_or_default();
+            *in_window.entry(account).or_default() += 1;
+            *per_account.entry(account).or_default() += 1;
+        }
+        // Each account's records share a shard (partition key = account), so each batch holds
+        // all of its account's findings of that second.
+        per_batch_bound += in_window.values().map(|n| n.div_ceil(100)).sum::<usize>();
+        let events: Vec<Value> = window
+            .iter()
+            .enumerate()
+            .map(|(k, f)| imported_event(std::slice::from_ref(f), 2_000_000 + second * rate + k))
+            .collect();
+        pipe.put_events(&events).await?;
+        // The deployment's BatchSize: a second's arrivals are far below it.
+        for batch in pipe.read_batches(10_000).await? {
+            let incoming: IncomingBatch = serde_json::from_value(Value::Array(batch))?;
+            let report = enricher.handle(incoming, tokio::time::Instant::now() + Duration::from_secs(60)).await;
+            if !report.tally.balances() || !report.response.batch_item_failures.is_empty() {
+                bail!("burst batch: {} ({} records to retry)", report.tally, report.response.batch_item_failures.len());
+            }
+            reports.push(report);
+        }
+    }
+    let sum = |f: &dyn Fn(&BatchReport) -> usize| reports.iter().map(f).sum::<usize>();
+    let stream_seconds = started.elapsed().as_secs_f64();
+    println!(
+        "   {} batches in {stream_seconds:.0} s: findings {} = enriched {} + held in the pending-writes store {} (+ skipped {}, failed {}, deferred {}); {} waiting findings written by the enricher's drains",
+        reports.len(),
+        sum(&|r| r.tally.findings_in),
+        sum(&|r| r.tally.findings_enriched),
+        sum(&|r| r.tally.findings_pending),
+        sum(&|r| r.tally.findings_skipped.values().sum()),
+        sum(&|r| r.tally.findings_failed.values().sum()),
+        sum(&|r| r.tally.findings_deferred),
+        sum(&|r| r.pending.drained.written),
+    );
+    // The burst is over: the refresher's next run (every minute) drains the rest beside its
+    // sweeps, as soon as a second look finds nothing new held.
+    let run = refresher.run(tokio::time::Instant::now() + Duration::from_secs(120), &|_| {}).await;
+    println!(
+        "   the refresher's next run drained {} waiting findings of {} accounts",
+        run.pending_drained.written, run.pending_drained.accounts
+    );
+    let mut calls: Vec<usize> =
+        reports.iter().flat_map(|r| r.writes.updates.findings_per_call.iter().copied()).collect();
+    calls.extend(run.pending_writes.updates.findings_per_call.iter().copied());
+    let full = calls.iter().filter(|&&n| n == 100).count();
+    let workload_bound: usize = per_account.values().map(|n| n.div_ceil(100)).sum();
+    println!(
+        "   BatchUpdateFindings: {} accepted calls carrying {} findings ({findings} of the burst, {waiting_before} left waiting by the waves), {full} of them full (100 findings); without the store, each batch written alone: {per_batch_bound} calls; the burst grouped per account (workload bound): {workload_bound}",
+        calls.len(),
+        calls.iter().sum::<usize>(),
+    );
+    let mut store = StoreUsage::default();
+    for usage in reports.iter().filter_map(|r| r.pending.store) {
+        store += usage;
+    }
+    if let Some(drain) = run.pending_store {
+        store += drain;
+    }
+    let per_million = |n: u64| n as f64 * 1_000_000.0 / findings as f64;
+    println!(
+        "   pending-writes store: {} DynamoDB requests, {} write units, {} read units ({:.2} write and {:.2} read units per finding; per million findings {:.0} and {:.0})",
+        store.requests,
+        store.write_units,
+        store.read_units,
+        store.write_units as f64 / findings as f64,
+        store.read_units as f64 / findings as f64,
+        per_million(store.write_units),
+        per_million(store.read_units),
+    );
+    count_enriched(securityhub, "after the burst").await?;
+    Ok(())
+}
+
 fn summarize(reports: &[BatchReport], calls: &CallCounts, hub_before: &Value, hub_after: &Value) {
     let sum = |f: &dyn Fn(&BatchReport) -> usize| reports.iter().map(f).sum::<usize>();
     let findings = sum(&|r| r.tally.findings_in);
@@ -550,8 +686,9 @@ fn summarize(reports: &[BatchReport], calls: &CallCounts, hub_before: &Value, hu
     );
     let deferred = sum(&|r| r.tally.findings_deferred);
     let queued = sum(&|r| r.queued_for_refresh);
+    let pending = sum(&|r| r.tally.findings_pending);
     println!(
-        "   findings {findings}: enriched {enriched}, deferred to the refresher {deferred} ({queued} account(s) queued), skipped {skipped:?}"
+        "   findings {findings}: enriched {enriched}, deferred to the refresher {deferred} ({queued} account(s) queued), held in the pending-writes store {pending}, skipped {skipped:?}"
     );
     let accepted = reports.iter().map(|r| r.writes.updates.findings_per_call.len()).sum::<usize>();
     let throttled = sum(&|r| r.writes.updates.throttled);

@@ -66,6 +66,11 @@ enum Command {
         shards: usize,
         #[arg(long, default_value_t = 500)]
         batch_size: usize,
+        /// Warm the cache from the walk of the OU tree first (the stream then writes, and holds
+        /// in the pending-writes store when the quota is saturated, instead of deferring a cold
+        /// organization); the refresher's drain of the store runs at the end.
+        #[arg(long)]
+        warm: bool,
         /// Write the JSON summary here instead of stdout.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -187,10 +192,10 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Generate { findings, accounts, seed, out } => generate(findings, accounts, seed, &out),
         Command::Replay { stream, input, rate, json } => replay(&stream, &input, rate, json.as_ref()).await,
-        Command::Local { findings, accounts, seed, shards, batch_size, json } => {
+        Command::Local { findings, accounts, seed, shards, batch_size, warm, json } => {
             std::env::var("AWS_ENDPOINT_URL")
                 .context("AWS_ENDPOINT_URL is not set: run this through scripts/local-aws run -- ...")?;
-            let run = LocalRun { findings, accounts, seed, shards, batch_size };
+            let run = LocalRun { findings, accounts, seed, shards, batch_size, warm };
             let summary = run.run(|step| eprintln!("== {step}")).await?;
             write_summary(&summary, json.as_ref())?;
             eprintln!(
@@ -207,6 +212,19 @@ async fn main() -> Result<()> {
                 summary.latency_ms.p99,
                 summary.lost
             );
+            if summary.findings_pending > 0 {
+                let per_finding = |n: u64| n as f64 / summary.findings.max(1) as f64;
+                eprintln!(
+                    "pending-writes store: {} findings held ({} written by the refresher's drain); {} DynamoDB requests, {} write units, {} read units ({:.2} and {:.2} per finding)",
+                    summary.findings_pending,
+                    summary.pending_drained_by_refresher,
+                    summary.pending_store.requests,
+                    summary.pending_store.write_units,
+                    summary.pending_store.read_units,
+                    per_finding(summary.pending_store.write_units),
+                    per_finding(summary.pending_store.read_units),
+                );
+            }
             if summary.lost > 0 {
                 bail!("{} findings were lost", summary.lost);
             }

@@ -20,8 +20,11 @@ use crate::replay::{ReplayStats, Replayer, StreamEntry};
 use crate::simulate::{Percentiles, percentiles};
 use securityhub_enricher::adapters::sdk::ApiCalls;
 use securityhub_enricher::core::event::IncomingBatch;
+use securityhub_enricher::ports::pending::StoreUsage;
+use securityhub_enricher::service::directory::WarmScope;
 use securityhub_enricher::service::handler::Enricher;
-use securityhub_enricher::wiring::Clients;
+use securityhub_enricher::service::sweep::Sweeper;
+use securityhub_enricher::wiring::{Clients, coalescer, organizations_source};
 
 #[derive(Debug, Clone)]
 pub struct LocalRun {
@@ -30,6 +33,10 @@ pub struct LocalRun {
     pub seed: u64,
     pub shards: usize,
     pub batch_size: usize,
+    /// Warm the cache from the walk of the OU tree before the stream, so the stream writes
+    /// (and, when the quota is saturated, holds in the pending-writes store) instead of
+    /// deferring a cold organization to the refresher; the refresher's drain runs at the end.
+    pub warm: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -56,6 +63,13 @@ pub struct LocalSummary {
     /// Findings the stream left to the refresher (their accounts unknown and queued; the
     /// harness runs no refresher, so they are counted here, not as lost).
     pub findings_deferred: usize,
+    /// Findings the batches held in the pending-writes store.
+    pub findings_pending: usize,
+    /// Of them, written by the refresher's drain after the stream (the rest by the enrichers').
+    pub pending_drained_by_refresher: usize,
+    /// The pending-writes store's DynamoDB requests and capacity units (holds, the enrichers'
+    /// drains and the refresher's), as the adapter sizes them.
+    pub pending_store: StoreUsage,
     pub accepted_update_calls: usize,
     pub minimum_update_calls: usize,
     pub update_throttles: usize,
@@ -122,6 +136,25 @@ impl LocalRun {
             .enricher()
             .map_err(|e| LocalError::new("configuration", e))?;
         let clients = Clients::for_enricher("enricher", &config, &sdk, &calls).await;
+        if self.warm {
+            progress("warming the cache from the walk of the OU tree");
+            // The local stack has no Organizations quota: walk at 20 calls/s, not 1.
+            let warm_config = LocalSettings::deployment(CACHE_TABLE)
+                .contact_role_in(&org.management_account)
+                .set("ORGANIZATIONS_RPS", 20)
+                .set("ORGANIZATIONS_BURST", 20)
+                .enricher()
+                .map_err(|e| LocalError::new("configuration", e))?;
+            let warm_clients = Clients::for_enricher("warm", &warm_config, &sdk, &ApiCalls::default()).await;
+            let walk = organizations_source(&warm_config, &warm_clients);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+            let report = Enricher::from_clients(&warm_config, &warm_clients)
+                .directory
+                .warm(&walk, WarmScope::Everything, deadline)
+                .await
+                .map_err(|e| LocalError::new("warm", e))?;
+            progress(&format!("{} of {} accounts cached", report.cached, report.accounts));
+        }
 
         progress("enriching: one environment per shard");
         let started = std::time::Instant::now();
@@ -153,9 +186,12 @@ impl LocalRun {
                             out.latencies.push((handled - arrival) * 1000.0);
                         }
                         out.batches += 1;
-                        out.enriched += report.tally.findings_enriched;
+                        // The batch's own findings written, and waiting ones its drain wrote.
+                        out.enriched += report.tally.findings_enriched + report.pending.drained.written;
                         out.partial += report.tally.findings_enriched_partial;
                         out.deferred += report.tally.findings_deferred;
+                        out.pending += report.tally.findings_pending;
+                        out.store += report.pending.store.unwrap_or_default();
                         out.accepted += report.writes.updates.findings_per_call.len();
                         out.bound += report.writes.minimum_calls;
                         out.throttles += report.writes.updates.throttled;
@@ -172,6 +208,21 @@ impl LocalRun {
         let mut total = Outcome::default();
         for outcome in futures::future::join_all(environments).await {
             total.add(outcome?);
+        }
+        // What waits in the pending-writes store: the refresher's drain, as each of its runs
+        // does once the stream has caught up.
+        let mut drained_by_refresher = 0;
+        if let Some(drainer) = coalescer(&config, &clients) {
+            let sweeper = Sweeper::from_clients(&config, &clients);
+            let before = drainer.usage().unwrap_or_default();
+            let until = tokio::time::Instant::now() + Duration::from_secs(300);
+            let (drained, writes) = drainer.drain_while_waiting(&sweeper.directory, &sweeper.pipeline, until).await;
+            drained_by_refresher = drained.written;
+            total.enriched += drained.written;
+            total.accepted += writes.updates.findings_per_call.len();
+            total.bound += writes.minimum_calls;
+            total.throttles += writes.updates.throttled;
+            total.store += drainer.usage().unwrap_or_default().since(before);
         }
         let enrich_seconds = started.elapsed().as_secs_f64();
 
@@ -219,6 +270,9 @@ impl LocalRun {
             findings_enriched: total.enriched,
             findings_enriched_partial: total.partial,
             findings_deferred: total.deferred,
+            findings_pending: total.pending,
+            pending_drained_by_refresher: drained_by_refresher,
+            pending_store: total.store,
             accepted_update_calls: total.accepted,
             minimum_update_calls: total.bound,
             update_throttles: total.throttles,
@@ -240,6 +294,8 @@ struct Outcome {
     enriched: usize,
     partial: usize,
     deferred: usize,
+    pending: usize,
+    store: StoreUsage,
     accepted: usize,
     bound: usize,
     throttles: usize,
@@ -253,6 +309,8 @@ impl Outcome {
         self.enriched += other.enriched;
         self.partial += other.partial;
         self.deferred += other.deferred;
+        self.pending += other.pending;
+        self.store += other.store;
         self.accepted += other.accepted;
         self.bound += other.bound;
         self.throttles += other.throttles;
