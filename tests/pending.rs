@@ -206,18 +206,24 @@ async fn nothing_is_lost_when_an_environment_dies_between_acknowledging_and_writ
     assert_eq!(taken.map(|t| t.findings.len()), Some(30));
     assert_eq!(deployment.calls(), Vec::<usize>::new());
 
-    // A later environment, once the quota is free (a small batch), writes what waits; the
-    // claimed account stays with its claim.
+    // A later environment's small batch, the quota free: written at once, nothing waits (and
+    // the index is not read: light load). The refresher's drain writes what waits, except the
+    // account still claimed.
+    let reads = deployment.store.requests.load(Ordering::Relaxed);
     let quiet = environment.handle(batch(&[(OTHER, 5, 1)]), soon()).await;
     assert_acknowledged(&quiet);
-    assert_eq!(quiet.tally.findings_pending, 0, "the quota is free: nothing waits");
+    assert_eq!((quiet.tally.findings_pending, quiet.tally.findings_enriched), (0, 1), "the quota is free");
+    assert_eq!(deployment.store.requests.load(Ordering::Relaxed), reads, "no store request at light load");
+    let coalescer = environment.pending.as_ref().unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    let (drained, _) = coalescer.drain_while_waiting(&environment.directory, &environment.pipeline, until).await;
+    assert_eq!(drained.written, 10, "{drained:?}");
     assert_eq!((deployment.written(SMALL, 5), deployment.written(OTHER, 6)), (5, 6));
     assert_eq!(deployment.written(BIG, 30), 0);
     assert_eq!(deployment.store.waiting(), 30);
 
     // Once the dead drainer's claim lapses, the next drain (the refresher's) writes them.
     tokio::time::advance(coalescer.claim + Duration::from_secs(1)).await;
-    let coalescer = environment.pending.as_ref().unwrap();
     let (drained, _) = coalescer.drain_while_waiting(&environment.directory, &environment.pipeline, soon()).await;
     assert_eq!(drained.written, 30, "{drained:?}");
     assert_eq!(deployment.written(BIG, 30), 30);
@@ -297,12 +303,15 @@ async fn a_batch_that_fits_the_quota_is_held_when_the_writes_before_it_queued() 
     assert_eq!(deployment.store.waiting(), 3);
 
     // Once no write has queued for SATURATION_MEMORY, the quota is free again: the next batch
-    // is written at once, and what waits goes out with it.
+    // is written at once, and what waits goes out with the refresher's drain.
     tokio::time::advance(securityhub_enricher::service::pending::SATURATION_MEMORY).await;
     let third = enricher.handle(batch(&[(BIG, 2, 1)]), soon()).await;
     assert_acknowledged(&third);
-    assert_eq!(third.tally.findings_pending, 0);
-    assert_eq!(third.pending.drained.written, 3);
+    assert_eq!((third.tally.findings_pending, third.tally.findings_enriched), (0, 1));
+    let coalescer = enricher.pending.as_ref().unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    let (drained, _) = coalescer.drain_while_waiting(&enricher.directory, &enricher.pipeline, until).await;
+    assert_eq!(drained.written, 3);
     assert_eq!(deployment.store.waiting(), 0);
     for account in [BIG, SMALL, OTHER] {
         assert_eq!(deployment.written(account, 2), 2, "{account}");

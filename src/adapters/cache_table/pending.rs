@@ -202,6 +202,7 @@ impl PendingWrites for DynamoPendingWrites {
         let mut accounts: BTreeMap<String, PendingAccount> = BTreeMap::new();
         // BatchGetItem may leave keys unprocessed (throughput, 16 MB): ask again for those.
         for _ in 0..5 {
+            let asked = request.get(&self.table).map_or(0, |k| k.keys().len());
             let output = self
                 .client
                 .batch_get_item()
@@ -210,7 +211,11 @@ impl PendingWrites for DynamoPendingWrites {
                 .await
                 .map_err(|e| self.error("BatchGetItem", e))?;
             let items = output.responses.unwrap_or_default().remove(&self.table).unwrap_or_default();
-            self.usage.read(items.iter().map(item_bytes));
+            let unprocessed =
+                output.unprocessed_keys.as_ref().and_then(|u| u.get(&self.table)).map_or(0, |k| k.keys().len());
+            // A key read and not found still costs a read unit (its size counts as 0).
+            let missing = asked.saturating_sub(items.len() + unprocessed);
+            self.usage.read(items.iter().map(item_bytes).chain(std::iter::repeat_n(0, missing)));
             for item in items {
                 for (name, value) in &item {
                     let number = value.as_n().ok().and_then(|n| n.parse::<i64>().ok()).unwrap_or_default();
