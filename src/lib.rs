@@ -51,6 +51,7 @@
 //! | `adapters::cache_table::sweep_state` | adapter | the sweep's checkpoint and the queue of accounts to refresh |
 //! | `adapters::cache_table::posture` | adapter | the posture counts' items (`posture#last-pass`, `posture#progress`) |
 //! | `adapters::cache_table::pending` | adapter | the pending-writes store: `pending#<account>` items, their sharded index, claims |
+//! | `adapters::cache_table::capacity` | adapter | the capacity units the store's requests consume, sized from the items by DynamoDB's rules |
 //! | `adapters::organizations` | adapter | Organizations and Account Management lookups |
 //! | `adapters::securityhub` | adapter | BatchUpdateFindings, GetFindings and BatchUpdateFindingsV2 |
 //! | `adapters::eventbridge` | adapter | PutEvents to `ENRICHED_EVENTS_BUS` |
@@ -62,7 +63,7 @@
 //! | `service::handler` | glue | one batch, start to finish; queues the accounts it could not resolve |
 //! | `service::batch_report` | glue | the per-batch report: its log line and metrics |
 //! | `service::directory` | glue | memory → table → source, in a time budget |
-//! | `service::pending` | glue | coalescing across batches: holds a saturated batch's small account groups, drains them through the pipeline (the enricher after each batch, the refresher every minute) |
+//! | `service::pending` | glue | coalescing across batches: holds a batch's small account groups while the quota is saturated (by count, or because writes queue for it), drains them through the pipeline (the enricher after each batch, the refresher's run every minute) |
 //! | `service::updater`, `service::quota_share` | glue | pacing and retrying updates of both hubs, sharing the quota |
 //! | `service::publisher` | glue | enriched-finding events, 10 per PutEvents, failed entries retried |
 //! | `service::fanout`, `service::investigator` | glue | queueing investigations; the investigator's pass |

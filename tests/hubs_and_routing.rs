@@ -197,3 +197,38 @@ async fn put_events_takes_ten_entries_a_call_retries_failed_entries_and_a_lost_e
     assert_eq!(report.response.batch_item_failures.len(), 1);
     assert_eq!(report.writes.events.failed, 1);
 }
+
+/// The new hub's findings follow the Partial decision too: an OCSF finding whose account is not
+/// known in time is deferred (no BatchUpdateFindingsV2 comment), its account queued for the
+/// refresher, while the known account's finding is written.
+#[tokio::test(start_paused = true)]
+async fn ocsf_findings_of_an_account_not_known_in_time_are_deferred_to_the_refresher() {
+    use securityhub_enricher::ports::sweep_state::SweepState as _;
+    let hub = Arc::new(InMemoryHub::default());
+    let source = StaticSource::new([account(A, "payments-prod", "payments"), account(B, "data", "data")]);
+    source.fail(&[A]);
+    let queue = Arc::new(loadtest::fakes::sweep_state::InMemorySweepState::default());
+    let enricher = EnricherBuilder::new()
+        .source(Arc::new(source))
+        .hub(hub.clone())
+        .hub_v2(hub.clone())
+        .refresh_queue(queue.clone())
+        .build();
+    let report = enricher
+        .handle(
+            batch(&[
+                v2_event(ocsf("m1", A, 1_000, None)),
+                v2_event(ocsf("m2", A, 1_000, None)),
+                v2_event(ocsf("m3", B, 1_000, None)),
+            ]),
+            soon(),
+        )
+        .await;
+    assert!(report.tally.balances(), "{}", report.tally);
+    assert!(report.response.batch_item_failures.is_empty(), "a deferred finding's record is acknowledged");
+    assert_eq!((report.tally.findings_deferred, report.tally.findings_enriched), (2, 1), "{}", report.tally);
+    let comments = hub.comments.lock().unwrap().clone();
+    assert!(!comments.contains_key(&OcsfFindingId::MetadataUid("m1".into())), "nothing written for A");
+    assert!(comments[&OcsfFindingId::MetadataUid("m3".into())].contains("(444455556666)"));
+    assert_eq!(queue.queued().await.unwrap(), vec![A.to_owned()]);
+}
