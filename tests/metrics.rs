@@ -14,6 +14,7 @@ use loadtest::fakes::enricher::EnricherBuilder;
 use loadtest::fakes::hub::{InMemoryHub, ScriptedReply};
 use securityhub_enricher::core::account::{AccountMetadata, AccountRecord};
 use securityhub_enricher::core::cache_entry::CacheTimes;
+use securityhub_enricher::ports::pending::StoreUsage;
 use securityhub_enricher::telemetry::{self, CallCount};
 
 #[tokio::test]
@@ -45,7 +46,10 @@ async fn emf_documents_are_valid_and_cover_the_dashboard() {
         &std::fs::read_to_string(format!("{}/tests/fixtures/pipe_batch.json", env!("CARGO_MANIFEST_DIR"))).unwrap(),
     )
     .unwrap();
-    let report = enricher.handle(batch, tokio::time::Instant::now() + Duration::from_secs(30)).await;
+    let mut report = enricher.handle(batch, tokio::time::Instant::now() + Duration::from_secs(30)).await;
+    // What the pending-writes store's table adapter reports for a batch (its sizing is tested
+    // against the local stack in tests/local_stack/pending_store.rs; the fake does not size).
+    report.pending.store = Some(StoreUsage { requests: 3, write_units: 7, read_units: 16 });
     // What the ApiCalls interceptor reports for an invocation (its counting is tested against
     // the local stack in tests/local_aws.rs).
     let calls = BTreeMap::from([
@@ -74,4 +78,5 @@ async fn emf_documents_are_valid_and_cover_the_dashboard() {
     assert_eq!(values["RecordsIn"], report.tally.records_in as f64);
     assert_eq!(values["FindingsEnriched"], report.tally.findings_enriched as f64);
     assert_eq!(values["UpdateCalls"], report.writes.updates.findings_per_call.len() as f64);
+    assert_eq!((values["PendingStoreWriteUnits"], values["PendingStoreReadUnits"]), (7.0, 16.0));
 }

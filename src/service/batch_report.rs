@@ -108,17 +108,7 @@ impl Report for BatchReport {
         for (reason, n) in t.findings_failed.iter().filter(|(_, n)| **n > 0) {
             Metric::FindingsFailed.count_with(&[(label::REASON, reason.clone())], *n as u64);
         }
-        let updates = &self.writes.updates;
-        Metric::UpdateCalls.count(updates.findings_per_call.len());
-        Metric::UpdateFindings.count(updates.findings_per_call.iter().sum());
-        Metric::UpdateCallsMinimum.count(self.writes.minimum_calls);
-        let v2 = &self.writes.updates_v2;
-        Metric::UpdateV2Calls.count(v2.findings_per_call.len());
-        Metric::UpdateV2Findings.count(v2.findings_per_call.iter().sum());
-        let events = &self.writes.events;
-        Metric::PutEventsCalls.count(events.calls);
-        Metric::EventsPublished.count(events.published);
-        Metric::EventsFailed.count(events.failed);
+        self.writes.record_metrics();
         let p = &self.prefetch;
         Metric::CacheHits.count_with(&[(label::TIER, "memory".into())], p.memory_hits as u64);
         Metric::CacheHits.count_with(&[(label::TIER, "table".into())], p.store_hits as u64);

@@ -18,6 +18,7 @@ use crate::core::outcome::{FailReason, FindingOutcome, SkipReason};
 use crate::core::plan;
 use crate::service::publisher::{PublishStats, Publisher};
 use crate::service::updater::{UpdateStats, Updater};
+use crate::telemetry::Metric;
 
 /// What writing findings back did, summed over a batch's or a sweep's writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -44,6 +45,21 @@ impl AddAssign for WriteStats {
         self.events += later.events;
         self.fields_dropped += later.fields_dropped;
         self.tags_dropped += later.tags_dropped;
+    }
+}
+
+impl WriteStats {
+    /// The writes' metrics, the same for every path that writes (the stream's batches, the
+    /// sweeps, the pending-writes store's drains).
+    pub fn record_metrics(&self) {
+        Metric::UpdateCalls.count(self.updates.findings_per_call.len());
+        Metric::UpdateFindings.count(self.updates.findings_per_call.iter().sum());
+        Metric::UpdateCallsMinimum.count(self.minimum_calls);
+        Metric::UpdateV2Calls.count(self.updates_v2.findings_per_call.len());
+        Metric::UpdateV2Findings.count(self.updates_v2.findings_per_call.iter().sum());
+        Metric::PutEventsCalls.count(self.events.calls);
+        Metric::EventsPublished.count(self.events.published);
+        Metric::EventsFailed.count(self.events.failed);
     }
 }
 

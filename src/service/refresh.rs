@@ -625,14 +625,6 @@ impl Report for RefreshReport {
             Metric::PendingStoreWriteUnits.count(store.write_units as usize);
             Metric::PendingStoreReadUnits.count(store.read_units as usize);
         }
-        let writes = &self.pending_writes;
-        Metric::UpdateCalls.count(writes.updates.findings_per_call.len());
-        Metric::UpdateFindings.count(writes.updates.findings_per_call.iter().sum());
-        Metric::UpdateCallsMinimum.count(writes.minimum_calls);
-        Metric::UpdateV2Calls.count(writes.updates_v2.findings_per_call.len());
-        Metric::UpdateV2Findings.count(writes.updates_v2.findings_per_call.iter().sum());
-        Metric::PutEventsCalls.count(writes.events.calls);
-        Metric::EventsPublished.count(writes.events.published);
-        Metric::EventsFailed.count(writes.events.failed);
+        self.pending_writes.record_metrics();
     }
 }

@@ -417,14 +417,8 @@ impl Report for SweepReport {
 
     fn record_metrics(&self) {
         Metric::SweepFindingsExamined.count(self.examined);
-        Metric::UpdateV2Calls.count(self.writes.updates_v2.findings_per_call.len());
-        Metric::UpdateV2Findings.count(self.writes.updates_v2.findings_per_call.iter().sum());
-        Metric::PutEventsCalls.count(self.writes.events.calls);
-        Metric::EventsPublished.count(self.writes.events.published);
-        Metric::EventsFailed.count(self.writes.events.failed);
         Metric::FindingsEnriched.count(self.enriched_complete + self.still_partial);
         Metric::FindingsEnrichedPartial.count(self.still_partial);
-        Metric::UpdateCalls.count(self.writes.updates.findings_per_call.len());
-        Metric::UpdateCallsMinimum.count(self.writes.minimum_calls);
+        self.writes.record_metrics();
     }
 }

@@ -25,6 +25,21 @@ fn pending(account: &str, n: usize, held_at_ms: i64) -> PendingFinding {
     PendingFinding::of(&finding, held_at_ms)
 }
 
+async fn account_item(
+    client: &aws_sdk_dynamodb::Client,
+    account: &str,
+) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    client
+        .get_item()
+        .table_name("cache")
+        .key("AccountId", aws_sdk_dynamodb::types::AttributeValue::S(format!("{PENDING_PREFIX}{account}")))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the account's item")
+}
+
 #[tokio::test]
 async fn the_pending_writes_store_holds_claims_and_releases_in_the_cache_table() {
     if !crate::stack_up() {
@@ -53,15 +68,7 @@ async fn the_pending_writes_store_holds_claims_and_releases_in_the_cache_table()
         index.iter().map(|a| (a.account.as_str(), a.findings, a.oldest_ms)).collect::<Vec<_>>(),
         [(A, 3, 1_000), (B, 1, 1_000)]
     );
-    let item = client
-        .get_item()
-        .table_name("cache")
-        .key("AccountId", aws_sdk_dynamodb::types::AttributeValue::S(format!("{PENDING_PREFIX}{A}")))
-        .send()
-        .await
-        .unwrap()
-        .item
-        .expect("the account's item");
+    let item = account_item(&client, A).await;
     assert!(item.contains_key(TTL_ATTRIBUTE), "TTL removes an item left behind");
 
     // A drainer claims A; a second one is refused until the claim lapses.
@@ -97,15 +104,7 @@ async fn the_pending_writes_store_holds_claims_and_releases_in_the_cache_table()
     let before = store.usage().expect("the table adapter measures its requests");
     store.hold(&[(A.into(), (10..110).map(|n| pending(A, n, 30_000)).collect())], 30_000).await[0].1.as_ref().unwrap();
     let held = store.usage().unwrap().since(before);
-    let item = client
-        .get_item()
-        .table_name("cache")
-        .key("AccountId", aws_sdk_dynamodb::types::AttributeValue::S(format!("{PENDING_PREFIX}{A}")))
-        .send()
-        .await
-        .unwrap()
-        .item
-        .expect("the account's item");
+    let item = account_item(&client, A).await;
     let bytes = item_bytes(&item);
     assert!(bytes > 100 * 300, "100 findings' snapshots: {bytes} bytes");
     assert_eq!((held.requests, held.write_units, held.read_units), (2, write_units(bytes) + 1, 0), "{held:?}");
