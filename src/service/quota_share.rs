@@ -43,6 +43,16 @@ struct Paced {
     /// Live claims in the ledger's last answer; `None` while on the fallback rate.
     holders: Option<Holders>,
     limiter: Limiter,
+    /// A drained bucket fills up by then (burst ÷ rate after it was set): waits before that
+    /// come from the empty start, not from demand.
+    filled_at: Instant,
+}
+
+impl Paced {
+    fn drained(holders: Option<Holders>, rate: Rate) -> Self {
+        let filled_at = Instant::now() + Duration::from_secs_f64(f64::from(rate.burst) / rate.per_second);
+        Paced { holders, limiter: Limiter::new_drained(rate), filled_at }
+    }
 }
 
 /// What stream environments leave to a background sweep while both write: the investigator's
@@ -60,7 +70,7 @@ impl QuotaShare {
             fallback: rate,
             sharing: None,
             reserve: BACKGROUND_RESERVE,
-            current: Mutex::new(Paced { holders: None, limiter: Limiter::new(rate) }),
+            current: Mutex::new(Paced { holders: None, limiter: Limiter::new(rate), filled_at: Instant::now() }),
             active: Default::default(),
         }
     }
@@ -80,7 +90,7 @@ impl QuotaShare {
             reserve: BACKGROUND_RESERVE,
             // Drained, like every change of share: a newcomer that spent a full burst before its
             // first claim is counted would push the others over the quota.
-            current: Mutex::new(Paced { holders: None, limiter: Limiter::new_drained(fallback) }),
+            current: Mutex::new(Paced::drained(None, fallback)),
             active: Default::default(),
         }
     }
@@ -93,6 +103,12 @@ impl QuotaShare {
 
     fn is_background(&self) -> bool {
         self.sharing.as_ref().is_some_and(|s| s.holder.starts_with(BACKGROUND_PREFIX))
+    }
+
+    /// The bucket is still filling after starting empty (at start or a change of share): a
+    /// wait for a permit now says nothing about demand on the quota.
+    pub fn filling(&self) -> bool {
+        Instant::now() < self.current.lock().expect("quota lock").filled_at
     }
 
     /// Waits for this environment's next permit, or gives up at `deadline`.
@@ -150,7 +166,7 @@ impl QuotaShare {
             let rate = holders.map_or(self.fallback, |h| share_for(self.pool, self.reserve, h, self.is_background()));
             // Starts with an empty bucket: a full one would hand out a whole burst at every
             // change of share and overshoot the pool.
-            *current = Paced { holders, limiter: Limiter::new_drained(rate) };
+            *current = Paced::drained(holders, rate);
         }
     }
 }
@@ -181,6 +197,23 @@ mod tests {
         share.pace(Some(Holders { foreground: 1, background: 0 }));
         share.while_active(tokio::time::sleep(Duration::from_millis(30))).await;
         assert_eq!(share.holders(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drained_bucket_is_filling_until_a_burst_has_come_back() {
+        let share = QuotaShare::shared(POOL, STATIC_SHARE, Arc::new(Unreachable), "a", Duration::from_millis(10));
+        // The static share: 6 permits at 2.25/s, full after about 2.7 s.
+        assert!(share.filling());
+        tokio::time::advance(Duration::from_millis(2_600)).await;
+        assert!(share.filling());
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(!share.filling());
+        // A change of share starts empty again: 27 permits at 9/s, 3 s.
+        share.pace(Some(Holders { foreground: 1, background: 0 }));
+        assert!(share.filling());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(!share.filling());
+        assert!(!QuotaShare::fixed(POOL).filling(), "a fixed share starts full");
     }
 
     #[tokio::test]

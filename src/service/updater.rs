@@ -31,8 +31,9 @@ pub struct UpdateStats {
     pub retried_findings: usize,
     /// Environments sharing the quota as of the last claim; `None` on a fixed or fallback share.
     pub quota_holders: Option<u32>,
-    /// Milliseconds the calls spent waiting for permits of the quota, summed: the quota is
-    /// saturated when calls queue for it (what the pending-writes store watches).
+    /// Milliseconds the calls spent waiting for permits of the quota, summed, once the bucket
+    /// had filled after an empty start: the quota is saturated when calls queue for it (what
+    /// the pending-writes store watches).
     pub quota_wait_ms: u64,
 }
 
@@ -205,12 +206,14 @@ impl Updater {
                 stats.retried_findings += pending.len();
             }
             attempt += 1;
-            let asked = Instant::now();
+            let (asked, filling) = (Instant::now(), self.quota.filling());
             if self.quota.acquire(deadline).await.is_err() {
                 mark(&mut outcomes, &pending, FindingOutcome::Failed(FailReason::Deadline));
                 break;
             }
-            stats.quota_wait_ms += asked.elapsed().as_millis() as u64;
+            if !filling {
+                stats.quota_wait_ms += asked.elapsed().as_millis() as u64;
+            }
             let ids: Vec<I> = pending.iter().map(|&i| findings[i].1.clone()).collect();
             let sent = ids.len();
             stats.calls += 1;

@@ -313,7 +313,10 @@ async fn end_to_end_through_kinesis_in_both_shapes() {
     let org = stack.seed(OrgSpec { accounts: 12, depth: 2, fanout: 2, seed: 3 }).await;
     stack.create_cache_table("cache").await;
     let calls = ApiCalls::default();
-    let config = stack.config("cache", &[("TAG_KEYS", "CostCenter,Environment".into())]);
+    // Each batch is checked on its own here, so no batch may hold findings for later ones
+    // (coalescing across batches: tests/pending.rs, pending_store.rs and `make demo`).
+    let config = stack
+        .config("cache", &[("TAG_KEYS", "CostCenter,Environment".into()), ("PENDING_WRITE_DELAY_SECONDS", "0".into())]);
     let clients = Clients::for_enricher("enricher", &config, &stack.sdk, &calls).await;
     let enricher = Arc::new(Enricher::from_clients(&config, &clients));
 
