@@ -178,8 +178,9 @@ impl Coalescer {
     }
 
     /// Holds the members (screened, deduplicated) of accounts with fewer than a full request in
-    /// this batch, when the quota is saturated by what waits and this batch. An account the
-    /// store cannot take is served now: holding is an optimisation, never a risk.
+    /// this batch, when the quota is saturated: by what waits and this batch, or because this
+    /// environment's writes queued for it lately. An account the store cannot take is served
+    /// now: holding is an optimisation, never a risk.
     pub async fn hold(&self, candidates: &[Candidate], members: &[usize]) -> Held {
         let mut per_account: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for &i in members {
