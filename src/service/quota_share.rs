@@ -105,16 +105,19 @@ impl QuotaShare {
         self.sharing.as_ref().is_some_and(|s| s.holder.starts_with(BACKGROUND_PREFIX))
     }
 
-    /// The bucket is still filling after starting empty (at start or a change of share): a
-    /// wait for a permit now says nothing about demand on the quota.
-    pub fn filling(&self) -> bool {
-        Instant::now() < self.current.lock().expect("quota lock").filled_at
-    }
-
-    /// Waits for this environment's next permit, or gives up at `deadline`.
-    pub async fn acquire(&self, deadline: Instant) -> Result<(), DeadlineReached> {
-        let limiter = self.current.lock().expect("quota lock").limiter.clone();
-        limiter.acquire(deadline).await
+    /// Waits for this environment's next permit, or gives up at `deadline`. Answers how long
+    /// the permit was waited for on demand: a wait while the bucket fills after an empty start
+    /// counts as none (what the pending-writes store reads as saturation).
+    pub async fn acquire(&self, deadline: Instant) -> Result<Duration, DeadlineReached> {
+        // Still filling after starting empty (at start or a change of share): a wait now says
+        // nothing about demand on the quota.
+        let (limiter, filling) = {
+            let current = self.current.lock().expect("quota lock");
+            (current.limiter.clone(), Instant::now() < current.filled_at)
+        };
+        let asked = Instant::now();
+        limiter.acquire(deadline).await?;
+        Ok(if filling { Duration::ZERO } else { asked.elapsed() })
     }
 
     /// Runs `work` (the batch's updates) while holding a claim: claims at once, renews while
@@ -200,20 +203,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_drained_bucket_is_filling_until_a_burst_has_come_back() {
+    async fn waits_while_a_drained_bucket_fills_are_not_demand() {
+        let deadline = || Instant::now() + Duration::from_secs(60);
         let share = QuotaShare::shared(POOL, STATIC_SHARE, Arc::new(Unreachable), "a", Duration::from_millis(10));
-        // The static share: 6 permits at 2.25/s, full after about 2.7 s.
-        assert!(share.filling());
-        tokio::time::advance(Duration::from_millis(2_600)).await;
-        assert!(share.filling());
-        tokio::time::advance(Duration::from_millis(100)).await;
-        assert!(!share.filling());
-        // A change of share starts empty again: 27 permits at 9/s, 3 s.
-        share.pace(Some(Holders { foreground: 1, background: 0 }));
-        assert!(share.filling());
+        // The static share starts empty: 6 permits at 2.25/s, full after about 2.7 s. The first
+        // permit is waited for (about 0.44 s), and counts as no wait.
+        let started = Instant::now();
+        assert_eq!(share.acquire(deadline()).await, Ok(Duration::ZERO));
+        assert!(Instant::now() - started >= Duration::from_millis(400), "it did wait");
+        // Full again: a burst goes at once; the permit after it is waited for on demand.
         tokio::time::advance(Duration::from_secs(3)).await;
-        assert!(!share.filling());
-        assert!(!QuotaShare::fixed(POOL).filling(), "a fixed share starts full");
+        for _ in 0..6 {
+            assert_eq!(share.acquire(deadline()).await, Ok(Duration::ZERO));
+        }
+        let waited = share.acquire(deadline()).await.unwrap();
+        assert!(waited >= Duration::from_millis(400), "{waited:?}");
+        // A change of share starts empty again (27 permits at 9/s, 3 s to fill): not demand.
+        share.pace(Some(Holders { foreground: 1, background: 0 }));
+        assert_eq!(share.acquire(deadline()).await, Ok(Duration::ZERO));
+        // A fixed share starts full: the permit after its burst is waited for on demand.
+        let fixed = QuotaShare::fixed(POOL);
+        for _ in 0..POOL.burst {
+            assert_eq!(fixed.acquire(deadline()).await, Ok(Duration::ZERO));
+        }
+        assert!(fixed.acquire(deadline()).await.unwrap() >= Duration::from_millis(100));
     }
 
     #[tokio::test]

@@ -206,13 +206,12 @@ impl Updater {
                 stats.retried_findings += pending.len();
             }
             attempt += 1;
-            let (asked, filling) = (Instant::now(), self.quota.filling());
-            if self.quota.acquire(deadline).await.is_err() {
-                mark(&mut outcomes, &pending, FindingOutcome::Failed(FailReason::Deadline));
-                break;
-            }
-            if !filling {
-                stats.quota_wait_ms += asked.elapsed().as_millis() as u64;
+            match self.quota.acquire(deadline).await {
+                Ok(waited) => stats.quota_wait_ms += waited.as_millis() as u64,
+                Err(_) => {
+                    mark(&mut outcomes, &pending, FindingOutcome::Failed(FailReason::Deadline));
+                    break;
+                }
             }
             let ids: Vec<I> = pending.iter().map(|&i| findings[i].1.clone()).collect();
             let sent = ids.len();
