@@ -264,7 +264,7 @@ async fn each_refresher_run_drains_what_waits_beside_its_sweeps() {
     ));
     let started = Instant::now();
     let run = refresher.run(soon(), &|_| {}).await;
-    assert_eq!((run.pending_drained.accounts, run.pending_drained.written), (3, 10), "{:?}", run.pending_drained);
+    assert_eq!((run.pending.drained.accounts, run.pending.drained.written), (3, 10), "{:?}", run.pending.drained);
     assert_eq!(run.pending_writes.updates.findings_per_call.iter().sum::<usize>(), 10);
     let mut calls = deployment.calls();
     calls.sort_unstable();
@@ -274,7 +274,7 @@ async fn each_refresher_run_drains_what_waits_beside_its_sweeps() {
 
     // A run with nothing waiting leaves at once (its sweeps aside).
     let idle = refresher.run(soon(), &|_| {}).await;
-    assert_eq!(idle.pending_drained.accounts, 0);
+    assert_eq!(idle.pending.drained.accounts, 0);
 }
 
 #[tokio::test(start_paused = true)]

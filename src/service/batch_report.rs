@@ -96,12 +96,7 @@ impl Report for BatchReport {
         Metric::FindingsEnrichedPartial.count(t.findings_enriched_partial);
         Metric::FindingsDeferred.count(t.findings_deferred);
         Metric::FindingsPending.count(t.findings_pending);
-        Metric::PendingFindingsWritten.count(self.pending.drained.written);
-        Metric::PendingHoldFailures.count(self.pending.hold_failures);
-        if let Some(store) = self.pending.store {
-            Metric::PendingStoreWriteUnits.count(store.write_units as usize);
-            Metric::PendingStoreReadUnits.count(store.read_units as usize);
-        }
+        self.pending.record_metrics();
         for (reason, n) in t.findings_skipped.iter().filter(|(_, n)| **n > 0) {
             Metric::FindingsSkipped.count_with(&[(label::REASON, reason.clone())], *n as u64);
         }

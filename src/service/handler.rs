@@ -110,7 +110,7 @@ impl Enricher {
             coalescer.note_writes(&writes.updates);
             pending = held.stats;
             pending.drained = drained;
-            pending.store = coalescer.usage().zip(store_before).map(|(after, before)| after.since(before));
+            pending.store = coalescer.usage_since(store_before);
         }
         let mut prefetch = cache.stats;
         prefetch += lookup_stats;

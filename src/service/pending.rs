@@ -34,6 +34,7 @@ use crate::ports::pending::{PendingWrites, StoreUsage};
 use crate::service::directory::Directory;
 use crate::service::pipeline::{Pipeline, WriteStats};
 use crate::service::updater::UpdateStats;
+use crate::telemetry::Metric;
 
 /// Accounts taken and served together: one pipeline pass, so their events share PutEvents calls.
 const ACCOUNTS_PER_DRAIN: usize = 20;
@@ -80,6 +81,19 @@ pub struct DrainStats {
     pub store_errors: usize,
 }
 
+impl PendingStats {
+    /// The store's metrics for a batch (what it held, and drained after it) or a refresher run
+    /// (what its drain wrote), the same for both. (`FindingsPending` is the batch tally's.)
+    pub fn record_metrics(&self) {
+        Metric::PendingFindingsWritten.count(self.drained.written);
+        Metric::PendingHoldFailures.count(self.hold_failures);
+        if let Some(store) = self.store {
+            Metric::PendingStoreWriteUnits.count(store.write_units as usize);
+            Metric::PendingStoreReadUnits.count(store.read_units as usize);
+        }
+    }
+}
+
 impl AddAssign for DrainStats {
     fn add_assign(&mut self, later: DrainStats) {
         self.accounts += later.accounts;
@@ -121,6 +135,19 @@ pub struct Held {
     /// The accounts waiting after the hold, for the drain at the end of the batch.
     waiting: Vec<PendingAccount>,
     quota_free: bool,
+}
+
+impl Held {
+    /// Every member written now, nothing held, no index read.
+    fn at_once(members: &[usize], quota_free: bool) -> Self {
+        Held {
+            now: members.to_vec(),
+            held: Vec::new(),
+            stats: PendingStats::default(),
+            waiting: Vec::new(),
+            quota_free,
+        }
+    }
 }
 
 pub struct Coalescer {
@@ -177,6 +204,11 @@ impl Coalescer {
         self.store.usage()
     }
 
+    /// What the store's requests have cost since `before` (a `usage()` taken earlier).
+    pub fn usage_since(&self, before: Option<StoreUsage>) -> Option<StoreUsage> {
+        self.usage().zip(before).map(|(after, before)| after.since(before))
+    }
+
     /// Holds the members (screened, deduplicated) of accounts with fewer than a full request in
     /// this batch, when the quota is saturated: by what waits and this batch, or because this
     /// environment's writes queued for it lately. An account the store cannot take is served
@@ -187,33 +219,22 @@ impl Coalescer {
             per_account.entry(candidates[i].finding.aws_account_id.clone()).or_default().push(i);
         }
         let batch_calls: usize = per_account.values().map(|m| m.len().div_ceil(FULL_GROUP)).sum();
+        let queued_lately = self.recently_saturated();
         // Light load: this environment's writes have not queued lately and the batch alone fits
         // the quota. Nothing of it waits, and the index is not read (16 read units a batch, the
         // store's main cost at light load); what others left waiting goes out with the
         // refresher's drain, or this environment's once it sees the quota busy.
-        if !self.recently_saturated() && quota_is_free(0, batch_calls, self.pool) {
-            return Held {
-                now: members.to_vec(),
-                held: Vec::new(),
-                stats: PendingStats::default(),
-                waiting: Vec::new(),
-                quota_free: true,
-            };
+        if !queued_lately && quota_is_free(0, batch_calls, self.pool) {
+            return Held::at_once(members, true);
         }
         let waiting = match self.store.accounts().await {
             Ok(waiting) => waiting,
             Err(error) => {
                 tracing::warn!(error = %error_chain(&error), "pending-writes index not read; writing this batch at once");
-                return Held {
-                    now: members.to_vec(),
-                    held: Vec::new(),
-                    stats: PendingStats::default(),
-                    waiting: Vec::new(),
-                    quota_free: false,
-                };
+                return Held::at_once(members, false);
             }
         };
-        let quota_free = quota_is_free(waiting_calls(&waiting), batch_calls, self.pool) && !self.recently_saturated();
+        let quota_free = !queued_lately && quota_is_free(waiting_calls(&waiting), batch_calls, self.pool);
         let mut held = Held { now: Vec::new(), held: Vec::new(), stats: PendingStats::default(), waiting, quota_free };
         if quota_free {
             held.now = members.to_vec();

@@ -17,11 +17,10 @@ use crate::core::error::error_chain;
 use crate::core::posture::{CompletedPass, DEFAULT_TOP_OWNERS, PassProgress, PostureCounts};
 use crate::core::time::now_epoch_seconds;
 use crate::ports::metadata::{LookupError, OrganizationWalk, WalkedAccount};
-use crate::ports::pending::StoreUsage;
 use crate::ports::posture::PostureStore;
 use crate::ports::sweep_state::{Checkpoint, SweepState};
 use crate::service::directory::{WarmReport, WarmScope};
-use crate::service::pending::{Coalescer, DRAIN_PER_RUN, DrainStats};
+use crate::service::pending::{Coalescer, DRAIN_PER_RUN, PendingStats};
 use crate::service::pipeline::WriteStats;
 use crate::service::sweep::{SweepReport, Sweeper};
 use crate::telemetry::{Metric, Report};
@@ -124,12 +123,11 @@ pub struct RefreshReport {
     pub posture: Option<CompletedPass>,
     /// Storing or reading the posture counts failed (the sweep itself went on).
     pub posture_error: Option<String>,
-    /// What the drain of the pending-writes store beside the run wrote.
-    pub pending_drained: DrainStats,
-    /// The drain's requests (the sweeps' are in `sweep`).
+    /// What the drain of the pending-writes store beside the run wrote, and what the store's
+    /// requests cost (nothing is held here).
+    pub pending: PendingStats,
+    /// The drain's writes (the sweeps' are in `sweep`).
     pub pending_writes: WriteStats,
-    /// The store's requests and capacity units for the drain (`None`: not measured).
-    pub pending_store: Option<StoreUsage>,
 }
 
 impl RefreshReport {
@@ -148,9 +146,8 @@ impl RefreshReport {
             state_error: None,
             posture: None,
             posture_error: None,
-            pending_drained: DrainStats::default(),
+            pending: PendingStats::default(),
             pending_writes: WriteStats::default(),
-            pending_store: None,
         }
     }
 }
@@ -207,24 +204,24 @@ impl Refresher {
     /// findings waiting in the pending-writes store, through the sweep's directory and pipeline
     /// (background work on the quota). The drain runs even when the sweeps have nothing to do.
     pub async fn run(&self, deadline: Instant, progress: &(dyn Fn(&SweepReport) + Sync)) -> RefreshReport {
-        let drain = async {
-            match &self.pending {
-                Some(coalescer) => {
-                    let before = coalescer.usage();
-                    let until = deadline.min(Instant::now() + DRAIN_PER_RUN);
-                    let (drained, writes) =
-                        coalescer.drain_while_waiting(&self.sweeper.directory, &self.sweeper.pipeline, until).await;
-                    let store = coalescer.usage().zip(before).map(|(after, before)| after.since(before));
-                    (drained, writes, store)
-                }
-                None => Default::default(),
-            }
-        };
-        let (mut report, (drained, writes, store)) = tokio::join!(self.run_sweeps(deadline, progress), drain);
-        report.pending_drained = drained;
+        let drain_until = deadline.min(Instant::now() + DRAIN_PER_RUN);
+        let (mut report, (pending, writes)) =
+            tokio::join!(self.run_sweeps(deadline, progress), self.drain_pending(drain_until));
+        report.pending = pending;
         report.pending_writes = writes;
-        report.pending_store = store;
         report
+    }
+
+    /// The drain of the pending-writes store, until `until` or nothing waits: through the
+    /// sweep's directory and pipeline, as background work on the quota. Nothing when
+    /// coalescing is off.
+    pub async fn drain_pending(&self, until: Instant) -> (PendingStats, WriteStats) {
+        let Some(coalescer) = &self.pending else { return Default::default() };
+        let before = coalescer.usage();
+        let (drained, writes) =
+            coalescer.drain_while_waiting(&self.sweeper.directory, &self.sweeper.pipeline, until).await;
+        let stats = PendingStats { drained, store: coalescer.usage_since(before), ..PendingStats::default() };
+        (stats, writes)
     }
 
     async fn run_sweeps(&self, deadline: Instant, progress: &(dyn Fn(&SweepReport) + Sync)) -> RefreshReport {
@@ -556,7 +553,7 @@ impl Refresher {
 
 impl Report for RefreshReport {
     fn log(&self) {
-        let drained = &self.pending_drained;
+        let drained = &self.pending.drained;
         if drained.accounts > 0 || drained.store_errors > 0 {
             tracing::info!(
                 accounts = drained.accounts,
@@ -566,8 +563,8 @@ impl Report for RefreshReport {
                 store_errors = drained.store_errors,
                 update_calls = self.pending_writes.updates.calls,
                 minimum_update_calls = self.pending_writes.minimum_calls,
-                store_write_units = self.pending_store.map(|s| s.write_units),
-                store_read_units = self.pending_store.map(|s| s.read_units),
+                store_write_units = self.pending.store.map(|s| s.write_units),
+                store_read_units = self.pending.store.map(|s| s.read_units),
                 "pending writes drained"
             );
         }
@@ -620,11 +617,7 @@ impl Report for RefreshReport {
         Metric::RefreshRunsCompleted.count(usize::from(self.state_error.is_none()));
         Metric::AccountsWarmed.count(self.warm.as_ref().map_or(0, |w| w.cached));
         self.sweep.record_metrics();
-        Metric::PendingFindingsWritten.count(self.pending_drained.written);
-        if let Some(store) = self.pending_store {
-            Metric::PendingStoreWriteUnits.count(store.write_units as usize);
-            Metric::PendingStoreReadUnits.count(store.read_units as usize);
-        }
+        self.pending.record_metrics();
         self.pending_writes.record_metrics();
     }
 }

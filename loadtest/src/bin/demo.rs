@@ -631,7 +631,7 @@ async fn run_burst(
     let run = refresher.run(tokio::time::Instant::now() + Duration::from_secs(120), &|_| {}).await;
     println!(
         "   the refresher's next run drained {} waiting findings of {} accounts",
-        run.pending_drained.written, run.pending_drained.accounts
+        run.pending.drained.written, run.pending.drained.accounts
     );
     let mut calls: Vec<usize> =
         reports.iter().flat_map(|r| r.writes.updates.findings_per_call.iter().copied()).collect();
@@ -647,7 +647,7 @@ async fn run_burst(
     for usage in reports.iter().filter_map(|r| r.pending.store) {
         store += usage;
     }
-    if let Some(drain) = run.pending_store {
+    if let Some(drain) = run.pending.store {
         store += drain;
     }
     let per_million = |n: u64| n as f64 * 1_000_000.0 / findings as f64;

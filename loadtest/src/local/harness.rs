@@ -23,8 +23,8 @@ use securityhub_enricher::core::event::IncomingBatch;
 use securityhub_enricher::ports::pending::StoreUsage;
 use securityhub_enricher::service::directory::WarmScope;
 use securityhub_enricher::service::handler::Enricher;
-use securityhub_enricher::service::sweep::Sweeper;
-use securityhub_enricher::wiring::{Clients, coalescer, organizations_source};
+use securityhub_enricher::service::refresh::Refresher;
+use securityhub_enricher::wiring::{Clients, organizations_source};
 
 #[derive(Debug, Clone)]
 pub struct LocalRun {
@@ -211,19 +211,14 @@ impl LocalRun {
         }
         // What waits in the pending-writes store: the refresher's drain, as each of its runs
         // does once the stream has caught up.
-        let mut drained_by_refresher = 0;
-        if let Some(drainer) = coalescer(&config, &clients) {
-            let sweeper = Sweeper::from_clients(&config, &clients);
-            let before = drainer.usage().unwrap_or_default();
-            let until = tokio::time::Instant::now() + Duration::from_secs(300);
-            let (drained, writes) = drainer.drain_while_waiting(&sweeper.directory, &sweeper.pipeline, until).await;
-            drained_by_refresher = drained.written;
-            total.enriched += drained.written;
-            total.accepted += writes.updates.findings_per_call.len();
-            total.bound += writes.minimum_calls;
-            total.throttles += writes.updates.throttled;
-            total.store += drainer.usage().unwrap_or_default().since(before);
-        }
+        let refresher = Refresher::from_clients(&config, &clients);
+        let (pending, writes) = refresher.drain_pending(tokio::time::Instant::now() + Duration::from_secs(300)).await;
+        let drained_by_refresher = pending.drained.written;
+        total.enriched += drained_by_refresher;
+        total.accepted += writes.updates.findings_per_call.len();
+        total.bound += writes.minimum_calls;
+        total.throttles += writes.updates.throttled;
+        total.store += pending.store.unwrap_or_default();
         let enrich_seconds = started.elapsed().as_secs_f64();
 
         progress("reconciling every finding against Security Hub");
