@@ -318,3 +318,49 @@ async fn a_batch_that_fits_the_quota_is_held_when_the_writes_before_it_queued() 
     }
     assert_eq!(deployment.written(BIG, 3), 3);
 }
+
+/// The new hub's findings wait and drain like CSPM's: held as snapshots (their OCSF identifier
+/// and comment kept), then written by the refresher's drain as BatchUpdateFindingsV2 comments.
+#[tokio::test(start_paused = true)]
+async fn ocsf_findings_wait_and_are_written_as_v2_comments_by_the_drain() {
+    use securityhub_enricher::core::finding::OcsfFindingId;
+    let deployment = Deployment::new(TIGHT_POOL);
+    let source = || Arc::new(StaticSource::new([account(BIG), account(SMALL), account(OTHER)]));
+    let enricher = EnricherBuilder::new()
+        .store(deployment.cache.clone())
+        .source(source())
+        .hub(deployment.hub.clone())
+        .hub_v2(deployment.hub.clone())
+        .pending(deployment.store.clone(), DELAY, deployment.pool)
+        .build();
+    let ocsf = |uid: &str, account: &str| {
+        json!({"source": "aws.securityhub", "detail-type": "Findings Imported V2", "detail": {"findings": [{
+            "metadata": {"uid": uid, "product": {"uid": "arn:aws:securityhub:us-east-1::productv2/aws/guardduty", "name": "GuardDuty"}},
+            "cloud": {"account": {"uid": account}},
+            "finding_info": {"uid": format!("gd-{uid}"), "title": "Recon", "modified_time": 1_000},
+            "severity": "High", "severity_id": 4}]}})
+    };
+    let events = [ocsf("m1", BIG), ocsf("m2", SMALL), ocsf("m3", OTHER)];
+    let report = enricher.handle(incoming_batch_of_events(&events), soon()).await;
+    assert_acknowledged(&report);
+    assert_eq!(report.tally.findings_pending, 3, "{}", report.tally);
+    assert!(deployment.hub.comments.lock().unwrap().is_empty(), "nothing written while they wait");
+
+    let sweeper = EnricherBuilder::new()
+        .store(deployment.cache.clone())
+        .source(source())
+        .hub(deployment.hub.clone())
+        .hub_v2(deployment.hub.clone())
+        .build_sweeper(deployment.hub.clone(), Rate { per_second: 2.0, burst: 4 });
+    let refresher = Refresher::new(sweeper, Arc::new(InMemorySweepState::default()), None)
+        .with_pending(Coalescer::new(deployment.store.clone(), DELAY, deployment.pool));
+    let (pending, writes) = refresher.drain_pending(soon()).await;
+    assert_eq!(pending.drained.written, 3, "{:?}", pending.drained);
+    assert_eq!(writes.updates_v2.findings_per_call.iter().sum::<usize>(), 3);
+    let comments = deployment.hub.comments.lock().unwrap().clone();
+    for (uid, account) in [("m1", BIG), ("m2", SMALL), ("m3", OTHER)] {
+        let comment = &comments[&OcsfFindingId::MetadataUid(uid.into())];
+        assert!(comment.contains(&format!("account-{account} ({account})")), "{uid}: {comment}");
+    }
+    assert_eq!(deployment.store.waiting(), 0);
+}
